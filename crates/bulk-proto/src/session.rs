@@ -1,0 +1,786 @@
+//! The server side of one SMTP session: bytes in, replies and events out.
+//!
+//! [`Session::advance`] consumes every complete command in a buffer and queues their
+//! replies. A `RCPT` cannot be answered at once: its verdict comes from the policy backend,
+//! and one backend call should serve every RCPT of a pipelined read. So the session queues
+//! the address (see [`Session::pending`]) and a placeholder reply, and goes on with the next
+//! command. It stops with [`Event::NeedVerdicts`] only when a command depends on those
+//! verdicts (DATA needs to know whether any recipient was accepted; RSET, MAIL, BULK, EHLO
+//! and HELO end the transaction they belong to). The caller then looks the batch up and calls
+//! [`Session::resolve`], and replies go out in command order whatever was pending (RFC 2920).
+
+use bulk_policy::{AddressBatch, Verdict};
+
+use crate::command::{Command, ForwardPath, ReversePath, TransactionKind, parse_command};
+use crate::data::{DataReceiver, DataVerdict};
+use crate::limits::{self, MAX_COMMAND_LINE};
+use crate::reply::{Closing, QueueId, Reply, ServerIdentity, replies};
+
+/// Harvest-resistant mode (DESIGN.md section 2): unknown and opted-out mailboxes get the
+/// same answer, and after `unknown_threshold` unknown mailboxes in a session every further
+/// RCPT is delayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HarvestConfig {
+    /// Unknown mailboxes a session may name before its RCPTs are delayed.
+    pub unknown_threshold: u32,
+}
+
+impl Default for HarvestConfig {
+    fn default() -> Self {
+        HarvestConfig {
+            unknown_threshold: limits::DEFAULT_HARVEST_UNKNOWN_THRESHOLD,
+        }
+    }
+}
+
+/// Per-session limits and modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// RCPT commands per transaction; those beyond get `452 4.5.3`.
+    pub max_recipients: u32,
+    /// Largest message, in octets (also advertised as EHLO `SIZE`).
+    pub max_message_size: u64,
+    /// Protocol errors per session; the one that reaches it is followed by `421 4.7.0`.
+    pub max_errors: u32,
+    /// Harvest-resistant mode, off when `None`.
+    pub harvest: Option<HarvestConfig>,
+    /// Keep message bodies for the caller (a spool); a discarding sink only needs sizes.
+    pub keep_message: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_recipients: limits::DEFAULT_MAX_RECIPIENTS,
+            max_message_size: limits::DEFAULT_MAX_MESSAGE_SIZE,
+            max_errors: limits::DEFAULT_MAX_ERRORS,
+            harvest: None,
+            keep_message: false,
+        }
+    }
+}
+
+/// Why [`Session::advance`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Every complete command was consumed: flush the replies, then read more bytes.
+    NeedInput,
+    /// The next command depends on pending RCPT verdicts: look up [`Session::pending`],
+    /// call [`Session::resolve`], then call `advance` again with the unconsumed bytes.
+    NeedVerdicts,
+    /// A message ended and passed every check: store [`Session::message`], then call
+    /// [`Session::delivered`].
+    Message,
+    /// The session is over: resolve what is pending, flush the replies, close.
+    Close,
+}
+
+/// What the caller must do after [`Session::resolve`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// RCPT replies of this batch that harvest-resistant mode delays; the caller waits
+    /// this many times its per-RCPT delay before sending them.
+    pub delayed_rcpts: u32,
+}
+
+/// A received message and its envelope, ready for the sink.
+#[derive(Clone, Copy, Debug)]
+pub struct Message<'a> {
+    /// BULK or MAIL.
+    pub kind: TransactionKind,
+    /// The reverse-path without brackets; empty for `<>`.
+    pub sender: &'a [u8],
+    /// Accepted recipients, in the order their verdicts arrived.
+    pub recipients: &'a AddressBatch,
+    /// The content, unstuffed, if the session keeps messages; empty otherwise.
+    pub body: &'a [u8],
+    /// Size of the content in octets.
+    pub size: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Greeted {
+    No,
+    Helo,
+    Ehlo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Command,
+    /// Inside an over-long command line: discard up to its LF, then answer once.
+    Discarding,
+    Data,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Ready(Reply),
+    /// A RCPT waiting for its verdict; pending slots are resolved in order.
+    Pending,
+}
+
+/// The transaction opened by MAIL FROM or BULK FROM.
+#[derive(Debug)]
+struct Transaction {
+    kind: TransactionKind,
+    /// RCPT commands answered (or pending), refused ones included: the recipient limit
+    /// counts commands, so a sender cannot probe without bound in one transaction.
+    rcpt_commands: u32,
+}
+
+/// One SMTP session, server side. Owns no socket: see the module docs for the protocol
+/// between it and its caller.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    greeted: Greeted,
+    mode: Mode,
+    transaction: Option<Transaction>,
+    /// The envelope of the open transaction (kept apart from `transaction` so their
+    /// buffers are reused from one transaction to the next).
+    sender: Vec<u8>,
+    recipients: AddressBatch,
+    body: Vec<u8>,
+    data: DataReceiver,
+    replies: Vec<Slot>,
+    /// Addresses of the pending RCPTs, in order, and the kind of their transaction.
+    pending: AddressBatch,
+    pending_kind: TransactionKind,
+    errors: u32,
+    unknown_mailboxes: u32,
+}
+
+impl Session {
+    /// A new session; call [`greet`](Self::greet) before anything else.
+    pub fn new(config: SessionConfig) -> Self {
+        Session {
+            config,
+            greeted: Greeted::No,
+            mode: Mode::Command,
+            transaction: None,
+            sender: Vec::new(),
+            recipients: AddressBatch::new(),
+            body: Vec::new(),
+            data: DataReceiver::new(config.max_message_size),
+            replies: Vec::new(),
+            pending: AddressBatch::new(),
+            pending_kind: TransactionKind::Mail,
+            errors: 0,
+            unknown_mailboxes: 0,
+        }
+    }
+
+    /// Queues the `220` greeting.
+    pub fn greet(&mut self) {
+        self.replies.push(Slot::Ready(Reply::Greeting));
+    }
+
+    /// Ends the session with a `421` for `why` (idle timeout, shutdown). Pending RCPTs keep
+    /// their place before it.
+    pub fn close(&mut self, why: Closing) {
+        if self.mode != Mode::Closed {
+            self.replies.push(Slot::Ready(Reply::Closing(why)));
+            self.mode = Mode::Closed;
+        }
+    }
+
+    /// Whether the session has ended; the caller flushes and closes.
+    pub fn is_closed(&self) -> bool {
+        self.mode == Mode::Closed
+    }
+
+    /// Whether a transaction is open (between MAIL/BULK and the end of DATA or RSET).
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// Protocol errors counted so far.
+    pub fn errors(&self) -> u32 {
+        self.errors
+    }
+
+    /// Consumes commands (or message content) from `input`. Returns how many bytes were
+    /// consumed and why it stopped. Bytes not consumed must be given again, with what
+    /// follows them, on the next call. Never blocks, never panics.
+    pub fn advance(&mut self, input: &[u8]) -> (usize, Event) {
+        let mut pos = 0;
+        loop {
+            match self.mode {
+                Mode::Closed => return (input.len(), Event::Close),
+                Mode::Data => {
+                    let body = self.config.keep_message.then_some(&mut self.body);
+                    let (n, ended) = self.data.feed(&input[pos..], body);
+                    pos += n;
+                    if !ended {
+                        return (pos, Event::NeedInput);
+                    }
+                    self.mode = Mode::Command;
+                    match self.data.verdict() {
+                        DataVerdict::Deliver => return (pos, Event::Message),
+                        // A refused message is an answer about content, not a protocol
+                        // error of the session: it does not count.
+                        DataVerdict::Refuse(reply) => {
+                            self.reset_transaction();
+                            self.reply(reply);
+                        }
+                    }
+                }
+                Mode::Discarding => match memchr::memchr(b'\n', &input[pos..]) {
+                    None => return (input.len(), Event::NeedInput),
+                    Some(at) => {
+                        pos += at + 1;
+                        self.mode = Mode::Command;
+                        self.protocol_error(replies::COMMAND_TOO_LONG);
+                    }
+                },
+                Mode::Command => {
+                    let rest = &input[pos..];
+                    let Some(lf) = memchr::memchr(b'\n', rest) else {
+                        // 512 octets without LF cannot become a line of at most 512 octets
+                        // with its CRLF: stop buffering it (limits before buffering).
+                        if rest.len() >= MAX_COMMAND_LINE {
+                            self.mode = Mode::Discarding;
+                            return (input.len(), Event::NeedInput);
+                        }
+                        return (pos, Event::NeedInput);
+                    };
+                    if lf + 1 > MAX_COMMAND_LINE {
+                        pos += lf + 1;
+                        self.protocol_error(replies::COMMAND_TOO_LONG);
+                        continue;
+                    }
+                    if lf == 0 || rest[lf - 1] != b'\r' {
+                        pos += lf + 1;
+                        self.protocol_error(replies::BARE_LF);
+                        continue;
+                    }
+                    match parse_command(&rest[..lf - 1]) {
+                        Ok(command) => {
+                            if !self.pending.is_empty() && depends_on_verdicts(&command) {
+                                return (pos, Event::NeedVerdicts);
+                            }
+                            pos += lf + 1;
+                            self.apply(command);
+                        }
+                        Err(error) => {
+                            pos += lf + 1;
+                            self.protocol_error(error.reply());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        self.replies.push(Slot::Ready(reply));
+    }
+
+    /// Answers a protocol error and counts it; the error that reaches the limit ends the
+    /// session. Policy refusals never come through here.
+    fn protocol_error(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            self.close(Closing::TooManyErrors);
+        }
+    }
+
+    fn reset_transaction(&mut self) {
+        self.transaction = None;
+        self.sender.clear();
+        self.recipients.clear();
+        self.body.clear();
+    }
+
+    fn apply(&mut self, command: Command<'_>) {
+        match command {
+            Command::Ehlo { .. } => {
+                // EHLO and HELO reset any transaction (RFC 5321 section 4.1.4).
+                self.reset_transaction();
+                self.greeted = Greeted::Ehlo;
+                self.reply(Reply::Ehlo);
+            }
+            Command::Helo { .. } => {
+                self.reset_transaction();
+                self.greeted = Greeted::Helo;
+                self.reply(Reply::Helo);
+            }
+            Command::Mail { kind, from, params } => {
+                if self.greeted == Greeted::No {
+                    self.protocol_error(replies::NEED_HELO);
+                } else if kind == TransactionKind::Bulk && self.greeted == Greeted::Helo {
+                    self.protocol_error(replies::BULK_NEEDS_EHLO);
+                } else if self.transaction.is_some() {
+                    self.protocol_error(replies::NESTED_MAIL);
+                } else if params.size.is_some_and(|size| size > self.config.max_message_size) {
+                    self.reply(replies::MESSAGE_TOO_BIG);
+                } else {
+                    self.sender.clear();
+                    if let ReversePath::Mailbox(mailbox) = from {
+                        self.sender.extend_from_slice(mailbox);
+                    }
+                    self.transaction = Some(Transaction {
+                        kind,
+                        rcpt_commands: 0,
+                    });
+                    self.reply(replies::SENDER_OK);
+                }
+            }
+            Command::Rcpt { to } => {
+                let Some(transaction) = self.transaction.as_mut() else {
+                    let reply = if self.greeted == Greeted::No {
+                        replies::NEED_HELO
+                    } else {
+                        replies::NEED_MAIL
+                    };
+                    return self.protocol_error(reply);
+                };
+                if transaction.rcpt_commands >= self.config.max_recipients {
+                    return self.reply(replies::TOO_MANY_RECIPIENTS);
+                }
+                transaction.rcpt_commands += 1;
+                let kind = transaction.kind;
+                match to {
+                    ForwardPath::Postmaster => match kind {
+                        TransactionKind::Mail => {
+                            self.recipients.push(b"postmaster");
+                            self.reply(replies::RCPT_OK);
+                        }
+                        TransactionKind::Bulk => self.reply(replies::POSTMASTER_NO_BULK),
+                    },
+                    ForwardPath::Mailbox(mailbox) => {
+                        self.pending.push(mailbox);
+                        self.pending_kind = kind;
+                        self.replies.push(Slot::Pending);
+                    }
+                }
+            }
+            Command::Data => {
+                if self.transaction.is_none() {
+                    let reply = if self.greeted == Greeted::No {
+                        replies::NEED_HELO
+                    } else {
+                        replies::NEED_MAIL
+                    };
+                    self.protocol_error(reply);
+                } else if self.recipients.is_empty() {
+                    // Follows from refusals (all recipients refused is normal in bulk):
+                    // not a protocol error.
+                    self.reply(replies::NO_VALID_RECIPIENTS);
+                } else {
+                    self.data = DataReceiver::new(self.config.max_message_size);
+                    self.body.clear();
+                    self.mode = Mode::Data;
+                    self.reply(replies::START_DATA);
+                }
+            }
+            Command::Rset => {
+                self.reset_transaction();
+                self.reply(replies::OK);
+            }
+            Command::Noop => self.reply(replies::OK),
+            Command::Quit => {
+                self.reply(replies::BYE);
+                self.mode = Mode::Closed;
+            }
+            Command::Vrfy => self.reply(replies::VRFY),
+            Command::Help => self.reply(replies::HELP),
+        }
+    }
+
+    /// The addresses of the RCPTs waiting for a verdict, in command order.
+    pub fn pending(&self) -> &AddressBatch {
+        &self.pending
+    }
+
+    /// Answers every pending RCPT: `Ok` with one verdict per address of
+    /// [`pending`](Self::pending), in order, or `Err` when the backend failed or timed out
+    /// (every pending RCPT then gets `451 4.3.0`). A missing verdict is treated as a failure
+    /// of that one lookup, never as a guess.
+    pub fn resolve(&mut self, verdicts: Result<&[Verdict], ()>) -> Resolution {
+        let mut resolution = Resolution::default();
+        if self.pending.is_empty() {
+            return resolution;
+        }
+        let kind = self.pending_kind;
+        let harvest = self.config.harvest;
+        // Accepted addresses join the envelope only if their transaction is still open;
+        // the barrier in `advance` guarantees it, since every command that ends a
+        // transaction waits for pending verdicts first.
+        let keep = self.transaction.is_some();
+        let mut index = 0;
+        for slot in &mut self.replies {
+            if *slot != Slot::Pending {
+                continue;
+            }
+            let verdict = verdicts.ok().and_then(|v| v.get(index).copied());
+            if let Some(harvest) = harvest {
+                if self.unknown_mailboxes >= harvest.unknown_threshold {
+                    resolution.delayed_rcpts += 1;
+                }
+                if verdict == Some(Verdict::UnknownMailbox) {
+                    self.unknown_mailboxes += 1;
+                }
+            }
+            let reply = match verdict {
+                None => replies::RCPT_TEMPFAIL,
+                Some(verdict) => rcpt_reply(kind, verdict, harvest.is_some()),
+            };
+            if reply == replies::RCPT_OK && keep {
+                if let Some(address) = self.pending.get(index) {
+                    self.recipients.push(address);
+                }
+            }
+            *slot = Slot::Ready(reply);
+            index += 1;
+        }
+        self.pending.clear();
+        resolution
+    }
+
+    /// The message that just ended, with its envelope. Meaningful after [`Event::Message`].
+    pub fn message(&self) -> Message<'_> {
+        Message {
+            kind: self.transaction.as_ref().map_or(TransactionKind::Mail, |t| t.kind),
+            sender: &self.sender,
+            recipients: &self.recipients,
+            body: &self.body,
+            size: self.data.size(),
+        }
+    }
+
+    /// Tells the session what became of the message of [`Event::Message`]: queued under an
+    /// id (`250 2.0.0`), or not stored (`451 4.3.0`: a message that got no 250 is the
+    /// client's to retry). Either way the transaction ends.
+    pub fn delivered(&mut self, result: Result<QueueId, ()>) {
+        self.reset_transaction();
+        self.reply(match result {
+            Ok(id) => Reply::Queued(id),
+            Err(()) => replies::SPOOL_FAILED,
+        });
+    }
+
+    /// Whether any reply is queued.
+    pub fn has_replies(&self) -> bool {
+        !self.replies.is_empty()
+    }
+
+    /// Appends every queued reply up to the first pending RCPT to `out`, in order, and
+    /// forgets them. Call after resolving, so everything goes out in one write.
+    pub fn flush(&mut self, identity: &ServerIdentity, out: &mut Vec<u8>) {
+        let ready = self
+            .replies
+            .iter()
+            .position(|slot| *slot == Slot::Pending)
+            .unwrap_or(self.replies.len());
+        for slot in self.replies.drain(..ready) {
+            if let Slot::Ready(reply) = slot {
+                reply.encode(identity, out);
+            }
+        }
+    }
+}
+
+/// Commands that must not run before pending RCPTs are answered: DATA needs to know
+/// whether any recipient was accepted, and the others end the transaction the pending
+/// recipients belong to.
+fn depends_on_verdicts(command: &Command<'_>) -> bool {
+    matches!(
+        command,
+        Command::Data
+            | Command::Rset
+            | Command::Mail { .. }
+            | Command::Ehlo { .. }
+            | Command::Helo { .. }
+    )
+}
+
+/// The reply to a RCPT, by transaction kind and verdict. In a MAIL transaction preferences
+/// are not consulted: an opted-out mailbox still receives ordinary mail.
+fn rcpt_reply(kind: TransactionKind, verdict: Verdict, harvest_resistant: bool) -> Reply {
+    match (kind, verdict) {
+        (_, Verdict::Accept) | (TransactionKind::Mail, Verdict::OptedOut) => replies::RCPT_OK,
+        (TransactionKind::Bulk, Verdict::OptedOut) if harvest_resistant => replies::RCPT_REFUSED,
+        (TransactionKind::Bulk, Verdict::OptedOut) => replies::RCPT_OPTED_OUT,
+        (_, Verdict::UnknownMailbox) if harvest_resistant => replies::RCPT_REFUSED,
+        (_, Verdict::UnknownMailbox) => replies::RCPT_UNKNOWN,
+        (_, Verdict::NotLocal) => replies::RCPT_NOT_LOCAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Verdicts by the address's local part, standing in for a backend so these tests
+    /// exercise only the state machine (the real backends have their own suite).
+    fn verdict(address: &[u8]) -> Verdict {
+        let text = String::from_utf8_lossy(address);
+        if text.ends_with("@elsewhere.example") {
+            Verdict::NotLocal
+        } else if text.starts_with("in") {
+            Verdict::Accept
+        } else if text.starts_with("out") {
+            Verdict::OptedOut
+        } else {
+            Verdict::UnknownMailbox
+        }
+    }
+
+    fn resolve_all(session: &mut Session, fail: bool) -> Resolution {
+        let verdicts: Vec<Verdict> = session.pending().iter().map(verdict).collect();
+        session.resolve(if fail { Err(()) } else { Ok(&verdicts) })
+    }
+
+    /// Drives a session over `input` delivered in pieces of `chunk` bytes, as a server
+    /// would; returns everything the session answered.
+    fn converse_with(config: SessionConfig, input: &[u8], chunk: usize, fail: bool) -> String {
+        let mut session = Session::new(config);
+        session.greet();
+        let identity = ServerIdentity::default();
+        let mut buffer = Vec::new();
+        let mut out = Vec::new();
+        'read: for piece in input.chunks(chunk.max(1)) {
+            buffer.extend_from_slice(piece);
+            loop {
+                let (consumed, event) = session.advance(&buffer);
+                buffer.drain(..consumed);
+                match event {
+                    Event::NeedInput => break,
+                    Event::NeedVerdicts => {
+                        resolve_all(&mut session, fail);
+                    }
+                    Event::Message => {
+                        let size = session.message().size;
+                        session.delivered(Ok(QueueId(size)));
+                    }
+                    Event::Close => {
+                        resolve_all(&mut session, fail);
+                        session.flush(&identity, &mut out);
+                        break 'read;
+                    }
+                }
+            }
+            resolve_all(&mut session, fail);
+            session.flush(&identity, &mut out);
+        }
+        String::from_utf8(out).expect("replies are ASCII")
+    }
+
+    fn converse(input: &[u8]) -> String {
+        converse_with(SessionConfig::default(), input, input.len(), false)
+    }
+
+    /// The reply codes with enhanced codes, one per reply line, greeting and EHLO dropped.
+    fn codes(replies: &str) -> Vec<String> {
+        replies
+            .lines()
+            .filter(|line| !line.starts_with("220 ") && !line.starts_with("250-"))
+            .filter(|line| *line != "250 BULK")
+            .map(|line| line.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+
+    #[test]
+    fn bulk_transaction_answers_every_verdict() {
+        let out = converse(
+            b"EHLO c.example\r\nBULK FROM:<news@shop.example>\r\n\
+              RCPT TO:<in1@example.org>\r\nRCPT TO:<out1@example.org>\r\n\
+              RCPT TO:<nobody@example.org>\r\nRCPT TO:<in2@elsewhere.example>\r\n\
+              RCPT TO:<Postmaster>\r\nDATA\r\nHello\r\n.\r\nQUIT\r\n",
+        );
+        assert_eq!(
+            codes(&out),
+            [
+                "250 2.1.0", "250 2.1.5", "550 5.7.1", "550 5.1.1", "554 5.7.1", "550 5.7.1",
+                "354 End", "250 2.0.0", "221 2.0.0"
+            ]
+        );
+        assert!(out.contains("Recipient does not accept bulk mail"));
+    }
+
+    #[test]
+    fn mail_transaction_ignores_preferences() {
+        let out = converse(
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<out1@example.org>\r\n\
+              RCPT TO:<nobody@example.org>\r\nRCPT TO:<postmaster>\r\nQUIT\r\n",
+        );
+        assert_eq!(
+            codes(&out),
+            ["250 2.1.0", "250 2.1.5", "550 5.1.1", "250 2.1.5", "221 2.0.0"]
+        );
+    }
+
+    #[test]
+    fn sequence_errors() {
+        let cases: &[(&[u8], &[&str])] = &[
+            (b"MAIL FROM:<a@b.c>\r\n", &["503 5.5.1"]),
+            (b"BULK FROM:<a@b.c>\r\n", &["503 5.5.1"]),
+            (b"RCPT TO:<a@b.c>\r\n", &["503 5.5.1"]),
+            (b"DATA\r\n", &["503 5.5.1"]),
+            (b"HELO c\r\nBULK FROM:<a@b.c>\r\n", &["250 localhost", "503 5.5.1"]),
+            (b"HELO c\r\nMAIL FROM:<a@b.c>\r\n", &["250 localhost", "250 2.1.0"]),
+            (b"EHLO c\r\nRCPT TO:<in@b.c>\r\n", &["503 5.5.1"]),
+            (b"EHLO c\r\nDATA\r\n", &["503 5.5.1"]),
+            (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nBULK FROM:<a@b.c>\r\n", &["250 2.1.0", "503 5.5.1"]),
+            (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nDATA\r\n", &["250 2.1.0", "554 5.5.1"]),
+            (
+                b"EHLO c\r\nBULK FROM:<a@b.c>\r\nRCPT TO:<out@b.c>\r\nDATA\r\n",
+                &["250 2.1.0", "550 5.7.1", "554 5.5.1"],
+            ),
+            (
+                b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRSET\r\nRCPT TO:<in@b.c>\r\n",
+                &["250 2.1.0", "250 2.0.0", "503 5.5.1"],
+            ),
+            (
+                b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nEHLO c\r\nRCPT TO:<in@b.c>\r\n",
+                &["250 2.1.0", "503 5.5.1"],
+            ),
+            (
+                b"EHLO c\r\nMAIL FROM:<a@b.c> SIZE=99999999999\r\n",
+                &["552 5.3.4"],
+            ),
+            (b"VRFY ann@b.c\r\nHELP\r\nNOOP\r\n", &["252 2.5.0", "214 2.0.0", "250 2.0.0"]),
+            (b"FOO\r\nNOOP\nNOOP\r\n", &["500 5.5.2", "500 5.5.2", "250 2.0.0"]),
+        ];
+        for (input, expected) in cases {
+            let out = converse(input);
+            assert_eq!(codes(&out), *expected, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn replies_do_not_depend_on_how_input_is_split() {
+        let input = b"EHLO c\r\nBULK FROM:<a@b.c> SIZE=100\r\nRCPT TO:<in1@x.org>\r\n\
+                      RCPT TO:<out@x.org>\r\nDATA\r\nline one\r\n..dot\r\n.\r\n\
+                      MAIL FROM:<a@b.c>\r\nRCPT TO:<in2@x.org>\r\nRSET\r\nQUIT\r\n";
+        let whole = converse(input);
+        for chunk in 1..40 {
+            assert_eq!(
+                converse_with(SessionConfig::default(), input, chunk, false),
+                whole,
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_limit_closes_with_421() {
+        let input = "XYZZY\r\n".repeat(12);
+        let out = converse(input.as_bytes());
+        let codes = codes(&out);
+        assert_eq!(codes.len(), 11, "{out}");
+        assert!(codes[..10].iter().all(|c| c == "500 5.5.2"));
+        assert_eq!(codes[10], "421 4.7.0");
+    }
+
+    #[test]
+    fn refusals_never_count_as_errors_and_the_limit_is_452() {
+        let mut input = String::from("EHLO c\r\nBULK FROM:<a@b.c>\r\n");
+        for i in 0..1001 {
+            let local = if i % 10 == 0 { "in" } else if i % 2 == 0 { "out" } else { "nobody" };
+            input.push_str(&format!("RCPT TO:<{local}{i}@x.org>\r\n"));
+        }
+        input.push_str("DATA\r\n.\r\nQUIT\r\n");
+        let out = converse(input.as_bytes());
+        let codes = codes(&out);
+        assert_eq!(codes.len(), 1 + 1001 + 3, "{}", &out[out.len() - 300..]);
+        // RCPT 1,000 (index 999, an unknown mailbox) is still answered; 1,001 is over.
+        assert_eq!(codes[1000], "550 5.1.1");
+        assert_eq!(codes[1001], "452 4.5.3");
+        assert_eq!(&codes[1002..], ["354 End", "250 2.0.0", "221 2.0.0"]);
+    }
+
+    #[test]
+    fn over_long_lines_are_answered_once_and_the_session_goes_on() {
+        let long = format!("NOOP {}\r\nNOOP\r\n", "x".repeat(600));
+        for chunk in [1, 7, 100, long.len()] {
+            let out = converse_with(SessionConfig::default(), long.as_bytes(), chunk, false);
+            assert_eq!(codes(&out), ["500 5.5.2", "250 2.0.0"], "chunk {chunk}");
+        }
+        // 512 octets with CRLF is the limit itself, and fits.
+        let exact = format!("NOOP {}\r\n", "x".repeat(512 - 7));
+        assert_eq!(exact.len(), 512);
+        assert_eq!(codes(&converse(exact.as_bytes())), ["250 2.0.0"]);
+        let over = format!("NOOP {}\r\n", "x".repeat(512 - 6));
+        assert_eq!(codes(&converse(over.as_bytes())), ["500 5.5.2"]);
+    }
+
+    #[test]
+    fn backend_failure_is_a_temporary_failure() {
+        let input = b"EHLO c\r\nBULK FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\nDATA\r\n";
+        let out = converse_with(SessionConfig::default(), input, input.len(), true);
+        assert_eq!(codes(&out), ["250 2.1.0", "451 4.3.0", "554 5.5.1"]);
+    }
+
+    #[test]
+    fn harvest_resistant_mode_hides_unknowns_and_delays() {
+        let config = SessionConfig {
+            harvest: Some(HarvestConfig {
+                unknown_threshold: 2,
+            }),
+            ..SessionConfig::default()
+        };
+        let mut session = Session::new(config);
+        let input = b"EHLO c\r\nBULK FROM:<a@b.c>\r\nRCPT TO:<out@x.org>\r\n\
+                      RCPT TO:<n1@x.org>\r\nRCPT TO:<n2@x.org>\r\nRCPT TO:<in@x.org>\r\n\
+                      RCPT TO:<out@x.org>\r\n";
+        let (consumed, event) = session.advance(input);
+        assert_eq!((consumed, event), (input.len(), Event::NeedInput));
+        let resolution = resolve_all(&mut session, false);
+        // Refusals of known mailboxes add no delay; RCPTs after the second unknown do.
+        assert_eq!(resolution.delayed_rcpts, 2);
+        let mut out = Vec::new();
+        session.flush(&ServerIdentity::default(), &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            codes(&out),
+            ["250 2.1.0", "550 5.7.1", "550 5.7.1", "550 5.7.1", "250 2.1.5", "550 5.7.1"]
+        );
+        assert!(!out.contains("5.1.1"));
+        assert_eq!(out.matches("550 5.7.1 Recipient refused").count(), 4);
+    }
+
+    #[test]
+    fn message_carries_envelope_and_unstuffed_body() {
+        let config = SessionConfig {
+            keep_message: true,
+            ..SessionConfig::default()
+        };
+        let mut session = Session::new(config);
+        let input = b"EHLO c\r\nBULK FROM:<news@shop.example>\r\nRCPT TO:<in1@x.org>\r\n\
+                      RCPT TO:<out@x.org>\r\nRCPT TO:<in2@x.org>\r\nDATA\r\n";
+        let (n, event) = session.advance(input);
+        assert_eq!(event, Event::NeedVerdicts);
+        resolve_all(&mut session, false);
+        let (m, event) = session.advance(&input[n..]);
+        assert_eq!((n + m, event), (input.len(), Event::NeedInput));
+        let (_, event) = session.advance(b"Subject: x\r\n\r\n..hi\r\n.\r\n");
+        assert_eq!(event, Event::Message);
+        let message = session.message();
+        assert_eq!(message.kind, TransactionKind::Bulk);
+        assert_eq!(message.sender, b"news@shop.example");
+        let recipients: Vec<&[u8]> = message.recipients.iter().collect();
+        assert_eq!(recipients, [&b"in1@x.org"[..], b"in2@x.org"]);
+        assert_eq!(message.body, b"Subject: x\r\n\r\n.hi\r\n");
+        session.delivered(Err(()));
+        assert!(!session.in_transaction());
+        let mut out = Vec::new();
+        session.flush(&ServerIdentity::default(), &mut out);
+        assert!(String::from_utf8(out).unwrap().ends_with("451 4.3.0 Local error in processing, message not accepted\r\n"));
+    }
+
+    #[test]
+    fn bad_messages_are_refused_at_their_end_and_smuggling_fails() {
+        let input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\nDATA\r\n\
+                      hi\n.\nRCPT TO:<in@evil.example>\r\n.\r\nQUIT\r\n";
+        let out = converse(input);
+        assert_eq!(
+            codes(&out),
+            ["250 2.1.0", "250 2.1.5", "354 End", "550 5.5.2", "221 2.0.0"]
+        );
+    }
+}

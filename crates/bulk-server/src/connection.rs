@@ -1,0 +1,280 @@
+//! One connection: a socket driving a [`bulk_proto::Session`].
+//!
+//! Per read: parse every complete command in the buffer, resolve that read's RCPTs in one
+//! backend call (more than one only when a command in the read depends on earlier verdicts,
+//! like DATA), and send every reply of the read in one write.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bulk_policy::{PolicyBackend, Verdict};
+use bulk_proto::{Closing, Event, QueueId, Session};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::spool::Spool;
+use crate::{Shared, Stats};
+
+/// Bytes reserved for each read. The buffer is allocated at the first read, not at accept,
+/// so idle connections cost little memory; it grows past this only while a partial command
+/// line or a pipelined burst waits in it.
+const READ_CHUNK: usize = 4096;
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends
+/// after our last reply, so that closing with unread input (which makes the kernel send RST)
+/// does not destroy the reply before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// What woke a connection waiting for input.
+enum Wake {
+    Readable,
+    Idle,
+    Shutdown,
+    Failed(io::Error),
+}
+
+/// Counters of one connection, added to the server's totals when it ends (one atomic add
+/// per counter per connection instead of one per RCPT).
+#[derive(Default)]
+struct Counts {
+    rcpts: u64,
+    accepted: u64,
+    opted_out: u64,
+    unknown: u64,
+    not_local: u64,
+    tempfail: u64,
+    messages: u64,
+}
+
+impl Counts {
+    fn add_to(&self, stats: &Stats) {
+        stats.rcpts.fetch_add(self.rcpts, Ordering::Relaxed);
+        stats.accepted.fetch_add(self.accepted, Ordering::Relaxed);
+        stats.opted_out.fetch_add(self.opted_out, Ordering::Relaxed);
+        stats.unknown.fetch_add(self.unknown, Ordering::Relaxed);
+        stats.not_local.fetch_add(self.not_local, Ordering::Relaxed);
+        stats.tempfail.fetch_add(self.tempfail, Ordering::Relaxed);
+        stats.messages.fetch_add(self.messages, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Connection<P> {
+    stream: TcpStream,
+    shared: Arc<Shared<P>>,
+    session: Session,
+    input: BytesMut,
+    output: Vec<u8>,
+    verdicts: Vec<Verdict>,
+    counts: Counts,
+}
+
+impl<P: PolicyBackend> Connection<P> {
+    pub(crate) fn new(stream: TcpStream, shared: Arc<Shared<P>>) -> Self {
+        let session = Session::new(shared.config.session);
+        Connection {
+            stream,
+            shared,
+            session,
+            input: BytesMut::new(),
+            output: Vec::new(),
+            verdicts: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Runs the session to its end. I/O errors end it quietly: a vanished client is normal.
+    pub(crate) async fn run(mut self) {
+        if let Err(error) = self.serve().await {
+            debug!(%error, "connection ended by an I/O error");
+        }
+        if self.session.in_transaction() {
+            debug!("connection closed inside a transaction; nothing was delivered for it");
+        }
+        self.counts.add_to(&self.shared.stats);
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
+        self.session.greet();
+        self.flush().await?;
+        loop {
+            match self.wait_readable().await {
+                Wake::Readable => {}
+                Wake::Idle => return self.close(Closing::IdleTimeout).await,
+                Wake::Shutdown => return self.close(Closing::ShuttingDown).await,
+                Wake::Failed(error) => return Err(error),
+            }
+            self.input.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.input) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error),
+            }
+            self.process().await;
+            self.flush().await?;
+            if self.session.is_closed() {
+                return self.linger().await;
+            }
+        }
+    }
+
+    /// Waits until the socket is readable, the idle timeout passes, or shutdown asks this
+    /// session to end: at once when it is between transactions, at the end of the grace
+    /// period when it is inside one.
+    async fn wait_readable(&self) -> Wake {
+        let shutdown = &self.shared.shutdown;
+        let idle = self.shared.config.idle_timeout;
+        tokio::select! {
+            biased;
+            () = shutdown.grace_over.cancelled() => Wake::Shutdown,
+            () = shutdown.draining.cancelled(), if !self.session.in_transaction() => Wake::Shutdown,
+            ready = tokio::time::timeout(idle, self.stream.readable()) => match ready {
+                Err(_) => Wake::Idle,
+                Ok(Ok(())) => Wake::Readable,
+                Ok(Err(error)) => Wake::Failed(error),
+            },
+        }
+    }
+
+    /// Feeds the buffered input to the session until it needs more.
+    async fn process(&mut self) {
+        let mut consumed = 0;
+        loop {
+            let (n, event) = self.session.advance(&self.input[consumed..]);
+            consumed += n;
+            match event {
+                Event::NeedInput | Event::Close => break,
+                Event::NeedVerdicts => self.resolve().await,
+                Event::Message => self.deliver().await,
+            }
+        }
+        self.input.advance(consumed);
+        self.resolve().await;
+    }
+
+    /// Resolves the pending RCPTs in one backend call, bounded by the policy timeout.
+    async fn resolve(&mut self) {
+        let pending = self.session.pending();
+        if pending.is_empty() {
+            return;
+        }
+        let config = &self.shared.config;
+        self.verdicts.clear();
+        let lookup = self.shared.policy.lookup(pending, &mut self.verdicts);
+        let result = match tokio::time::timeout(config.policy_timeout, lookup).await {
+            Ok(Ok(())) if self.verdicts.len() == pending.len() => Ok(&self.verdicts[..]),
+            Ok(Ok(())) => {
+                warn!(
+                    backend = self.shared.policy.name(),
+                    asked = pending.len(),
+                    got = self.verdicts.len(),
+                    "policy backend answered the wrong number of verdicts"
+                );
+                Err(())
+            }
+            Ok(Err(error)) => {
+                warn!(%error, "policy lookup failed; answering 451");
+                Err(())
+            }
+            Err(_) => {
+                warn!(
+                    backend = self.shared.policy.name(),
+                    timeout_ms = config.policy_timeout.as_millis() as u64,
+                    "policy lookup timed out; answering 451"
+                );
+                Err(())
+            }
+        };
+        let counts = &mut self.counts;
+        counts.rcpts += pending.len() as u64;
+        match result {
+            Ok(verdicts) => {
+                for verdict in verdicts {
+                    match verdict {
+                        Verdict::Accept => counts.accepted += 1,
+                        Verdict::OptedOut => counts.opted_out += 1,
+                        Verdict::UnknownMailbox => counts.unknown += 1,
+                        Verdict::NotLocal => counts.not_local += 1,
+                    }
+                }
+            }
+            Err(()) => counts.tempfail += pending.len() as u64,
+        }
+        let resolution = self.session.resolve(result);
+        if resolution.delayed_rcpts > 0 {
+            let delay = config.harvest_delay * resolution.delayed_rcpts;
+            debug!(delay_ms = delay.as_millis() as u64, "harvest-resistant delay");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Hands the message that just ended to the sink, then tells the session how it went.
+    async fn deliver(&mut self) {
+        let id = QueueId(self.shared.next_queue_id.fetch_add(1, Ordering::Relaxed));
+        let result = match &self.shared.spool {
+            None => Ok(id),
+            Some(spool) => {
+                let contents = Spool::render(&self.session.message());
+                let spool = spool.clone();
+                match tokio::task::spawn_blocking(move || spool.store(id, &contents)).await {
+                    Ok(Ok(_path)) => Ok(id),
+                    Ok(Err(error)) => {
+                        warn!(%error, queue_id = %id, "spool write failed; answering 451");
+                        Err(())
+                    }
+                    Err(error) => {
+                        warn!(%error, queue_id = %id, "spool task failed; answering 451");
+                        Err(())
+                    }
+                }
+            }
+        };
+        if result.is_ok() {
+            self.counts.messages += 1;
+        }
+        self.session.delivered(result);
+    }
+
+    /// Sends every queued reply in one write. A client that stops reading cannot hold the
+    /// connection forever: the write is bounded by the idle timeout too.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.output.clear();
+        self.session.flush(&self.shared.config.identity, &mut self.output);
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let write = self.stream.write_all(&self.output);
+        match tokio::time::timeout(self.shared.config.idle_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    async fn close(&mut self, why: Closing) -> io::Result<()> {
+        // A pending RCPT keeps its place before the 421; it gets a verdict like any other.
+        self.resolve().await;
+        self.session.close(why);
+        self.flush().await?;
+        self.linger().await
+    }
+
+    /// Closes our side, then reads and discards what the client still sends, for a while.
+    async fn linger(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut discarded = 0;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while discarded < LINGER_MAX_BYTES {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! The tokio SMTP server of bulkbench: accept loop, one task per connection driving a
+//! [`bulk_proto::Session`], limits, timeouts, spool and graceful shutdown.
+//!
+//! [`bind`] makes a listener with a chosen backlog; [`run`] serves it until the shutdown
+//! future completes, with any [`PolicyBackend`], and returns the server's [`StatsSnapshot`].
+//! The server does not know which backend it runs, and does no SMTP parsing of its own.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use bulk_policy::{MemoryBackend, NormalizeConfig, Population};
+//! use bulk_server::{ServerConfig, bind, run};
+//!
+//! let population = Population::parse(b"@example.org\topt-in\nann@example.org\tin\n",
+//!                                     NormalizeConfig::default())?;
+//! let listener = bind("127.0.0.1:0".parse()?, 1024)?;
+//! let policy = Arc::new(MemoryBackend::new(population));
+//! let stats = run(listener, ServerConfig::default(), policy, tokio::signal::ctrl_c()).await?;
+//! println!("served {} recipients", stats.rcpts);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod connection;
+pub mod spool;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bulk_policy::PolicyBackend;
+use bulk_proto::{Closing, Reply, ServerIdentity, SessionConfig};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::connection::Connection;
+pub use crate::spool::{SinkConfig, Spool};
+
+/// How long shutdown waits, after the grace period, for sessions to send their 421.
+const FINAL_WAIT: Duration = Duration::from_secs(2);
+
+/// Everything the server needs besides its listener and policy backend.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Hostname and advertised size limit, as shown in replies.
+    pub identity: ServerIdentity,
+    /// Per-session limits and modes.
+    pub session: SessionConfig,
+    /// Concurrent connections; the one over it gets `421 4.3.2` as its greeting.
+    pub max_connections: usize,
+    /// No command (or no progress writing a reply) for this long: `421 4.4.2`, close.
+    pub idle_timeout: Duration,
+    /// A policy lookup that takes longer is answered `451 4.3.0`.
+    pub policy_timeout: Duration,
+    /// Delay per RCPT in harvest-resistant mode, once a session passed its unknown
+    /// threshold.
+    pub harvest_delay: Duration,
+    /// After shutdown starts, sessions inside a transaction get this long to finish.
+    pub shutdown_grace: Duration,
+    /// Where accepted messages go.
+    pub sink: SinkConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            identity: ServerIdentity::default(),
+            session: SessionConfig::default(),
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(300),
+            policy_timeout: Duration::from_secs(5),
+            harvest_delay: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+            sink: SinkConfig::Discard,
+        }
+    }
+}
+
+/// Errors that stop the server (a failing connection never does).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen socket could not be created or bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The spool directory could not be prepared.
+    #[error("cannot open spool directory {path}: {source}")]
+    Spool {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Binds a listener on `addr` with the given listen backlog. Tokio's own `bind` uses a
+/// fixed backlog, which drops connection bursts of a load test; the kernel still caps the
+/// value at `net.core.somaxconn`.
+pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
+    let make = || -> io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    make().map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Server-wide counters, updated as connections end.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) connections: AtomicU64,
+    pub(crate) refused_connections: AtomicU64,
+    pub(crate) rcpts: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) opted_out: AtomicU64,
+    pub(crate) unknown: AtomicU64,
+    pub(crate) not_local: AtomicU64,
+    pub(crate) tempfail: AtomicU64,
+    pub(crate) messages: AtomicU64,
+}
+
+/// What a server did, returned by [`run`] when it stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections served.
+    pub connections: u64,
+    /// Connections refused over the connection limit.
+    pub refused_connections: u64,
+    /// RCPTs looked up in the policy backend.
+    pub rcpts: u64,
+    /// ... whose verdict was Accept.
+    pub accepted: u64,
+    /// ... OptedOut.
+    pub opted_out: u64,
+    /// ... UnknownMailbox.
+    pub unknown: u64,
+    /// ... NotLocal.
+    pub not_local: u64,
+    /// ... answered 451 because the backend failed or timed out.
+    pub tempfail: u64,
+    /// Messages accepted with 250.
+    pub messages: u64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> StatsSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections: get(&self.connections),
+            refused_connections: get(&self.refused_connections),
+            rcpts: get(&self.rcpts),
+            accepted: get(&self.accepted),
+            opted_out: get(&self.opted_out),
+            unknown: get(&self.unknown),
+            not_local: get(&self.not_local),
+            tempfail: get(&self.tempfail),
+            messages: get(&self.messages),
+        }
+    }
+}
+
+/// The two steps of a graceful shutdown, fanned out to every connection.
+///
+/// `draining` fires when the shutdown future completes: the listener is closed, and each
+/// session between transactions gets `421 4.3.2` at once. `grace_over` fires
+/// `shutdown_grace` later: sessions still inside a transaction get their `421 4.3.2` then.
+/// The server returns once every connection task has ended (TaskTracker).
+#[derive(Default)]
+pub(crate) struct Shutdown {
+    pub(crate) draining: CancellationToken,
+    pub(crate) grace_over: CancellationToken,
+}
+
+/// State shared by all connections of a server.
+pub(crate) struct Shared<P> {
+    pub(crate) config: ServerConfig,
+    pub(crate) policy: Arc<P>,
+    pub(crate) spool: Option<Spool>,
+    pub(crate) stats: Stats,
+    pub(crate) shutdown: Shutdown,
+    /// Queue ids: the start time in milliseconds shifted left 20 bits, plus a counter, so ids
+    /// stay unique across restarts that are a millisecond apart (and the spool refuses to
+    /// overwrite in any case).
+    pub(crate) next_queue_id: AtomicU64,
+}
+
+/// Serves SMTP on `listener` until `shutdown` completes, then shuts down gracefully (see
+/// [`ServerConfig::shutdown_grace`]) and returns what the server did.
+pub async fn run<P: PolicyBackend>(
+    listener: TcpListener,
+    config: ServerConfig,
+    policy: Arc<P>,
+    shutdown: impl Future,
+) -> Result<StatsSnapshot, ServerError> {
+    let spool = match &config.sink {
+        SinkConfig::Discard => None,
+        SinkConfig::Spool(path) => Some(Spool::open(path).map_err(|source| {
+            ServerError::Spool {
+                path: path.clone(),
+                source,
+            }
+        })?),
+    };
+    let mut config = config;
+    config.session.keep_message = config.sink.keeps_messages();
+    config.identity.max_message_size = config.session.max_message_size;
+    let started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let shared = Arc::new(Shared {
+        policy,
+        spool,
+        stats: Stats::default(),
+        shutdown: Shutdown::default(),
+        next_queue_id: AtomicU64::new(started_ms << 20),
+        config,
+    });
+    // One permit per connection, taken before the connection task exists: the limit
+    // bounds tasks and buffers, not only sessions.
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let tasks = TaskTracker::new();
+    let mut refusal = Vec::new();
+    Reply::Closing(Closing::TooManyConnections).encode(&shared.config.identity, &mut refusal);
+
+    info!(
+        addr = ?listener.local_addr().ok(),
+        backend = shared.policy.name(),
+        max_connections = shared.config.max_connections,
+        "serving"
+    );
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors or memory: back off instead of spinning; the
+                // kernel keeps the backlog meanwhile.
+                error!(%error, "accept failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let connection = Connection::new(stream, shared.clone());
+                tasks.spawn(async move {
+                    connection.run().await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                shared.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                // The greeting is the first thing on the socket and fits its send buffer,
+                // so a non-blocking write either goes out whole or the client is gone.
+                if let Err(error) = stream.try_write(&refusal) {
+                    debug!(%error, "could not send the over-limit refusal");
+                }
+            }
+        }
+    }
+
+    drop(listener);
+    let open = tasks.len();
+    info!(open_connections = open, "shutting down: listener closed");
+    shared.shutdown.draining.cancel();
+    tasks.close();
+    if tokio::time::timeout(shared.config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open_connections = tasks.len(),
+            "grace period over; closing the remaining sessions"
+        );
+        shared.shutdown.grace_over.cancel();
+        // A session blocked writing to a client that does not read is bounded by the idle
+        // timeout, not by shutdown; do not wait that long.
+        if tokio::time::timeout(FINAL_WAIT, tasks.wait()).await.is_err() {
+            warn!(
+                open_connections = tasks.len(),
+                "sessions still busy after the grace period; abandoning them"
+            );
+        }
+    }
+    let stats = shared.stats.snapshot();
+    info!(?stats, "stopped");
+    Ok(stats)
+}

@@ -1,0 +1,228 @@
+//! `bulkbench serve`: flags, population loading, and the server's lifetime.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bulk_policy::{MemoryBackend, NormalizeConfig, Population};
+use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
+use bulk_server::{ServerConfig, SinkConfig};
+use clap::Args;
+use tracing::{info, warn};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    listen: SocketAddr,
+    /// Population file: served domains with their regime, mailboxes with their preference.
+    #[arg(long, value_name = "FILE")]
+    population: PathBuf,
+    /// Name in the greeting and EHLO reply [default: this machine's hostname].
+    #[arg(long, value_name = "H")]
+    hostname: Option<String>,
+    /// RCPT commands per transaction; further ones get 452 4.5.3.
+    #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_MAX_RECIPIENTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_recipients: u32,
+    /// Largest message in octets (advertised as SIZE).
+    #[arg(long, value_name = "BYTES", default_value_t = bulk_proto::limits::DEFAULT_MAX_MESSAGE_SIZE,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_message_size: u64,
+    /// Seconds without a command before 421 4.4.2.
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Concurrent connections; one more gets 421 4.3.2 as its greeting.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Protocol errors per session before 421 4.7.0.
+    #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_MAX_ERRORS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_errors: u32,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    backlog: u32,
+    /// Where accepted messages go: `discard` (count only) or `spool:DIR` (durable files).
+    #[arg(long, value_name = "discard|spool:DIR", default_value = "discard", value_parser = parse_sink)]
+    sink: SinkConfig,
+    /// Answer unknown and opted-out mailboxes alike, and delay RCPTs after too many
+    /// unknown mailboxes in a session.
+    #[arg(long)]
+    harvest_resistant: bool,
+    /// Unknown mailboxes per session before harvest-resistant delays start.
+    #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_HARVEST_UNKNOWN_THRESHOLD)]
+    harvest_threshold: u32,
+    /// Delay per RCPT once the harvest threshold is passed, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    harvest_delay_ms: u64,
+    /// A policy lookup slower than this is answered 451 4.3.0, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    policy_timeout_ms: u64,
+    /// Seconds sessions inside a transaction get to finish after SIGTERM/SIGINT.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    shutdown_grace: u64,
+    /// Keep the case of local parts when looking up recipients (domains are always folded).
+    #[arg(long)]
+    case_sensitive_local_part: bool,
+    /// Subaddress delimiter stripped before lookup (`ann+news` is `ann`); `none` to keep
+    /// local parts whole.
+    #[arg(long, value_name = "CHAR|none", default_value = "+", value_parser = parse_delimiter)]
+    recipient_delimiter: Delimiter,
+}
+
+/// A recipient delimiter flag value: one ASCII character, or none.
+#[derive(Clone, Copy, Debug)]
+struct Delimiter(Option<u8>);
+
+fn parse_delimiter(value: &str) -> Result<Delimiter, String> {
+    match value.as_bytes() {
+        b"none" => Ok(Delimiter(None)),
+        [byte] if byte.is_ascii_graphic() && *byte != b'@' && *byte != b'"' => {
+            Ok(Delimiter(Some(*byte)))
+        }
+        _ => Err("expected one printable ASCII character other than @ and \", or `none`".into()),
+    }
+}
+
+fn parse_sink(value: &str) -> Result<SinkConfig, String> {
+    if value == "discard" {
+        return Ok(SinkConfig::Discard);
+    }
+    match value.strip_prefix("spool:") {
+        Some("") => Err("spool: needs a directory, as in spool:/var/spool/bulkbench".into()),
+        Some(dir) => Ok(SinkConfig::Spool(PathBuf::from(dir))),
+        None => Err("expected `discard` or `spool:DIR`".into()),
+    }
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Raises the soft open-files limit to the hard one: each connection is a descriptor.
+fn raise_open_files_limit(wanted: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        if (limit.rlim_cur as u64) < wanted {
+            warn!(
+                open_files_limit = limit.rlim_cur as u64,
+                wanted,
+                "the open-files limit is below --max-connections; connections beyond it will fail to be accepted"
+            );
+        }
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(hostname) = &args.hostname
+        && (hostname.is_empty() || !hostname.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        bail!("--hostname must be non-empty printable ASCII without spaces");
+    }
+    let normalize = NormalizeConfig {
+        fold_local_case: !args.case_sensitive_local_part,
+        recipient_delimiter: args.recipient_delimiter.0,
+    };
+    let started = Instant::now();
+    let population = Population::load(&args.population, normalize)
+        .with_context(|| format!("cannot load population {}", args.population.display()))?;
+    let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());
+    let policy = Arc::new(MemoryBackend::new(population));
+    info!(
+        domains,
+        mailboxes,
+        load_ms = started.elapsed().as_millis() as u64,
+        "population loaded into the memory backend"
+    );
+
+    let config = ServerConfig {
+        identity: ServerIdentity {
+            hostname: args.hostname.clone().unwrap_or_else(system_hostname),
+            max_message_size: args.max_message_size,
+        },
+        session: SessionConfig {
+            max_recipients: args.max_recipients,
+            max_message_size: args.max_message_size,
+            max_errors: args.max_errors,
+            harvest: args.harvest_resistant.then_some(HarvestConfig {
+                unknown_threshold: args.harvest_threshold,
+            }),
+            keep_message: false,
+        },
+        max_connections: args.max_connections as usize,
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        policy_timeout: Duration::from_millis(args.policy_timeout_ms),
+        harvest_delay: Duration::from_millis(args.harvest_delay_ms),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        sink: args.sink.clone(),
+    };
+    raise_open_files_limit(args.max_connections + 64);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = bulk_server::bind(args.listen, args.backlog)?;
+        let local = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        // Exactly one line on standard output, once ready: scripts and `bulkbench bench`
+        // wait for it to learn the port.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {local}").context("cannot write to standard output")?;
+        stdout.flush().context("cannot write to standard output")?;
+        drop(stdout);
+        let stats = bulk_server::run(listener, config, policy, shutdown_signal()).await?;
+        info!(
+            connections = stats.connections,
+            rcpts = stats.rcpts,
+            messages = stats.messages,
+            "server stopped"
+        );
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
