@@ -380,7 +380,13 @@ fn local_part_len(s: &[u8]) -> Result<usize, PathError> {
         let mut i = 1;
         loop {
             match s.get(i) {
-                Some(b'"') => return if i > 1 { Ok(i + 1) } else { Err(PathError::Syntax) },
+                Some(b'"') => {
+                    return if i > 1 {
+                        Ok(i + 1)
+                    } else {
+                        Err(PathError::Syntax)
+                    };
+                }
                 // quoted-pairSMTP = "\" %d32-126
                 Some(b'\\') => match s.get(i + 1) {
                     Some(32..=126) => i += 2,
@@ -440,11 +446,14 @@ fn address_literal_len(s: &[u8]) -> Option<usize> {
     (inner > 0 && s.get(1 + inner) == Some(&b']')).then_some(inner + 2)
 }
 
+/// One ESMTP parameter: its keyword and its value, if any.
+type Param<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// Iterates the `SP keyword[=value]` parameters after a path. An empty remainder has none;
 /// anything else must start with a space.
 fn params(
     rest: &[u8],
-) -> Result<impl Iterator<Item = Result<(&[u8], Option<&[u8]>), CommandError>>, CommandError> {
+) -> Result<impl Iterator<Item = Result<Param<'_>, CommandError>>, CommandError> {
     if !rest.is_empty() && rest[0] != b' ' {
         return Err(CommandError::BadParameter);
     }
@@ -458,7 +467,9 @@ fn params(
             };
             // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
             let keyword_ok = keyword.first().is_some_and(u8::is_ascii_alphanumeric)
-                && keyword.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-');
+                && keyword
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-');
             // esmtp-value = 1*(%d33-60 / %d62-126)
             let value_ok = value.is_none_or(|v| !v.is_empty() && !v.contains(&b'='));
             if keyword_ok && value_ok {
@@ -567,8 +578,18 @@ mod tests {
         use TransactionKind::*;
         let long_local = format!("RCPT TO:<{}@x.org>", "a".repeat(64));
         let cases: Vec<(&[u8], Result<Command<'_>, CommandError>)> = vec![
-            (b"EHLO client.example", Ok(Command::Ehlo { domain: b"client.example" })),
-            (b"ehlo [127.0.0.1]", Ok(Command::Ehlo { domain: b"[127.0.0.1]" })),
+            (
+                b"EHLO client.example",
+                Ok(Command::Ehlo {
+                    domain: b"client.example",
+                }),
+            ),
+            (
+                b"ehlo [127.0.0.1]",
+                Ok(Command::Ehlo {
+                    domain: b"[127.0.0.1]",
+                }),
+            ),
             (b"HELO x", Ok(Command::Helo { domain: b"x" })),
             (b"EHLO", Err(CommandError::HeloSyntax)),
             (b"EHLO   ", Err(CommandError::HeloSyntax)),
@@ -631,17 +652,32 @@ mod tests {
             (b"MAIL FROM:<\"\"@b.c>", Err(CommandError::BadSender)),
             (b"MAIL FROM:<a b@c.d>", Err(CommandError::BadSender)),
             (b"MAIL FROM:<a@b.c>SIZE=1", Err(CommandError::BadParameter)),
-            (b"MAIL FROM:<a@b.c> SIZE=abc", Err(CommandError::BadParameter)),
+            (
+                b"MAIL FROM:<a@b.c> SIZE=abc",
+                Err(CommandError::BadParameter),
+            ),
             (b"MAIL FROM:<a@b.c> SIZE=", Err(CommandError::BadParameter)),
             (b"MAIL FROM:<a@b.c> SIZE", Err(CommandError::BadParameter)),
-            (b"MAIL FROM:<a@b.c> SIZE=1 SIZE=2", Err(CommandError::BadParameter)),
+            (
+                b"MAIL FROM:<a@b.c> SIZE=1 SIZE=2",
+                Err(CommandError::BadParameter),
+            ),
             (
                 b"MAIL FROM:<a@b.c> SIZE=99999999999999999999",
                 Err(CommandError::BadParameter),
             ),
-            (b"MAIL FROM:<a@b.c> BODY=9BIT", Err(CommandError::BadParameter)),
-            (b"MAIL FROM:<a@b.c> SMTPUTF8", Err(CommandError::UnknownParameter)),
-            (b"MAIL FROM:<a@b.c> RET=HDRS", Err(CommandError::UnknownParameter)),
+            (
+                b"MAIL FROM:<a@b.c> BODY=9BIT",
+                Err(CommandError::BadParameter),
+            ),
+            (
+                b"MAIL FROM:<a@b.c> SMTPUTF8",
+                Err(CommandError::UnknownParameter),
+            ),
+            (
+                b"MAIL FROM:<a@b.c> RET=HDRS",
+                Err(CommandError::UnknownParameter),
+            ),
             (b"MAIL FROM:<a@b.c> =x", Err(CommandError::BadParameter)),
             (b"MAIL TO:<a@b.c>", Err(CommandError::MailSyntax)),
             (b"MAIL", Err(CommandError::MailSyntax)),
@@ -670,15 +706,28 @@ mod tests {
                     to: ForwardPath::Mailbox(b"Postmaster@x.org"),
                 }),
             ),
-            (b"RCPT TO:<a@b.c> NOTIFY=NEVER", Err(CommandError::UnknownParameter)),
+            (
+                b"RCPT TO:<a@b.c> NOTIFY=NEVER",
+                Err(CommandError::UnknownParameter),
+            ),
             (b"RCPT TO:<a@b.c> x=", Err(CommandError::BadParameter)),
-            (b"RCPT TO:<a@b.c> ", Ok(Command::Rcpt { to: ForwardPath::Mailbox(b"a@b.c") })),
+            (
+                b"RCPT TO:<a@b.c> ",
+                Ok(Command::Rcpt {
+                    to: ForwardPath::Mailbox(b"a@b.c"),
+                }),
+            ),
             (b"RCPT TO:<a@b.c>x", Err(CommandError::BadParameter)),
             (b"RCPT TO:<>", Err(CommandError::BadRecipient)),
             (b"RCPT TO:a@b.c", Err(CommandError::BadRecipient)),
             (b"RCPT FROM:<a@b.c>", Err(CommandError::RcptSyntax)),
             (b"RCPT", Err(CommandError::RcptSyntax)),
-            (long_local.as_bytes(), Ok(Command::Rcpt { to: ForwardPath::Mailbox(&long_local.as_bytes()[9..long_local.len() - 1]) })),
+            (
+                long_local.as_bytes(),
+                Ok(Command::Rcpt {
+                    to: ForwardPath::Mailbox(&long_local.as_bytes()[9..long_local.len() - 1]),
+                }),
+            ),
             (b"DATA", Ok(Command::Data)),
             (b"data ", Ok(Command::Data)),
             (b"DATA now", Err(CommandError::NoArguments)),
@@ -728,12 +777,21 @@ mod tests {
             Err(CommandError::SenderTooLong)
         );
         // 64 + 1 + 189 = 254 octets of mailbox, 256 with brackets: the largest path.
-        let mailbox = format!("{}@{}.{}.{}", "l".repeat(64), "d".repeat(63), "d".repeat(63), "d".repeat(61));
+        let mailbox = format!(
+            "{}@{}.{}.{}",
+            "l".repeat(64),
+            "d".repeat(63),
+            "d".repeat(63),
+            "d".repeat(61)
+        );
         assert_eq!(mailbox.len(), 254);
         let line = format!("RCPT TO:<{mailbox}>");
         assert!(parse_command(line.as_bytes()).is_ok());
         let line = format!("RCPT TO:<{mailbox}d>");
-        assert_eq!(parse_command(line.as_bytes()), Err(CommandError::RecipientTooLong));
+        assert_eq!(
+            parse_command(line.as_bytes()),
+            Err(CommandError::RecipientTooLong)
+        );
     }
 
     #[test]
@@ -757,17 +815,43 @@ mod tests {
         for (error, code) in expected {
             assert_eq!(error.reply().code(), code, "{error:?}");
         }
-        assert!(CommandError::BadSender.reply().render(&Default::default()).starts_with("501 5.1.7 "));
-        assert!(CommandError::BadRecipient.reply().render(&Default::default()).starts_with("501 5.1.3 "));
-        assert!(CommandError::UnknownParameter.reply().render(&Default::default()).starts_with("555 5.5.4 "));
+        assert!(
+            CommandError::BadSender
+                .reply()
+                .render(&Default::default())
+                .starts_with("501 5.1.7 ")
+        );
+        assert!(
+            CommandError::BadRecipient
+                .reply()
+                .render(&Default::default())
+                .starts_with("501 5.1.3 ")
+        );
+        assert!(
+            CommandError::UnknownParameter
+                .reply()
+                .render(&Default::default())
+                .starts_with("555 5.5.4 ")
+        );
     }
 
     #[test]
     fn encode_then_parse_is_identity() {
         let commands = [
-            Command::Ehlo { domain: b"c.example" },
-            mail(TransactionKind::Bulk, b"x@y.z", MailParams { size: Some(5), body: None }),
-            Command::Rcpt { to: ForwardPath::Postmaster },
+            Command::Ehlo {
+                domain: b"c.example",
+            },
+            mail(
+                TransactionKind::Bulk,
+                b"x@y.z",
+                MailParams {
+                    size: Some(5),
+                    body: None,
+                },
+            ),
+            Command::Rcpt {
+                to: ForwardPath::Postmaster,
+            },
             Command::Data,
             Command::Quit,
         ];

@@ -180,7 +180,11 @@ mod tests {
             if ended {
                 return (consumed, true, body, rx.verdict());
             }
-            assert_eq!(n, piece.len(), "a chunk without the marker is consumed whole");
+            assert_eq!(
+                n,
+                piece.len(),
+                "a chunk without the marker is consumed whole"
+            );
         }
         (consumed, false, body, rx.verdict())
     }
@@ -190,22 +194,51 @@ mod tests {
         use DataVerdict::*;
         let long = format!("{}\r\n.\r\n", "x".repeat(999));
         let just_fits = format!("{}\r\n.\r\n", "x".repeat(998));
-        let cases: Vec<(&[u8], Option<(&[u8], DataVerdict)>)> = vec![
+        // (input, None if it must not end, or Some((body, verdict)))
+        type Case<'a> = (&'a [u8], Option<(&'a [u8], DataVerdict)>);
+        let cases: Vec<Case<'_>> = vec![
             (b".\r\n", Some((b"", Deliver))),
-            (b"Subject: hi\r\n\r\nbody\r\n.\r\n", Some((b"Subject: hi\r\n\r\nbody\r\n", Deliver))),
-            (b"..leading dot\r\n.\r\n", Some((b".leading dot\r\n", Deliver))),
+            (
+                b"Subject: hi\r\n\r\nbody\r\n.\r\n",
+                Some((b"Subject: hi\r\n\r\nbody\r\n", Deliver)),
+            ),
+            (
+                b"..leading dot\r\n.\r\n",
+                Some((b".leading dot\r\n", Deliver)),
+            ),
             (b".x\r\n.\r\n", Some((b"x\r\n", Deliver))),
             (b"a\r\n..\r\n.\r\n", Some((b"a\r\n.\r\n", Deliver))),
             // Bare LF never ends a line, so these never end the message.
             (b"a\n.\nQUIT\n", None),
             (b"a\r\n.\nRSET\r\n", None),
             (b"a\n.\r\n", None),
-            (b"a\nb\r\n.\r\n", Some((b"a\nb\r\n", Refuse(replies::DATA_BARE_LINE_ENDING)))),
-            (b"a\rb\r\n.\r\n", Some((b"a\rb\r\n", Refuse(replies::DATA_BARE_LINE_ENDING)))),
-            (b"a\r\r\n.\r\n", Some((b"a\r\r\n", Refuse(replies::DATA_BARE_LINE_ENDING)))),
-            (b".\rx\r\n.\r\n", Some((b"\rx\r\n", Refuse(replies::DATA_BARE_LINE_ENDING)))),
-            (long.as_bytes(), Some((&long.as_bytes()[..1001], Refuse(replies::DATA_LINE_TOO_LONG)))),
-            (just_fits.as_bytes(), Some((&just_fits.as_bytes()[..1000], Deliver))),
+            (
+                b"a\nb\r\n.\r\n",
+                Some((b"a\nb\r\n", Refuse(replies::DATA_BARE_LINE_ENDING))),
+            ),
+            (
+                b"a\rb\r\n.\r\n",
+                Some((b"a\rb\r\n", Refuse(replies::DATA_BARE_LINE_ENDING))),
+            ),
+            (
+                b"a\r\r\n.\r\n",
+                Some((b"a\r\r\n", Refuse(replies::DATA_BARE_LINE_ENDING))),
+            ),
+            (
+                b".\rx\r\n.\r\n",
+                Some((b"\rx\r\n", Refuse(replies::DATA_BARE_LINE_ENDING))),
+            ),
+            (
+                long.as_bytes(),
+                Some((
+                    &long.as_bytes()[..1001],
+                    Refuse(replies::DATA_LINE_TOO_LONG),
+                )),
+            ),
+            (
+                just_fits.as_bytes(),
+                Some((&just_fits.as_bytes()[..1000], Deliver)),
+            ),
         ];
         for (input, expected) in cases {
             for chunk in [1, 2, 3, 7, input.len().max(1)] {

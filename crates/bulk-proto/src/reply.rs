@@ -158,8 +158,7 @@ pub mod replies {
     /// RCPT accepted.
     pub const RCPT_OK: Reply = Reply::Fixed("250 2.1.5 Recipient ok");
     /// RCPT in a bulk transaction, the recipient opted out (or its domain is opt-in).
-    pub const RCPT_OPTED_OUT: Reply =
-        Reply::Fixed("550 5.7.1 Recipient does not accept bulk mail");
+    pub const RCPT_OPTED_OUT: Reply = Reply::Fixed("550 5.7.1 Recipient does not accept bulk mail");
     /// RCPT, no such mailbox in a served domain.
     pub const RCPT_UNKNOWN: Reply = Reply::Fixed("550 5.1.1 Mailbox unknown");
     /// Harvest-resistant mode: unknown and opted-out mailboxes get the same answer.
@@ -237,9 +236,8 @@ pub mod replies {
     pub const VRFY: Reply =
         Reply::Fixed("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
     /// HELP.
-    pub const HELP: Reply = Reply::Fixed(
-        "214 2.0.0 Commands: EHLO HELO MAIL BULK RCPT DATA RSET NOOP QUIT VRFY HELP",
-    );
+    pub const HELP: Reply =
+        Reply::Fixed("214 2.0.0 Commands: EHLO HELO MAIL BULK RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
 #[cfg(test)]
@@ -271,7 +269,10 @@ mod tests {
     #[test]
     fn dynamic_replies() {
         let id = ServerIdentity::default();
-        assert_eq!(Reply::Greeting.render(&id), "220 localhost ESMTP bulkbench\r\n");
+        assert_eq!(
+            Reply::Greeting.render(&id),
+            "220 localhost ESMTP bulkbench\r\n"
+        );
         assert_eq!(
             Reply::Queued(QueueId(0xABC)).render(&id),
             "250 2.0.0 Ok: queued as 0000000000000ABC\r\n"
@@ -283,7 +284,10 @@ mod tests {
             (Closing::TooManyConnections, "421 4.3.2 localhost "),
         ];
         for (why, prefix) in closings {
-            assert!(Reply::Closing(why).render(&id).starts_with(prefix), "{why:?}");
+            assert!(
+                Reply::Closing(why).render(&id).starts_with(prefix),
+                "{why:?}"
+            );
         }
     }
 }

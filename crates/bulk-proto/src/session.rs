@@ -315,7 +315,10 @@ impl Session {
                     self.protocol_error(replies::BULK_NEEDS_EHLO);
                 } else if self.transaction.is_some() {
                     self.protocol_error(replies::NESTED_MAIL);
-                } else if params.size.is_some_and(|size| size > self.config.max_message_size) {
+                } else if params
+                    .size
+                    .is_some_and(|size| size > self.config.max_message_size)
+                {
                     self.reply(replies::MESSAGE_TOO_BIG);
                 } else {
                     self.sender.clear();
@@ -444,7 +447,10 @@ impl Session {
     /// The message that just ended, with its envelope. Meaningful after [`Event::Message`].
     pub fn message(&self) -> Message<'_> {
         Message {
-            kind: self.transaction.as_ref().map_or(TransactionKind::Mail, |t| t.kind),
+            kind: self
+                .transaction
+                .as_ref()
+                .map_or(TransactionKind::Mail, |t| t.kind),
             sender: &self.sender,
             recipients: &self.recipients,
             body: &self.body,
@@ -595,8 +601,15 @@ mod tests {
         assert_eq!(
             codes(&out),
             [
-                "250 2.1.0", "250 2.1.5", "550 5.7.1", "550 5.1.1", "554 5.7.1", "550 5.7.1",
-                "354 End", "250 2.0.0", "221 2.0.0"
+                "250 2.1.0",
+                "250 2.1.5",
+                "550 5.7.1",
+                "550 5.1.1",
+                "554 5.7.1",
+                "550 5.7.1",
+                "354 End",
+                "250 2.0.0",
+                "221 2.0.0"
             ]
         );
         assert!(out.contains("Recipient does not accept bulk mail"));
@@ -610,7 +623,13 @@ mod tests {
         );
         assert_eq!(
             codes(&out),
-            ["250 2.1.0", "250 2.1.5", "550 5.1.1", "250 2.1.5", "221 2.0.0"]
+            [
+                "250 2.1.0",
+                "250 2.1.5",
+                "550 5.1.1",
+                "250 2.1.5",
+                "221 2.0.0"
+            ]
         );
     }
 
@@ -621,12 +640,24 @@ mod tests {
             (b"BULK FROM:<a@b.c>\r\n", &["503 5.5.1"]),
             (b"RCPT TO:<a@b.c>\r\n", &["503 5.5.1"]),
             (b"DATA\r\n", &["503 5.5.1"]),
-            (b"HELO c\r\nBULK FROM:<a@b.c>\r\n", &["250 localhost", "503 5.5.1"]),
-            (b"HELO c\r\nMAIL FROM:<a@b.c>\r\n", &["250 localhost", "250 2.1.0"]),
+            (
+                b"HELO c\r\nBULK FROM:<a@b.c>\r\n",
+                &["250 localhost", "503 5.5.1"],
+            ),
+            (
+                b"HELO c\r\nMAIL FROM:<a@b.c>\r\n",
+                &["250 localhost", "250 2.1.0"],
+            ),
             (b"EHLO c\r\nRCPT TO:<in@b.c>\r\n", &["503 5.5.1"]),
             (b"EHLO c\r\nDATA\r\n", &["503 5.5.1"]),
-            (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nBULK FROM:<a@b.c>\r\n", &["250 2.1.0", "503 5.5.1"]),
-            (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nDATA\r\n", &["250 2.1.0", "554 5.5.1"]),
+            (
+                b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nBULK FROM:<a@b.c>\r\n",
+                &["250 2.1.0", "503 5.5.1"],
+            ),
+            (
+                b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nDATA\r\n",
+                &["250 2.1.0", "554 5.5.1"],
+            ),
             (
                 b"EHLO c\r\nBULK FROM:<a@b.c>\r\nRCPT TO:<out@b.c>\r\nDATA\r\n",
                 &["250 2.1.0", "550 5.7.1", "554 5.5.1"],
@@ -643,12 +674,23 @@ mod tests {
                 b"EHLO c\r\nMAIL FROM:<a@b.c> SIZE=99999999999\r\n",
                 &["552 5.3.4"],
             ),
-            (b"VRFY ann@b.c\r\nHELP\r\nNOOP\r\n", &["252 2.5.0", "214 2.0.0", "250 2.0.0"]),
-            (b"FOO\r\nNOOP\nNOOP\r\n", &["500 5.5.2", "500 5.5.2", "250 2.0.0"]),
+            (
+                b"VRFY ann@b.c\r\nHELP\r\nNOOP\r\n",
+                &["252 2.5.0", "214 2.0.0", "250 2.0.0"],
+            ),
+            (
+                b"FOO\r\nNOOP\nNOOP\r\n",
+                &["500 5.5.2", "500 5.5.2", "250 2.0.0"],
+            ),
         ];
         for (input, expected) in cases {
             let out = converse(input);
-            assert_eq!(codes(&out), *expected, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                codes(&out),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -681,7 +723,13 @@ mod tests {
     fn refusals_never_count_as_errors_and_the_limit_is_452() {
         let mut input = String::from("EHLO c\r\nBULK FROM:<a@b.c>\r\n");
         for i in 0..1001 {
-            let local = if i % 10 == 0 { "in" } else if i % 2 == 0 { "out" } else { "nobody" };
+            let local = if i % 10 == 0 {
+                "in"
+            } else if i % 2 == 0 {
+                "out"
+            } else {
+                "nobody"
+            };
             input.push_str(&format!("RCPT TO:<{local}{i}@x.org>\r\n"));
         }
         input.push_str("DATA\r\n.\r\nQUIT\r\n");
@@ -738,7 +786,14 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert_eq!(
             codes(&out),
-            ["250 2.1.0", "550 5.7.1", "550 5.7.1", "550 5.7.1", "250 2.1.5", "550 5.7.1"]
+            [
+                "250 2.1.0",
+                "550 5.7.1",
+                "550 5.7.1",
+                "550 5.7.1",
+                "250 2.1.5",
+                "550 5.7.1"
+            ]
         );
         assert!(!out.contains("5.1.1"));
         assert_eq!(out.matches("550 5.7.1 Recipient refused").count(), 4);
@@ -770,7 +825,11 @@ mod tests {
         assert!(!session.in_transaction());
         let mut out = Vec::new();
         session.flush(&ServerIdentity::default(), &mut out);
-        assert!(String::from_utf8(out).unwrap().ends_with("451 4.3.0 Local error in processing, message not accepted\r\n"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("451 4.3.0 Local error in processing, message not accepted\r\n")
+        );
     }
 
     #[test]
@@ -780,7 +839,13 @@ mod tests {
         let out = converse(input);
         assert_eq!(
             codes(&out),
-            ["250 2.1.0", "250 2.1.5", "354 End", "550 5.5.2", "221 2.0.0"]
+            [
+                "250 2.1.0",
+                "250 2.1.5",
+                "354 End",
+                "550 5.5.2",
+                "221 2.0.0"
+            ]
         );
     }
 }

@@ -208,7 +208,10 @@ impl<P: PolicyBackend> Connection<P> {
         let resolution = self.session.resolve(result);
         if resolution.delayed_rcpts > 0 {
             let delay = config.harvest_delay * resolution.delayed_rcpts;
-            debug!(delay_ms = delay.as_millis() as u64, "harvest-resistant delay");
+            debug!(
+                delay_ms = delay.as_millis() as u64,
+                "harvest-resistant delay"
+            );
             tokio::time::sleep(delay).await;
         }
     }
@@ -244,7 +247,8 @@ impl<P: PolicyBackend> Connection<P> {
     /// connection forever: the write is bounded by the idle timeout too.
     async fn flush(&mut self) -> io::Result<()> {
         self.output.clear();
-        self.session.flush(&self.shared.config.identity, &mut self.output);
+        self.session
+            .flush(&self.shared.config.identity, &mut self.output);
         if self.output.is_empty() {
             return Ok(());
         }

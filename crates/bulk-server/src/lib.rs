@@ -209,12 +209,12 @@ pub async fn run<P: PolicyBackend>(
 ) -> Result<StatsSnapshot, ServerError> {
     let spool = match &config.sink {
         SinkConfig::Discard => None,
-        SinkConfig::Spool(path) => Some(Spool::open(path).map_err(|source| {
-            ServerError::Spool {
+        SinkConfig::Spool(path) => {
+            Some(Spool::open(path).map_err(|source| ServerError::Spool {
                 path: path.clone(),
                 source,
-            }
-        })?),
+            })?)
+        }
     };
     let mut config = config;
     config.session.keep_message = config.sink.keeps_messages();
@@ -271,7 +271,10 @@ pub async fn run<P: PolicyBackend>(
                 });
             }
             Err(_) => {
-                shared.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
                 // The greeting is the first thing on the socket and fits its send buffer,
                 // so a non-blocking write either goes out whole or the client is gone.
                 if let Err(error) = stream.try_write(&refusal) {
@@ -297,7 +300,10 @@ pub async fn run<P: PolicyBackend>(
         shared.shutdown.grace_over.cancel();
         // A session blocked writing to a client that does not read is bounded by the idle
         // timeout, not by shutdown; do not wait that long.
-        if tokio::time::timeout(FINAL_WAIT, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(FINAL_WAIT, tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(
                 open_connections = tasks.len(),
                 "sessions still busy after the grace period; abandoning them"

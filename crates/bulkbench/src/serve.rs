@@ -129,9 +129,9 @@ fn raise_open_files_limit(wanted: u64) {
                 limit = raised;
             }
         }
-        if (limit.rlim_cur as u64) < wanted {
+        if limit.rlim_cur < wanted {
             warn!(
-                open_files_limit = limit.rlim_cur as u64,
+                open_files_limit = limit.rlim_cur,
                 wanted,
                 "the open-files limit is below --max-connections; connections beyond it will fail to be accepted"
             );

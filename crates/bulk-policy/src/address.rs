@@ -1,0 +1,353 @@
+//! Lookup keys: how a RCPT mailbox becomes the key a backend stores.
+//!
+//! Normalization runs once per RCPT, so [`NormalizeConfig::normalize_into`] writes into a
+//! caller's buffer and allocates nothing once that buffer has grown to an address's size.
+
+use memchr::memrchr;
+
+/// Longest mailbox accepted in a population: RFC 5321 4.5.3.1.3 caps a path at 256 octets
+/// including the angle brackets, which leaves 254 for `local@domain`.
+pub const MAX_ADDRESS_LEN: usize = 254;
+
+/// How addresses are turned into lookup keys, as Postfix's `recipient_delimiter` and case
+/// handling do.
+///
+/// The same config must be used to build a backend and to look addresses up in it: a key
+/// stored with folding on is never found by a lookup with folding off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormalizeConfig {
+    /// ASCII-lowercase the local part. RFC 5321 2.4 says local parts may be case-sensitive,
+    /// but practically every mail system folds them, so this is on by default.
+    pub fold_local_case: bool,
+    /// Cut the local part at the first occurrence of this byte (after its first octet):
+    /// `ann+news` is looked up as `ann`. `None` disables subaddressing.
+    pub recipient_delimiter: Option<u8>,
+}
+
+impl Default for NormalizeConfig {
+    /// Folding on, delimiter `+`: the common mail server setup.
+    fn default() -> Self {
+        NormalizeConfig {
+            fold_local_case: true,
+            recipient_delimiter: Some(b'+'),
+        }
+    }
+}
+
+/// Why an address has no lookup key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// No `@` separates local part and domain.
+    #[error("address has no '@'")]
+    MissingAt,
+    /// Nothing before the `@`, or an empty quoted string (`""@x.org`).
+    #[error("address has an empty local part")]
+    EmptyLocalPart,
+    /// Nothing after the last `@`.
+    #[error("address has an empty domain")]
+    EmptyDomain,
+    /// A quoted local part whose last backslash escapes the closing quote (`"ann\"@x.org`):
+    /// the quoted string is not terminated.
+    #[error("quoted local part ends in a backslash that escapes its closing quote")]
+    DanglingEscape,
+    /// After unquoting and cutting, the local part itself starts and ends with `"`
+    /// (`"\"ann\""@x.org`). Its key would read as a different, quoted, local part, so
+    /// normalizing the key again would change it; refusing keeps keys a fixed point.
+    #[error("local part is still enclosed in quotes after unquoting")]
+    AmbiguousQuotes,
+}
+
+/// What normalization did besides writing the key; the population parser needs `cut`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Normalized {
+    /// Index of the separating `@` in the key.
+    pub(crate) at: usize,
+    /// The recipient delimiter cut the local part.
+    pub(crate) cut: bool,
+}
+
+impl NormalizeConfig {
+    /// Writes the lookup key of `address` into `out` (cleared first) and returns the index of
+    /// the '@' in `out`.
+    ///
+    /// `address` is a mailbox as it appeared in a RCPT path, brackets and source route
+    /// removed. Rules, in order:
+    ///
+    /// 1. split at the *last* `@` (a quoted local part may contain `@`);
+    /// 2. a local part that starts and ends with `"` (length >= 2) is unquoted: the quotes
+    ///    are dropped and `\x` becomes `x` (RFC 5321 4.1.2 quoted-pairSMTP);
+    /// 3. if `fold_local_case`, the local part is ASCII-lowercased;
+    /// 4. if a delimiter is set and occurs at an index > 0 of the local part, the local part
+    ///    is cut at that first occurrence (`+x` stays `+x`, as in Postfix). With folding on,
+    ///    a letter delimiter matches either case;
+    /// 5. the domain is ASCII-lowercased.
+    ///
+    /// The key is a fixed point: normalizing it again returns it unchanged. Bytes are not
+    /// otherwise validated (the protocol layer does that); an odd byte simply yields a key
+    /// that no population contains. On error, the content of `out` is unspecified.
+    ///
+    /// ```
+    /// use bulk_policy::NormalizeConfig;
+    ///
+    /// let mut key = Vec::new();
+    /// let at = NormalizeConfig::default().normalize_into(b"Ann+News@X.Org", &mut key)?;
+    /// assert_eq!((key.as_slice(), at), (&b"ann@x.org"[..], 3));
+    /// # Ok::<(), bulk_policy::AddressError>(())
+    /// ```
+    pub fn normalize_into(&self, address: &[u8], out: &mut Vec<u8>) -> Result<usize, AddressError> {
+        self.normalize_parts(address, out).map(|n| n.at)
+    }
+
+    /// [`normalize_into`](Self::normalize_into), also reporting whether the delimiter cut
+    /// the local part.
+    pub(crate) fn normalize_parts(
+        &self,
+        address: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Normalized, AddressError> {
+        let at = memrchr(b'@', address).ok_or(AddressError::MissingAt)?;
+        let (local, domain) = (&address[..at], &address[at + 1..]);
+        if local.is_empty() {
+            return Err(AddressError::EmptyLocalPart);
+        }
+        if domain.is_empty() {
+            return Err(AddressError::EmptyDomain);
+        }
+
+        out.clear();
+        // The key is never longer than the address, so this is the only growth and it is a
+        // no-op once the buffer has served an address this long.
+        out.reserve(address.len());
+
+        match local {
+            [b'"', inner @ .., b'"'] => unquote(inner, out)?,
+            _ => out.extend_from_slice(local),
+        }
+        if out.is_empty() {
+            return Err(AddressError::EmptyLocalPart);
+        }
+
+        // Folding before cutting (and folding the delimiter alike) keeps the key a fixed
+        // point when the delimiter is a letter: cutting first would leave `aXb` whole under
+        // delimiter `x`, and its folded key `axb` would then be cut on a second pass.
+        let mut delimiter = self.recipient_delimiter;
+        if self.fold_local_case {
+            out.make_ascii_lowercase();
+            delimiter = delimiter.map(|d| d.to_ascii_lowercase());
+        }
+        let mut cut = false;
+        if let Some(d) = delimiter
+            && let Some(i) = out.get(1..).and_then(|rest| memchr::memchr(d, rest))
+        {
+            out.truncate(i + 1);
+            cut = true;
+        }
+        if let [b'"', .., b'"'] = out.as_slice() {
+            return Err(AddressError::AmbiguousQuotes);
+        }
+
+        let at = out.len();
+        out.push(b'@');
+        let domain_start = out.len();
+        out.extend_from_slice(domain);
+        out[domain_start..].make_ascii_lowercase();
+        Ok(Normalized { at, cut })
+    }
+}
+
+/// Appends the content of a quoted string (quotes already removed) to `out`, resolving
+/// backslash escapes. Unescaped inner quotes are kept literally: the protocol layer decides
+/// what is valid syntax, normalization only has to be deterministic.
+fn unquote(inner: &[u8], out: &mut Vec<u8>) -> Result<(), AddressError> {
+    let mut bytes = inner.iter();
+    while let Some(&b) = bytes.next() {
+        if b == b'\\' {
+            match bytes.next() {
+                Some(&escaped) => out.push(escaped),
+                None => return Err(AddressError::DanglingEscape),
+            }
+        } else {
+            out.push(b);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `local` would be read as a quoted local part by normalization.
+pub(crate) fn is_quoted(local: &[u8]) -> bool {
+    matches!(local, [b'"', .., b'"'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DEFAULT: NormalizeConfig = NormalizeConfig {
+        fold_local_case: true,
+        recipient_delimiter: Some(b'+'),
+    };
+    const CASE_SENSITIVE: NormalizeConfig = NormalizeConfig {
+        fold_local_case: false,
+        recipient_delimiter: Some(b'+'),
+    };
+    const NO_DELIMITER: NormalizeConfig = NormalizeConfig {
+        fold_local_case: true,
+        recipient_delimiter: None,
+    };
+
+    /// A key as text with its `@` index, or why there is none.
+    type Key = Result<(String, usize), AddressError>;
+
+    fn key(config: NormalizeConfig, address: &str) -> Key {
+        let mut out = Vec::new();
+        let at = config.normalize_into(address.as_bytes(), &mut out)?;
+        Ok((String::from_utf8_lossy(&out).into_owned(), at))
+    }
+
+    #[test]
+    fn default_config_matches_postfix_defaults() {
+        assert_eq!(NormalizeConfig::default(), DEFAULT);
+    }
+
+    #[test]
+    fn normalize_table() {
+        use AddressError::*;
+        let ok = |k: &str, at: usize| Ok((k.to_string(), at));
+        let cases: &[(NormalizeConfig, &str, Key)] = &[
+            (DEFAULT, "ann@x.org", ok("ann@x.org", 3)),
+            (DEFAULT, "Ann@X.ORG", ok("ann@x.org", 3)),
+            (DEFAULT, "ann+news@x.org", ok("ann@x.org", 3)),
+            (DEFAULT, "ann+news+more@x.org", ok("ann@x.org", 3)),
+            (DEFAULT, "ann+@x.org", ok("ann@x.org", 3)),
+            (DEFAULT, "+x@x.org", ok("+x@x.org", 2)),
+            (DEFAULT, "+x+y@x.org", ok("+x@x.org", 2)),
+            (DEFAULT, "++@x.org", ok("+@x.org", 1)),
+            (DEFAULT, "+@x.org", ok("+@x.org", 1)),
+            (DEFAULT, "\"ann\"@x.org", ok("ann@x.org", 3)),
+            (DEFAULT, "\"Ann Smith\"@x.org", ok("ann smith@x.org", 9)),
+            (DEFAULT, "\"a\\\"b\"@x.org", ok("a\"b@x.org", 3)),
+            (DEFAULT, "\"a\\\\b\"@x.org", ok("a\\b@x.org", 3)),
+            (DEFAULT, "\"a@b\"@x.org", ok("a@b@x.org", 3)),
+            (DEFAULT, "\"ann+x\"@x.org", ok("ann@x.org", 3)),
+            (DEFAULT, "a@b@x.org", ok("a@b@x.org", 3)),
+            (DEFAULT, "\"@x.org", ok("\"@x.org", 1)),
+            (DEFAULT, "\"ann@x.org", ok("\"ann@x.org", 4)),
+            (DEFAULT, "a\"b\"@x.org", ok("a\"b\"@x.org", 4)),
+            (DEFAULT, "ann@[192.0.2.1]", ok("ann@[192.0.2.1]", 3)),
+            (CASE_SENSITIVE, "Ann+News@X.ORG", ok("Ann@x.org", 3)),
+            (CASE_SENSITIVE, "\"Ann\"@x.org", ok("Ann@x.org", 3)),
+            (NO_DELIMITER, "Ann+News@X.ORG", ok("ann+news@x.org", 8)),
+            (
+                NormalizeConfig {
+                    fold_local_case: false,
+                    recipient_delimiter: None,
+                },
+                "Ann+News@X.ORG",
+                ok("Ann+News@x.org", 8),
+            ),
+            // A letter delimiter matches both cases when folding.
+            (
+                NormalizeConfig {
+                    fold_local_case: true,
+                    recipient_delimiter: Some(b'x'),
+                },
+                "AnnXnews@x.org",
+                ok("ann@x.org", 3),
+            ),
+            (
+                NormalizeConfig {
+                    fold_local_case: false,
+                    recipient_delimiter: Some(b'-'),
+                },
+                "Ann-news@x.org",
+                ok("Ann@x.org", 3),
+            ),
+            (DEFAULT, "", Err(MissingAt)),
+            (DEFAULT, "ann", Err(MissingAt)),
+            (DEFAULT, "@x.org", Err(EmptyLocalPart)),
+            (DEFAULT, "@", Err(EmptyLocalPart)),
+            (DEFAULT, "ann@", Err(EmptyDomain)),
+            (DEFAULT, "x.org@", Err(EmptyDomain)),
+            (DEFAULT, "\"\"@x.org", Err(EmptyLocalPart)),
+            (DEFAULT, "\"ann\\\"@x.org", Err(DanglingEscape)),
+            (DEFAULT, "\"\\\"\\\"\"@x.org", Err(AmbiguousQuotes)),
+            (DEFAULT, "\"\\\"ann\\\"\"@x.org", Err(AmbiguousQuotes)),
+            (DEFAULT, "\"a\"+x@x.org", Err(AmbiguousQuotes)),
+        ];
+        for (config, input, expected) in cases {
+            assert_eq!(&key(*config, input), expected, "{input:?} with {config:?}");
+        }
+    }
+
+    #[test]
+    fn reuses_the_buffer_without_growing() {
+        let mut out = Vec::with_capacity(64);
+        let before = out.as_ptr();
+        for address in ["Ann+x@X.org", "\"Bob Smith\"@y.net", "c@z"] {
+            DEFAULT
+                .normalize_into(address.as_bytes(), &mut out)
+                .unwrap();
+        }
+        assert_eq!(
+            out.as_ptr(),
+            before,
+            "no reallocation once capacity suffices"
+        );
+        assert_eq!(out, b"c@z");
+    }
+
+    fn any_config() -> impl Strategy<Value = NormalizeConfig> {
+        (any::<bool>(), any::<Option<u8>>()).prop_map(|(fold_local_case, recipient_delimiter)| {
+            NormalizeConfig {
+                fold_local_case,
+                recipient_delimiter,
+            }
+        })
+    }
+
+    /// Bytes biased toward what matters to normalization, so the interesting paths are hit.
+    fn address_like() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(b'"'),
+                Just(b'\\'),
+                Just(b'@'),
+                Just(b'+'),
+                Just(b'A'),
+                Just(b'x'),
+                Just(b'X'),
+                any::<u8>(),
+            ],
+            0..24,
+        )
+    }
+
+    fn check_fixed_point(config: NormalizeConfig, address: &[u8]) -> Result<(), TestCaseError> {
+        let mut first = Vec::new();
+        if let Ok(at) = config.normalize_into(address, &mut first) {
+            prop_assert_eq!(first.get(at), Some(&b'@'));
+            prop_assert!(first.len() <= address.len());
+            let mut second = Vec::new();
+            let again = config.normalize_into(&first, &mut second);
+            prop_assert_eq!(again, Ok(at));
+            prop_assert_eq!(second, first);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_keys_are_fixed_points(
+            config in any_config(),
+            address in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            check_fixed_point(config, &address)?;
+        }
+
+        #[test]
+        fn address_like_keys_are_fixed_points(config in any_config(), address in address_like()) {
+            check_fixed_point(config, &address)?;
+        }
+    }
+}

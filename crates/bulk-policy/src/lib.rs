@@ -1,0 +1,103 @@
+//! Recipient policy for the BULK extension: decides, for each RCPT of a bulk transaction,
+//! whether the recipient accepts bulk mail, refused it, does not exist, or is not served here.
+//!
+//! # Overview
+//!
+//! - [`PolicyBackend`]: the trait the server calls, once per pipelined read, with every RCPT
+//!   address of that read in an [`AddressBatch`]; it answers one [`Verdict`] per address.
+//! - [`NormalizeConfig`]: turns an address into its lookup key (domain and, by default, local
+//!   part case-folded; `+tag` subaddresses stripped; quoted local parts unquoted).
+//! - [`Population`]: served domains with their [`Regime`] (opt-in or opt-out) and mailboxes
+//!   with their [`Preference`], built in code or parsed from a population file
+//!   (format in [`population`]). [`Population::verdict_of`] is the reference semantics.
+//! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time.
+//! - [`conformance`]: the suite every backend passes; backends with heavy dependencies
+//!   live in their own `bulk-policy-<name>` crates and run it from their tests.
+//!
+//! # Example
+//!
+//! ```
+//! use bulk_policy::{AddressBatch, MemoryBackend, NormalizeConfig, PolicyBackend, Population,
+//!     Verdict};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let text = "@example.org\topt-in\nann@example.org\tin\nbob@example.org\tdefault\n";
+//! let population = Population::parse(text.as_bytes(), NormalizeConfig::default())?;
+//! let backend = MemoryBackend::new(population);
+//!
+//! let mut batch = AddressBatch::new();
+//! for rcpt in ["Ann+news@Example.org", "bob@example.org", "zed@example.org", "x@y.net"] {
+//!     batch.push(rcpt.as_bytes());
+//! }
+//! let mut verdicts = Vec::new();
+//! backend.lookup(&batch, &mut verdicts).await?;
+//! assert_eq!(
+//!     verdicts,
+//!     [Verdict::Accept, Verdict::OptedOut, Verdict::UnknownMailbox, Verdict::NotLocal]
+//! );
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod address;
+pub mod batch;
+pub mod conformance;
+pub mod memory;
+pub mod population;
+
+pub use address::{AddressError, MAX_ADDRESS_LEN, NormalizeConfig};
+pub use batch::AddressBatch;
+pub use memory::MemoryBackend;
+pub use population::{EntryError, MAX_DOMAIN_LEN, Population, PopulationError, Preference, Regime};
+
+/// The answer to one RCPT of a bulk transaction (DESIGN.md section 2 maps each to a reply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The recipient accepts bulk mail (`250 2.1.5`).
+    Accept,
+    /// The recipient exists but refuses bulk mail, by its own preference or its domain's
+    /// opt-in regime (`550 5.7.1`).
+    OptedOut,
+    /// The domain is served here but has no such mailbox (`550 5.1.1`).
+    UnknownMailbox,
+    /// The domain is not served here, or the address has no lookup key (`554 5.7.1`, no
+    /// relaying).
+    NotLocal,
+}
+
+/// A backend could not answer. The server then replies `451 4.3.0` to the RCPTs of the
+/// batch: a temporary failure, never a guessed verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The backend (a remote store, typically) is down, timed out or answered nonsense.
+    #[error("policy backend {backend} unavailable: {reason}")]
+    Unavailable {
+        /// [`PolicyBackend::name`] of the backend.
+        backend: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Where recipients' preferences live. Implementations must agree with
+/// [`Population::verdict_of`] for the population they were built from; [`conformance::run`]
+/// checks that.
+pub trait PolicyBackend: Send + Sync + 'static {
+    /// Short name for logs and reports ("memory").
+    fn name(&self) -> &'static str;
+
+    /// Resolves every address of `batch`; on Ok, has appended exactly batch.len() verdicts
+    /// to `out`, in batch order (out is NOT cleared by the callee). One call serves every
+    /// RCPT of one pipelined read; later backends are remote stores, hence async.
+    ///
+    /// On error, `out` is left at its original length, so a caller can answer the whole
+    /// batch with a temporary failure without cleaning up.
+    fn lookup(
+        &self,
+        batch: &AddressBatch,
+        out: &mut Vec<Verdict>,
+    ) -> impl std::future::Future<Output = Result<(), PolicyError>> + Send;
+}

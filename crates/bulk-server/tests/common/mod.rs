@@ -1,0 +1,181 @@
+//! Shared test harness: a real server on 127.0.0.1:0 and a raw SMTP client.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulk_policy::{MemoryBackend, NormalizeConfig, PolicyBackend, Population};
+use bulk_server::{ServerConfig, StatsSnapshot};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The population every server test runs on.
+pub const POPULATION: &str = "\
+# an opt-in domain and an opt-out domain
+@example.org\topt-in
+@example.net\topt-out
+ann@example.org\tin
+bob@example.org\tdefault
+carol@example.org\tout
+dave@example.net\tdefault
+erin@example.net\tout
+frank@example.net\tin
+";
+
+/// A running server and the means to stop it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<StatsSnapshot>,
+}
+
+impl TestServer {
+    pub async fn start(config: ServerConfig) -> TestServer {
+        let population = Population::parse(POPULATION.as_bytes(), NormalizeConfig::default())
+            .expect("test population parses");
+        Self::start_with(config, Arc::new(MemoryBackend::new(population))).await
+    }
+
+    pub async fn start_with<P: PolicyBackend>(config: ServerConfig, policy: Arc<P>) -> TestServer {
+        let listener = bulk_server::bind("127.0.0.1:0".parse().unwrap(), 1024).expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            bulk_server::run(listener, config, policy, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs")
+        });
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts the graceful shutdown and waits for the server to return its stats.
+    pub async fn stop(mut self) -> StatsSnapshot {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+    }
+
+    /// Begins shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+    }
+
+    pub async fn wait(self) -> StatsSnapshot {
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+    }
+}
+
+/// One reply: its code and its lines' texts (after the code and separator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The last line as sent: "550 5.7.1 Recipient does not accept bulk mail".
+    pub fn text(&self) -> String {
+        format!(
+            "{} {}",
+            self.code,
+            self.lines.last().cloned().unwrap_or_default()
+        )
+    }
+
+    /// Code and enhanced code: "550 5.7.1".
+    pub fn codes(&self) -> String {
+        let text = self.text();
+        text.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// A raw SMTP client over a real socket; every wait is bounded.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Connects and reads the greeting, which must be 220.
+    pub async fn greeted(addr: SocketAddr) -> Client {
+        let mut client = Client::connect(addr).await;
+        let greeting = client.reply().await.expect("greeting");
+        assert_eq!(greeting.code, 220, "{greeting:?}");
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).await.expect("send");
+    }
+
+    /// Sends a command line (CRLF added) and returns its reply.
+    pub async fn command(&mut self, line: &str) -> Reply {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply()
+            .await
+            .unwrap_or_else(|| panic!("no reply to {line:?}"))
+    }
+
+    /// Reads one (possibly multi-line) reply; None when the server closed the connection.
+    pub async fn reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+                .await
+                .expect("reply in time")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            assert!(line.len() >= 3, "short reply line {line:?}");
+            let code: u16 = line[..3].parse().expect("numeric code");
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line.get(4..).unwrap_or("").to_owned());
+            if !more {
+                return Some(Reply { code, lines });
+            }
+        }
+    }
+
+    /// Sends QUIT, expects 221 and the server's close, and closes our side.
+    pub async fn quit(mut self) {
+        assert_eq!(self.command("QUIT").await.codes(), "221 2.0.0");
+        assert_eq!(self.reply().await, None, "server closes after QUIT");
+    }
+
+    /// Reads until the server closes; returns the replies seen meanwhile.
+    pub async fn replies_until_close(&mut self) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        while let Some(reply) = self.reply().await {
+            replies.push(reply);
+        }
+        replies
+    }
+}
