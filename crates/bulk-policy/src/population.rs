@@ -156,7 +156,9 @@ pub enum EntryError {
 #[derive(Debug, thiserror::Error)]
 pub enum PopulationError {
     /// The population file could not be read.
-    #[error("cannot read population file {}: {source}", path.display())]
+    // The cause is the error's source, not part of its message, so that error chains
+    // (anyhow's `{:#}`) do not print it twice.
+    #[error("cannot read population file {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -1116,7 +1118,7 @@ mod tests {
         let message = e.to_string();
         assert!(
             message.starts_with(
-                "cannot read population file /nonexistent/bulk-policy/population.tsv: "
+                "cannot read population file /nonexistent/bulk-policy/population.tsv"
             ),
             "{message}"
         );

@@ -150,8 +150,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         recipient_delimiter: args.recipient_delimiter.0,
     };
     let started = Instant::now();
-    let population = Population::load(&args.population, normalize)
-        .with_context(|| format!("cannot load population {}", args.population.display()))?;
+    let population = Population::load(&args.population, normalize).map_err(|error| {
+        // An I/O error names the file already; a content error names only its line.
+        let io = matches!(error, bulk_policy::PopulationError::Io { .. });
+        let error = anyhow::Error::new(error);
+        if io {
+            error
+        } else {
+            error.context(format!("invalid population file {}", args.population.display()))
+        }
+    })?;
     let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());
     let policy = Arc::new(MemoryBackend::new(population));
     info!(

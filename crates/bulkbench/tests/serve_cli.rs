@@ -1,0 +1,173 @@
+//! `bulkbench serve` as a user runs it: the real binary, real flags, real signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+
+fn example_population() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scenarios/example-population.tsv")
+        .display()
+        .to_string()
+}
+
+/// Runs the binary to completion with a deadline; the server must refuse before serving.
+fn run_to_end(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bulkbench {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn bad_flags_and_bad_populations_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.tsv");
+    std::fs::write(&bad, "@example.org\topt-in\nann@example.org\tin\nann@other.example\tin\n").unwrap();
+    let bad = bad.display().to_string();
+    let population = example_population();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["serve", "--population", &bad, "--listen", "127.0.0.1:0"], "line 3"),
+        (vec!["serve", "--population", "/nonexistent/pop.tsv"], "/nonexistent/pop.tsv"),
+        (vec!["serve", "--population", &population, "--listen", "nowhere"], "--listen"),
+        (vec!["serve", "--population", &population, "--max-recipients", "0"], "--max-recipients"),
+        (vec!["serve", "--population", &population, "--sink", "spool:"], "spool"),
+        (vec!["serve", "--population", &population, "--sink", "void"], "--sink"),
+        (vec!["serve", "--population", &population, "--recipient-delimiter", "ab"], "--recipient-delimiter"),
+        (vec!["serve", "--population", &population, "--hostname", "two words"], "--hostname"),
+        (vec!["serve"], "--population"),
+        (vec!["serve", "--population", &population, "--listen", "192.0.2.1:25"], "cannot listen"),
+    ];
+    for (args, needle) in cases {
+        let output = run_to_end(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(needle), "{args:?}: stderr lacks {needle:?}:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn start(extra: &[&str]) -> Server {
+    let population = example_population();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--population", &population])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("a line on stdout");
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim()
+        .to_owned();
+    // Nothing else may appear on stdout: it is for that one line only.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stdout.read_to_string(&mut rest);
+        assert!(rest.is_empty(), "more on stdout: {rest:?}");
+    });
+    Server { child, addr }
+}
+
+impl Server {
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: &str) -> String {
+    stream.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        reply.push_str(&line);
+        if line.len() < 4 || line.as_bytes()[3] != b'-' {
+            return reply;
+        }
+    }
+}
+
+#[test]
+fn serves_on_a_free_port_and_stops_cleanly_on_sigterm() {
+    let server = start(&["--hostname", "mx.test"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
+    let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
+    assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
+    assert!(exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>").starts_with("250 2.1.0"));
+    assert!(exchange(&mut stream, &mut reader, "RCPT TO:<ann@example.org>").starts_with("250 2.1.5"));
+    assert!(exchange(&mut stream, &mut reader, "RCPT TO:<bob@example.org>").starts_with("550 5.7.1"));
+    assert!(exchange(&mut stream, &mut reader, "QUIT").starts_with("221"));
+    drop((stream, reader));
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn harvest_resistant_flag_and_spool_sink_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("spool:{}", dir.path().display());
+    let server = start(&["--harvest-resistant", "--sink", &sink]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    exchange(&mut stream, &mut reader, "EHLO c.example");
+    exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>");
+    let unknown = exchange(&mut stream, &mut reader, "RCPT TO:<nobody@example.org>");
+    let opted_out = exchange(&mut stream, &mut reader, "RCPT TO:<bob@example.org>");
+    assert_eq!(unknown, opted_out);
+    assert!(exchange(&mut stream, &mut reader, "RCPT TO:<ann@example.org>").starts_with("250"));
+    assert!(exchange(&mut stream, &mut reader, "DATA").starts_with("354"));
+    let queued = exchange(&mut stream, &mut reader, "hello\r\n.");
+    assert!(queued.starts_with("250 2.0.0"), "{queued}");
+    assert_eq!(std::fs::read_dir(dir.path().join("new")).unwrap().count(), 1);
+    exchange(&mut stream, &mut reader, "QUIT");
+    drop((stream, reader));
+    assert!(server.terminate().success());
+}
