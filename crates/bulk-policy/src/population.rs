@@ -1117,9 +1117,8 @@ mod tests {
         let e = Population::load(path, NormalizeConfig::default()).unwrap_err();
         let message = e.to_string();
         assert!(
-            message.starts_with(
-                "cannot read population file /nonexistent/bulk-policy/population.tsv"
-            ),
+            message
+                .starts_with("cannot read population file /nonexistent/bulk-policy/population.tsv"),
             "{message}"
         );
         assert_eq!(e.line(), 0);

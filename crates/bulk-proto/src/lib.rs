@@ -7,6 +7,7 @@
 //! - [`data`]: [`DataReceiver`], message content after `354` with dot-unstuffing.
 //! - [`session`]: [`Session`], the server's state machine, with PIPELINING and batched
 //!   recipient verdicts.
+//! - [`client`]: [`parse_reply`], the client's reply parser (load generator, tests).
 //!
 //! The server and the load generator both build on these types; neither re-implements a
 //! piece of the protocol.
@@ -32,11 +33,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod command;
 pub mod data;
+// Fuzz bodies shared by `fuzz/` and `cargo test` (tests/fuzz_corpus.rs); not API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod reply;
 pub mod session;
 
+pub use client::{EnhancedCode, ReplyError, ServerReply, parse_reply};
 pub use command::{
     Body, Command, CommandError, ForwardPath, MailParams, ReversePath, TransactionKind,
     parse_command,

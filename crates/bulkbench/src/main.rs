@@ -3,7 +3,12 @@
 //! The command-line front end: parses flags with clap, turns them into the typed configs of
 //! the library crates, and decides exit codes. No protocol or policy logic lives here.
 
+mod load;
+mod population;
+mod progress;
 mod serve;
+mod simulate;
+mod sys;
 
 use std::process::ExitCode;
 
@@ -20,16 +25,31 @@ struct Cli {
 enum Command {
     /// Run the BULK-capable ESMTP server on a population file.
     Serve(serve::ServeArgs),
+    /// Generate a scenario's population file.
+    Population(population::PopulationArgs),
+    /// Replay a scenario's workload against any SMTP server and report.
+    Load(load::LoadArgs),
+    /// Start `bulkbench serve` on a scenario's population, replay its workload, report.
+    Bench(load::BenchArgs),
+    /// Run a scenario's workload through protocol and policy in process, on every core.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| true),
+        Command::Population(args) => population::run(args).map(|()| true),
+        Command::Load(args) => load::load(args),
+        Command::Bench(args) => load::bench(args),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // The run itself worked, but replies contradicted the population: the report says
+        // so first, and scripts must see it.
+        Ok(false) => ExitCode::from(3),
         Err(error) => {
             eprintln!("bulkbench: error: {error:#}");
             ExitCode::FAILURE

@@ -109,33 +109,15 @@ fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Raises the soft open-files limit to the hard one: each connection is a descriptor.
+/// Raises the open-files limit, warning when it stays below what the server may need.
 fn raise_open_files_limit(wanted: u64) {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-        if limit.rlim_cur < wanted {
-            warn!(
-                open_files_limit = limit.rlim_cur,
-                wanted,
-                "the open-files limit is below --max-connections; connections beyond it will fail to be accepted"
-            );
-        }
+    let limit = crate::sys::raise_open_files_limit();
+    if limit < wanted {
+        warn!(
+            open_files_limit = limit,
+            wanted,
+            "the open-files limit is below --max-connections; connections beyond it will fail to be accepted"
+        );
     }
 }
 
@@ -157,7 +139,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if io {
             error
         } else {
-            error.context(format!("invalid population file {}", args.population.display()))
+            error.context(format!(
+                "invalid population file {}",
+                args.population.display()
+            ))
         }
     })?;
     let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());

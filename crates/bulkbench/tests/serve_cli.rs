@@ -38,26 +38,84 @@ fn run_to_end(args: &[&str]) -> Output {
 fn bad_flags_and_bad_populations_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.tsv");
-    std::fs::write(&bad, "@example.org\topt-in\nann@example.org\tin\nann@other.example\tin\n").unwrap();
+    std::fs::write(
+        &bad,
+        "@example.org\topt-in\nann@example.org\tin\nann@other.example\tin\n",
+    )
+    .unwrap();
     let bad = bad.display().to_string();
     let population = example_population();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["serve", "--population", &bad, "--listen", "127.0.0.1:0"], "line 3"),
-        (vec!["serve", "--population", "/nonexistent/pop.tsv"], "/nonexistent/pop.tsv"),
-        (vec!["serve", "--population", &population, "--listen", "nowhere"], "--listen"),
-        (vec!["serve", "--population", &population, "--max-recipients", "0"], "--max-recipients"),
-        (vec!["serve", "--population", &population, "--sink", "spool:"], "spool"),
-        (vec!["serve", "--population", &population, "--sink", "void"], "--sink"),
-        (vec!["serve", "--population", &population, "--recipient-delimiter", "ab"], "--recipient-delimiter"),
-        (vec!["serve", "--population", &population, "--hostname", "two words"], "--hostname"),
+        (
+            vec!["serve", "--population", &bad, "--listen", "127.0.0.1:0"],
+            "line 3",
+        ),
+        (
+            vec!["serve", "--population", "/nonexistent/pop.tsv"],
+            "/nonexistent/pop.tsv",
+        ),
+        (
+            vec!["serve", "--population", &population, "--listen", "nowhere"],
+            "--listen",
+        ),
+        (
+            vec![
+                "serve",
+                "--population",
+                &population,
+                "--max-recipients",
+                "0",
+            ],
+            "--max-recipients",
+        ),
+        (
+            vec!["serve", "--population", &population, "--sink", "spool:"],
+            "spool",
+        ),
+        (
+            vec!["serve", "--population", &population, "--sink", "void"],
+            "--sink",
+        ),
+        (
+            vec![
+                "serve",
+                "--population",
+                &population,
+                "--recipient-delimiter",
+                "ab",
+            ],
+            "--recipient-delimiter",
+        ),
+        (
+            vec![
+                "serve",
+                "--population",
+                &population,
+                "--hostname",
+                "two words",
+            ],
+            "--hostname",
+        ),
         (vec!["serve"], "--population"),
-        (vec!["serve", "--population", &population, "--listen", "192.0.2.1:25"], "cannot listen"),
+        (
+            vec![
+                "serve",
+                "--population",
+                &population,
+                "--listen",
+                "192.0.2.1:25",
+            ],
+            "cannot listen",
+        ),
     ];
     for (args, needle) in cases {
         let output = run_to_end(&args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} should fail");
-        assert!(stderr.contains(needle), "{args:?}: stderr lacks {needle:?}:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr lacks {needle:?}:\n{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
         assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
     }
@@ -71,7 +129,13 @@ struct Server {
 fn start(extra: &[&str]) -> Server {
     let population = example_population();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--population", &population])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--population",
+            &population,
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -115,7 +179,9 @@ unsafe extern "C" {
 }
 
 fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: &str) -> String {
-    stream.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    stream
+        .write_all(format!("{command}\r\n").as_bytes())
+        .unwrap();
     let mut reply = String::new();
     loop {
         let mut line = String::new();
@@ -131,16 +197,24 @@ fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: 
 fn serves_on_a_free_port_and_stops_cleanly_on_sigterm() {
     let server = start(&["--hostname", "mx.test"]);
     let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut greeting = String::new();
     reader.read_line(&mut greeting).unwrap();
     assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
     let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
     assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
-    assert!(exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>").starts_with("250 2.1.0"));
-    assert!(exchange(&mut stream, &mut reader, "RCPT TO:<ann@example.org>").starts_with("250 2.1.5"));
-    assert!(exchange(&mut stream, &mut reader, "RCPT TO:<bob@example.org>").starts_with("550 5.7.1"));
+    assert!(
+        exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>").starts_with("250 2.1.0")
+    );
+    assert!(
+        exchange(&mut stream, &mut reader, "RCPT TO:<ann@example.org>").starts_with("250 2.1.5")
+    );
+    assert!(
+        exchange(&mut stream, &mut reader, "RCPT TO:<bob@example.org>").starts_with("550 5.7.1")
+    );
     assert!(exchange(&mut stream, &mut reader, "QUIT").starts_with("221"));
     drop((stream, reader));
     let status = server.terminate();
@@ -153,7 +227,9 @@ fn harvest_resistant_flag_and_spool_sink_take_effect() {
     let sink = format!("spool:{}", dir.path().display());
     let server = start(&["--harvest-resistant", "--sink", &sink]);
     let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut greeting = String::new();
     reader.read_line(&mut greeting).unwrap();
@@ -166,7 +242,10 @@ fn harvest_resistant_flag_and_spool_sink_take_effect() {
     assert!(exchange(&mut stream, &mut reader, "DATA").starts_with("354"));
     let queued = exchange(&mut stream, &mut reader, "hello\r\n.");
     assert!(queued.starts_with("250 2.0.0"), "{queued}");
-    assert_eq!(std::fs::read_dir(dir.path().join("new")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("new")).unwrap().count(),
+        1
+    );
     exchange(&mut stream, &mut reader, "QUIT");
     drop((stream, reader));
     assert!(server.terminate().success());

@@ -1,0 +1,380 @@
+//! One client session over TCP: the commands of a [`SessionSpec`], every reply parsed with
+//! `bulk_proto::parse_reply`, timed and verified.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bulk_population::{Kind, SessionSpec};
+use bulk_proto::{Command, EnhancedCode, ForwardPath, MailParams, ReversePath, TransactionKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::message::write_message;
+use crate::record::Phase;
+use crate::result::ErrorKind;
+use crate::verify::{
+    Expectations, MismatchExample, Mismatches, ReplyClass, VerifyMode, is_mismatch,
+};
+
+/// What a session needs besides its spec.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionContext {
+    pub target: SocketAddr,
+    pub helo_name: String,
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub verify: VerifyMode,
+    pub expectations: Expectations,
+}
+
+/// Everything one session measured, handed to a recorder shard at its end.
+#[derive(Debug, Default)]
+pub(crate) struct SessionLog {
+    /// (phase, latency in µs, completion time as Instant).
+    pub samples: Vec<(Phase, u64, Instant)>,
+    pub rcpts: u64,
+    pub by_class: [u64; 6],
+    pub mismatches: Mismatches,
+    /// The server did not advertise BULK; the session used MAIL FROM.
+    pub bulk_fallback: bool,
+    pub messages: u64,
+}
+
+impl SessionLog {
+    pub fn clear(&mut self) {
+        self.samples.clear();
+        self.rcpts = 0;
+        self.by_class = [0; 6];
+        self.mismatches = Mismatches::default();
+        self.bulk_fallback = false;
+        self.messages = 0;
+    }
+
+    fn sample(&mut self, phase: Phase, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.samples.push((phase, micros(now - since), now));
+        now
+    }
+}
+
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A parsed reply: what verification and flow control need, without the text.
+#[derive(Clone, Copy, Debug)]
+struct Reply {
+    code: u16,
+    enhanced: Option<EnhancedCode>,
+}
+
+struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Byte range of the last reply in `buf`, for mismatch examples.
+    last: (usize, usize),
+    timeout: Duration,
+}
+
+impl Connection {
+    async fn read_reply(&mut self) -> Result<Reply, ErrorKind> {
+        self.read_reply_with(|_| ()).await.map(|(reply, ())| reply)
+    }
+
+    /// Reads one reply, letting `inspect` look at it while it is borrowed from the buffer.
+    async fn read_reply_with<T>(
+        &mut self,
+        mut inspect: impl FnMut(&bulk_proto::ServerReply<'_>) -> T,
+    ) -> Result<(Reply, T), ErrorKind> {
+        loop {
+            match bulk_proto::parse_reply(&self.buf[self.pos..]) {
+                Ok(Some((reply, used))) => {
+                    let seen = inspect(&reply);
+                    let parsed = Reply {
+                        code: reply.code,
+                        enhanced: reply.enhanced,
+                    };
+                    self.last = (self.pos, self.pos + used);
+                    self.pos += used;
+                    return Ok((parsed, seen));
+                }
+                Ok(None) => {}
+                Err(_) => return Err(ErrorKind::Protocol),
+            }
+            if self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+            } else if self.pos > 64 * 1024 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.buf.reserve(4096);
+            let read =
+                tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await;
+            match read {
+                Err(_) => return Err(ErrorKind::Timeout),
+                Ok(Ok(0)) => return Err(ErrorKind::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(ErrorKind::from_io(&error)),
+            }
+        }
+    }
+
+    fn last_text(&self) -> String {
+        let raw = &self.buf[self.last.0..self.last.1.min(self.buf.len())];
+        String::from_utf8_lossy(raw).trim_end().to_owned()
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ErrorKind> {
+        match tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await {
+            Err(_) => Err(ErrorKind::Timeout),
+            Ok(Err(error)) => Err(ErrorKind::from_io(&error)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Expects a reply of `class` (2, 3 or 4/5 first digit); a 421 means the server ended
+    /// the session.
+    fn expect(reply: Reply, first_digit: u16) -> Result<(), ErrorKind> {
+        if reply.code / 100 == first_digit {
+            Ok(())
+        } else if reply.code == 421 {
+            Err(ErrorKind::ServerClosed421)
+        } else {
+            Err(ErrorKind::UnexpectedReply)
+        }
+    }
+}
+
+async fn connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    limit: Duration,
+) -> Result<TcpStream, ErrorKind> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| ErrorKind::from_connect_io(&e))?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| ErrorKind::from_connect_io(&e))?;
+    }
+    match tokio::time::timeout(limit, socket.connect(target)).await {
+        Err(_) => Err(ErrorKind::ConnectTimeout),
+        Ok(Err(error)) => Err(ErrorKind::from_connect_io(&error)),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+/// Runs one session. `intended` is when it should have started (open loop) or when it
+/// did (closed loop); connect and session latencies count from it. Returns the session's
+/// failure, if any; what was measured before it is in `log` either way.
+pub(crate) async fn run_session(
+    spec: &SessionSpec,
+    ctx: &SessionContext,
+    source: Option<IpAddr>,
+    intended: Instant,
+    log: &mut SessionLog,
+    scratch: &mut Vec<u8>,
+) -> Result<(), ErrorKind> {
+    let stream = connect(ctx.target, source, ctx.connect_timeout).await?;
+    let connected = log.sample(Phase::Connect, intended);
+    let mut conn = Connection {
+        stream,
+        buf: Vec::with_capacity(4096),
+        pos: 0,
+        last: (0, 0),
+        timeout: ctx.command_timeout,
+    };
+    let greeting = conn.read_reply().await?;
+    log.sample(Phase::Greeting, connected);
+    Connection::expect(greeting, 2)?;
+
+    scratch.clear();
+    Command::Ehlo {
+        domain: ctx.helo_name.as_bytes(),
+    }
+    .encode(scratch);
+    let sent = Instant::now();
+    conn.send(scratch).await?;
+    let (ehlo, (bulk, pipelining)) = conn
+        .read_reply_with(|r| (r.has_keyword("BULK"), r.has_keyword("PIPELINING")))
+        .await?;
+    log.sample(Phase::Ehlo, sent);
+    Connection::expect(ehlo, 2)?;
+
+    let wants_bulk = spec.kind == Kind::Bulk;
+    let use_bulk = wants_bulk && bulk;
+    log.bulk_fallback = wants_bulk && !bulk;
+    let kind = if use_bulk {
+        TransactionKind::Bulk
+    } else {
+        TransactionKind::Mail
+    };
+    let pipelined = spec.pipelining && pipelining;
+    let with_data = spec.message_size > 0;
+
+    // The FROM command, then the RCPTs (and DATA) either in one write (PIPELINING,
+    // RFC 2920: DATA ends the group) or one at a time.
+    scratch.clear();
+    Command::Mail {
+        kind,
+        from: ReversePath::Mailbox(spec.sender.as_bytes()),
+        params: MailParams {
+            size: with_data.then_some(u64::from(spec.message_size)),
+            body: None,
+        },
+    }
+    .encode(scratch);
+    if pipelined {
+        for recipient in &spec.recipients {
+            Command::Rcpt {
+                to: ForwardPath::Mailbox(recipient.address.as_bytes()),
+            }
+            .encode(scratch);
+        }
+        if with_data {
+            Command::Data.encode(scratch);
+        }
+        let sent = Instant::now();
+        conn.send(scratch).await?;
+        let from = conn.read_reply().await?;
+        log.sample(Phase::From, sent);
+        Connection::expect(from, 2)?;
+        for (i, recipient) in spec.recipients.iter().enumerate() {
+            let reply = conn.read_reply().await?;
+            log.sample(Phase::Rcpt, sent);
+            // Pipelined, DATA is already sent: its reply says whether any was accepted.
+            verify_rcpt(
+                ctx,
+                spec,
+                use_bulk,
+                i,
+                &recipient.address,
+                recipient.verdict,
+                reply,
+                &conn,
+                log,
+            )?;
+        }
+        if with_data {
+            let data = conn.read_reply().await?;
+            log.sample(Phase::Data, sent);
+            if data.code == 354 {
+                send_message(&mut conn, spec, scratch, log).await?;
+            } else if data.code == 421 {
+                return Err(ErrorKind::ServerClosed421);
+            }
+        }
+    } else {
+        let mut accepted = 0u32;
+        let sent = Instant::now();
+        conn.send(scratch).await?;
+        let from = conn.read_reply().await?;
+        log.sample(Phase::From, sent);
+        Connection::expect(from, 2)?;
+        for (i, recipient) in spec.recipients.iter().enumerate() {
+            scratch.clear();
+            Command::Rcpt {
+                to: ForwardPath::Mailbox(recipient.address.as_bytes()),
+            }
+            .encode(scratch);
+            let sent = Instant::now();
+            conn.send(scratch).await?;
+            let reply = conn.read_reply().await?;
+            log.sample(Phase::Rcpt, sent);
+            accepted += u32::from(verify_rcpt(
+                ctx,
+                spec,
+                use_bulk,
+                i,
+                &recipient.address,
+                recipient.verdict,
+                reply,
+                &conn,
+                log,
+            )?);
+        }
+        // Without pipelining a client sends DATA only when a recipient was accepted, as
+        // real clients do.
+        if with_data && accepted > 0 {
+            scratch.clear();
+            Command::Data.encode(scratch);
+            let sent = Instant::now();
+            conn.send(scratch).await?;
+            let data = conn.read_reply().await?;
+            log.sample(Phase::Data, sent);
+            Connection::expect(data, 3)?;
+            send_message(&mut conn, spec, scratch, log).await?;
+        }
+    }
+
+    scratch.clear();
+    Command::Quit.encode(scratch);
+    let sent = Instant::now();
+    conn.send(scratch).await?;
+    let quit = conn.read_reply().await?;
+    log.sample(Phase::Quit, sent);
+    Connection::expect(quit, 2)?;
+    log.sample(Phase::Session, intended);
+    Ok(())
+}
+
+async fn send_message(
+    conn: &mut Connection,
+    spec: &SessionSpec,
+    scratch: &mut Vec<u8>,
+    log: &mut SessionLog,
+) -> Result<(), ErrorKind> {
+    scratch.clear();
+    write_message(spec, scratch);
+    let sent = Instant::now();
+    conn.send(scratch).await?;
+    let end = conn.read_reply().await?;
+    log.sample(Phase::EndOfData, sent);
+    Connection::expect(end, 2)?;
+    log.messages += 1;
+    Ok(())
+}
+
+/// Classifies and checks one RCPT reply; returns whether it was accepted. A 421 ends the
+/// session (the server closes after it).
+#[allow(clippy::too_many_arguments)]
+fn verify_rcpt(
+    ctx: &SessionContext,
+    spec: &SessionSpec,
+    bulk: bool,
+    index: usize,
+    address: &str,
+    verdict: bulk_policy::Verdict,
+    reply: Reply,
+    conn: &Connection,
+    log: &mut SessionLog,
+) -> Result<bool, ErrorKind> {
+    if reply.code == 421 {
+        return Err(ErrorKind::ServerClosed421);
+    }
+    let actual = ReplyClass::of(reply.code, reply.enhanced);
+    log.rcpts += 1;
+    log.by_class[ReplyClass::ALL
+        .iter()
+        .position(|c| *c == actual)
+        .unwrap_or(5)] += 1;
+    let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
+    let expected = ctx.expectations.expected(bulk, verdict, position);
+    if is_mismatch(ctx.verify, expected, actual) {
+        log.mismatches.record(expected, actual, || MismatchExample {
+            session: spec.index,
+            recipient: address.to_owned(),
+            expected,
+            reply: conn.last_text(),
+        });
+    }
+    Ok(actual == ReplyClass::Accepted)
+}

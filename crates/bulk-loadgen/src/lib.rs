@@ -1,0 +1,340 @@
+//! The bulkbench load generator: replays a workload of SMTP sessions against any server,
+//! checks every RCPT reply against the population's verdict, and records latency honestly.
+//!
+//! [`run`] takes a [`Workload`] (from `bulk-population`) and a [`LoadConfig`], and returns a
+//! [`RunResult`]: per-phase HdrHistograms ([`Phase`]), one-second intervals, counts by
+//! [`ReplyClass`], [`Mismatches`] and failures by [`ErrorKind`]. Two schedules:
+//!
+//! - closed loop: N sessions in flight, each starting when one ends;
+//! - open loop: each session starts at its intended time (Poisson arrivals in the
+//!   workload). Connect and session latencies count from the *intended* start, and the lag
+//!   between intended and actual start is its own phase, so a stalled server cannot hide
+//!   its stall (coordinated omission). No `record_correct` on top: that would correct twice.
+//!
+//! Samples are recorded by session into a few shards (one lock per session, not per
+//! sample) and merged at the end; HdrHistograms add exactly.
+#![warn(missing_docs)]
+
+mod client;
+pub mod message;
+pub mod record;
+pub mod result;
+pub mod simulate;
+pub mod verify;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bulk_population::{SessionSpec, Workload};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{SessionContext, SessionLog, micros, run_session};
+pub use crate::record::{Interval, Phase, Recorder};
+pub use crate::result::{ErrorKind, RunResult, Totals};
+pub use crate::verify::{Expectations, MismatchExample, Mismatches, ReplyClass, VerifyMode};
+
+/// How sessions are started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// `concurrency` sessions in flight, each starting when one ends.
+    Closed {
+        /// Sessions in flight.
+        concurrency: usize,
+    },
+    /// Each session at its intended start (`SessionSpec::start_offset_us`).
+    Open,
+}
+
+/// Everything a run needs besides its workload.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// The SMTP server.
+    pub target: SocketAddr,
+    /// Closed or open loop.
+    pub schedule: Schedule,
+    /// A reply slower than this fails the session (`timeout`).
+    pub command_timeout: Duration,
+    /// A connect slower than this fails the session (`connect_timeout`).
+    pub connect_timeout: Duration,
+    /// How strictly RCPT replies are checked.
+    pub verify: VerifyMode,
+    /// The server's recipient limit and harvest mode, for the expected classes.
+    pub expectations: Expectations,
+    /// Sessions starting (intended) within this time of the run's start are warm-up:
+    /// recorded apart, excluded from the figures.
+    pub warmup: Duration,
+    /// The name sent with EHLO.
+    pub helo_name: String,
+    /// Local addresses to connect from, round-robin by session: many loopback addresses
+    /// (127.0.0.0/8) multiply the ephemeral ports available, so long runs do not run out
+    /// of them to TIME_WAIT. Empty: the system chooses.
+    pub source_ips: Vec<IpAddr>,
+    /// Open loop: sessions in flight at most (bounds sockets and memory); a session that
+    /// has to wait for a slot shows it as schedule lag.
+    pub max_in_flight: usize,
+}
+
+impl LoadConfig {
+    /// A configuration with this project's defaults for `target`.
+    pub fn new(target: SocketAddr, schedule: Schedule) -> Self {
+        LoadConfig {
+            target,
+            schedule,
+            command_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            verify: VerifyMode::Strict,
+            expectations: Expectations {
+                max_recipients: bulk_proto::limits::DEFAULT_MAX_RECIPIENTS,
+                harvest_resistant: false,
+            },
+            warmup: Duration::ZERO,
+            helo_name: "bulkbench.invalid".to_owned(),
+            source_ips: loopback_sources(target, 16),
+            max_in_flight: 10_000,
+        }
+    }
+}
+
+/// `count` source addresses in 127.0.0.0/8 when `target` is an IPv4 loopback address
+/// (127.0.0.1, 127.0.0.2, ...); none otherwise.
+pub fn loopback_sources(target: SocketAddr, count: u8) -> Vec<IpAddr> {
+    match target.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => (1..=count.max(1))
+            .map(|last| IpAddr::from([127, 0, 0, last]))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Live counters for a progress display, updated as sessions end.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Sessions ended (completed or failed).
+    pub sessions: AtomicU64,
+    /// RCPT replies received.
+    pub rcpts: AtomicU64,
+    /// Sessions failed.
+    pub errors: AtomicU64,
+    /// Mismatched RCPT replies.
+    pub mismatches: AtomicU64,
+    /// Sessions in flight.
+    pub in_flight: AtomicU64,
+}
+
+/// What one shard accumulates.
+#[derive(Default)]
+struct Shard {
+    measured: Recorder,
+    warmup: Recorder,
+    totals: Totals,
+    warmup_totals: Totals,
+    mismatches: Mismatches,
+}
+
+/// State shared by the sessions of a run.
+struct Run {
+    context: SessionContext,
+    config: LoadConfig,
+    shards: Vec<Mutex<Shard>>,
+    progress: Arc<Progress>,
+    start: Instant,
+    /// Microseconds from `start` to the last session end.
+    last_end_us: AtomicU64,
+}
+
+impl Run {
+    /// Runs one session and records it. `lag_us`: open loop, how late it started.
+    async fn session(
+        &self,
+        spec: &SessionSpec,
+        intended: Instant,
+        lag_us: Option<u64>,
+        log: &mut SessionLog,
+        scratch: &mut Vec<u8>,
+        cancel: &CancellationToken,
+    ) {
+        log.clear();
+        if let Some(lag_us) = lag_us {
+            log.samples
+                .push((Phase::ScheduleLag, lag_us, Instant::now()));
+        }
+        let source = match self.config.source_ips.len() {
+            0 => None,
+            n => Some(self.config.source_ips[spec.index as usize % n]),
+        };
+        self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = tokio::select! {
+            outcome = run_session(spec, &self.context, source, intended, log, scratch) => Some(outcome),
+            () = cancel.cancelled() => None,
+        };
+        self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // An interrupted session is neither a result nor an error: it is not counted.
+        if let Some(outcome) = outcome {
+            self.finish(spec, intended, log, outcome);
+        }
+    }
+
+    /// Hands a session's samples and counts to its shard: one lock per session.
+    fn finish(
+        &self,
+        spec: &SessionSpec,
+        intended: Instant,
+        log: &SessionLog,
+        outcome: Result<(), ErrorKind>,
+    ) {
+        let warm = intended < self.start + self.config.warmup;
+        let end = Instant::now();
+        let end_us = micros(end.saturating_duration_since(self.start));
+        self.last_end_us.fetch_max(end_us, Ordering::Relaxed);
+        let mut shard = self.shards[spec.index as usize % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let shard = &mut *shard;
+        let (recorder, totals) = if warm {
+            (&mut shard.warmup, &mut shard.warmup_totals)
+        } else {
+            (&mut shard.measured, &mut shard.totals)
+        };
+        for &(phase, latency_us, at) in &log.samples {
+            recorder.record(phase, latency_us);
+            let second = at.saturating_duration_since(self.start).as_secs();
+            recorder.record_interval(second, phase, latency_us);
+        }
+        totals.sessions += 1;
+        totals.rcpts += log.rcpts;
+        totals.messages += log.messages;
+        for (class, count) in ReplyClass::ALL.iter().zip(log.by_class) {
+            if count > 0 {
+                *totals.by_class.entry(*class).or_default() += count;
+            }
+        }
+        totals.bulk_fallback_sessions += u64::from(log.bulk_fallback);
+        match outcome {
+            Ok(()) => totals.sessions_completed += 1,
+            Err(kind) => {
+                *totals.errors.entry(kind).or_default() += 1;
+                recorder.record_error(end_us / 1_000_000);
+                self.progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        shard.mismatches.merge(&log.mismatches);
+        self.progress.sessions.fetch_add(1, Ordering::Relaxed);
+        self.progress.rcpts.fetch_add(log.rcpts, Ordering::Relaxed);
+        self.progress
+            .mismatches
+            .fetch_add(log.mismatches.total, Ordering::Relaxed);
+    }
+}
+
+/// Replays `workload` against `config.target` until it is done or `cancel` fires, and
+/// returns what was measured (a cancelled run returns what it measured so far).
+pub async fn run(
+    workload: Arc<Workload>,
+    config: LoadConfig,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> RunResult {
+    let shard_count = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let run = Arc::new(Run {
+        context: SessionContext {
+            target: config.target,
+            helo_name: config.helo_name.clone(),
+            command_timeout: config.command_timeout,
+            connect_timeout: config.connect_timeout,
+            verify: config.verify,
+            expectations: config.expectations,
+        },
+        shards: (0..shard_count)
+            .map(|_| Mutex::new(Shard::default()))
+            .collect(),
+        progress,
+        start: Instant::now(),
+        last_end_us: AtomicU64::new(0),
+        config,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    match run.config.schedule {
+        Schedule::Closed { concurrency } => {
+            let next = Arc::new(AtomicUsize::new(0));
+            for _ in 0..concurrency.max(1) {
+                let (run, workload, next, cancel) =
+                    (run.clone(), workload.clone(), next.clone(), cancel.clone());
+                tasks.spawn(async move {
+                    let mut log = SessionLog::default();
+                    let mut scratch = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(spec) = workload.sessions.get(i) else {
+                            break;
+                        };
+                        if cancel.is_cancelled() {
+                            break;
+                        }
+                        run.session(spec, Instant::now(), None, &mut log, &mut scratch, &cancel)
+                            .await;
+                    }
+                });
+            }
+        }
+        Schedule::Open => {
+            let slots = Arc::new(Semaphore::new(run.config.max_in_flight.max(1)));
+            for i in 0..workload.sessions.len() {
+                let intended =
+                    run.start + Duration::from_micros(workload.sessions[i].start_offset_us);
+                tokio::select! {
+                    () = tokio::time::sleep_until(intended.into()) => {}
+                    () = cancel.cancelled() => break,
+                }
+                let permit = tokio::select! {
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = cancel.cancelled() => break,
+                };
+                let (run, workload, cancel) = (run.clone(), workload.clone(), cancel.clone());
+                tasks.spawn(async move {
+                    let spec = &workload.sessions[i];
+                    let mut log = SessionLog::default();
+                    let mut scratch = Vec::new();
+                    let lag = micros(Instant::now().saturating_duration_since(intended));
+                    run.session(spec, intended, Some(lag), &mut log, &mut scratch, &cancel)
+                        .await;
+                    drop(permit);
+                });
+                // Reap finished sessions as we go so the set does not grow with the run.
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+
+    let run = Arc::try_unwrap(run).unwrap_or_else(|_| unreachable!("every task has ended"));
+    let mut result = RunResult {
+        measured: Recorder::default(),
+        warmup: Recorder::default(),
+        totals: Totals::default(),
+        warmup_totals: Totals::default(),
+        mismatches: Mismatches::default(),
+        window: Duration::ZERO,
+        elapsed: Duration::ZERO,
+        interrupted: cancel.is_cancelled(),
+    };
+    for shard in run.shards {
+        let shard = shard
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        result.measured.merge(&shard.measured);
+        result.warmup.merge(&shard.warmup);
+        result.totals.merge(&shard.totals);
+        result.warmup_totals.merge(&shard.warmup_totals);
+        result.mismatches.merge(&shard.mismatches);
+    }
+    let last_end = Duration::from_micros(run.last_end_us.load(Ordering::Relaxed));
+    result.elapsed = last_end;
+    result.window = last_end.saturating_sub(run.config.warmup);
+    result
+}

@@ -1,0 +1,191 @@
+//! What a run measured: merged histograms, counts by class, mismatches, errors by kind.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Recorder;
+use crate::verify::{Mismatches, ReplyClass};
+
+/// Why a session failed. A failed session is data: counted by kind, the run goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Connection refused (nothing listening, or the backlog overflowed).
+    ConnectRefused,
+    /// Connect took longer than the connect timeout.
+    ConnectTimeout,
+    /// No local address or port for the connection (ephemeral ports exhausted:
+    /// EADDRNOTAVAIL / EADDRINUSE).
+    AddressUnavailable,
+    /// Out of file descriptors (EMFILE / ENFILE).
+    TooManyOpenFiles,
+    /// Another connect failure.
+    ConnectOther,
+    /// A reply did not arrive within the command timeout.
+    Timeout,
+    /// The server closed the connection mid-session.
+    Closed,
+    /// The connection was reset.
+    Reset,
+    /// The server sent 421 and ended the session.
+    ServerClosed421,
+    /// A reply of the wrong class (greeting not 2xx, FROM refused, ...).
+    UnexpectedReply,
+    /// Bytes that are not an SMTP reply.
+    Protocol,
+    /// Another I/O error.
+    Io,
+}
+
+impl ErrorKind {
+    /// All kinds, in report order.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::AddressUnavailable,
+        ErrorKind::TooManyOpenFiles,
+        ErrorKind::ConnectOther,
+        ErrorKind::Timeout,
+        ErrorKind::Closed,
+        ErrorKind::Reset,
+        ErrorKind::ServerClosed421,
+        ErrorKind::UnexpectedReply,
+        ErrorKind::Protocol,
+        ErrorKind::Io,
+    ];
+
+    /// The kind's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::AddressUnavailable => "address_unavailable",
+            ErrorKind::TooManyOpenFiles => "too_many_open_files",
+            ErrorKind::ConnectOther => "connect_other",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Reset => "reset",
+            ErrorKind::ServerClosed421 => "server_closed_421",
+            ErrorKind::UnexpectedReply => "unexpected_reply",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    fn from_os(error: &io::Error) -> Option<ErrorKind> {
+        // Raw errno values of Linux, where these tests and benchmarks run.
+        match error.raw_os_error() {
+            Some(99) | Some(98) => Some(ErrorKind::AddressUnavailable), // EADDRNOTAVAIL, EADDRINUSE
+            Some(24) | Some(23) => Some(ErrorKind::TooManyOpenFiles),   // EMFILE, ENFILE
+            _ => None,
+        }
+    }
+
+    /// The kind of an I/O error during a session.
+    pub fn from_io(error: &io::Error) -> ErrorKind {
+        if let Some(kind) = Self::from_os(error) {
+            return kind;
+        }
+        match error.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
+            io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => ErrorKind::Closed,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// The kind of an error while connecting.
+    pub fn from_connect_io(error: &io::Error) -> ErrorKind {
+        if let Some(kind) = Self::from_os(error) {
+            return kind;
+        }
+        match error.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+            _ => ErrorKind::ConnectOther,
+        }
+    }
+}
+
+/// Counts of a run, or of its warm-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Sessions started.
+    pub sessions: u64,
+    /// Sessions that ran to their QUIT reply.
+    pub sessions_completed: u64,
+    /// Sessions that failed, by kind.
+    pub errors: BTreeMap<ErrorKind, u64>,
+    /// RCPT replies received.
+    pub rcpts: u64,
+    /// RCPT replies by class.
+    pub by_class: BTreeMap<ReplyClass, u64>,
+    /// Messages accepted with 250 at the end of DATA.
+    pub messages: u64,
+    /// Sessions that wanted BULK but used MAIL FROM: the server did not advertise BULK.
+    pub bulk_fallback_sessions: u64,
+}
+
+impl Totals {
+    /// Adds another set of counts.
+    pub fn merge(&mut self, other: &Totals) {
+        self.sessions += other.sessions;
+        self.sessions_completed += other.sessions_completed;
+        for (kind, count) in &other.errors {
+            *self.errors.entry(*kind).or_default() += count;
+        }
+        self.rcpts += other.rcpts;
+        for (class, count) in &other.by_class {
+            *self.by_class.entry(*class).or_default() += count;
+        }
+        self.messages += other.messages;
+        self.bulk_fallback_sessions += other.bulk_fallback_sessions;
+    }
+
+    /// Failed sessions, all kinds.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// Latencies of sessions that started after the warm-up.
+    pub measured: Recorder,
+    /// Latencies of warm-up sessions (reported apart, excluded from the figures).
+    pub warmup: Recorder,
+    /// Counts of measured sessions.
+    pub totals: Totals,
+    /// Counts of warm-up sessions.
+    pub warmup_totals: Totals,
+    /// RCPT replies that contradicted the population (warm-up included: a wrong answer is
+    /// wrong whenever it comes).
+    pub mismatches: Mismatches,
+    /// From the end of the warm-up to the last completion: the window of the figures.
+    pub window: Duration,
+    /// From the first start to the last completion.
+    pub elapsed: Duration,
+    /// The run was stopped before its workload finished (Ctrl-C).
+    pub interrupted: bool,
+}
+
+impl RunResult {
+    /// Measured RCPT replies per second of the window.
+    pub fn rcpt_per_sec(&self) -> f64 {
+        per_sec(self.totals.rcpts, self.window)
+    }
+
+    /// Measured completed sessions per second of the window.
+    pub fn sessions_per_sec(&self) -> f64 {
+        per_sec(self.totals.sessions_completed, self.window)
+    }
+}
+
+fn per_sec(count: u64, window: Duration) -> f64 {
+    let secs = window.as_secs_f64();
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}

@@ -1,0 +1,276 @@
+//! The load generator against real servers on loopback.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulk_loadgen::{
+    ErrorKind, Expectations, LoadConfig, Phase, Progress, ReplyClass, Schedule, VerifyMode,
+};
+use bulk_policy::Verdict;
+use bulk_server::ServerConfig;
+use common::{
+    OneWrong, Plain, StallOnce, memory_backend, prepare, scenario, start_plain, start_server,
+};
+use tokio_util::sync::CancellationToken;
+
+fn config(target: std::net::SocketAddr, schedule: Schedule) -> LoadConfig {
+    let mut config = LoadConfig::new(target, schedule);
+    config.command_timeout = Duration::from_secs(10);
+    config
+}
+
+async fn run(prepared: &common::Prepared, config: LoadConfig) -> bulk_loadgen::RunResult {
+    let run = bulk_loadgen::run(
+        prepared.workload.clone(),
+        config,
+        Arc::new(Progress::default()),
+        CancellationToken::new(),
+    );
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("run ends in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rcpt_is_answered_as_the_population_predicts() {
+    let prepared = prepare(scenario(300, 20, None));
+    let (addr, _stop) =
+        start_server(memory_backend(&prepared.model), ServerConfig::default()).await;
+    let result = run(
+        &prepared,
+        config(addr, Schedule::Closed { concurrency: 20 }),
+    )
+    .await;
+    assert_eq!(result.mismatches.total, 0, "{:?}", result.mismatches);
+    assert_eq!(result.totals.error_count(), 0, "{:?}", result.totals.errors);
+    assert_eq!(result.totals.sessions, 300);
+    assert_eq!(result.totals.sessions_completed, 300);
+    assert_eq!(result.totals.rcpts, prepared.workload.rcpt_count());
+    assert_eq!(
+        result.measured.phase(Phase::Rcpt).len(),
+        prepared.workload.rcpt_count()
+    );
+    assert_eq!(result.measured.phase(Phase::Session).len(), 300);
+    // The population has every kind of verdict, and the server gave each.
+    for class in [
+        ReplyClass::Accepted,
+        ReplyClass::OptedOut,
+        ReplyClass::Unknown,
+        ReplyClass::NotLocal,
+    ] {
+        assert!(
+            result.totals.by_class.get(&class).copied().unwrap_or(0) > 0,
+            "{class:?}: {:?}",
+            result.totals.by_class
+        );
+    }
+    let accepted_sessions = prepared
+        .workload
+        .sessions
+        .iter()
+        .filter(|s| {
+            s.message_size > 0
+                && s.recipients.iter().any(|r| {
+                    r.verdict == Verdict::Accept
+                        || (r.verdict == Verdict::OptedOut && s.kind == bulk_population::Kind::Mail)
+                })
+        })
+        .count() as u64;
+    assert_eq!(result.totals.messages, accepted_sessions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_answer_is_reported_exactly() {
+    let prepared = prepare(scenario(200, 10, None));
+    // Pick a recipient the workload sends once, in a bulk session, and flip its verdict.
+    let mut counts = std::collections::HashMap::new();
+    for session in &prepared.workload.sessions {
+        for r in &session.recipients {
+            *counts.entry(r.address.clone()).or_insert(0) += 1;
+        }
+    }
+    let (session, victim) = prepared
+        .workload
+        .sessions
+        .iter()
+        .filter(|s| s.kind == bulk_population::Kind::Bulk && s.recipients.len() <= 20)
+        .flat_map(|s| s.recipients.iter().map(move |r| (s, r)))
+        .find(|(_, r)| r.verdict == Verdict::Accept && counts[&r.address] == 1)
+        .expect("an accepted recipient that occurs once");
+    let policy = OneWrong {
+        inner: memory_backend(&prepared.model),
+        address: victim.address.clone(),
+        verdict: Verdict::OptedOut,
+    };
+    let (addr, _stop) = start_server(policy, ServerConfig::default()).await;
+    let result = run(
+        &prepared,
+        config(addr, Schedule::Closed { concurrency: 10 }),
+    )
+    .await;
+    assert_eq!(result.mismatches.total, 1, "{:?}", result.mismatches);
+    assert_eq!(result.mismatches.by_class["accepted->opted_out"], 1);
+    let example = &result.mismatches.examples[0];
+    assert_eq!(example.session, session.index);
+    assert_eq!(example.recipient, victim.address);
+    assert!(example.reply.starts_with("550 5.7.1"), "{example:?}");
+}
+
+/// Sessions whose whole-session latency is at least `ms`.
+fn sessions_at_least(result: &bulk_loadgen::RunResult, ms: u64) -> u64 {
+    let h = result.measured.phase(Phase::Session);
+    h.iter_recorded()
+        .filter(|v| v.value_iterated_to() >= ms * 1000)
+        .map(|v| v.count_at_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_exposes_a_stall_that_closed_loop_hides() {
+    const RATE: f64 = 50.0;
+    let stall = Duration::from_secs(1);
+    // Open loop: 150 sessions at 50/s, the server stalls for 1 s after 1 s.
+    let prepared = prepare(scenario(150, 1, Some(RATE)));
+    let policy = StallOnce {
+        inner: memory_backend(&prepared.model),
+        stall_at: tokio::time::Instant::now() + Duration::from_secs(1),
+        stall,
+    };
+    let (addr, _stop) = start_server(policy, ServerConfig::default()).await;
+    let open = run(&prepared, config(addr, Schedule::Open)).await;
+    assert_eq!(open.totals.error_count(), 0, "{:?}", open.totals.errors);
+    let open_slow = sessions_at_least(&open, 500);
+    assert!(
+        open_slow as f64 >= 0.4 * RATE,
+        "open loop saw {open_slow} slow sessions"
+    );
+    assert!(open.measured.phase(Phase::ScheduleLag).len() == 150);
+
+    // Closed loop against the same stall: only the few sessions in flight wait.
+    let prepared = prepare(scenario(150, 2, None));
+    let policy = StallOnce {
+        inner: memory_backend(&prepared.model),
+        stall_at: tokio::time::Instant::now() + Duration::from_millis(200),
+        stall,
+    };
+    let (addr, _stop) = start_server(policy, ServerConfig::default()).await;
+    let mut closed_config = config(addr, Schedule::Closed { concurrency: 2 });
+    closed_config.command_timeout = Duration::from_secs(10);
+    let closed = run(&prepared, closed_config).await;
+    let closed_slow = sessions_at_least(&closed, 500);
+    assert!(
+        closed_slow <= 2,
+        "closed loop saw {closed_slow} slow sessions"
+    );
+    assert!(
+        closed_slow * 5 < open_slow,
+        "closed {closed_slow} vs open {open_slow}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_concurrent_sessions() {
+    let prepared = prepare(scenario(2000, 2000, None));
+    let config_server = ServerConfig {
+        max_connections: 2500,
+        ..ServerConfig::default()
+    };
+    let (addr, _stop) = start_server(memory_backend(&prepared.model), config_server).await;
+    let result = run(
+        &prepared,
+        config(addr, Schedule::Closed { concurrency: 2000 }),
+    )
+    .await;
+    assert_eq!(result.totals.error_count(), 0, "{:?}", result.totals.errors);
+    assert_eq!(result.totals.sessions_completed, 2000);
+    assert_eq!(result.mismatches.total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_mail_when_bulk_is_not_advertised() {
+    let prepared = prepare(scenario(40, 4, None));
+    let addr = start_plain(Plain::NoBulk).await;
+    let mut config = config(addr, Schedule::Closed { concurrency: 4 });
+    // This server accepts every recipient: check 2xx/5xx only, and see the refusals the
+    // population predicts show up as mismatches rather than as failures.
+    config.verify = VerifyMode::Off;
+    let result = run(&prepared, config).await;
+    assert_eq!(result.totals.error_count(), 0, "{:?}", result.totals.errors);
+    let bulk_sessions = prepared
+        .workload
+        .sessions
+        .iter()
+        .filter(|s| s.kind == bulk_population::Kind::Bulk)
+        .count() as u64;
+    assert!(bulk_sessions > 0);
+    assert_eq!(result.totals.bulk_fallback_sessions, bulk_sessions);
+    assert_eq!(result.totals.rcpts, prepared.workload.rcpt_count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_up_mid_session_is_counted_not_waited_for() {
+    let prepared = prepare(scenario(30, 5, None));
+    let addr = start_plain(Plain::CloseAfterFirstRcpt).await;
+    let mut config = config(addr, Schedule::Closed { concurrency: 5 });
+    config.command_timeout = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let result = run(&prepared, config).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no waiting for timeouts"
+    );
+    let failed = result
+        .totals
+        .errors
+        .get(&ErrorKind::Closed)
+        .copied()
+        .unwrap_or(0)
+        + result
+            .totals
+            .errors
+            .get(&ErrorKind::Reset)
+            .copied()
+            .unwrap_or(0);
+    // Sessions with a single recipient may finish the RCPT part before the hang-up shows;
+    // every session fails at some point after its first RCPT.
+    assert_eq!(failed, 30, "{:?}", result.totals.errors);
+    assert_eq!(result.totals.sessions_completed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_beyond_the_limit_expect_452() {
+    let prepared = prepare(scenario(100, 10, None));
+    let server = ServerConfig {
+        session: bulk_proto::SessionConfig {
+            max_recipients: 5,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let (addr, _stop) = start_server(memory_backend(&prepared.model), server).await;
+    let mut config = config(addr, Schedule::Closed { concurrency: 10 });
+    config.expectations = Expectations {
+        max_recipients: 5,
+        harvest_resistant: false,
+    };
+    let result = run(&prepared, config).await;
+    assert_eq!(result.mismatches.total, 0, "{:?}", result.mismatches);
+    let over: u64 = prepared
+        .workload
+        .sessions
+        .iter()
+        .map(|s| s.recipients.len().saturating_sub(5) as u64)
+        .sum();
+    assert!(over > 0);
+    assert_eq!(
+        result
+            .totals
+            .by_class
+            .get(&ReplyClass::Tempfail)
+            .copied()
+            .unwrap_or(0),
+        over
+    );
+}

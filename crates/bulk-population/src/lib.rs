@@ -1,0 +1,68 @@
+//! Deterministic synthetic populations and workloads for bulkbench: from a scenario and a
+//! seed, the mailboxes a server serves and the sessions a load generator replays against it.
+//!
+//! # Overview
+//!
+//! - [`Scenario`]: a run described in TOML (`[population]`, `[workload]`, `[server]`),
+//!   parsed with defaults and validated; errors name the key and the line.
+//! - [`PopulationModel`]: the population as a pure function of (`[population]`, seed).
+//!   Mailbox `i` ([`Mailbox`]: local part, domain, preference) and its expected
+//!   [`Verdict`](bulk_policy::Verdict) are computed on demand from an RNG seeded by
+//!   (seed, i); [`PopulationModel::build`] makes a [`bulk_policy::Population`] and
+//!   [`PopulationModel::write_file`] streams the population file a server loads.
+//! - [`Workload`]: the sessions of a scenario ([`SessionSpec`]: start offset, [`Kind`]
+//!   BULK or MAIL, sender, [`Recipient`]s with expected verdicts, pipelining, message size),
+//!   each drawn from an RNG seeded by (seed, session index); sharding, and a JSON Lines
+//!   trace format to save and replay them.
+//!
+//! Nothing here draws from a shared or per-worker RNG: the same scenario gives the same
+//! population file and the same trace, byte for byte, whatever the number of threads
+//! (rayon) or shards.
+//!
+//! # Example
+//!
+//! ```
+//! use bulk_population::{PopulationModel, Scenario, Workload};
+//!
+//! let scenario = Scenario::from_toml(
+//!     r#"
+//!     seed = 42
+//!     [population]
+//!     mailboxes = 1000
+//!     domains = 12
+//!     [workload]
+//!     sessions = 20
+//!     recipients_max = 10
+//!     "#,
+//!     "example",
+//! )?;
+//! let model = PopulationModel::from_scenario(&scenario);
+//! let workload = Workload::generate(&scenario, &model);
+//!
+//! // The expected verdicts agree with the population a server would load.
+//! let population = model.build();
+//! for recipient in workload.sessions.iter().flat_map(|s| &s.recipients) {
+//!     assert_eq!(population.verdict_of(recipient.address.as_bytes()), recipient.verdict);
+//! }
+//!
+//! // A trace round-trips.
+//! let mut trace = Vec::new();
+//! workload.write_trace(&mut trace)?;
+//! assert_eq!(Workload::read_trace(trace.as_slice())?, workload);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod names;
+pub mod population;
+pub mod scenario;
+mod seeding;
+pub mod workload;
+
+pub use population::{Mailbox, PopulationModel};
+pub use scenario::{
+    Arrival, LoopMode, Popularity, PopulationConfig, RecipientsDistribution, Scenario,
+    ScenarioError, ServerConfig, WorkloadConfig,
+};
+pub use workload::{Kind, Recipient, SessionSpec, TraceError, Workload};

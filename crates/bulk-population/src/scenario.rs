@@ -1,0 +1,1011 @@
+//! Scenarios: the declarative description of a run (population, workload, server limits),
+//! read from TOML.
+//!
+//! The keys, their units and defaults are documented on the fields below and in
+//! `scenarios/README.md`. Every table refuses unknown keys, so a typo is an error rather
+//! than a silently ignored setting. [`Scenario::from_toml`] resolves defaults that depend on
+//! other keys (closed-loop `concurrency`, open-loop `max_in_flight`, `popularity_zipf`), so
+//! the scenario copied into a report states every setting the run used.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest `population.mailboxes` accepted.
+pub const MAX_MAILBOXES: u64 = 1_000_000_000;
+/// Largest `population.domains` accepted.
+pub const MAX_DOMAINS: u64 = 1_000_000;
+/// Largest number of sessions a workload may hold (`workload.sessions`, or rate x duration).
+pub const MAX_SESSIONS: u64 = 100_000_000;
+/// Largest `workload.recipients_max` accepted.
+pub const MAX_RECIPIENTS_PER_SESSION: u32 = 100_000;
+/// Default closed-loop `workload.concurrency`.
+pub const DEFAULT_CONCURRENCY: u32 = 50;
+/// Default open-loop `workload.max_in_flight`: the open-files limit here is 20,000 per
+/// process, and a socket per session in flight must fit under it.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10_000;
+/// Default Zipf exponent of `workload.popularity_zipf`.
+pub const DEFAULT_POPULARITY_ZIPF: f64 = 1.0;
+
+/// A whole scenario file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name used in reports and traces; default: the file stem (the `name_hint`). Letters,
+    /// digits, `.`, `_` and `-` only, at most 100 characters.
+    #[serde(default)]
+    pub name: String,
+    /// Seed of every random draw (population and workload); default 1.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `[population]`: who the server serves.
+    #[serde(default)]
+    pub population: PopulationConfig,
+    /// `[workload]`: the sessions the generator replays.
+    #[serde(default)]
+    pub workload: WorkloadConfig,
+    /// `[server]`: server settings the expected replies depend on.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// `[population]`: served domains and mailboxes. A population is a pure function of this
+/// and the seed ([`crate::PopulationModel`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PopulationConfig {
+    /// Number of mailboxes (1..=[`MAX_MAILBOXES`]); default 100,000.
+    pub mailboxes: u64,
+    /// Number of served domains (1..=[`MAX_DOMAINS`]); default 200.
+    pub domains: u64,
+    /// Zipf exponent of domain sizes: domain of rank r gets a share proportional to
+    /// 1/(r+1)^s; 0 gives equal sizes. Finite, >= 0; default 1.0.
+    pub domain_size_zipf: f64,
+    /// Share of domains whose regime is opt-in (the rest are opt-out), in [0, 1]; each
+    /// domain draws its regime independently. Default 0.5.
+    pub opt_in_domain_share: f64,
+    /// Share of mailboxes with an explicit preference (`in` or `out`; the rest have
+    /// `default`), in [0, 1]; default 0.3.
+    pub explicit_share: f64,
+    /// Of the mailboxes with an explicit preference, the share that opted in (the rest
+    /// opted out), in [0, 1]; default 0.5.
+    pub explicit_opt_in_share: f64,
+}
+
+impl Default for PopulationConfig {
+    fn default() -> Self {
+        PopulationConfig {
+            mailboxes: 100_000,
+            domains: 200,
+            domain_size_zipf: 1.0,
+            opt_in_domain_share: 0.5,
+            explicit_share: 0.3,
+            explicit_opt_in_share: 0.5,
+        }
+    }
+}
+
+/// How sessions are started.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopMode {
+    /// A fixed number of sessions in flight; each starts when one ends.
+    #[default]
+    Closed,
+    /// Sessions arrive at a target rate (Poisson), whether or not earlier ones ended.
+    Open,
+}
+
+/// How many recipients a session has.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientsDistribution {
+    /// Uniform over `recipients_min..=recipients_max`.
+    #[default]
+    Uniform,
+    /// `recipients_min` plus a geometric count, with mean `recipients_mean`, truncated at
+    /// `recipients_max` (so the realised mean is slightly lower when the tail is cut).
+    Geometric,
+    /// Always `recipients_max`.
+    Fixed,
+}
+
+/// Which mailboxes are drawn as recipients.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Popularity {
+    /// Every mailbox equally likely.
+    #[default]
+    Uniform,
+    /// Zipf over popularity ranks with exponent `popularity_zipf`; ranks map to mailboxes
+    /// through a fixed permutation, so popular mailboxes are spread over domains.
+    Zipf,
+}
+
+/// `[workload]`: the sessions of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadConfig {
+    /// Number of sessions (1..=[`MAX_SESSIONS`]). Required, except in open loop where
+    /// `duration_secs` may be given instead (exactly one of the two).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u64>,
+    /// Open loop only: run length in seconds; the session count is
+    /// `round(rate_per_sec * duration_secs)`. Finite, > 0; no default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<f64>,
+    /// `"closed"` or `"open"`; default closed.
+    pub mode: LoopMode,
+    /// Closed loop only: sessions in flight (>= 1); default [`DEFAULT_CONCURRENCY`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Open loop only, required: Poisson arrival rate in sessions per second (finite, > 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
+    /// Open loop only: cap on sessions in flight (>= 1); sessions due while the cap is
+    /// reached wait, and the wait shows as schedule lag. Default [`DEFAULT_MAX_IN_FLIGHT`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Share of sessions that use `BULK FROM` (the rest use `MAIL FROM`), in [0, 1];
+    /// default 0.9.
+    pub bulk_share: f64,
+    /// Fewest recipients per session (>= 1); default 1.
+    pub recipients_min: u32,
+    /// Most recipients per session (>= recipients_min, <= [`MAX_RECIPIENTS_PER_SESSION`]);
+    /// default 50.
+    pub recipients_max: u32,
+    /// `"uniform"`, `"geometric"` or `"fixed"`; default uniform.
+    pub recipients_distribution: RecipientsDistribution,
+    /// Geometric only, required: mean recipients per session before truncation, in
+    /// [recipients_min, recipients_max].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipients_mean: Option<f64>,
+    /// `"uniform"` or `"zipf"`; default uniform.
+    pub recipient_popularity: Popularity,
+    /// Zipf only: exponent (finite, >= 0); default [`DEFAULT_POPULARITY_ZIPF`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub popularity_zipf: Option<f64>,
+    /// Share of recipients that are unknown mailboxes of served domains, in [0, 1];
+    /// default 0.05.
+    pub unknown_share: f64,
+    /// Share of recipients in domains not served (relay attempts), in [0, 1]; default 0.02.
+    /// `unknown_share + foreign_share` must not exceed 1.
+    pub foreign_share: f64,
+    /// Share of recipients written with a `+tag` subaddress, in [0, 1]; default 0.05.
+    pub subaddress_share: f64,
+    /// Share of recipients written in mixed case, in [0, 1]; default 0.1.
+    pub mixed_case_share: f64,
+    /// Send commands pipelined (RFC 2920); default true.
+    pub pipelining: bool,
+    /// Smallest message body in bytes; default 500.
+    pub message_size_min: u32,
+    /// Largest message body in bytes (>= message_size_min); sizes are uniform between the
+    /// two. A session of size 0 sends no DATA; 0 and 0 means no session does. Default 5000.
+    pub message_size_max: u32,
+    /// Seconds at the start of the run excluded from the figures (finite, >= 0); default 1.0.
+    pub warmup_secs: f64,
+    /// Per-command reply timeout of the generator in milliseconds (>= 1); default 10,000.
+    pub timeout_ms: u64,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            sessions: None,
+            duration_secs: None,
+            mode: LoopMode::Closed,
+            concurrency: None,
+            rate_per_sec: None,
+            max_in_flight: None,
+            bulk_share: 0.9,
+            recipients_min: 1,
+            recipients_max: 50,
+            recipients_distribution: RecipientsDistribution::Uniform,
+            recipients_mean: None,
+            recipient_popularity: Popularity::Uniform,
+            popularity_zipf: None,
+            unknown_share: 0.05,
+            foreign_share: 0.02,
+            subaddress_share: 0.05,
+            mixed_case_share: 0.1,
+            pipelining: true,
+            message_size_min: 500,
+            message_size_max: 5000,
+            warmup_secs: 1.0,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[server]`: the settings of the server under test that change the expected replies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The server's `--max-recipients` (>= 1): RCPTs of a transaction beyond it expect
+    /// `452 4.5.3`. Default 1000.
+    pub max_recipients: u32,
+    /// The server runs in harvest-resistant mode (unknown mailboxes answered as opted out,
+    /// delays after repeated unknowns); default false.
+    pub harvest_resistant: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_recipients: 1000,
+            harvest_resistant: false,
+        }
+    }
+}
+
+/// How sessions of a validated scenario start ([`Scenario::arrival`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arrival {
+    /// Closed loop with this many sessions in flight.
+    Closed {
+        /// Sessions in flight.
+        concurrency: u32,
+    },
+    /// Open loop.
+    Open {
+        /// Poisson arrival rate, sessions per second.
+        rate_per_sec: f64,
+        /// Cap on sessions in flight.
+        max_in_flight: u32,
+    },
+}
+
+/// A scenario could not be read, parsed or validated. Messages name the origin (file path
+/// or name hint), the line when known, and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario {}: {source}", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, or a value has the wrong type, or a key is unknown.
+    #[error("{}", located(origin, *line, key.as_deref(), message))]
+    Parse {
+        /// File path or name hint.
+        origin: String,
+        /// 1-based line of the error, when toml reported a position.
+        line: Option<usize>,
+        /// Dotted key (`workload.concurrency`), when the error sits on a `key = value` line.
+        key: Option<String>,
+        /// toml's message.
+        message: String,
+    },
+    /// The scenario parsed but a value is out of range or inconsistent with another.
+    #[error("{}", located(origin, *line, Some(key), message))]
+    Invalid {
+        /// File path or name hint.
+        origin: String,
+        /// 1-based line of the key in the text, when it is written there (not a default).
+        line: Option<usize>,
+        /// Dotted key (`workload.recipients_min`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ScenarioError {
+    /// The 1-based line the error points at, if any.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ScenarioError::Io { .. } => None,
+            ScenarioError::Parse { line, .. } | ScenarioError::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// The dotted key the error is about, if known.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ScenarioError::Io { .. } => None,
+            ScenarioError::Parse { key, .. } => key.as_deref(),
+            ScenarioError::Invalid { key, .. } => Some(key),
+        }
+    }
+}
+
+fn located(origin: &str, line: Option<usize>, key: Option<&str>, message: &str) -> String {
+    let mut out = origin.to_string();
+    if let Some(line) = line {
+        out.push_str(&format!(" line {line}"));
+    }
+    out.push_str(": ");
+    if let Some(key) = key {
+        out.push_str(key);
+        out.push_str(": ");
+    }
+    out.push_str(message);
+    out
+}
+
+impl Scenario {
+    /// Parses and validates a scenario. `name_hint` is the default `name` (a file stem) and
+    /// names the text in error messages.
+    pub fn from_toml(text: &str, name_hint: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_at(text, name_hint, name_hint)
+    }
+
+    /// Reads, parses and validates the scenario file at `path`; its stem is the default
+    /// name and errors name the path.
+    pub fn load(path: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Scenario::parse_at(&text, &stem, &path.display().to_string())
+    }
+
+    fn parse_at(text: &str, name_hint: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start));
+            ScenarioError::Parse {
+                origin: origin.to_string(),
+                line,
+                key: line.and_then(|line| key_on_line(text, line)),
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        if scenario.name.is_empty() {
+            scenario.name = name_hint.to_string();
+        }
+        scenario.validate_at(Some(text), origin)?;
+        scenario.resolve_defaults();
+        Ok(scenario)
+    }
+
+    /// Checks ranges and consistency of a scenario built in code (files are checked on
+    /// load). Errors name the key.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        self.validate_at(None, &self.name)
+    }
+
+    /// Fills the defaults that depend on other keys, so the scenario states them.
+    fn resolve_defaults(&mut self) {
+        let w = &mut self.workload;
+        match w.mode {
+            LoopMode::Closed => {
+                w.concurrency.get_or_insert(DEFAULT_CONCURRENCY);
+            }
+            LoopMode::Open => {
+                w.max_in_flight.get_or_insert(DEFAULT_MAX_IN_FLIGHT);
+            }
+        }
+        if w.recipient_popularity == Popularity::Zipf {
+            w.popularity_zipf.get_or_insert(DEFAULT_POPULARITY_ZIPF);
+        }
+    }
+
+    /// Number of sessions of the workload: `workload.sessions`, or in open loop
+    /// `round(rate_per_sec * duration_secs)`. 0 for an invalid scenario without either.
+    pub fn session_count(&self) -> u64 {
+        let w = &self.workload;
+        match (w.sessions, w.rate_per_sec, w.duration_secs) {
+            (Some(n), _, _) => n,
+            (None, Some(rate), Some(secs)) => {
+                let n = (rate * secs).round();
+                if n.is_finite() && n >= 0.0 {
+                    n as u64
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    /// How sessions start, with defaults applied.
+    pub fn arrival(&self) -> Arrival {
+        let w = &self.workload;
+        match w.mode {
+            LoopMode::Closed => Arrival::Closed {
+                concurrency: w.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            },
+            LoopMode::Open => Arrival::Open {
+                rate_per_sec: w.rate_per_sec.unwrap_or(0.0),
+                max_in_flight: w.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            },
+        }
+    }
+
+    fn validate_at(&self, text: Option<&str>, origin: &str) -> Result<(), ScenarioError> {
+        let invalid = |table: Option<&str>, key: &str, message: String| {
+            let dotted = match table {
+                Some(table) => format!("{table}.{key}"),
+                None => key.to_string(),
+            };
+            ScenarioError::Invalid {
+                origin: origin.to_string(),
+                line: text.and_then(|text| key_line(text, table, key)),
+                key: dotted,
+                message,
+            }
+        };
+        let share = |table: &str, key: &str, value: f64| {
+            if (0.0..=1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    Some(table),
+                    key,
+                    format!("{value} is not a share in [0, 1]"),
+                ))
+            }
+        };
+        let non_negative = |table: &str, key: &str, value: f64| {
+            if value.is_finite() && value >= 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(
+                    Some(table),
+                    key,
+                    format!("{value} must be finite and >= 0"),
+                ))
+            }
+        };
+        let absent = |table: &str, key: &str, present: bool, why: &str| {
+            if present {
+                Err(invalid(Some(table), key, format!("not allowed {why}")))
+            } else {
+                Ok(())
+            }
+        };
+
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 100
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !name_ok {
+            return Err(invalid(
+                None,
+                "name",
+                format!(
+                    "{:?}: use 1 to 100 letters, digits, '.', '_' or '-'",
+                    self.name
+                ),
+            ));
+        }
+
+        let p = &self.population;
+        if !(1..=MAX_MAILBOXES).contains(&p.mailboxes) {
+            return Err(invalid(
+                Some("population"),
+                "mailboxes",
+                format!("{} is not in 1..={MAX_MAILBOXES}", p.mailboxes),
+            ));
+        }
+        if !(1..=MAX_DOMAINS).contains(&p.domains) {
+            return Err(invalid(
+                Some("population"),
+                "domains",
+                format!("{} is not in 1..={MAX_DOMAINS}", p.domains),
+            ));
+        }
+        non_negative("population", "domain_size_zipf", p.domain_size_zipf)?;
+        share("population", "opt_in_domain_share", p.opt_in_domain_share)?;
+        share("population", "explicit_share", p.explicit_share)?;
+        share(
+            "population",
+            "explicit_opt_in_share",
+            p.explicit_opt_in_share,
+        )?;
+
+        let w = &self.workload;
+        match w.mode {
+            LoopMode::Closed => {
+                absent(
+                    "workload",
+                    "rate_per_sec",
+                    w.rate_per_sec.is_some(),
+                    "in closed loop (mode = \"closed\"): it sets the open-loop arrival rate",
+                )?;
+                absent(
+                    "workload",
+                    "max_in_flight",
+                    w.max_in_flight.is_some(),
+                    "in closed loop: use concurrency",
+                )?;
+                absent(
+                    "workload",
+                    "duration_secs",
+                    w.duration_secs.is_some(),
+                    "in closed loop: give sessions",
+                )?;
+                if w.concurrency == Some(0) {
+                    return Err(invalid(
+                        Some("workload"),
+                        "concurrency",
+                        "must be >= 1".into(),
+                    ));
+                }
+                if w.sessions.is_none() {
+                    return Err(invalid(Some("workload"), "sessions", "required".into()));
+                }
+            }
+            LoopMode::Open => {
+                absent(
+                    "workload",
+                    "concurrency",
+                    w.concurrency.is_some(),
+                    "in open loop (mode = \"open\"): use rate_per_sec, and max_in_flight for a cap",
+                )?;
+                match w.rate_per_sec {
+                    None => {
+                        return Err(invalid(
+                            Some("workload"),
+                            "rate_per_sec",
+                            "required in open loop".into(),
+                        ));
+                    }
+                    Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                        return Err(invalid(
+                            Some("workload"),
+                            "rate_per_sec",
+                            format!("{rate} must be finite and > 0"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                if w.max_in_flight == Some(0) {
+                    return Err(invalid(
+                        Some("workload"),
+                        "max_in_flight",
+                        "must be >= 1".into(),
+                    ));
+                }
+                match (w.sessions, w.duration_secs) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            Some("workload"),
+                            "duration_secs",
+                            "give either sessions or duration_secs, not both".into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(invalid(
+                            Some("workload"),
+                            "sessions",
+                            "required (or duration_secs in open loop)".into(),
+                        ));
+                    }
+                    (None, Some(secs)) if !(secs.is_finite() && secs > 0.0) => {
+                        return Err(invalid(
+                            Some("workload"),
+                            "duration_secs",
+                            format!("{secs} must be finite and > 0"),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let sessions = self.session_count();
+        if !(1..=MAX_SESSIONS).contains(&sessions) {
+            let key = if w.sessions.is_some() {
+                "sessions"
+            } else {
+                "duration_secs"
+            };
+            return Err(invalid(
+                Some("workload"),
+                key,
+                format!("gives {sessions} sessions, not in 1..={MAX_SESSIONS}"),
+            ));
+        }
+        share("workload", "bulk_share", w.bulk_share)?;
+        if w.recipients_min == 0 {
+            return Err(invalid(
+                Some("workload"),
+                "recipients_min",
+                "must be >= 1".into(),
+            ));
+        }
+        if w.recipients_max > MAX_RECIPIENTS_PER_SESSION {
+            return Err(invalid(
+                Some("workload"),
+                "recipients_max",
+                format!("{} is over {MAX_RECIPIENTS_PER_SESSION}", w.recipients_max),
+            ));
+        }
+        if w.recipients_min > w.recipients_max {
+            return Err(invalid(
+                Some("workload"),
+                "recipients_min",
+                format!(
+                    "{} is greater than workload.recipients_max ({})",
+                    w.recipients_min, w.recipients_max
+                ),
+            ));
+        }
+        match (w.recipients_distribution, w.recipients_mean) {
+            (RecipientsDistribution::Geometric, None) => {
+                return Err(invalid(
+                    Some("workload"),
+                    "recipients_mean",
+                    "required when recipients_distribution = \"geometric\"".into(),
+                ));
+            }
+            (RecipientsDistribution::Geometric, Some(mean)) => {
+                let (lo, hi) = (f64::from(w.recipients_min), f64::from(w.recipients_max));
+                if !(lo..=hi).contains(&mean) {
+                    return Err(invalid(
+                        Some("workload"),
+                        "recipients_mean",
+                        format!("{mean} is not in [recipients_min, recipients_max] = [{lo}, {hi}]"),
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                absent(
+                    "workload",
+                    "recipients_mean",
+                    true,
+                    "unless recipients_distribution = \"geometric\"",
+                )?;
+            }
+            (_, None) => {}
+        }
+        match (w.recipient_popularity, w.popularity_zipf) {
+            (Popularity::Zipf, Some(s)) => non_negative("workload", "popularity_zipf", s)?,
+            (Popularity::Uniform, Some(_)) => {
+                absent(
+                    "workload",
+                    "popularity_zipf",
+                    true,
+                    "unless recipient_popularity = \"zipf\"",
+                )?;
+            }
+            _ => {}
+        }
+        share("workload", "unknown_share", w.unknown_share)?;
+        share("workload", "foreign_share", w.foreign_share)?;
+        if w.unknown_share + w.foreign_share > 1.0 {
+            return Err(invalid(
+                Some("workload"),
+                "foreign_share",
+                format!(
+                    "unknown_share + foreign_share = {} exceeds 1",
+                    w.unknown_share + w.foreign_share
+                ),
+            ));
+        }
+        share("workload", "subaddress_share", w.subaddress_share)?;
+        share("workload", "mixed_case_share", w.mixed_case_share)?;
+        if w.message_size_min > w.message_size_max {
+            return Err(invalid(
+                Some("workload"),
+                "message_size_min",
+                format!(
+                    "{} is greater than workload.message_size_max ({})",
+                    w.message_size_min, w.message_size_max
+                ),
+            ));
+        }
+        non_negative("workload", "warmup_secs", w.warmup_secs)?;
+        if w.timeout_ms == 0 {
+            return Err(invalid(
+                Some("workload"),
+                "timeout_ms",
+                "must be >= 1".into(),
+            ));
+        }
+        if self.server.max_recipients == 0 {
+            return Err(invalid(
+                Some("server"),
+                "max_recipients",
+                "must be >= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line of byte offset `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    1 + text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+/// The `[table]` header a line opens, if it is one (`[[array]]` headers count as no table).
+fn header(line: &str) -> Option<&str> {
+    let inner = line.trim().strip_prefix('[')?.strip_suffix(']')?;
+    (!inner.starts_with('[')).then(|| inner.trim())
+}
+
+/// The bare key a `key = value` line sets.
+fn key_of(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    bare.then_some(key)
+}
+
+/// Dotted key set on `line` (1-based): the key, prefixed by the table it sits in.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut table: Option<&str> = None;
+    for (number, content) in text.lines().enumerate() {
+        if let Some(name) = header(content) {
+            table = Some(name);
+        }
+        if number + 1 == line {
+            let key = key_of(content)?;
+            return Some(match table {
+                Some(table) => format!("{table}.{key}"),
+                None => key.to_string(),
+            });
+        }
+    }
+    None
+}
+
+/// 1-based line where `key` of `table` (None: top level) is written, if it is.
+fn key_line(text: &str, table: Option<&str>, key: &str) -> Option<usize> {
+    let dotted = table.map(|table| format!("{table}.{key}"));
+    let mut current: Option<&str> = None;
+    for (number, content) in text.lines().enumerate() {
+        if let Some(name) = header(content) {
+            current = Some(name);
+            continue;
+        }
+        let Some(found) = key_of(content) else {
+            continue;
+        };
+        let hit = (current == table && found == key)
+            || (current.is_none() && dotted.as_deref() == Some(found));
+        if hit {
+            return Some(number + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[workload]\nsessions = 10\n";
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let s = Scenario::from_toml(MINIMAL, "mini").unwrap();
+        assert_eq!(s.name, "mini");
+        assert_eq!(s.seed, 1);
+        assert_eq!(s.population, PopulationConfig::default());
+        assert_eq!(s.workload.sessions, Some(10));
+        assert_eq!(s.workload.concurrency, Some(DEFAULT_CONCURRENCY));
+        assert_eq!(s.arrival(), Arrival::Closed { concurrency: 50 });
+        assert_eq!(s.session_count(), 10);
+        assert_eq!(s.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn open_loop_duration_gives_sessions() {
+        let text = "[workload]\nmode = \"open\"\nrate_per_sec = 250.0\nduration_secs = 4.0\n";
+        let s = Scenario::from_toml(text, "open").unwrap();
+        assert_eq!(s.session_count(), 1000);
+        assert_eq!(
+            s.arrival(),
+            Arrival::Open {
+                rate_per_sec: 250.0,
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT
+            }
+        );
+    }
+
+    #[test]
+    fn round_trips_through_toml_and_json() {
+        let text = "name = \"x\"\nseed = 9\n[workload]\nsessions = 5\nrecipient_popularity = \"zipf\"\nrecipients_distribution = \"geometric\"\nrecipients_mean = 3.5\n";
+        let s = Scenario::from_toml(text, "hint").unwrap();
+        assert_eq!(s.workload.popularity_zipf, Some(1.0));
+        let toml_text = toml::to_string(&s).unwrap();
+        assert_eq!(Scenario::from_toml(&toml_text, "other").unwrap(), s);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), s);
+    }
+
+    /// (text, expected line, expected key, a fragment of the message).
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases: &[(&str, Option<usize>, &str, &str)] = &[
+            (
+                "seed = 3\n[workload]\nsessions = 10\nconcurrency = \"fifty\"\n",
+                Some(4),
+                "workload.concurrency",
+                "invalid type",
+            ),
+            (
+                "[workload]\nsessions = 10\nsesions = 3\n",
+                Some(3),
+                "workload.sesions",
+                "unknown field",
+            ),
+            (
+                "[population]\nmailboxes = -5\n[workload]\nsessions = 1\n",
+                Some(2),
+                "population.mailboxes",
+                "invalid value",
+            ),
+            (
+                "[workload]\nsessions = 10\nmode = \"half-open\"\n",
+                Some(3),
+                "workload.mode",
+                "unknown variant",
+            ),
+            (
+                "colour = 1\n[workload]\nsessions = 1\n",
+                Some(1),
+                "colour",
+                "unknown field",
+            ),
+            (
+                "[workload]\nsessions = 10\n\n[population]\nopt_in_domain_share = 1.5\n",
+                Some(5),
+                "population.opt_in_domain_share",
+                "[0, 1]",
+            ),
+            (
+                "[workload]\nsessions = 10\nrecipients_min = 60\n",
+                Some(3),
+                "workload.recipients_min",
+                "greater than",
+            ),
+            (
+                "[workload]\nsessions = 10\nconcurrency = 0\n",
+                Some(3),
+                "workload.concurrency",
+                ">= 1",
+            ),
+            (
+                "[workload]\nconcurrency = 5\n",
+                None,
+                "workload.sessions",
+                "required",
+            ),
+            (
+                "[workload]\nsessions = 10\nrate_per_sec = 5.0\n",
+                Some(3),
+                "workload.rate_per_sec",
+                "closed loop",
+            ),
+            (
+                "[workload]\nmode = \"open\"\nsessions = 10\n",
+                None,
+                "workload.rate_per_sec",
+                "required",
+            ),
+            (
+                "[workload]\nmode = \"open\"\nrate_per_sec = 10.0\nsessions = 10\nconcurrency = 4\n",
+                Some(5),
+                "workload.concurrency",
+                "open loop",
+            ),
+            (
+                "[workload]\nmode = \"open\"\nrate_per_sec = 10.0\nsessions = 10\nduration_secs = 2.0\n",
+                Some(5),
+                "workload.duration_secs",
+                "not both",
+            ),
+            (
+                "[workload]\nmode = \"open\"\nrate_per_sec = 0.0\nsessions = 1\n",
+                Some(3),
+                "workload.rate_per_sec",
+                "> 0",
+            ),
+            (
+                "[workload]\nsessions = 1\nrecipients_distribution = \"geometric\"\n",
+                None,
+                "workload.recipients_mean",
+                "required",
+            ),
+            (
+                "[workload]\nsessions = 1\nrecipients_mean = 4.0\n",
+                Some(3),
+                "workload.recipients_mean",
+                "geometric",
+            ),
+            (
+                "[workload]\nsessions = 1\nunknown_share = 0.6\nforeign_share = 0.5\n",
+                Some(4),
+                "workload.foreign_share",
+                "exceeds 1",
+            ),
+            (
+                "[workload]\nsessions = 1\nmessage_size_min = 10\nmessage_size_max = 5\n",
+                Some(3),
+                "workload.message_size_min",
+                "greater than",
+            ),
+            (
+                "[workload]\nsessions = 1\npopularity_zipf = 1.2\n",
+                Some(3),
+                "workload.popularity_zipf",
+                "zipf",
+            ),
+            (
+                "[server]\nmax_recipients = 0\n[workload]\nsessions = 1\n",
+                Some(2),
+                "server.max_recipients",
+                ">= 1",
+            ),
+            (
+                "name = \"a b\"\n[workload]\nsessions = 1\n",
+                Some(1),
+                "name",
+                "letters",
+            ),
+            (
+                "workload.sessions = 0\n",
+                Some(1),
+                "workload.sessions",
+                "not in 1..",
+            ),
+            (
+                "[population]\ndomains = 0\n[workload]\nsessions = 1\n",
+                Some(2),
+                "population.domains",
+                "not in 1..",
+            ),
+        ];
+        for (text, line, key, fragment) in cases {
+            let err = Scenario::from_toml(text, "case").expect_err(text);
+            let shown = err.to_string();
+            assert_eq!(err.line(), *line, "{text:?}: {shown}");
+            assert_eq!(err.key(), Some(*key), "{text:?}: {shown}");
+            assert!(shown.contains(fragment), "{text:?}: {shown}");
+            assert!(shown.starts_with("case"), "{shown}");
+            if let Some(line) = line {
+                assert!(
+                    shown.contains(&format!("case line {line}: {key}: ")),
+                    "{shown}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_error_reports_a_line() {
+        let err = Scenario::from_toml("[workload]\nsessions = = 3\n", "bad").unwrap_err();
+        assert_eq!(err.line(), Some(2), "{err}");
+        assert!(matches!(err, ScenarioError::Parse { .. }));
+    }
+
+    #[test]
+    fn load_uses_the_stem_and_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("night-run.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        assert_eq!(Scenario::load(&path).unwrap().name, "night-run");
+        std::fs::write(&path, "[workload]\nsessions = \"x\"\n").unwrap();
+        let shown = Scenario::load(&path).unwrap_err().to_string();
+        assert!(
+            shown.starts_with(&format!("{} line 2: workload.sessions: ", path.display())),
+            "{shown}"
+        );
+        let missing = Scenario::load(dir.path().join("absent.toml")).unwrap_err();
+        assert!(matches!(missing, ScenarioError::Io { .. }));
+    }
+}

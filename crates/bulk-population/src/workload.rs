@@ -1,0 +1,796 @@
+//! Workloads: the sessions of a scenario, each drawn from its own RNG seeded by (seed,
+//! session index), and their trace format (JSON Lines).
+//!
+//! Expected verdicts come from [`PopulationModel::verdict`], i.e. from the scenario alone:
+//! the generator needs neither the server nor the exported population file to know what
+//! every RCPT should get.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, Write};
+
+use bulk_policy::Verdict;
+use rand::RngExt;
+use rand_distr::{Distribution, Exp1, Geometric, Zipf};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{DOMAIN_SUFFIXES, DOMAIN_WORDS, FIRST, LAST, SENDER_ROLES, SENDER_WORDS, TAGS};
+use crate::population::PopulationModel;
+use crate::scenario::{
+    LoopMode, MAX_RECIPIENTS_PER_SESSION, MAX_SESSIONS, Popularity, RecipientsDistribution,
+    Scenario, WorkloadConfig,
+};
+use crate::seeding::{
+    ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_SESSION, affine, item_rng, mix,
+    scatter_multiplier,
+};
+
+/// Version written in, and required of, a trace header.
+pub const TRACE_VERSION: u32 = 1;
+
+/// Attempts at drawing a known recipient not yet in the session before a duplicate is
+/// accepted (a small population or a steep Zipf law can make distinct draws rare).
+const DISTINCT_ATTEMPTS: u32 = 16;
+
+/// Which verb opens a session's transaction.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `BULK FROM`: each RCPT is decided by the recipient's preference.
+    Bulk,
+    /// `MAIL FROM`: preferences are not consulted (only existence and relaying).
+    Mail,
+}
+
+/// One RCPT of a session, as written on the wire, with its expected verdict.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    /// The mailbox as sent in `RCPT TO:<...>`: possibly mixed case, possibly with `+tag`.
+    pub address: String,
+    /// Its verdict in a *bulk* transaction, under the default normalization (case folded,
+    /// `+` delimiter). Serialized as `accept`, `opted_out`, `unknown_mailbox`, `not_local`.
+    #[serde(with = "verdict_serde")]
+    pub verdict: Verdict,
+}
+
+impl Recipient {
+    /// The verdict expected in a transaction of `kind`: in a `MAIL` transaction preferences
+    /// are not consulted, so an opted-out recipient is accepted there.
+    pub fn expected(&self, kind: Kind) -> Verdict {
+        match (kind, self.verdict) {
+            (Kind::Mail, Verdict::OptedOut) => Verdict::Accept,
+            (_, verdict) => verdict,
+        }
+    }
+}
+
+/// One session to replay.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    /// Index of the session in the scenario's workload (0-based).
+    pub index: u64,
+    /// Open loop: intended start, in microseconds from the run's start (Poisson arrivals;
+    /// session 0 at 0). Closed loop: 0.
+    pub start_offset_us: u64,
+    /// BULK or MAIL.
+    pub kind: Kind,
+    /// Reverse path (`news@shop7.test`), never in a served domain.
+    pub sender: String,
+    /// RCPTs in order.
+    pub recipients: Vec<Recipient>,
+    /// Send commands pipelined (RFC 2920).
+    pub pipelining: bool,
+    /// Message body size in bytes; 0 means the session sends no DATA.
+    pub message_size: u32,
+}
+
+/// The sessions of a scenario (or of one shard of it), in index order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Name of the scenario the sessions were drawn from.
+    pub scenario: String,
+    /// Its seed.
+    pub seed: u64,
+    /// The sessions, by increasing index.
+    pub sessions: Vec<SessionSpec>,
+}
+
+/// A trace could not be read. Every variant about content names the 1-based line.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Reading failed.
+    #[error("trace line {line}: read error: {source}")]
+    Io {
+        /// Line being read.
+        line: usize,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The input is empty.
+    #[error("trace is empty: expected a header line")]
+    Empty,
+    /// Line 1 is not a trace header.
+    #[error("trace line 1: not a bulkbench trace header: {source}")]
+    Header {
+        /// Why it does not parse as one.
+        source: serde_json::Error,
+    },
+    /// The header announces a version this build does not read.
+    #[error(
+        "trace line 1: trace version {found} is not supported (this build reads version {TRACE_VERSION})"
+    )]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// A session line does not parse.
+    #[error("trace line {line}: {source}")]
+    Session {
+        /// The line.
+        line: usize,
+        /// The JSON error (its column is within the line).
+        source: serde_json::Error,
+    },
+    /// Session indices must increase.
+    #[error("trace line {line}: session index {index} does not follow index {previous}")]
+    Order {
+        /// The line.
+        line: usize,
+        /// Index on this line.
+        index: u64,
+        /// Index of the previous session.
+        previous: u64,
+    },
+    /// The number of session lines differs from the header's.
+    #[error("trace has {found} sessions but its header announces {expected}")]
+    Count {
+        /// Sessions announced.
+        expected: u64,
+        /// Sessions read.
+        found: u64,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceHeader {
+    bulkbench_trace: u32,
+    scenario: String,
+    seed: u64,
+    sessions: u64,
+}
+
+/// Verdicts as snake_case strings (bulk_policy's `Verdict` has no serde).
+mod verdict_serde {
+    use bulk_policy::Verdict;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Repr {
+        Accept,
+        OptedOut,
+        UnknownMailbox,
+        NotLocal,
+    }
+
+    pub(super) fn serialize<S: Serializer>(verdict: &Verdict, s: S) -> Result<S::Ok, S::Error> {
+        match verdict {
+            Verdict::Accept => Repr::Accept,
+            Verdict::OptedOut => Repr::OptedOut,
+            Verdict::UnknownMailbox => Repr::UnknownMailbox,
+            Verdict::NotLocal => Repr::NotLocal,
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Verdict, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Accept => Verdict::Accept,
+            Repr::OptedOut => Verdict::OptedOut,
+            Repr::UnknownMailbox => Verdict::UnknownMailbox,
+            Repr::NotLocal => Verdict::NotLocal,
+        })
+    }
+}
+
+fn probability(x: f64) -> f64 {
+    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
+}
+
+/// Everything a session draw needs, computed once per workload. Values an invalid scenario
+/// could carry are sanitized here, so generation never panics.
+struct Generator<'a> {
+    seed: u64,
+    model: &'a PopulationModel,
+    bulk_share: f64,
+    recipients: (u32, u32),
+    geometric: Option<Geometric>,
+    fixed: bool,
+    zipf: Option<Zipf<f64>>,
+    popularity_multiplier: u64,
+    popularity_offset: u64,
+    unknown_share: f64,
+    foreign_share: f64,
+    subaddress_share: f64,
+    mixed_case_share: f64,
+    pipelining: bool,
+    message_size: (u32, u32),
+    /// Open loop arrival rate (sessions per second), if any.
+    rate_per_sec: Option<f64>,
+}
+
+impl<'a> Generator<'a> {
+    fn new(scenario: &Scenario, model: &'a PopulationModel) -> Self {
+        let w: &WorkloadConfig = &scenario.workload;
+        let hi = w.recipients_max.clamp(1, MAX_RECIPIENTS_PER_SESSION);
+        let lo = w.recipients_min.clamp(1, hi);
+        let geometric = match (w.recipients_distribution, w.recipients_mean) {
+            (RecipientsDistribution::Geometric, Some(mean)) => {
+                // Failures before the first success have mean (1-p)/p; solve for the mean
+                // above `lo`.
+                Geometric::new(1.0 / (mean - f64::from(lo) + 1.0).max(1.0)).ok()
+            }
+            _ => None,
+        };
+        let n = model.mailbox_count();
+        let zipf = match w.recipient_popularity {
+            Popularity::Zipf => Zipf::new(n as f64, w.popularity_zipf.unwrap_or(1.0)).ok(),
+            Popularity::Uniform => None,
+        };
+        let unknown_share = probability(w.unknown_share);
+        let rate_per_sec = match (w.mode, w.rate_per_sec) {
+            (LoopMode::Open, Some(rate)) if rate.is_finite() && rate > 0.0 => Some(rate),
+            _ => None,
+        };
+        Generator {
+            seed: scenario.seed,
+            model,
+            bulk_share: probability(w.bulk_share),
+            recipients: (lo, hi),
+            geometric,
+            fixed: w.recipients_distribution == RecipientsDistribution::Fixed,
+            zipf,
+            popularity_multiplier: scatter_multiplier(n),
+            popularity_offset: mix(scenario.seed, STREAM_POPULARITY, 0),
+            unknown_share,
+            foreign_share: probability(w.foreign_share).min(1.0 - unknown_share),
+            subaddress_share: probability(w.subaddress_share),
+            mixed_case_share: probability(w.mixed_case_share),
+            pipelining: w.pipelining,
+            message_size: (
+                w.message_size_min.min(w.message_size_max),
+                w.message_size_max.max(w.message_size_min),
+            ),
+            rate_per_sec,
+        }
+    }
+
+    /// Gap before session `index` (0 for session 0 and in closed loop), in microseconds.
+    fn gap_us(&self, index: u64) -> u64 {
+        match self.rate_per_sec {
+            Some(rate) if index > 0 => {
+                let mut rng = item_rng(self.seed, STREAM_ARRIVAL, index);
+                let secs: f64 = Exp1.sample(&mut rng);
+                // `as` saturates: an absurd gap cannot wrap around.
+                (secs / rate * 1e6).round() as u64
+            }
+            _ => 0,
+        }
+    }
+
+    fn recipient_count(&self, rng: &mut ItemRng) -> u32 {
+        let (lo, hi) = self.recipients;
+        if self.fixed {
+            hi
+        } else if let Some(geometric) = &self.geometric {
+            let extra = geometric.sample(rng).min(u64::from(hi - lo)) as u32;
+            lo + extra
+        } else {
+            rng.random_range(lo..=hi)
+        }
+    }
+
+    /// A mailbox index by popularity.
+    fn popular_mailbox(&self, rng: &mut ItemRng) -> u64 {
+        let n = self.model.mailbox_count();
+        match &self.zipf {
+            Some(zipf) => {
+                let rank = (zipf.sample(rng) as u64).saturating_sub(1).min(n - 1);
+                affine(rank, self.popularity_multiplier, self.popularity_offset, n)
+            }
+            None => rng.random_range(0..n),
+        }
+    }
+
+    fn session(&self, index: u64) -> SessionSpec {
+        let mut rng = item_rng(self.seed, STREAM_SESSION, index);
+        let kind = if rng.random::<f64>() < self.bulk_share {
+            Kind::Bulk
+        } else {
+            Kind::Mail
+        };
+        let sender = format!(
+            "{}@{}{}.test",
+            SENDER_ROLES[rng.random_range(0..SENDER_ROLES.len())],
+            SENDER_WORDS[rng.random_range(0..SENDER_WORDS.len())],
+            rng.random_range(1..=500u32)
+        );
+        let count = self.recipient_count(&mut rng);
+        let mut recipients = Vec::with_capacity(count as usize);
+        let mut chosen = HashSet::new();
+        for _ in 0..count {
+            recipients.push(self.recipient(&mut rng, &mut chosen));
+        }
+        let (lo, hi) = self.message_size;
+        let message_size = if hi == 0 {
+            0
+        } else {
+            rng.random_range(lo..=hi)
+        };
+        SessionSpec {
+            index,
+            start_offset_us: 0,
+            kind,
+            sender,
+            recipients,
+            pipelining: self.pipelining,
+            message_size,
+        }
+    }
+
+    fn recipient(&self, rng: &mut ItemRng, chosen: &mut HashSet<u64>) -> Recipient {
+        let class = rng.random::<f64>();
+        let model = self.model;
+        let (mut local, domain, verdict) = if class < self.unknown_share {
+            // A served domain, weighted by size, and a local part with two '-': the mailbox
+            // generator never writes one (population.rs, "Uniqueness").
+            let domain = model.domain_of(rng.random_range(0..model.mailbox_count()));
+            let local = format!(
+                "{}-nobody-{}",
+                FIRST[rng.random_range(0..FIRST.len())],
+                rng.random_range(0..100_000u32)
+            );
+            (
+                local,
+                model.domain(domain).0.to_string(),
+                Verdict::UnknownMailbox,
+            )
+        } else if class < self.unknown_share + self.foreign_share {
+            // `.test` is never served (served domains end in `.example`).
+            let word = DOMAIN_WORDS[rng.random_range(0..DOMAIN_WORDS.len())];
+            let domain = if rng.random::<f64>() < 0.5 {
+                format!("{word}{}.test", rng.random_range(1..1000u32))
+            } else {
+                let suffix = DOMAIN_SUFFIXES[rng.random_range(0..DOMAIN_SUFFIXES.len())];
+                format!("{word}-{suffix}.test")
+            };
+            let local = format!(
+                "{}.{}",
+                FIRST[rng.random_range(0..FIRST.len())],
+                LAST[rng.random_range(0..LAST.len())]
+            );
+            (local, domain, Verdict::NotLocal)
+        } else {
+            let mut i = self.popular_mailbox(rng);
+            for _ in 1..DISTINCT_ATTEMPTS {
+                if !chosen.contains(&i) {
+                    break;
+                }
+                i = self.popular_mailbox(rng);
+            }
+            chosen.insert(i);
+            let mailbox = model.mailbox(i);
+            let domain = model.domain(mailbox.domain).0.to_string();
+            (mailbox.local, domain, model.verdict(i))
+        };
+
+        // Decorations the server's normalization must undo; the verdict is unchanged.
+        if rng.random::<f64>() < self.subaddress_share {
+            local.push('+');
+            local.push_str(TAGS[rng.random_range(0..TAGS.len())]);
+        }
+        let mut address = local;
+        address.push('@');
+        let at = address.len() - 1;
+        address.push_str(&domain);
+        if rng.random::<f64>() < self.mixed_case_share {
+            mix_case(&mut address, at, rng.random_range(0..3u8));
+        }
+        Recipient { address, verdict }
+    }
+}
+
+/// Writes `address` in mixed case: `style` 0 capitalizes each word of the local part
+/// (`John.Smith`), 1 upper-cases the local part (`JSMITH`), 2 capitalizes each word of the
+/// whole address (`John.Smith@Riverbend.Example`). Local parts start with a letter, so the
+/// result always differs from the canonical form.
+fn mix_case(address: &mut String, at: usize, style: u8) {
+    let end = if style == 2 { address.len() } else { at };
+    // ASCII-only changes keep the string valid UTF-8 (addresses are ASCII anyway).
+    let mut bytes = std::mem::take(address).into_bytes();
+    let mut word_start = true;
+    for b in &mut bytes[..end] {
+        if style == 1 || (word_start && b.is_ascii_alphabetic()) {
+            b.make_ascii_uppercase();
+        }
+        word_start = !b.is_ascii_alphanumeric();
+    }
+    *address = String::from_utf8(bytes).unwrap_or_default();
+}
+
+impl Workload {
+    /// Draws every session of `scenario` against `model` (which must be the scenario's
+    /// population: [`PopulationModel::from_scenario`]). Sessions are drawn in parallel on
+    /// the rayon pool; each uses only its own RNG, so the result is identical for any
+    /// thread count. Open-loop start offsets are the sequential prefix sums of per-session
+    /// exponential gaps.
+    ///
+    /// An invalid scenario is sanitized (counts and shares clamped into range) rather than
+    /// refused; call [`Scenario::validate`] first to report it.
+    pub fn generate(scenario: &Scenario, model: &PopulationModel) -> Workload {
+        let generator = Generator::new(scenario, model);
+        let count = scenario.session_count().min(MAX_SESSIONS);
+        let drawn: Vec<(SessionSpec, u64)> = (0..count)
+            .into_par_iter()
+            .map(|index| (generator.session(index), generator.gap_us(index)))
+            .collect();
+        let mut offset_us = 0u64;
+        let sessions = drawn
+            .into_iter()
+            .map(|(mut session, gap_us)| {
+                offset_us = offset_us.saturating_add(gap_us);
+                session.start_offset_us = offset_us;
+                session
+            })
+            .collect();
+        Workload {
+            scenario: scenario.name.clone(),
+            seed: scenario.seed,
+            sessions,
+        }
+    }
+
+    /// Shard `i` of `n`: the sessions whose index is `i` modulo `n`, with their offsets
+    /// unchanged (shards run side by side on one schedule). Empty if `n == 0` or `i >= n`.
+    pub fn shard(&self, i: u32, n: u32) -> Workload {
+        let sessions = if n == 0 || i >= n {
+            Vec::new()
+        } else {
+            self.sessions
+                .iter()
+                .filter(|s| s.index % u64::from(n) == u64::from(i))
+                .cloned()
+                .collect()
+        };
+        Workload {
+            scenario: self.scenario.clone(),
+            seed: self.seed,
+            sessions,
+        }
+    }
+
+    /// Total RCPTs over all sessions.
+    pub fn rcpt_count(&self) -> u64 {
+        self.sessions
+            .iter()
+            .map(|s| s.recipients.len() as u64)
+            .sum()
+    }
+
+    /// Writes the trace: JSON Lines, first a header object
+    /// `{"bulkbench_trace":1,"scenario":NAME,"seed":SEED,"sessions":COUNT}`, then one
+    /// [`SessionSpec`] per line.
+    pub fn write_trace(&self, w: impl Write) -> io::Result<()> {
+        let mut w = io::BufWriter::with_capacity(1 << 16, w);
+        let header = TraceHeader {
+            bulkbench_trace: TRACE_VERSION,
+            scenario: self.scenario.clone(),
+            seed: self.seed,
+            sessions: self.sessions.len() as u64,
+        };
+        serde_json::to_writer(&mut w, &header)?;
+        w.write_all(b"\n")?;
+        for session in &self.sessions {
+            serde_json::to_writer(&mut w, session)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()
+    }
+
+    /// Reads a trace written by [`write_trace`](Self::write_trace). Blank lines are
+    /// skipped; errors name the line.
+    pub fn read_trace(mut r: impl BufRead) -> Result<Workload, TraceError> {
+        let mut line = String::new();
+        let mut number = 1;
+        let read = |r: &mut dyn BufRead, line: &mut String, number: usize| {
+            line.clear();
+            r.read_line(line).map_err(|source| TraceError::Io {
+                line: number,
+                source,
+            })
+        };
+        if read(&mut r, &mut line, number)? == 0 {
+            return Err(TraceError::Empty);
+        }
+        let header: TraceHeader =
+            serde_json::from_str(&line).map_err(|source| TraceError::Header { source })?;
+        if header.bulkbench_trace != TRACE_VERSION {
+            return Err(TraceError::Version {
+                found: header.bulkbench_trace,
+            });
+        }
+        let mut sessions: Vec<SessionSpec> = Vec::new();
+        loop {
+            number += 1;
+            if read(&mut r, &mut line, number)? == 0 {
+                break;
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            let session: SessionSpec =
+                serde_json::from_str(&line).map_err(|source| TraceError::Session {
+                    line: number,
+                    source,
+                })?;
+            if let Some(previous) = sessions.last()
+                && session.index <= previous.index
+            {
+                return Err(TraceError::Order {
+                    line: number,
+                    index: session.index,
+                    previous: previous.index,
+                });
+            }
+            sessions.push(session);
+        }
+        if sessions.len() as u64 != header.sessions {
+            return Err(TraceError::Count {
+                expected: header.sessions,
+                found: sessions.len() as u64,
+            });
+        }
+        Ok(Workload {
+            scenario: header.scenario,
+            seed: header.seed,
+            sessions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(text: &str) -> Scenario {
+        Scenario::from_toml(text, "test").unwrap()
+    }
+
+    const SMALL: &str = r#"
+seed = 7
+[population]
+mailboxes = 2000
+domains = 15
+[workload]
+sessions = 300
+recipients_min = 1
+recipients_max = 40
+unknown_share = 0.1
+foreign_share = 0.05
+subaddress_share = 0.2
+mixed_case_share = 0.3
+"#;
+
+    #[test]
+    fn shares_and_counts_are_respected() {
+        let s = scenario(SMALL);
+        let model = PopulationModel::from_scenario(&s);
+        let w = Workload::generate(&s, &model);
+        assert_eq!(w.sessions.len(), 300);
+        assert!(
+            w.sessions
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.index == i as u64)
+        );
+        assert!(
+            w.sessions
+                .iter()
+                .all(|s| (1..=40).contains(&s.recipients.len()))
+        );
+        assert!(w.sessions.iter().all(|s| s.start_offset_us == 0));
+        let all: Vec<&Recipient> = w.sessions.iter().flat_map(|s| &s.recipients).collect();
+        let share = |f: &dyn Fn(&Recipient) -> bool| {
+            all.iter().filter(|r| f(r)).count() as f64 / all.len() as f64
+        };
+        let unknown = share(&|r| r.verdict == Verdict::UnknownMailbox);
+        let foreign = share(&|r| r.verdict == Verdict::NotLocal);
+        let tagged = share(&|r| r.address.contains('+'));
+        let mixed = share(&|r| r.address.bytes().any(|b| b.is_ascii_uppercase()));
+        assert!((unknown - 0.1).abs() < 0.02, "{unknown}");
+        assert!((foreign - 0.05).abs() < 0.015, "{foreign}");
+        assert!((tagged - 0.2).abs() < 0.03, "{tagged}");
+        assert!((mixed - 0.3).abs() < 0.03, "{mixed}");
+        let bulk = w.sessions.iter().filter(|s| s.kind == Kind::Bulk).count();
+        assert!((240..=300).contains(&bulk), "{bulk}");
+        for session in &w.sessions {
+            assert!(session.sender.ends_with(".test"), "{}", session.sender);
+            assert!((500..=5000).contains(&session.message_size));
+        }
+    }
+
+    #[test]
+    fn open_loop_offsets_are_poisson() {
+        let s = scenario(
+            "[population]\nmailboxes = 100\ndomains = 3\n[workload]\nmode = \"open\"\nrate_per_sec = 1000.0\nduration_secs = 5.0\n",
+        );
+        let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
+        assert_eq!(w.sessions.len(), 5000);
+        assert_eq!(w.sessions[0].start_offset_us, 0);
+        assert!(
+            w.sessions
+                .windows(2)
+                .all(|p| p[0].start_offset_us <= p[1].start_offset_us)
+        );
+        // 4999 gaps of mean 1 ms: the last start is near 5 s.
+        let last = w.sessions.last().unwrap().start_offset_us as f64 / 1e6;
+        assert!((last - 5.0).abs() < 0.3, "{last}");
+    }
+
+    #[test]
+    fn recipient_distributions() {
+        let base = "[population]\nmailboxes = 500\ndomains = 4\n[workload]\nsessions = 2000\nrecipients_min = 2\nrecipients_max = 30\n";
+        let counts = |extra: &str| {
+            let s = scenario(&format!("{base}{extra}"));
+            let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
+            w.sessions
+                .iter()
+                .map(|s| s.recipients.len())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            counts("recipients_distribution = \"fixed\"\n")
+                .iter()
+                .all(|&n| n == 30)
+        );
+        let geometric = counts("recipients_distribution = \"geometric\"\nrecipients_mean = 6.0\n");
+        assert!(geometric.iter().all(|&n| (2..=30).contains(&n)));
+        let mean = geometric.iter().sum::<usize>() as f64 / geometric.len() as f64;
+        assert!((mean - 6.0).abs() < 0.4, "{mean}");
+        let uniform = counts("");
+        let mean = uniform.iter().sum::<usize>() as f64 / uniform.len() as f64;
+        assert!((mean - 16.0).abs() < 0.6, "{mean}");
+    }
+
+    #[test]
+    fn zipf_popularity_concentrates_and_spreads_over_domains() {
+        let s = scenario(
+            "[population]\nmailboxes = 10000\ndomains = 50\n[workload]\nsessions = 500\nrecipient_popularity = \"zipf\"\npopularity_zipf = 1.1\nunknown_share = 0.0\nforeign_share = 0.0\nsubaddress_share = 0.0\nmixed_case_share = 0.0\n",
+        );
+        let model = PopulationModel::from_scenario(&s);
+        let w = Workload::generate(&s, &model);
+        let mut hits = std::collections::HashMap::<&str, usize>::new();
+        for r in w.sessions.iter().flat_map(|s| &s.recipients) {
+            *hits.entry(r.address.as_str()).or_default() += 1;
+        }
+        let mut top: Vec<(&str, usize)> = hits.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        assert!(
+            top[0].1 > 100,
+            "most popular mailbox drawn {} times",
+            top[0].1
+        );
+        let top_domains: HashSet<&str> = top[..20]
+            .iter()
+            .map(|(a, _)| a.rsplit('@').next().unwrap())
+            .collect();
+        assert!(top_domains.len() >= 5, "{top_domains:?}");
+    }
+
+    #[test]
+    fn recipients_of_a_session_are_distinct_when_possible() {
+        let s = scenario(
+            "[population]\nmailboxes = 50000\n[workload]\nsessions = 50\nrecipients_min = 200\nrecipients_max = 200\nunknown_share = 0.0\nforeign_share = 0.0\nsubaddress_share = 0.0\nmixed_case_share = 0.0\n",
+        );
+        let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
+        for session in &w.sessions {
+            let distinct: HashSet<&str> = session
+                .recipients
+                .iter()
+                .map(|r| r.address.as_str())
+                .collect();
+            assert_eq!(distinct.len(), 200);
+        }
+    }
+
+    #[test]
+    fn mix_case_styles() {
+        let cases = [
+            (
+                "john.smith+news@riverbend.example",
+                0,
+                "John.Smith+News@riverbend.example",
+            ),
+            ("jsmith2@x.example", 1, "JSMITH2@x.example"),
+            (
+                "anna_berg42@mail.lakeside.example",
+                2,
+                "Anna_Berg42@Mail.Lakeside.Example",
+            ),
+        ];
+        for (input, style, expected) in cases {
+            let mut address = input.to_string();
+            let at = input.rfind('@').unwrap();
+            mix_case(&mut address, at, style);
+            assert_eq!(address, expected);
+        }
+    }
+
+    #[test]
+    fn expected_verdict_by_kind() {
+        let r = Recipient {
+            address: "a@b".into(),
+            verdict: Verdict::OptedOut,
+        };
+        assert_eq!(r.expected(Kind::Bulk), Verdict::OptedOut);
+        assert_eq!(r.expected(Kind::Mail), Verdict::Accept);
+        let r = Recipient {
+            address: "a@b".into(),
+            verdict: Verdict::UnknownMailbox,
+        };
+        assert_eq!(r.expected(Kind::Mail), Verdict::UnknownMailbox);
+    }
+
+    #[test]
+    fn trace_errors_name_the_line() {
+        let header = r#"{"bulkbench_trace":1,"scenario":"t","seed":1,"sessions":1}"#;
+        let session = r#"{"index":0,"start_offset_us":0,"kind":"bulk","sender":"a@b.test","recipients":[{"address":"x@y.example","verdict":"opted_out"}],"pipelining":true,"message_size":0}"#;
+        let ok = format!("{header}\n{session}\n");
+        let w = Workload::read_trace(ok.as_bytes()).unwrap();
+        assert_eq!(w.sessions[0].recipients[0].verdict, Verdict::OptedOut);
+
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "empty"),
+            (
+                format!("{session}\n"),
+                "line 1: not a bulkbench trace header",
+            ),
+            (
+                ok.replace("\"bulkbench_trace\":1", "\"bulkbench_trace\":2"),
+                "version 2",
+            ),
+            (
+                format!("{header}\n\n{}\n", session.replace("opted_out", "maybe")),
+                "line 3:",
+            ),
+            (
+                format!("{header}\n{}\n", session.replace("\"bulk\"", "\"BULK\"")),
+                "line 2:",
+            ),
+            (
+                format!("{header}\n{session}\n{session}\n"),
+                "line 3: session index 0 does not follow index 0",
+            ),
+            (
+                ok.replace("\"sessions\":1", "\"sessions\":2"),
+                "announces 2",
+            ),
+            (
+                format!(
+                    "{header}\n{}\n",
+                    session.replace("\"index\"", "\"extra\":1,\"index\"")
+                ),
+                "line 2:",
+            ),
+        ];
+        for (text, fragment) in cases {
+            let err = Workload::read_trace(text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(fragment), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! bulkbench run outputs: `summary.json` with its versioned schema, one `.hgrm` percentile
+//! file per phase, and the summary table printed at the end of a run.
+//!
+//! - [`Summary`] (in [`summary`]): the machine-readable result, built from a
+//!   [`bulk_loadgen::RunResult`] and the run's context; [`summary::SCHEMA`] is its JSON
+//!   Schema, and [`schema::validate`] checks a document against it.
+//! - [`hgrm::percentile_distribution`]: HdrHistogram's percentile text format.
+//! - [`ReportDir`]: a run's folder, created fresh (never overwriting), and what goes in it.
+//! - [`table`]: the terminal summary.
+#![warn(missing_docs)]
+
+pub mod hgrm;
+pub mod schema;
+pub mod summary;
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bulk_loadgen::{Phase, RunResult};
+
+pub use crate::summary::{Summary, SummaryInput};
+
+/// Errors writing a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The folder exists already: a report is never overwritten.
+    #[error("report folder {0} exists already; choose another --out")]
+    Exists(PathBuf),
+    /// Writing failed.
+    #[error("cannot write {path}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time (UTC), as in report folder names.
+pub fn utc_stamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// A run's report folder.
+#[derive(Clone, Debug)]
+pub struct ReportDir {
+    path: PathBuf,
+}
+
+impl ReportDir {
+    /// Creates `reports_root/<scenario>-<stamp>[-n]`, the first free name.
+    pub fn create_dated(
+        reports_root: &Path,
+        scenario: &str,
+        time: SystemTime,
+    ) -> Result<ReportDir, ReportError> {
+        let base = format!("{scenario}-{}", utc_stamp(time));
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ReportError::Io { path, source }
+        };
+        std::fs::create_dir_all(reports_root).map_err(io_error(reports_root))?;
+        for n in 0..1000 {
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let path = reports_root.join(name);
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(ReportDir { path }),
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(io_error(&path)(error)),
+            }
+        }
+        Err(ReportError::Exists(reports_root.join(base)))
+    }
+
+    /// Creates exactly `path`, which must not exist yet (`--out DIR`).
+    pub fn create_exact(path: &Path) -> Result<ReportDir, ReportError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| ReportError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        match std::fs::create_dir(path) {
+            Ok(()) => Ok(ReportDir {
+                path: path.to_owned(),
+            }),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                Err(ReportError::Exists(path.to_owned()))
+            }
+            Err(source) => Err(ReportError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, name: &str, contents: &[u8]) -> Result<(), ReportError> {
+        let path = self.path.join(name);
+        std::fs::write(&path, contents).map_err(|source| ReportError::Io { path, source })
+    }
+
+    /// Writes `summary.json` and one `<phase>.hgrm` per phase (values in microseconds).
+    pub fn write_run(&self, summary: &Summary, result: &RunResult) -> Result<(), ReportError> {
+        let json = serde_json::to_vec_pretty(summary).map_err(|e| ReportError::Io {
+            path: self.path.join("summary.json"),
+            source: io::Error::other(e),
+        })?;
+        self.write("summary.json", &json)?;
+        for phase in Phase::ALL {
+            let text = hgrm::percentile_distribution(result.measured.phase(phase), 1.0);
+            self.write(&format!("{}.hgrm", phase.name()), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// The summary a person reads at the end of a run: problems first, then throughput,
+/// latency per phase and cost.
+pub fn table(summary: &Summary) -> String {
+    let mut out = String::new();
+    let t = &summary.totals;
+    if summary.mismatches.total > 0 {
+        let _ = writeln!(
+            out,
+            "MISMATCHES: {} RCPT replies contradicted the population",
+            summary.mismatches.total
+        );
+        for (pair, count) in &summary.mismatches.by_class {
+            let _ = writeln!(out, "  {pair:<28} {count:>10}");
+        }
+        for example in &summary.mismatches.examples {
+            let _ = writeln!(
+                out,
+                "  e.g. session {} <{}>: expected {}, got {:?}",
+                example.session,
+                example.recipient,
+                example.expected.name(),
+                example.reply
+            );
+        }
+        out.push('\n');
+    }
+    let failed: Vec<_> = summary.errors.iter().filter(|(_, n)| **n > 0).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "FAILED SESSIONS:");
+        for (kind, count) in failed {
+            let _ = writeln!(out, "  {kind:<28} {count:>10}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "target {} ({}), {} cores, window {:.1} s after {:.1} s warm-up{}",
+        summary.target.address,
+        summary.target.backend.as_deref().unwrap_or("external"),
+        summary.machine.cores,
+        summary.window.measured_secs,
+        summary.window.warmup_secs,
+        if summary.window.interrupted {
+            ", INTERRUPTED"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "sessions {} ({} completed, {} failed) of {} planned; RCPTs {} of {} planned; messages {}",
+        t.sessions + summary.warmup_totals.sessions,
+        t.sessions_completed + summary.warmup_totals.sessions_completed,
+        t.sessions_failed + summary.warmup_totals.sessions_failed,
+        summary.expected.sessions,
+        t.rcpts + summary.warmup_totals.rcpts,
+        summary.expected.rcpts,
+        t.messages + summary.warmup_totals.messages,
+    );
+    if t.bulk_fallback_sessions > 0 {
+        let _ = writeln!(
+            out,
+            "server does not advertise BULK: {} sessions used MAIL FROM",
+            t.bulk_fallback_sessions
+        );
+    }
+    let _ = writeln!(
+        out,
+        "throughput {:.0} RCPT/s, {:.1} sessions/s",
+        summary.throughput.rcpt_per_sec, summary.throughput.sessions_per_sec
+    );
+    let classes: Vec<String> = t.by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let _ = writeln!(out, "verdicts: {}\n", classes.join(", "));
+    let _ = writeln!(
+        out,
+        "{:<14} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "phase (us)", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for phase in Phase::ALL {
+        let Some(l) = summary.latency_us.get(phase.name()) else {
+            continue;
+        };
+        if l.count == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:<14} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            phase.name(),
+            l.count,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p99_9,
+            l.max
+        );
+    }
+    out.push('\n');
+    match &summary.server {
+        Some(server) => {
+            let _ = writeln!(
+                out,
+                "server: {:.2} CPU s, {:.2} us CPU/RCPT, peak RSS {:.1} MiB, ready after {:.2} s",
+                server.cpu_seconds,
+                server.cpu_us_per_rcpt,
+                server.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+                server.startup_secs
+            );
+        }
+        None => {
+            let _ = writeln!(out, "server: external, cost not measured");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "generator: {:.2} CPU s, {:.2} us CPU/RCPT",
+        summary.generator.cpu_seconds, summary.generator.cpu_us_per_rcpt
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        let at = |secs| utc_stamp(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(951_782_400), "20000229T000000Z");
+        assert_eq!(at(1_795_811_045), "20261127T202405Z");
+    }
+
+    #[test]
+    fn report_folders_are_never_reused() {
+        let root = tempfile::tempdir().unwrap();
+        let t = UNIX_EPOCH;
+        let a = ReportDir::create_dated(root.path(), "quick", t).unwrap();
+        let b = ReportDir::create_dated(root.path(), "quick", t).unwrap();
+        assert!(a.path().ends_with("quick-19700101T000000Z"));
+        assert!(b.path().ends_with("quick-19700101T000000Z-1"));
+        assert!(matches!(
+            ReportDir::create_exact(a.path()),
+            Err(ReportError::Exists(_))
+        ));
+    }
+}

@@ -1,0 +1,329 @@
+//! `summary.json`: the machine-readable result of a run, with a versioned schema
+//! (`summary.schema.json` beside this crate, documented in `reports/README.md`).
+
+use std::collections::BTreeMap;
+
+use bulk_loadgen::{ErrorKind, Mismatches, Phase, Recorder, ReplyClass, RunResult, Totals};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// The version of the summary format; bump it when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The JSON Schema every summary must satisfy.
+pub const SCHEMA: &str = include_str!("../summary.schema.json");
+
+/// The machine a run ran on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Logical cores available to this process.
+    pub cores: usize,
+    /// `linux`, ...
+    pub os: String,
+    /// Kernel release, when known.
+    pub kernel: Option<String>,
+    /// CPU model name, when known.
+    pub cpu_model: Option<String>,
+}
+
+impl Machine {
+    /// Reads this machine's description.
+    pub fn current() -> Machine {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS.to_owned(),
+            kernel: read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()),
+            cpu_model: read("/proc/cpuinfo").and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_owned())
+            }),
+        }
+    }
+}
+
+/// The target of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// `HOST:PORT`.
+    pub address: String,
+    /// An external server (`bulkbench load`), not one this run started.
+    pub external: bool,
+    /// The policy backend of a server this run started.
+    pub backend: Option<String>,
+}
+
+/// The time a run covers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Warm-up excluded from the figures.
+    pub warmup_secs: f64,
+    /// The window of the figures: warm-up end to the last session end.
+    pub measured_secs: f64,
+    /// First start to last end.
+    pub elapsed_secs: f64,
+    /// Stopped before the workload was done (Ctrl-C).
+    pub interrupted: bool,
+}
+
+/// Percentiles of one phase, in microseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    #[serde(rename = "p99_9")]
+    pub p99_9: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Latency {
+    /// The percentiles of `histogram`.
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        let at = |q: f64| {
+            if histogram.is_empty() {
+                0
+            } else {
+                histogram.value_at_quantile(q)
+            }
+        };
+        Latency {
+            count: histogram.len(),
+            mean: if histogram.is_empty() {
+                0.0
+            } else {
+                histogram.mean()
+            },
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p99_9: at(0.999),
+            max: if histogram.is_empty() {
+                0
+            } else {
+                histogram.max()
+            },
+        }
+    }
+}
+
+/// Counts, with every class and error kind present (zeros included) so consumers need no
+/// defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Sessions started.
+    pub sessions: u64,
+    /// Sessions that reached their QUIT reply.
+    pub sessions_completed: u64,
+    /// Sessions failed.
+    pub sessions_failed: u64,
+    /// RCPT replies.
+    pub rcpts: u64,
+    /// RCPT replies by class.
+    pub by_class: BTreeMap<String, u64>,
+    /// Messages accepted.
+    pub messages: u64,
+    /// Sessions that fell back from BULK to MAIL (server without BULK).
+    pub bulk_fallback_sessions: u64,
+}
+
+impl Counts {
+    fn of(totals: &Totals) -> Counts {
+        Counts {
+            sessions: totals.sessions,
+            sessions_completed: totals.sessions_completed,
+            sessions_failed: totals.error_count(),
+            rcpts: totals.rcpts,
+            by_class: ReplyClass::ALL
+                .iter()
+                .map(|c| {
+                    (
+                        c.name().to_owned(),
+                        totals.by_class.get(c).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            messages: totals.messages,
+            bulk_fallback_sessions: totals.bulk_fallback_sessions,
+        }
+    }
+}
+
+/// Throughput over the measurement window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// RCPT replies per second.
+    pub rcpt_per_sec: f64,
+    /// Completed sessions per second.
+    pub sessions_per_sec: f64,
+}
+
+/// The server's cost over the measurement window (null for an external target).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerCost {
+    /// User + system CPU seconds of the server process within the window.
+    pub cpu_seconds: f64,
+    /// CPU microseconds per measured RCPT.
+    pub cpu_us_per_rcpt: f64,
+    /// Peak resident memory of the server process (VmHWM).
+    pub peak_rss_bytes: u64,
+    /// From spawning the server to its `listening on` line (population load included).
+    pub startup_secs: f64,
+}
+
+/// The generator's own cost over the measurement window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorCost {
+    /// User + system CPU seconds of the generator process within the window.
+    pub cpu_seconds: f64,
+    /// CPU microseconds per measured RCPT.
+    pub cpu_us_per_rcpt: f64,
+}
+
+/// What the workload asked for, to compare with what was done.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    /// Sessions in the workload.
+    pub sessions: u64,
+    /// RCPTs in the workload.
+    pub rcpts: u64,
+}
+
+/// The whole `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The bulkbench version that wrote it.
+    pub bulkbench_version: String,
+    /// `bench` or `load`.
+    pub command: String,
+    /// The scenario, a full copy.
+    pub scenario: serde_json::Value,
+    /// The seed of population and workload.
+    pub seed: u64,
+    /// Where the load went.
+    pub target: Target,
+    /// The machine.
+    pub machine: Machine,
+    /// The time covered.
+    pub window: Window,
+    /// What the workload asked for.
+    pub expected: Expected,
+    /// Counts of measured sessions.
+    pub totals: Counts,
+    /// Counts of warm-up sessions.
+    pub warmup_totals: Counts,
+    /// Replies that contradicted the population.
+    pub mismatches: Mismatches,
+    /// Failed sessions by kind (measured and warm-up).
+    pub errors: BTreeMap<String, u64>,
+    /// Throughput over the window.
+    pub throughput: Throughput,
+    /// Per-phase latency in microseconds, measured sessions only.
+    pub latency_us: BTreeMap<String, Latency>,
+    /// The server's cost; null when the target is external.
+    pub server: Option<ServerCost>,
+    /// The generator's cost.
+    pub generator: GeneratorCost,
+}
+
+/// What a summary is built from besides the run's result.
+#[derive(Clone, Debug)]
+pub struct SummaryInput {
+    /// `bench` or `load`.
+    pub command: String,
+    /// The scenario as JSON.
+    pub scenario: serde_json::Value,
+    /// Its seed.
+    pub seed: u64,
+    /// Where the load went.
+    pub target: Target,
+    /// What the workload asked for.
+    pub expected: Expected,
+    /// Warm-up excluded, seconds.
+    pub warmup_secs: f64,
+    /// Server CPU seconds in the window, peak RSS, startup (None: external target).
+    pub server: Option<(f64, u64, f64)>,
+    /// Generator CPU seconds in the window.
+    pub generator_cpu_seconds: f64,
+}
+
+fn per_rcpt_us(cpu_seconds: f64, rcpts: u64) -> f64 {
+    if rcpts == 0 {
+        0.0
+    } else {
+        cpu_seconds * 1e6 / rcpts as f64
+    }
+}
+
+impl Summary {
+    /// Builds the summary of `result`.
+    pub fn new(input: SummaryInput, result: &RunResult) -> Summary {
+        let rcpts = result.totals.rcpts;
+        let mut errors: BTreeMap<String, u64> = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.name().to_owned(), 0))
+            .collect();
+        for totals in [&result.totals, &result.warmup_totals] {
+            for (kind, count) in &totals.errors {
+                *errors.entry(kind.name().to_owned()).or_default() += count;
+            }
+        }
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            bulkbench_version: env!("CARGO_PKG_VERSION").to_owned(),
+            command: input.command,
+            scenario: input.scenario,
+            seed: input.seed,
+            target: input.target,
+            machine: Machine::current(),
+            window: Window {
+                warmup_secs: input.warmup_secs,
+                measured_secs: result.window.as_secs_f64(),
+                elapsed_secs: result.elapsed.as_secs_f64(),
+                interrupted: result.interrupted,
+            },
+            expected: input.expected,
+            totals: Counts::of(&result.totals),
+            warmup_totals: Counts::of(&result.warmup_totals),
+            mismatches: result.mismatches.clone(),
+            errors,
+            throughput: Throughput {
+                rcpt_per_sec: result.rcpt_per_sec(),
+                sessions_per_sec: result.sessions_per_sec(),
+            },
+            latency_us: latency_table(&result.measured),
+            server: input
+                .server
+                .map(|(cpu_seconds, peak_rss_bytes, startup_secs)| ServerCost {
+                    cpu_seconds,
+                    cpu_us_per_rcpt: per_rcpt_us(cpu_seconds, rcpts),
+                    peak_rss_bytes,
+                    startup_secs,
+                }),
+            generator: GeneratorCost {
+                cpu_seconds: input.generator_cpu_seconds,
+                cpu_us_per_rcpt: per_rcpt_us(input.generator_cpu_seconds, rcpts),
+            },
+        }
+    }
+}
+
+fn latency_table(recorder: &Recorder) -> BTreeMap<String, Latency> {
+    Phase::ALL
+        .iter()
+        .map(|p| (p.name().to_owned(), Latency::of(recorder.phase(*p))))
+        .collect()
+}

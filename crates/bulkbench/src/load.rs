@@ -1,0 +1,467 @@
+//! `bulkbench load` (any SMTP server) and `bulkbench bench` (a server of our own, started
+//! as a child process): run a scenario's workload, then report.
+
+use std::io::{BufRead, BufReader, BufWriter, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use bulk_loadgen::{Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
+use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
+use bulk_report::summary::{Expected, Target};
+use bulk_report::{ReportDir, Summary, SummaryInput};
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::sys;
+
+/// Flags shared by `load` and `bench`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario file (TOML; see scenarios/README.md).
+    scenario: PathBuf,
+    /// Write the report to exactly this folder (it must not exist).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Where dated report folders go.
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    reports: PathBuf,
+    /// How strictly RCPT replies are checked against the population.
+    #[arg(long, value_enum, default_value_t = VerifyArg::Strict)]
+    verify: VerifyArg,
+    /// Replay this saved trace instead of generating the workload.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Save the workload as a trace (JSON Lines) before running it.
+    #[arg(long, value_name = "FILE")]
+    save_trace: Option<PathBuf>,
+    /// Run only part I of N of the workload (sessions whose index % N == I), e.g. 0/2.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum VerifyArg {
+    /// Reply classes with enhanced codes.
+    Strict,
+    /// 2xx against 5xx only.
+    Basic,
+    /// No checking.
+    Off,
+}
+
+fn parse_shard(value: &str) -> Result<(u32, u32), String> {
+    let (i, n) = value.split_once('/').ok_or("expected I/N, as in 0/2")?;
+    let i: u32 = i.parse().map_err(|_| "I must be a whole number")?;
+    let n: u32 = n.parse().map_err(|_| "N must be a whole number")?;
+    if n == 0 || i >= n {
+        return Err("need 0 <= I < N".into());
+    }
+    Ok((i, n))
+}
+
+/// `bulkbench load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The SMTP server to drive, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: SocketAddr,
+}
+
+/// `bulkbench bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The scenario and its workload, ready to run.
+struct Prepared {
+    scenario: Scenario,
+    model: PopulationModel,
+    workload: Arc<Workload>,
+}
+
+fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let model = PopulationModel::new(&scenario.population, scenario.seed);
+    let started = Instant::now();
+    let workload = match &args.trace {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open trace {}", path.display()))?;
+            Workload::read_trace(std::io::BufReader::new(file))
+                .with_context(|| format!("invalid trace {}", path.display()))?
+        }
+        None => Workload::generate(&scenario, &model),
+    };
+    let workload = match args.shard {
+        Some((i, n)) => workload.shard(i, n),
+        None => workload,
+    };
+    info!(
+        sessions = workload.sessions.len(),
+        rcpts = workload.rcpt_count(),
+        ms = started.elapsed().as_millis() as u64,
+        "workload ready"
+    );
+    if let Some(path) = &args.save_trace {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create trace {}", path.display()))?;
+        let mut writer = BufWriter::new(file);
+        workload
+            .write_trace(&mut writer)
+            .and_then(|()| std::io::Write::flush(&mut writer))
+            .with_context(|| format!("cannot write trace {}", path.display()))?;
+    }
+    Ok(Prepared {
+        scenario,
+        model,
+        workload: Arc::new(workload),
+    })
+}
+
+fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> LoadConfig {
+    let w = &prepared.scenario.workload;
+    let schedule = match prepared.scenario.arrival() {
+        Arrival::Open { .. } => Schedule::Open,
+        Arrival::Closed { concurrency } => Schedule::Closed {
+            concurrency: concurrency as usize,
+        },
+    };
+    let mut config = LoadConfig::new(target, schedule);
+    config.max_in_flight = max_in_flight(&prepared.scenario) as usize;
+    config.command_timeout = Duration::from_millis(w.timeout_ms);
+    config.connect_timeout = Duration::from_millis(w.timeout_ms);
+    config.warmup = Duration::from_secs_f64(w.warmup_secs);
+    config.verify = match verify {
+        VerifyArg::Strict => VerifyMode::Strict,
+        VerifyArg::Basic => VerifyMode::Basic,
+        VerifyArg::Off => VerifyMode::Off,
+    };
+    config.expectations = Expectations {
+        max_recipients: prepared.scenario.server.max_recipients,
+        harvest_resistant: prepared.scenario.server.harvest_resistant,
+    };
+    config
+}
+
+/// CPU time of the server (if any) and of this process at one instant.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    server: Option<Duration>,
+    generator: Duration,
+}
+
+fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
+    CpuSample {
+        server: server_pid.and_then(|pid| sys::cpu_time(Some(pid))),
+        generator: sys::cpu_time(None).unwrap_or_default(),
+    }
+}
+
+/// Runs the workload with a progress bar; samples CPU at the end of the warm-up and at the
+/// end of the run, so costs cover the measurement window only.
+fn drive(
+    runtime: &tokio::runtime::Runtime,
+    prepared: &Prepared,
+    config: LoadConfig,
+    server_pid: Option<u32>,
+    quiet: bool,
+) -> (RunResult, CpuSample, CpuSample) {
+    let progress = Arc::new(Progress::default());
+    let cancel = CancellationToken::new();
+    let total = prepared.workload.sessions.len() as u64;
+    let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
+    let warmup = config.warmup;
+    let workload = prepared.workload.clone();
+    let (result, window_start, window_end) = runtime.block_on(async {
+        let ctrl_c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                warn!("interrupted: stopping the load, reporting what was measured");
+                ctrl_c.cancel();
+            }
+        });
+        let sampler = tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            sample_cpu(server_pid)
+        });
+        let start_sample = sample_cpu(server_pid);
+        let result = bulk_loadgen::run(workload, config, progress, cancel).await;
+        let end = sample_cpu(server_pid);
+        // A run shorter than its warm-up has no window: its start is the end.
+        let window_start = if sampler.is_finished() {
+            sampler.await.unwrap_or(start_sample)
+        } else {
+            sampler.abort();
+            end
+        };
+        (result, window_start, end)
+    });
+    bar.finish();
+    (result, window_start, window_end)
+}
+
+fn cpu_delta(start: Option<Duration>, end: Option<Duration>) -> Option<f64> {
+    Some(end?.saturating_sub(start?).as_secs_f64())
+}
+
+fn report(
+    args: &RunArgs,
+    prepared: &Prepared,
+    result: &RunResult,
+    input: SummaryInput,
+) -> anyhow::Result<bool> {
+    let summary = Summary::new(input, result);
+    let dir = match &args.out {
+        Some(out) => ReportDir::create_exact(out)?,
+        None => ReportDir::create_dated(&args.reports, &prepared.scenario.name, SystemTime::now())?,
+    };
+    dir.write_run(&summary, result)?;
+    println!("{}", bulk_report::table(&summary));
+    println!("report: {}", dir.path().display());
+    Ok(summary.mismatches.total == 0)
+}
+
+fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryInput {
+    SummaryInput {
+        command: command.to_owned(),
+        scenario: serde_json::to_value(&prepared.scenario).unwrap_or(serde_json::Value::Null),
+        seed: prepared.scenario.seed,
+        target,
+        expected: Expected {
+            sessions: prepared.workload.sessions.len() as u64,
+            rcpts: prepared.workload.rcpt_count(),
+        },
+        warmup_secs: prepared.scenario.workload.warmup_secs,
+        server: None,
+        generator_cpu_seconds: 0.0,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Sessions in flight at most: the closed loop's concurrency, the open loop's cap.
+fn max_in_flight(scenario: &Scenario) -> u64 {
+    match scenario.arrival() {
+        Arrival::Closed { concurrency } => u64::from(concurrency),
+        Arrival::Open { max_in_flight, .. } => u64::from(max_in_flight),
+    }
+}
+
+fn check_open_files(prepared: &Prepared) {
+    let wanted = max_in_flight(&prepared.scenario) + 64;
+    let limit = sys::raise_open_files_limit();
+    if limit < wanted {
+        warn!(
+            open_files_limit = limit,
+            wanted,
+            "the open-files limit is below the scenario's concurrency; expect too_many_open_files errors"
+        );
+    }
+}
+
+/// `bulkbench load`: returns whether the run had no mismatch.
+pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
+    let prepared = prepare(&args.run)?;
+    check_open_files(&prepared);
+    let config = load_config(&prepared, args.target, args.run.verify);
+    let runtime = runtime()?;
+    let (result, start, end) = drive(&runtime, &prepared, config, None, args.run.quiet);
+    let mut input = summary_input(
+        "load",
+        &prepared,
+        Target {
+            address: args.target.to_string(),
+            external: true,
+            backend: None,
+        },
+    );
+    input.generator_cpu_seconds =
+        cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
+    report(&args.run, &prepared, &result, input)
+}
+
+/// A `bulkbench serve` child process.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    startup: Duration,
+}
+
+impl ServerProcess {
+    /// Spawns `bulkbench serve` on 127.0.0.1:0 and waits for its `listening on` line.
+    fn spawn(population: &Path, prepared: &Prepared, log: &Path) -> anyhow::Result<ServerProcess> {
+        let exe = std::env::current_exe().context("cannot find the bulkbench executable")?;
+        let concurrency = max_in_flight(&prepared.scenario);
+        // At least 1.1x the scenario's concurrency, so the limit never refuses the load.
+        let max_connections = (concurrency * 11).div_ceil(10).max(100) + 16;
+        let server = &prepared.scenario.server;
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--population")
+            .arg(population)
+            .args(["--max-connections", &max_connections.to_string()])
+            .args(["--max-recipients", &server.max_recipients.to_string()])
+            .args(["--hostname", "bulkbench.test"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        if server.harvest_resistant {
+            command.arg("--harvest-resistant");
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().context("cannot start bulkbench serve")?;
+        let stdout = child.stdout.take().context("no stdout from the server")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = reader.read_to_end(&mut Vec::new());
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "the server did not report `listening on` within 300 s (log: {})",
+                    log.display()
+                );
+            }
+        };
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the server did not start (log: {}): {}",
+                log.display(),
+                tail(log)
+            );
+        };
+        let addr: SocketAddr = addr.parse().context("bad address in `listening on` line")?;
+        Ok(ServerProcess {
+            child,
+            addr,
+            startup: started.elapsed(),
+        })
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 30 s).
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    warn!(%status, "the server exited with an error");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                warn!("the server did not stop within 30 s of SIGTERM; killing it");
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// `bulkbench bench`: returns whether the run had no mismatch.
+pub fn bench(args: BenchArgs) -> anyhow::Result<bool> {
+    let prepared = prepare(&args.run)?;
+    check_open_files(&prepared);
+    let work = tempdir()?;
+    let population = work.join("population.tsv");
+    {
+        let started = Instant::now();
+        let file = std::fs::File::create(&population)
+            .with_context(|| format!("cannot create {}", population.display()))?;
+        let mut writer = BufWriter::new(file);
+        prepared
+            .model
+            .write_file(&mut writer)
+            .and_then(|()| std::io::Write::flush(&mut writer))
+            .with_context(|| format!("cannot write {}", population.display()))?;
+        info!(
+            mailboxes = prepared.model.mailbox_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "population written"
+        );
+    }
+    let server = ServerProcess::spawn(&population, &prepared, &work.join("server.log"))?;
+    info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
+    let pid = server.child.id();
+    let config = load_config(&prepared, server.addr, args.run.verify);
+    let runtime = runtime()?;
+    let (result, start, end) = drive(&runtime, &prepared, config, Some(pid), args.run.quiet);
+    let peak_rss = sys::peak_rss_bytes(pid).unwrap_or(0);
+    let server_cpu = cpu_delta(start.server, end.server);
+    let addr = server.addr;
+    let startup = server.startup;
+    server.stop()?;
+    let _ = std::fs::remove_dir_all(&work);
+    let mut input = summary_input(
+        "bench",
+        &prepared,
+        Target {
+            address: addr.to_string(),
+            external: false,
+            backend: Some("memory".to_owned()),
+        },
+    );
+    input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
+    input.generator_cpu_seconds =
+        cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
+    report(&args.run, &prepared, &result, input)
+}
+
+/// A fresh private folder under the system's temporary directory.
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..1000u32 {
+        let path = base.join(format!("bulkbench-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+    bail!("cannot create a temporary folder under {}", base.display())
+}
+
+/// Used by `progress` for the live rate.
+pub(crate) fn rcpts(progress: &Progress) -> u64 {
+    progress.rcpts.load(Ordering::Relaxed)
+}

@@ -1,0 +1,70 @@
+//! The live progress bar of a run: sessions done, RCPT/s over the last second, errors and
+//! mismatches, on standard error (hidden when it is not a terminal or with --quiet).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bulk_loadgen::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub struct Bar {
+    done: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Bar {
+    pub fn start(total: u64, progress: Arc<Progress>, quiet: bool) -> Bar {
+        let bar = ProgressBar::with_draw_target(
+            Some(total),
+            if quiet {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} sessions  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let ticker = std::thread::spawn(move || {
+            let mut last = (Instant::now(), 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let now = Instant::now();
+                let rcpts = crate::load::rcpts(&progress);
+                let elapsed = now.duration_since(last.0).as_secs_f64();
+                if elapsed >= 1.0 {
+                    let rate = (rcpts - last.1) as f64 / elapsed;
+                    last = (now, rcpts);
+                    bar.set_message(format!(
+                        "{rate:>8.0} RCPT/s  in flight {}  errors {}  mismatches {}",
+                        progress.in_flight.load(Ordering::Relaxed),
+                        progress.errors.load(Ordering::Relaxed),
+                        progress.mismatches.load(Ordering::Relaxed),
+                    ));
+                }
+                bar.set_position(progress.sessions.load(Ordering::Relaxed));
+            }
+            bar.set_position(progress.sessions.load(Ordering::Relaxed));
+            bar.finish_and_clear();
+        });
+        Bar {
+            done,
+            ticker: Some(ticker),
+        }
+    }
+
+    pub fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}

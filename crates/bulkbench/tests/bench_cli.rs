@@ -1,0 +1,296 @@
+//! `bulkbench bench`, `load`, `population` and `simulate` as a user runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+
+const SCENARIO: &str = r#"
+name = "tiny"
+seed = 3
+[population]
+mailboxes = 3000
+domains = 30
+[workload]
+mode = "closed"
+sessions = 400
+concurrency = 20
+recipients_min = 1
+recipients_max = 30
+message_size_min = 300
+message_size_max = 3000
+warmup_secs = 0.0
+timeout_ms = 5000
+"#;
+
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bulkbench {args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn write_scenario(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, SCENARIO).unwrap();
+    path
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
+    if let Err(errors) = bulk_report::schema::validate(&schema, &value) {
+        panic!("summary.json does not match its schema: {errors:#?}");
+    }
+    value
+}
+
+#[test]
+fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    let out = dir.path().join("report");
+    let trace = dir.path().join("trace.jsonl");
+    let output = run(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--save-trace",
+        trace.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["command"], "bench");
+    assert_eq!(s["mismatches"]["total"], 0);
+    assert_eq!(s["totals"]["sessions"], 400);
+    assert_eq!(s["totals"]["sessions_completed"], 400);
+    assert_eq!(s["totals"]["rcpts"], s["expected"]["rcpts"]);
+    assert_eq!(s["totals"]["sessions_failed"], 0);
+    assert_eq!(s["scenario"]["name"], "tiny");
+    assert!(
+        s["server"]["cpu_seconds"].as_f64().unwrap() > 0.0,
+        "{}",
+        s["server"]
+    );
+    assert!(s["server"]["peak_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(s["throughput"]["rcpt_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["latency_us"]["rcpt"]["count"], s["totals"]["rcpts"]);
+    for phase in ["connect", "rcpt", "session", "schedule_lag"] {
+        let hgrm = std::fs::read_to_string(out.join(format!("{phase}.hgrm"))).unwrap();
+        assert!(hgrm.contains("Percentile"), "{phase}.hgrm");
+    }
+    assert!(stdout.contains("RCPT/s"), "{stdout}");
+    // An existing report folder is never overwritten.
+    let again = run(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    // Replaying the saved trace does exactly the same work.
+    let replay = dir.path().join("replay");
+    let output = run(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--out",
+        replay.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = summary(&replay);
+    assert_eq!(r["expected"], s["expected"]);
+    assert_eq!(r["totals"]["by_class"], s["totals"]["by_class"]);
+}
+
+#[test]
+fn load_drives_an_external_server_and_reports_no_server_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    let population = dir.path().join("population.tsv");
+    let output = run(&[
+        "population",
+        scenario.to_str().unwrap(),
+        "-o",
+        population.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--population",
+            population.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let out = dir.path().join("report");
+    let output = run(&[
+        "load",
+        scenario.to_str().unwrap(),
+        "--target",
+        &addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["command"], "load");
+    assert!(s["server"].is_null());
+    assert_eq!(s["target"]["external"], true);
+    assert_eq!(s["mismatches"]["total"], 0);
+    assert_eq!(s["totals"]["sessions_completed"], 400);
+}
+
+#[test]
+fn mismatches_make_the_run_fail_and_are_printed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    let population = dir.path().join("population.tsv");
+    assert!(
+        run(&[
+            "population",
+            scenario.to_str().unwrap(),
+            "-o",
+            population.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    // Serve with case-sensitive local parts: recipients written in mixed case are then
+    // unknown, which contradicts the population.
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--case-sensitive-local-part",
+            "--population",
+            population.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let out = dir.path().join("report");
+    let output = run(&[
+        "load",
+        scenario.to_str().unwrap(),
+        "--target",
+        &addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("MISMATCHES: "), "{stdout}");
+    let s = summary(&out);
+    assert!(s["mismatches"]["total"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn simulate_runs_the_workload_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    let output = run(&["simulate", scenario.to_str().unwrap(), "--threads", "2"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("simulated 400 sessions"), "{stdout}");
+    assert!(stdout.contains("(0 failed sessions)"), "{stdout}");
+    assert!(stdout.contains("ns CPU per RCPT"), "{stdout}");
+}
+
+#[test]
+fn bad_scenarios_name_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\n[workload]\nsessions = 10\nconcurrency = \"many\"\n",
+    )
+    .unwrap();
+    let output = run(&["bench", path.to_str().unwrap(), "--quiet"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 4") && stderr.contains("concurrency"),
+        "{stderr}"
+    );
+}
