@@ -129,10 +129,12 @@ fn sessions_at_least(result: &bulk_loadgen::RunResult, ms: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_exposes_a_stall_that_closed_loop_hides() {
-    const RATE: f64 = 50.0;
+    // At this rate the sessions due in the first half of the stall are many, so Poisson
+    // variation cannot bring them near the 0.4 x rate floor (expected: 0.5 x rate).
+    const RATE: f64 = 200.0;
     let stall = Duration::from_secs(1);
-    // Open loop: 150 sessions at 50/s, the server stalls for 1 s after 1 s.
-    let prepared = prepare(scenario(150, 1, Some(RATE)));
+    // Open loop: 600 sessions at 200/s, the server stalls for 1 s after 1 s.
+    let prepared = prepare(scenario(600, 1, Some(RATE)));
     let policy = StallOnce {
         inner: memory_backend(&prepared.model),
         stall_at: tokio::time::Instant::now() + Duration::from_secs(1),
@@ -146,26 +148,27 @@ async fn open_loop_exposes_a_stall_that_closed_loop_hides() {
         open_slow as f64 >= 0.4 * RATE,
         "open loop saw {open_slow} slow sessions"
     );
-    assert!(open.measured.phase(Phase::ScheduleLag).len() == 150);
+    assert_eq!(open.measured.phase(Phase::ScheduleLag).len(), 600);
 
-    // Closed loop against the same stall: only the few sessions in flight wait.
-    let prepared = prepare(scenario(150, 2, None));
+    // Closed loop against the same stall: only the sessions in flight wait, and the
+    // sessions that would have started meanwhile simply start later, unseen.
+    let prepared = prepare(scenario(600, 2, None));
     let policy = StallOnce {
         inner: memory_backend(&prepared.model),
-        stall_at: tokio::time::Instant::now() + Duration::from_millis(200),
+        stall_at: tokio::time::Instant::now() + Duration::from_millis(100),
         stall,
     };
     let (addr, _stop) = start_server(policy, ServerConfig::default()).await;
-    let mut closed_config = config(addr, Schedule::Closed { concurrency: 2 });
-    closed_config.command_timeout = Duration::from_secs(10);
-    let closed = run(&prepared, closed_config).await;
+    let closed = run(&prepared, config(addr, Schedule::Closed { concurrency: 2 })).await;
+    assert!(closed.elapsed > stall, "the closed run must span the stall");
     let closed_slow = sessions_at_least(&closed, 500);
+    eprintln!("sessions of 500 ms or more: open loop {open_slow}, closed loop {closed_slow}");
     assert!(
-        closed_slow <= 2,
+        (1..=2).contains(&closed_slow),
         "closed loop saw {closed_slow} slow sessions"
     );
     assert!(
-        closed_slow * 5 < open_slow,
+        closed_slow * 20 < open_slow,
         "closed {closed_slow} vs open {open_slow}"
     );
 }
