@@ -294,3 +294,53 @@ fn bad_scenarios_name_the_key_and_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.toml");
+    // An open loop of 60 s at a gentle rate: far longer than the test waits.
+    std::fs::write(
+        &path,
+        "name = \"long\"\n[population]\nmailboxes = 2000\ndomains = 10\n\
+         [workload]\nmode = \"open\"\nrate_per_sec = 100.0\nduration_secs = 60.0\n\
+         warmup_secs = 0.0\nrecipients_max = 5\n",
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let child = Command::new(BIN)
+        .args([
+            "bench",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) on our own child.
+    unsafe { kill(child.id() as i32, 2) };
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped promptly"
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["window"]["interrupted"], true);
+    let done = s["totals"]["sessions_completed"].as_u64().unwrap();
+    assert!(done > 0 && done < 6000, "{done} sessions");
+    assert_eq!(s["mismatches"]["total"], 0);
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
