@@ -90,7 +90,7 @@ pub struct Message<'a> {
     pub kind: TransactionKind,
     /// The reverse-path without brackets; empty for `<>`.
     pub sender: &'a [u8],
-    /// Accepted recipients, in the order their verdicts arrived.
+    /// Accepted recipients, in RCPT order.
     pub recipients: &'a AddressBatch,
     /// The content, unstuffed, if the session keeps messages; empty otherwise.
     pub body: &'a [u8],
@@ -119,6 +119,9 @@ enum Slot {
     Ready(Reply),
     /// A RCPT waiting for its verdict; pending slots are resolved in order.
     Pending,
+    /// `RCPT TO:<Postmaster>` in a MAIL transaction behind pending RCPTs: accepted without
+    /// a lookup, but joins the envelope in its place, after the RCPTs before it.
+    PendingPostmaster,
 }
 
 /// The transaction opened by MAIL FROM or BULK FROM.
@@ -348,10 +351,12 @@ impl Session {
                 let kind = transaction.kind;
                 match to {
                     ForwardPath::Postmaster => match kind {
-                        TransactionKind::Mail => {
+                        TransactionKind::Mail if self.pending.is_empty() => {
                             self.recipients.push(b"postmaster");
                             self.reply(replies::RCPT_OK);
                         }
+                        // Keep envelope order independent of how reads split the input.
+                        TransactionKind::Mail => self.replies.push(Slot::PendingPostmaster),
                         TransactionKind::Bulk => self.reply(replies::POSTMASTER_NO_BULK),
                     },
                     ForwardPath::Mailbox(mailbox) => {
@@ -416,6 +421,13 @@ impl Session {
         let keep = self.transaction.is_some();
         let mut index = 0;
         for slot in &mut self.replies {
+            if *slot == Slot::PendingPostmaster {
+                if keep {
+                    self.recipients.push(b"postmaster");
+                }
+                *slot = Slot::Ready(replies::RCPT_OK);
+                continue;
+            }
             if *slot != Slot::Pending {
                 continue;
             }
@@ -480,7 +492,7 @@ impl Session {
         let ready = self
             .replies
             .iter()
-            .position(|slot| *slot == Slot::Pending)
+            .position(|slot| matches!(slot, Slot::Pending | Slot::PendingPostmaster))
             .unwrap_or(self.replies.len());
         for slot in self.replies.drain(..ready) {
             if let Slot::Ready(reply) = slot {
@@ -830,6 +842,46 @@ mod tests {
                 .unwrap()
                 .ends_with("451 4.3.0 Local error in processing, message not accepted\r\n")
         );
+    }
+
+    #[test]
+    fn postmaster_keeps_its_place_in_the_envelope_whatever_the_reads() {
+        let input =
+            b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<in1@x.org>\r\nRCPT TO:<postmaster>\r\n\
+                      RCPT TO:<in2@x.org>\r\nDATA\r\nhi\r\n.\r\n";
+        for chunk in [input.len(), 1, 7, 30] {
+            let mut session = Session::new(SessionConfig::default());
+            let mut buffer = Vec::new();
+            let mut envelope = Vec::new();
+            for piece in input.chunks(chunk) {
+                buffer.extend_from_slice(piece);
+                loop {
+                    let (used, event) = session.advance(&buffer);
+                    buffer.drain(..used);
+                    match event {
+                        Event::NeedVerdicts => {
+                            resolve_all(&mut session, false);
+                        }
+                        Event::Message => {
+                            envelope = session
+                                .message()
+                                .recipients
+                                .iter()
+                                .map(<[u8]>::to_vec)
+                                .collect();
+                            session.delivered(Ok(QueueId(1)));
+                        }
+                        Event::NeedInput | Event::Close => break,
+                    }
+                }
+                resolve_all(&mut session, false);
+            }
+            assert_eq!(
+                envelope,
+                [&b"in1@x.org"[..], b"postmaster", b"in2@x.org"],
+                "chunk {chunk}"
+            );
+        }
     }
 
     #[test]
