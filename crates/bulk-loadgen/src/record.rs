@@ -1,5 +1,5 @@
 //! Latency recording: per-phase HdrHistograms, sharded so sessions rarely contend, merged
-//! at the end; and one-second interval figures for the time series.
+//! at the end; and one-second interval histograms per phase for the time series.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Significant digits of the main histograms (DESIGN.md section 5).
 pub const SIGNIFICANT_DIGITS: u8 = 3;
-/// Significant digits of the one-second interval histograms: two keep a run of many
-/// minutes in a few megabytes, and percentiles over time need no more.
+/// Significant digits of the one-second interval histograms (every phase): two keep a run
+/// of many minutes in tens of megabytes, and percentiles over time need no more.
 pub const INTERVAL_SIGNIFICANT_DIGITS: u8 = 2;
 
 /// A measured step of a session.
@@ -82,7 +82,16 @@ pub fn new_histogram(significant_digits: u8) -> Histogram<u64> {
         .expect("constant histogram bounds are valid")
 }
 
-/// One second of the run, by completion time.
+/// A new auto-resizing histogram for interval latencies: it starts small and grows only
+/// to the largest value recorded, so a second of sub-millisecond replies costs a few KiB.
+fn new_interval_histogram() -> Histogram<u64> {
+    let mut histogram =
+        Histogram::new(INTERVAL_SIGNIFICANT_DIGITS).expect("constant histogram precision is valid");
+    histogram.auto(true);
+    histogram
+}
+
+/// One second of the run, by completion time: a histogram per phase, and counts.
 #[derive(Clone, Debug)]
 pub struct Interval {
     /// RCPT replies received in this second.
@@ -91,10 +100,7 @@ pub struct Interval {
     pub sessions: u64,
     /// Sessions failed in this second.
     pub errors: u64,
-    /// RCPT latencies of this second.
-    pub rcpt: Histogram<u64>,
-    /// Session latencies of this second.
-    pub session: Histogram<u64>,
+    phases: Vec<Histogram<u64>>,
 }
 
 impl Interval {
@@ -103,18 +109,26 @@ impl Interval {
             rcpts: 0,
             sessions: 0,
             errors: 0,
-            rcpt: new_histogram(INTERVAL_SIGNIFICANT_DIGITS),
-            session: new_histogram(INTERVAL_SIGNIFICANT_DIGITS),
+            phases: Phase::ALL
+                .iter()
+                .map(|_| new_interval_histogram())
+                .collect(),
         }
+    }
+
+    /// The latencies of `phase` completed in this second.
+    pub fn phase(&self, phase: Phase) -> &Histogram<u64> {
+        &self.phases[phase.index()]
     }
 
     fn merge(&mut self, other: &Interval) {
         self.rcpts += other.rcpts;
         self.sessions += other.sessions;
         self.errors += other.errors;
-        // Same bounds and precision on both sides: adding cannot fail.
-        let _ = self.rcpt.add(&other.rcpt);
-        let _ = self.session.add(&other.session);
+        for (mine, theirs) in self.phases.iter_mut().zip(&other.phases) {
+            // Auto-resizing histograms of the same precision: adding cannot fail.
+            let _ = mine.add(theirs);
+        }
     }
 }
 
@@ -144,19 +158,13 @@ impl Recorder {
         self.phases[phase.index()].saturating_record(latency_us.clamp(1, MAX_LATENCY_US));
     }
 
-    /// Records one latency into the interval series (RCPT and session phases only).
+    /// Records one latency into the interval series: the second in which it completed.
     pub fn record_interval(&mut self, second: u64, phase: Phase, latency_us: u64) {
         let interval = self.intervals.entry(second).or_insert_with(Interval::new);
-        let value = latency_us.clamp(1, MAX_LATENCY_US);
+        interval.phases[phase.index()].saturating_record(latency_us.clamp(1, MAX_LATENCY_US));
         match phase {
-            Phase::Rcpt => {
-                interval.rcpts += 1;
-                interval.rcpt.saturating_record(value);
-            }
-            Phase::Session => {
-                interval.sessions += 1;
-                interval.session.saturating_record(value);
-            }
+            Phase::Rcpt => interval.rcpts += 1,
+            Phase::Session => interval.sessions += 1,
             _ => {}
         }
     }

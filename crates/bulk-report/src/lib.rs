@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod hgrm;
+pub mod run;
 pub mod schema;
 pub mod summary;
 
@@ -18,13 +19,23 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bulk_loadgen::{Phase, RunResult};
+use bulk_loadgen::Phase;
+use hdrhistogram::Histogram;
 
+pub use crate::run::{IntervalData, RunData};
 pub use crate::summary::{Summary, SummaryInput};
+
+/// An empty whole-run histogram, as the generator records them.
+pub fn new_full_histogram() -> Histogram<u64> {
+    bulk_loadgen::record::new_histogram(bulk_loadgen::record::SIGNIFICANT_DIGITS)
+}
 
 /// Errors writing a report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// Runs that cannot be merged.
+    #[error("cannot merge: {0}")]
+    Merge(String),
     /// The folder exists already: a report is never overwritten.
     #[error("report folder {0} exists already; choose another --out")]
     Exists(PathBuf),
@@ -127,15 +138,12 @@ impl ReportDir {
         std::fs::write(&path, contents).map_err(|source| ReportError::Io { path, source })
     }
 
-    /// Writes `summary.json` and one `<phase>.hgrm` per phase (values in microseconds).
-    pub fn write_run(&self, summary: &Summary, result: &RunResult) -> Result<(), ReportError> {
-        let json = serde_json::to_vec_pretty(summary).map_err(|e| ReportError::Io {
-            path: self.path.join("summary.json"),
-            source: io::Error::other(e),
-        })?;
-        self.write("summary.json", &json)?;
-        for phase in Phase::ALL {
-            let text = hgrm::percentile_distribution(result.measured.phase(phase), 1.0);
+    /// Writes the run's saved results (`summary.json`, `run.hlog`, `intervals.hlog`) and
+    /// one `<phase>.hgrm` per phase (values in microseconds).
+    pub fn write_run(&self, data: &RunData) -> Result<(), ReportError> {
+        data.save(&self.path)?;
+        for (phase, histogram) in &data.phases {
+            let text = hgrm::percentile_distribution(histogram, 1.0);
             self.write(&format!("{}.hgrm", phase.name()), text.as_bytes())?;
         }
         Ok(())

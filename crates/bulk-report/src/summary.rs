@@ -139,6 +139,19 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.sessions += other.sessions;
+        self.sessions_completed += other.sessions_completed;
+        self.sessions_failed += other.sessions_failed;
+        self.rcpts += other.rcpts;
+        for (class, count) in &other.by_class {
+            *self.by_class.entry(class.clone()).or_default() += count;
+        }
+        self.messages += other.messages;
+        self.bulk_fallback_sessions += other.bulk_fallback_sessions;
+    }
+
     fn of(totals: &Totals) -> Counts {
         Counts {
             sessions: totals.sessions,
@@ -260,7 +273,8 @@ pub struct SummaryInput {
     pub generator_cpu_seconds: f64,
 }
 
-fn per_rcpt_us(cpu_seconds: f64, rcpts: u64) -> f64 {
+/// CPU microseconds per RCPT.
+pub fn per_rcpt_us(cpu_seconds: f64, rcpts: u64) -> f64 {
     if rcpts == 0 {
         0.0
     } else {
@@ -319,6 +333,16 @@ impl Summary {
             },
         }
     }
+}
+
+/// The latency table of whole-run histograms by phase.
+pub fn latency_of<'a>(
+    phases: impl IntoIterator<Item = (&'a Phase, &'a Histogram<u64>)>,
+) -> BTreeMap<String, Latency> {
+    phases
+        .into_iter()
+        .map(|(p, h)| (p.name().to_owned(), Latency::of(h)))
+        .collect()
 }
 
 fn latency_table(recorder: &Recorder) -> BTreeMap<String, Latency> {

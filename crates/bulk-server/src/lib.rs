@@ -314,3 +314,28 @@ pub async fn run<P: PolicyBackend>(
     info!(?stats, "stopped");
     Ok(stats)
 }
+
+/// A policy backend that answers like `inner`, `delay` later: an artificially slower
+/// backend, for demonstrating and testing comparisons (`bulkbench serve --lookup-delay-us`).
+/// The delay is per batched lookup, as a remote store's round trip would be.
+pub struct DelayedPolicy<P> {
+    /// The backend that decides.
+    pub inner: P,
+    /// Added to every lookup.
+    pub delay: Duration,
+}
+
+impl<P: PolicyBackend> PolicyBackend for DelayedPolicy<P> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn lookup(
+        &self,
+        batch: &bulk_policy::AddressBatch,
+        out: &mut Vec<bulk_policy::Verdict>,
+    ) -> Result<(), bulk_policy::PolicyError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.lookup(batch, out).await
+    }
+}

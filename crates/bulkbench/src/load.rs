@@ -228,7 +228,7 @@ fn report(
         Some(out) => ReportDir::create_exact(out)?,
         None => ReportDir::create_dated(&args.reports, &prepared.scenario.name, SystemTime::now())?,
     };
-    dir.write_run(&summary, result)?;
+    dir.write_run(&bulk_report::RunData::new(summary.clone(), result))?;
     println!("{}", bulk_report::table(&summary));
     println!("report: {}", dir.path().display());
     Ok(summary.mismatches.total == 0)

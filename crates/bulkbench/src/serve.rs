@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Keep the case of local parts when looking up recipients (domains are always folded).
     #[arg(long)]
     case_sensitive_local_part: bool,
+    /// Delay every policy lookup by this many microseconds: an artificially slower backend,
+    /// for demonstrating and testing `bulkbench compare`. 0: off.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    lookup_delay_us: u64,
     /// Subaddress delimiter stripped before lookup (`ann+news` is `ann`); `none` to keep
     /// local parts whole.
     #[arg(long, value_name = "CHAR|none", default_value = "+", value_parser = parse_delimiter)]
@@ -146,7 +150,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     })?;
     let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());
-    let policy = Arc::new(MemoryBackend::new(population));
+    let policy = MemoryBackend::new(population);
     info!(
         domains,
         mailboxes,
@@ -192,7 +196,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(stdout, "listening on {local}").context("cannot write to standard output")?;
         stdout.flush().context("cannot write to standard output")?;
         drop(stdout);
-        let stats = bulk_server::run(listener, config, policy, shutdown_signal()).await?;
+        let stats = if args.lookup_delay_us > 0 {
+            let delayed = bulk_server::DelayedPolicy {
+                inner: policy,
+                delay: Duration::from_micros(args.lookup_delay_us),
+            };
+            bulk_server::run(listener, config, Arc::new(delayed), shutdown_signal()).await?
+        } else {
+            bulk_server::run(listener, config, Arc::new(policy), shutdown_signal()).await?
+        };
         info!(
             connections = stats.connections,
             rcpts = stats.rcpts,

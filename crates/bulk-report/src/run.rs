@@ -1,0 +1,443 @@
+//! A run's saved results: everything a report is rendered from, kept in the run's folder
+//! so it can be re-rendered (`bulkbench report render`) and merged (`report merge`).
+//!
+//! - `summary.json`: counts, figures, the scenario ([`Summary`]).
+//! - `run.hlog`: the whole measurement window, one histogram per phase (3 significant
+//!   digits), tagged with the phase name.
+//! - `intervals.hlog`: one-second interval histograms per phase (2 significant digits),
+//!   tagged likewise, warm-up included, timestamps in seconds since the run's start.
+//!
+//! Both `.hlog` files are in the HdrHistogram interval log format (V2, deflate-compressed
+//! histograms, base64), readable by the HdrHistogram tools of other languages.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use bulk_loadgen::{Phase, RunResult};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogHistogram, IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+
+use crate::ReportError;
+use crate::summary::Summary;
+
+/// One interval of the time series.
+#[derive(Clone, Debug)]
+pub struct IntervalData {
+    /// Seconds since the run's start.
+    pub start_secs: f64,
+    /// Length in seconds (1.0, but for a run's last partial second).
+    pub duration_secs: f64,
+    /// Latencies completed in this interval, by phase (phases with no sample omitted).
+    pub phases: BTreeMap<Phase, Histogram<u64>>,
+}
+
+impl IntervalData {
+    /// Samples of `phase` in this interval.
+    pub fn count(&self, phase: Phase) -> u64 {
+        self.phases.get(&phase).map_or(0, Histogram::len)
+    }
+}
+
+/// Everything a report is rendered from.
+#[derive(Clone, Debug)]
+pub struct RunData {
+    /// The summary.
+    pub summary: Summary,
+    /// Whole-window histograms by phase (every phase present, possibly empty).
+    pub phases: BTreeMap<Phase, Histogram<u64>>,
+    /// The interval series in time order, warm-up included.
+    pub intervals: Vec<IntervalData>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ReportError + '_ {
+    move |source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ReportError {
+    ReportError::Io {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, message.into()),
+    }
+}
+
+fn phase_by_name(name: &str) -> Option<Phase> {
+    Phase::ALL.into_iter().find(|p| p.name() == name)
+}
+
+impl RunData {
+    /// The data of a finished run.
+    pub fn new(summary: Summary, result: &RunResult) -> RunData {
+        let phases = Phase::ALL
+            .iter()
+            .map(|p| (*p, result.measured.phase(*p).clone()))
+            .collect();
+        // Warm-up and measured sessions complete in the same seconds: the series is their
+        // sum, so it shows the whole run.
+        let mut series = result.warmup.clone();
+        series.merge(&result.measured);
+        let end = result.elapsed.as_secs_f64();
+        let intervals = series
+            .intervals()
+            .iter()
+            .map(|(second, interval)| {
+                let start = *second as f64;
+                IntervalData {
+                    start_secs: start,
+                    duration_secs: (end - start).clamp(0.001, 1.0),
+                    phases: Phase::ALL
+                        .iter()
+                        .filter(|p| !interval.phase(**p).is_empty())
+                        .map(|p| (*p, interval.phase(*p).clone()))
+                        .collect(),
+                }
+            })
+            .collect();
+        RunData {
+            summary,
+            phases,
+            intervals,
+        }
+    }
+
+    /// Writes `summary.json`, `run.hlog` and `intervals.hlog` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ReportError> {
+        let path = dir.join("summary.json");
+        let json =
+            serde_json::to_vec_pretty(&self.summary).map_err(|e| invalid(&path, e.to_string()))?;
+        std::fs::write(&path, json).map_err(io_error(&path))?;
+
+        let window = Duration::from_secs_f64(self.summary.window.measured_secs.max(0.0));
+        let warmup = self.summary.window.warmup_secs.max(0.0);
+        let whole: Vec<(f64, f64, Phase, &Histogram<u64>)> = self
+            .phases
+            .iter()
+            .map(|(phase, h)| (warmup, window.as_secs_f64(), *phase, h))
+            .collect();
+        write_hlog(&dir.join("run.hlog"), &whole)?;
+        let series: Vec<(f64, f64, Phase, &Histogram<u64>)> = self
+            .intervals
+            .iter()
+            .flat_map(|i| {
+                i.phases
+                    .iter()
+                    .map(move |(phase, h)| (i.start_secs, i.duration_secs, *phase, h))
+            })
+            .collect();
+        write_hlog(&dir.join("intervals.hlog"), &series)
+    }
+
+    /// Reads what [`save`](Self::save) wrote.
+    pub fn load(dir: &Path) -> Result<RunData, ReportError> {
+        let path = dir.join("summary.json");
+        let text = std::fs::read(&path).map_err(io_error(&path))?;
+        let summary: Summary =
+            serde_json::from_slice(&text).map_err(|e| invalid(&path, e.to_string()))?;
+        let mut phases: BTreeMap<Phase, Histogram<u64>> = Phase::ALL
+            .iter()
+            .map(|p| (*p, crate::new_full_histogram()))
+            .collect();
+        for (_, _, phase, h) in read_hlog(&dir.join("run.hlog"))? {
+            let target = phases
+                .entry(phase)
+                .or_insert_with(crate::new_full_histogram);
+            target
+                .add(&h)
+                .map_err(|e| invalid(&dir.join("run.hlog"), format!("{e:?}")))?;
+        }
+        let mut by_start: BTreeMap<u64, IntervalData> = BTreeMap::new();
+        for (start, duration, phase, h) in read_hlog(&dir.join("intervals.hlog"))? {
+            let key = (start * 1000.0).round() as u64;
+            let interval = by_start.entry(key).or_insert_with(|| IntervalData {
+                start_secs: start,
+                duration_secs: duration,
+                phases: BTreeMap::new(),
+            });
+            interval.phases.insert(phase, h);
+        }
+        Ok(RunData {
+            summary,
+            phases,
+            intervals: by_start.into_values().collect(),
+        })
+    }
+}
+
+/// Merges runs of disjoint parts of one workload (`load --shard I/N`, run together against
+/// one server) into one: histograms added exactly, counts summed, the window the longest of
+/// the parts (they ran at the same time), throughput recomputed over it.
+pub fn merge(runs: &[RunData]) -> Result<RunData, ReportError> {
+    let Some((first, rest)) = runs.split_first() else {
+        return Err(ReportError::Merge("nothing to merge".into()));
+    };
+    let mut merged = first.clone();
+    for run in rest {
+        let (a, b) = (&merged.summary, &run.summary);
+        if a.scenario != b.scenario || a.seed != b.seed {
+            return Err(ReportError::Merge(
+                "the runs are of different scenarios or seeds; only shards of one workload merge"
+                    .into(),
+            ));
+        }
+        for (phase, histogram) in &run.phases {
+            let target = merged
+                .phases
+                .entry(*phase)
+                .or_insert_with(crate::new_full_histogram);
+            target
+                .add(histogram)
+                .map_err(|e| ReportError::Merge(format!("{phase:?}: {e:?}")))?;
+        }
+        for interval in &run.intervals {
+            let at = merged
+                .intervals
+                .iter_mut()
+                .find(|i| (i.start_secs - interval.start_secs).abs() < 1e-6);
+            match at {
+                Some(target) => {
+                    for (phase, histogram) in &interval.phases {
+                        let mut fresh = histogram.clone();
+                        fresh.reset();
+                        let slot = target.phases.entry(*phase).or_insert(fresh);
+                        slot.add(histogram)
+                            .map_err(|e| ReportError::Merge(format!("{phase:?}: {e:?}")))?;
+                    }
+                    target.duration_secs = target.duration_secs.max(interval.duration_secs);
+                }
+                None => merged.intervals.push(interval.clone()),
+            }
+        }
+        let s = &mut merged.summary;
+        s.totals.add(&b.totals);
+        s.warmup_totals.add(&b.warmup_totals);
+        s.mismatches.merge(&b.mismatches);
+        for (kind, count) in &b.errors {
+            *s.errors.entry(kind.clone()).or_default() += count;
+        }
+        s.expected.sessions += b.expected.sessions;
+        s.expected.rcpts += b.expected.rcpts;
+        s.window.measured_secs = s.window.measured_secs.max(b.window.measured_secs);
+        s.window.elapsed_secs = s.window.elapsed_secs.max(b.window.elapsed_secs);
+        s.window.interrupted |= b.window.interrupted;
+        s.generator.cpu_seconds += b.generator.cpu_seconds;
+        // Server figures of separately started servers do not add up to one server's.
+        if s.server.is_some() || b.server.is_some() {
+            s.server = None;
+        }
+    }
+    merged
+        .intervals
+        .sort_by(|a, b| a.start_secs.total_cmp(&b.start_secs));
+    let s = &mut merged.summary;
+    let secs = s.window.measured_secs;
+    let rate = |count: u64| if secs > 0.0 { count as f64 / secs } else { 0.0 };
+    s.throughput.rcpt_per_sec = rate(s.totals.rcpts);
+    s.throughput.sessions_per_sec = rate(s.totals.sessions_completed);
+    s.generator.cpu_us_per_rcpt =
+        crate::summary::per_rcpt_us(s.generator.cpu_seconds, s.totals.rcpts);
+    s.latency_us = crate::summary::latency_of(&merged.phases);
+    Ok(merged)
+}
+
+/// Writes histograms as an interval log: (start secs, duration secs, phase, histogram).
+fn write_hlog(
+    path: &Path,
+    entries: &[(f64, f64, Phase, &Histogram<u64>)],
+) -> Result<(), ReportError> {
+    let mut out = Vec::new();
+    {
+        let mut serializer = V2DeflateSerializer::new();
+        let mut writer = IntervalLogWriterBuilder::new()
+            .add_comment("bulkbench latency histograms, microseconds; tags are phases")
+            .with_start_time(SystemTime::UNIX_EPOCH)
+            .with_base_time(SystemTime::UNIX_EPOCH)
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(&mut out, &mut serializer)
+            .map_err(io_error(path))?;
+        for (start, duration, phase, histogram) in entries {
+            writer
+                .write_histogram(
+                    histogram,
+                    Duration::from_secs_f64(start.max(0.0)),
+                    Duration::from_secs_f64(duration.max(0.0)),
+                    Tag::new(phase.name()),
+                )
+                .map_err(|e| invalid(path, format!("{e:?}")))?;
+        }
+    }
+    let mut file = std::fs::File::create(path).map_err(io_error(path))?;
+    file.write_all(&out).map_err(io_error(path))
+}
+
+/// Reads an interval log written by [`write_hlog`] (or any log tagged with phase names;
+/// untagged or unknown tags are an error, since they cannot be placed).
+fn read_hlog(path: &Path) -> Result<Vec<(f64, f64, Phase, Histogram<u64>)>, ReportError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    let mut out = Vec::new();
+    let mut deserializer = Deserializer::new();
+    for entry in IntervalLogIterator::new(&bytes) {
+        let entry = entry.map_err(|e| invalid(path, format!("{e:?}")))?;
+        let LogEntry::Interval(interval) = entry else {
+            continue;
+        };
+        let (phase, histogram) = decode(&interval, &mut deserializer, path)?;
+        out.push((
+            interval.start_timestamp().as_secs_f64(),
+            interval.duration().as_secs_f64(),
+            phase,
+            histogram,
+        ));
+    }
+    Ok(out)
+}
+
+fn decode(
+    interval: &IntervalLogHistogram<'_>,
+    deserializer: &mut Deserializer,
+    path: &Path,
+) -> Result<(Phase, Histogram<u64>), ReportError> {
+    let tag = interval
+        .tag()
+        .ok_or_else(|| invalid(path, "an interval without a phase tag"))?;
+    let phase = phase_by_name(tag.as_str())
+        .ok_or_else(|| invalid(path, format!("unknown phase tag {:?}", tag.as_str())))?;
+    let compressed = base64_decode(interval.encoded_histogram())
+        .ok_or_else(|| invalid(path, "bad base64 in a histogram"))?;
+    let histogram: Histogram<u64> = deserializer
+        .deserialize(&mut &compressed[..])
+        .map_err(|e| invalid(path, format!("{e:?}")))?;
+    Ok((phase, histogram))
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::{Expected, SummaryInput, Target};
+    use bulk_loadgen::{Mismatches, Recorder, Totals};
+
+    pub(crate) fn sample_result() -> RunResult {
+        let mut measured = Recorder::default();
+        let mut warmup = Recorder::default();
+        for v in 1..=3000u64 {
+            let second = v / 1000;
+            measured.record(Phase::Rcpt, v * 7);
+            measured.record_interval(second + 1, Phase::Rcpt, v * 7);
+            if v % 10 == 0 {
+                measured.record(Phase::Session, v * 100);
+                measured.record_interval(second + 1, Phase::Session, v * 100);
+            }
+            if v % 100 == 0 {
+                warmup.record(Phase::Rcpt, v);
+                warmup.record_interval(0, Phase::Rcpt, v);
+            }
+        }
+        RunResult {
+            measured,
+            warmup,
+            totals: Totals {
+                sessions: 300,
+                sessions_completed: 300,
+                rcpts: 3000,
+                ..Totals::default()
+            },
+            warmup_totals: Totals::default(),
+            mismatches: Mismatches::default(),
+            window: Duration::from_secs(3),
+            elapsed: Duration::from_millis(3500),
+            interrupted: false,
+        }
+    }
+
+    pub(crate) fn sample_summary(result: &RunResult) -> Summary {
+        Summary::new(
+            SummaryInput {
+                command: "bench".into(),
+                scenario: serde_json::json!({"name": "sample"}),
+                seed: 1,
+                target: Target {
+                    address: "127.0.0.1:1".into(),
+                    external: false,
+                    backend: Some("memory".into()),
+                },
+                expected: Expected {
+                    sessions: 300,
+                    rcpts: 3000,
+                },
+                warmup_secs: 0.5,
+                server: Some((1.0, 1 << 20, 0.1)),
+                generator_cpu_seconds: 0.5,
+            },
+            result,
+        )
+    }
+
+    #[test]
+    fn saved_results_load_back_exactly() {
+        let result = sample_result();
+        let data = RunData::new(sample_summary(&result), &result);
+        let dir = tempfile::tempdir().unwrap();
+        data.save(dir.path()).unwrap();
+        let loaded = RunData::load(dir.path()).unwrap();
+        assert_eq!(loaded.summary, data.summary);
+        for phase in Phase::ALL {
+            let (a, b) = (&data.phases[&phase], &loaded.phases[&phase]);
+            assert_eq!(a.len(), b.len(), "{phase:?}");
+            assert_eq!(
+                a.value_at_quantile(0.99),
+                b.value_at_quantile(0.99),
+                "{phase:?}"
+            );
+            assert_eq!(a.max(), b.max(), "{phase:?}");
+        }
+        assert_eq!(loaded.intervals.len(), data.intervals.len());
+        for (a, b) in data.intervals.iter().zip(&loaded.intervals) {
+            assert_eq!(a.start_secs, b.start_secs);
+            for phase in Phase::ALL {
+                assert_eq!(
+                    a.count(phase),
+                    b.count(phase),
+                    "{phase:?} at {}",
+                    a.start_secs
+                );
+            }
+        }
+        // Warm-up samples are in the series but not in the window's histograms.
+        assert_eq!(data.intervals[0].count(Phase::Rcpt), 30);
+        assert_eq!(data.intervals[1].count(Phase::Rcpt), 999);
+        assert_eq!(data.phases[&Phase::Rcpt].len(), 3000);
+        let log = std::fs::read_to_string(dir.path().join("intervals.hlog")).unwrap();
+        assert!(
+            log.contains("#[StartTime: "),
+            "{}",
+            &log[..200.min(log.len())]
+        );
+        assert!(log.contains("Tag=rcpt,"));
+    }
+
+    #[test]
+    fn unknown_tags_are_an_error_not_a_silent_drop() {
+        let result = sample_result();
+        let data = RunData::new(sample_summary(&result), &result);
+        let dir = tempfile::tempdir().unwrap();
+        data.save(dir.path()).unwrap();
+        let path = dir.path().join("run.hlog");
+        let log = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("Tag=rcpt,", "Tag=bogus,");
+        std::fs::write(&path, log).unwrap();
+        let error = RunData::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("run.hlog"), "{error}");
+    }
+}
