@@ -1,1 +1,898 @@
-fn main() {}
+//! The server's RCPT hot path without sockets: a pipelined read of 10,000 `RCPT TO:` lines
+//! through parser, session state machine, memory backend and reply encoder, with naive
+//! baselines in the same group.
+//!
+//! Group `rcpt_path`, throughput 10,000 elements (RCPTs) per iteration:
+//!
+//! - `full_path`: `Session::advance` over the 10,000 lines, the memory backend's batched
+//!   `lookup` of `Session::pending`, `Session::resolve`, `Session::flush` into a reused
+//!   buffer: what a connection does with one read, minus the socket calls.
+//! - `bare_hashmap_lookup`: the floor for the lookup: one `FxHashMap<Box<[u8]>, u8>` probe
+//!   per recipient, keys normalized beforehand.
+//! - `parse_only`: `bulk_proto::parse_command` on each line (CRLF already stripped).
+//! - `smtp_proto_parse`: the same lines, CRLF included, through `smtp-proto` (Stalwart's
+//!   parser), a reference for what a fast SMTP parser costs.
+//!
+//! The population (1,000,000 mailboxes in 1,000 domains) and the recipients are built in
+//! process, deterministically: every draw comes from a splitmix64 seeded by the stream and
+//! the index of the thing drawn, so the workload does not depend on anything but this file.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bulk_policy::{
+    AddressBatch, MemoryBackend, NormalizeConfig, PolicyBackend, Population, PopulationError,
+    Preference, Regime, Verdict,
+};
+use bulk_proto::{Command, Event, ForwardPath, ServerIdentity, Session, SessionConfig};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rustc_hash::FxHashMap;
+
+/// RCPT lines per iteration: one pipelined read.
+const RCPTS: usize = 10_000;
+const DOMAINS: usize = 1_000;
+const MAILBOXES: usize = 1_000_000;
+/// Share of recipients, in percent, that name no mailbox (in a served domain).
+const UNKNOWN_PERCENT: u64 = 5;
+/// Share of recipients, in percent, written in mixed case or with a `+tag`.
+const VARIANT_PERCENT: u64 = 10;
+
+const OPEN: &[u8] = b"EHLO bench.example\r\nBULK FROM:<news@shop.example>\r\n";
+/// Re-opens the transaction between iterations (untimed): RSET ends the previous one, and
+/// the session keeps its buffers, as a long-lived connection does.
+const REOPEN: &[u8] = b"RSET\r\nBULK FROM:<news@shop.example>\r\n";
+
+// Seed streams: one per kind of thing drawn.
+const DOMAIN_STREAM: u64 = 1;
+const MAILBOX_STREAM: u64 = 2;
+const RECIPIENT_STREAM: u64 = 3;
+
+/// splitmix64's output function (Steele, Lea, Flood 2014).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A tiny splitmix64 generator seeded by (stream, index, attempt) of the thing drawn.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn new(stream: u64, index: u64, attempt: u64) -> Self {
+        SplitMix(mix(
+            mix(stream.wrapping_mul(GAMMA) ^ index) ^ attempt.wrapping_mul(GAMMA)
+        ))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(GAMMA);
+        mix(self.0)
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is negligible here).
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<'a>(&mut self, words: &[&'a str]) -> &'a str {
+        words[self.below(words.len() as u64) as usize]
+    }
+}
+
+const FIRST: &[&str] = &[
+    "anna", "ben", "carla", "david", "emma", "felix", "greta", "hugo", "ines", "jonas", "karin",
+    "lukas", "maria", "noah", "olga", "paul", "quentin", "rosa", "sven", "tanja", "ulrich", "vera",
+    "walter", "xenia", "yusuf", "zoe", "ahmed", "bianca", "chen", "dmitri", "elena", "fatima",
+    "giovanni", "hana", "ivan", "julia", "kenji", "laura", "mohammed", "nina", "oscar", "priya",
+    "rafael", "sofia", "thomas", "aylin", "wei", "yara", "alex", "marie", "jean", "pierre",
+    "sarah", "michael", "jessica", "daniel", "emily", "james", "olivia", "lucas", "mia", "leon",
+    "lena", "finn", "clara", "max", "hannah", "elias", "lea", "jan", "ida", "nils", "kai", "mila",
+    "tim", "lina", "erik", "amelie", "tobias", "nora",
+];
+
+const LAST: &[&str] = &[
+    "mueller",
+    "schmidt",
+    "schneider",
+    "fischer",
+    "weber",
+    "meyer",
+    "wagner",
+    "becker",
+    "schulz",
+    "hoffmann",
+    "koch",
+    "richter",
+    "klein",
+    "wolf",
+    "neumann",
+    "schwarz",
+    "braun",
+    "zimmermann",
+    "krueger",
+    "hartmann",
+    "lange",
+    "werner",
+    "krause",
+    "lehmann",
+    "koehler",
+    "smith",
+    "johnson",
+    "williams",
+    "brown",
+    "jones",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "hernandez",
+    "lopez",
+    "gonzalez",
+    "wilson",
+    "anderson",
+    "taylor",
+    "moore",
+    "martin",
+    "lee",
+    "thompson",
+    "white",
+    "harris",
+    "clark",
+    "lewis",
+    "robinson",
+    "walker",
+    "young",
+    "allen",
+    "king",
+    "wright",
+    "scott",
+    "nguyen",
+    "hill",
+    "green",
+    "adams",
+    "baker",
+    "nelson",
+    "dubois",
+    "lefebvre",
+    "moreau",
+    "laurent",
+    "rossi",
+    "russo",
+    "ferrari",
+    "esposito",
+    "bianchi",
+    "romano",
+    "kowalski",
+    "nowak",
+    "novak",
+    "horvat",
+    "jensen",
+    "hansen",
+    "larsen",
+    "andersson",
+    "johansson",
+    "virtanen",
+    "tanaka",
+    "suzuki",
+    "kim",
+    "park",
+    "singh",
+    "kumar",
+    "silva",
+    "santos",
+    "oliveira",
+    "costa",
+    "yilmaz",
+    "kaya",
+    "ivanov",
+    "petrov",
+    "cohen",
+];
+
+const NICK: &[&str] = &[
+    "sunny",
+    "skywalker",
+    "bluebird",
+    "tiger",
+    "dragon",
+    "shadow",
+    "pixel",
+    "nomad",
+    "rocket",
+    "falcon",
+    "maple",
+    "coffee",
+    "ninja",
+    "wizard",
+    "comet",
+    "panda",
+    "storm",
+    "cosmo",
+    "echo",
+    "orbit",
+    "zen",
+    "lucky",
+    "river",
+    "fox",
+    "bear",
+    "wolfie",
+    "hiker",
+    "gamer",
+    "chef",
+];
+
+const ROLE: &[&str] = &[
+    "info",
+    "contact",
+    "office",
+    "sales",
+    "support",
+    "billing",
+    "hello",
+    "team",
+    "jobs",
+    "press",
+    "admin",
+    "accounts",
+    "service",
+    "shop",
+    "orders",
+    "marketing",
+    "hr",
+    "events",
+];
+
+const DOMAIN_WORD: &[&str] = &[
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "stark",
+    "wayne",
+    "tyrell",
+    "cyberdyne",
+    "soylent",
+    "hooli",
+    "pied",
+    "piper",
+    "vandelay",
+    "wonka",
+    "gringotts",
+    "oceanic",
+    "dunder",
+    "mifflin",
+    "sterling",
+    "cooper",
+    "blue",
+    "green",
+    "red",
+    "north",
+    "south",
+    "east",
+    "west",
+    "alpha",
+    "beta",
+    "delta",
+    "omega",
+    "nova",
+    "terra",
+    "luna",
+    "sol",
+    "metro",
+    "urban",
+    "rural",
+    "coast",
+    "valley",
+    "river",
+    "lake",
+    "mountain",
+    "forest",
+    "city",
+    "net",
+    "web",
+    "cloud",
+    "data",
+    "mail",
+    "post",
+    "home",
+    "family",
+    "school",
+    "uni",
+    "bank",
+    "shop",
+    "store",
+    "market",
+    "media",
+    "news",
+    "radio",
+    "tele",
+    "phone",
+    "mobile",
+    "fast",
+    "smart",
+    "bright",
+    "clear",
+    "pure",
+    "true",
+    "prime",
+    "first",
+    "one",
+    "union",
+    "central",
+    "global",
+    "local",
+    "swift",
+];
+
+const TLD: &[&str] = &[
+    "com", "org", "net", "de", "fr", "it", "nl", "se", "ch", "at", "be", "pl", "es", "io", "co.uk",
+    "com.au", "co.jp", "com.br", "ca", "eu",
+];
+
+/// A realistic domain name; `attempt` varies it when an earlier draw was taken.
+fn domain_name(index: u64, attempt: u64) -> String {
+    let mut rng = SplitMix::new(DOMAIN_STREAM, index, attempt);
+    let (a, b, tld) = (rng.pick(DOMAIN_WORD), rng.pick(DOMAIN_WORD), rng.pick(TLD));
+    let mut name = match rng.below(10) {
+        0..=3 => format!("{a}{b}.{tld}"),
+        4..=5 => format!("{a}-{b}.{tld}"),
+        6 => format!("mail.{a}{b}.{tld}"),
+        7 => format!("{a}.{tld}"),
+        _ => format!("{a}{b}{}.{tld}", rng.below(100)),
+    };
+    // After a few collisions, the index makes it unique.
+    if attempt >= 3 {
+        name = format!("{a}{index}.{tld}");
+    }
+    name
+}
+
+/// A realistic local part; `attempt` varies it when the mailbox already exists.
+fn local_part(rng: &mut SplitMix) -> String {
+    let (first, last) = (rng.pick(FIRST), rng.pick(LAST));
+    let initial = &first[..1];
+    match rng.below(20) {
+        0..=5 => format!("{first}.{last}"),
+        6 => format!("{first}_{last}"),
+        7 => format!("{first}-{last}"),
+        8..=9 => format!("{initial}.{last}"),
+        10 => format!("{first}{last}"),
+        11..=12 => {
+            // Initials and digits: "jds1984", "ak42".
+            let middle = if rng.percent(40) {
+                &rng.pick(FIRST)[..1]
+            } else {
+                ""
+            };
+            let digits = if rng.percent(50) {
+                1940 + rng.below(70)
+            } else {
+                rng.below(100)
+            };
+            format!("{initial}{middle}{}{digits}", &last[..1])
+        }
+        13..=14 => format!("{first}.{last}{}", rng.below(100)),
+        15 => format!("{first}{}", 1950 + rng.below(60)),
+        16 => format!("{last}.{first}"),
+        17 => format!("{}{}", rng.pick(NICK), rng.below(1000)),
+        18 => format!("{initial}{last}"),
+        _ => {
+            // Role accounts, sometimes departmental.
+            let role = rng.pick(ROLE);
+            if rng.percent(50) {
+                format!("{role}.{}", rng.pick(DOMAIN_WORD))
+            } else {
+                role.to_string()
+            }
+        }
+    }
+}
+
+fn mailbox_local(index: u64, attempt: u64) -> String {
+    let mut rng = SplitMix::new(MAILBOX_STREAM, index, attempt);
+    let local = local_part(&mut rng);
+    if attempt >= 4 {
+        // Still taken after a few draws: the index makes it unique.
+        format!("{local}.{index}")
+    } else {
+        local
+    }
+}
+
+/// Mixed case as people type it: capitalized atoms ("Anna.Schmidt@Example.org"), or a
+/// shouted domain.
+fn mixed_case(address: &str, rng: &mut SplitMix) -> String {
+    let (local, domain) = address.rsplit_once('@').expect("an address");
+    let mut out = String::with_capacity(address.len());
+    let mut start = true;
+    for c in local.chars() {
+        out.push(if start { c.to_ascii_uppercase() } else { c });
+        start = matches!(c, '.' | '_' | '-');
+    }
+    out.push('@');
+    if rng.percent(50) {
+        out.push_str(&domain.to_ascii_uppercase());
+    } else {
+        let mut chars = domain.chars();
+        out.extend(chars.next().map(|c| c.to_ascii_uppercase()));
+        out.extend(chars);
+    }
+    out
+}
+
+const TAGS: &[&str] = &[
+    "news",
+    "shop",
+    "lists",
+    "bank",
+    "2024",
+    "promo",
+    "travel",
+    "x",
+    "spam",
+    "newsletter",
+];
+
+fn with_tag(address: &str, rng: &mut SplitMix) -> String {
+    let (local, domain) = address.rsplit_once('@').expect("an address");
+    format!("{local}+{}@{domain}", rng.pick(TAGS))
+}
+
+/// The population, the addresses of its mailboxes as written, and the recipients drawn.
+struct Workload {
+    population: Population,
+    mailboxes: Vec<Box<str>>,
+    domains: Vec<Box<str>>,
+    recipients: Vec<String>,
+    /// The pipelined read: one `RCPT TO:<...>\r\n` per recipient.
+    stream: Vec<u8>,
+}
+
+fn build_population() -> (Population, Vec<Box<str>>, Vec<Box<str>>) {
+    let mut population = Population::new(NormalizeConfig::default());
+    let mut domains = Vec::with_capacity(DOMAINS);
+    for index in 0..DOMAINS as u64 {
+        let regime = if SplitMix::new(DOMAIN_STREAM, index, u64::MAX).percent(45) {
+            Regime::OptIn
+        } else {
+            Regime::OptOut
+        };
+        let name = (0..)
+            .map(|attempt| domain_name(index, attempt))
+            .find(|name| population.add_domain(name.as_bytes(), regime).is_ok())
+            .expect("a free domain name");
+        domains.push(name.into_boxed_str());
+    }
+    let mut mailboxes = Vec::with_capacity(MAILBOXES);
+    for index in 0..MAILBOXES as u64 {
+        let mut rng = SplitMix::new(MAILBOX_STREAM, index, u64::MAX);
+        let domain = &domains[rng.below(DOMAINS as u64) as usize];
+        let preference = match rng.below(100) {
+            0..=34 => Preference::In,
+            35..=49 => Preference::Out,
+            _ => Preference::Default,
+        };
+        let mut attempt = 0;
+        let address = loop {
+            let address = format!("{}@{domain}", mailbox_local(index, attempt));
+            match population.add_mailbox(address.as_bytes(), preference) {
+                Ok(()) => break address,
+                Err(PopulationError::DuplicateMailbox { .. }) => attempt += 1,
+                Err(error) => panic!("generated mailbox {address} refused: {error}"),
+            }
+        };
+        mailboxes.push(address.into_boxed_str());
+    }
+    (population, mailboxes, domains)
+}
+
+impl Workload {
+    fn build() -> Self {
+        let (population, mailboxes, domains) = build_population();
+        let mut recipients = Vec::with_capacity(RCPTS);
+        for index in 0..RCPTS as u64 {
+            let mut rng = SplitMix::new(RECIPIENT_STREAM, index, 0);
+            let mut address = if rng.percent(UNKNOWN_PERCENT) {
+                // A plausible address in a served domain that has no mailbox.
+                (1..)
+                    .map(|attempt| {
+                        let mut draw = SplitMix::new(RECIPIENT_STREAM, index, attempt);
+                        let domain = &domains[draw.below(DOMAINS as u64) as usize];
+                        format!("{}@{domain}", local_part(&mut draw))
+                    })
+                    .find(|a| population.verdict_of(a.as_bytes()) == Verdict::UnknownMailbox)
+                    .expect("an unknown mailbox")
+            } else {
+                mailboxes[rng.below(MAILBOXES as u64) as usize].to_string()
+            };
+            if rng.percent(VARIANT_PERCENT) {
+                address = match rng.below(3) {
+                    0 => mixed_case(&address, &mut rng),
+                    1 => with_tag(&address, &mut rng),
+                    _ => with_tag(&mixed_case(&address, &mut rng), &mut rng),
+                };
+            }
+            recipients.push(address);
+        }
+        let mut stream = Vec::new();
+        for address in &recipients {
+            stream.extend_from_slice(b"RCPT TO:<");
+            stream.extend_from_slice(address.as_bytes());
+            stream.extend_from_slice(b">\r\n");
+        }
+        Workload {
+            population,
+            mailboxes,
+            domains,
+            recipients,
+            stream,
+        }
+    }
+}
+
+/// One connection's session and buffers, reused from iteration to iteration.
+struct FullPath<'a> {
+    session: Session,
+    backend: &'a MemoryBackend,
+    identity: ServerIdentity,
+    verdicts: Vec<Verdict>,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl<'a> FullPath<'a> {
+    fn new(backend: &'a MemoryBackend) -> Self {
+        let mut session = Session::new(SessionConfig {
+            max_recipients: RCPTS as u32,
+            ..SessionConfig::default()
+        });
+        session.greet();
+        let mut path = FullPath {
+            session,
+            backend,
+            identity: ServerIdentity::default(),
+            verdicts: Vec::new(),
+            out: Vec::new(),
+            scratch: Vec::new(),
+        };
+        path.feed(OPEN);
+        assert!(path.scratch.ends_with(b"250 2.1.0 Sender ok\r\n"));
+        path
+    }
+
+    /// Feeds commands that are answered at once and discards their replies.
+    fn feed(&mut self, commands: &[u8]) {
+        let (consumed, event) = self.session.advance(commands);
+        assert_eq!((consumed, event), (commands.len(), Event::NeedInput));
+        self.scratch.clear();
+        self.session.flush(&self.identity, &mut self.scratch);
+    }
+
+    /// What a connection does with one read of RCPTs: the measured part.
+    #[inline(never)]
+    fn run(&mut self, stream: &[u8]) {
+        let FullPath {
+            session,
+            backend,
+            identity,
+            verdicts,
+            out,
+            ..
+        } = self;
+        let (consumed, event) = session.advance(stream);
+        assert!(consumed == stream.len() && event == Event::NeedInput);
+        verdicts.clear();
+        {
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut lookup = pin!(backend.lookup(session.pending(), verdicts));
+            let Poll::Ready(result) = lookup.as_mut().poll(&mut cx) else {
+                panic!("the memory backend's lookup was not ready at its first poll");
+            };
+            result.expect("the memory backend does not fail");
+        }
+        session.resolve(Ok(verdicts));
+        out.clear();
+        session.flush(identity, out);
+    }
+
+    /// [`run`](Self::run) with the verdicts given instead of looked up: parser, state
+    /// machine and reply encoder only.
+    #[inline(never)]
+    fn run_without_lookup(&mut self, stream: &[u8], verdicts: &[Verdict]) {
+        let (consumed, event) = self.session.advance(stream);
+        assert!(consumed == stream.len() && event == Event::NeedInput);
+        self.session.resolve(Ok(verdicts));
+        self.out.clear();
+        self.session.flush(&self.identity, &mut self.out);
+    }
+}
+
+/// The verdict a RCPT reply of a BULK transaction stands for (harvest-resistant mode off).
+fn verdict_of_reply(line: &[u8]) -> Verdict {
+    match line {
+        b"250 2.1.5 Recipient ok" => Verdict::Accept,
+        b"550 5.7.1 Recipient does not accept bulk mail" => Verdict::OptedOut,
+        b"550 5.1.1 Mailbox unknown" => Verdict::UnknownMailbox,
+        b"554 5.7.1 Relay access denied" => Verdict::NotLocal,
+        other => panic!("unexpected RCPT reply {:?}", String::from_utf8_lossy(other)),
+    }
+}
+
+/// Checks, outside timing, that one run answers every RCPT with its reference verdict.
+fn check_full_path(path: &mut FullPath<'_>, work: &Workload) {
+    path.run(&work.stream);
+    let expected: Vec<Verdict> = work
+        .recipients
+        .iter()
+        .map(|a| work.population.verdict_of(a.as_bytes()))
+        .collect();
+    assert_eq!(
+        path.verdicts, expected,
+        "backend verdicts differ from verdict_of"
+    );
+    let text = &path.out;
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), RCPTS, "one reply line per RCPT");
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.strip_suffix(b"\r\n").expect("CRLF line ends");
+        assert_eq!(
+            verdict_of_reply(line),
+            expected[i],
+            "reply {i} for {}",
+            work.recipients[i]
+        );
+    }
+    let count = |v: Verdict| expected.iter().filter(|&&e| e == v).count();
+    let variants = work
+        .recipients
+        .iter()
+        .filter(|a| a.contains('+') || a.bytes().any(|b| b.is_ascii_uppercase()))
+        .count();
+    eprintln!(
+        "rcpt_path: {} domains, {} mailboxes; {} RCPTs ({} bytes): {} accept, {} opted out, \
+         {} unknown, {} not local; {} mixed case or +tag",
+        work.domains.len(),
+        work.mailboxes.len(),
+        work.recipients.len(),
+        work.stream.len(),
+        count(Verdict::Accept),
+        count(Verdict::OptedOut),
+        count(Verdict::UnknownMailbox),
+        count(Verdict::NotLocal),
+        variants,
+    );
+    path.feed(REOPEN);
+}
+
+/// The baseline map: normalized key -> verdict as a byte, as the memory backend folds it.
+fn bare_map(population: &Population) -> FxHashMap<Box<[u8]>, u8> {
+    let mut map = FxHashMap::default();
+    map.reserve(population.mailbox_count());
+    for (key, preference) in population.mailboxes() {
+        let at = last_at(key);
+        let regime = population.regime(&key[at + 1..]).expect("served domain");
+        map.insert(Box::from(key), preference.verdict(regime) as u8);
+    }
+    map
+}
+
+fn last_at(key: &[u8]) -> usize {
+    key.iter()
+        .rposition(|&b| b == b'@')
+        .expect("a key has an '@'")
+}
+
+fn rcpt_path(c: &mut Criterion) {
+    let started = Instant::now();
+    let work = Workload::build();
+    let backend = MemoryBackend::new(work.population.clone());
+    let map = bare_map(&work.population);
+    let normalize = work.population.normalize_config();
+    let keys: Vec<Box<[u8]>> = work
+        .recipients
+        .iter()
+        .map(|a| {
+            let mut key = Vec::new();
+            normalize
+                .normalize_into(a.as_bytes(), &mut key)
+                .expect("a key");
+            key.into_boxed_slice()
+        })
+        .collect();
+    let mut path = FullPath::new(&backend);
+    check_full_path(&mut path, &work);
+
+    // The population is only needed for checks: free it before measuring.
+    let mut work = work;
+    let stream = std::mem::take(&mut work.stream);
+    let recipients = std::mem::take(&mut work.recipients);
+    drop(work);
+    // The command lines of the stream, CRLF included.
+    let lines: Vec<&[u8]> = stream.split_inclusive(|&b| b == b'\n').collect();
+    let bare_lines: Vec<&[u8]> = lines.iter().map(|l| &l[..l.len() - 2]).collect();
+    // Both parsers must read the same recipient from every line.
+    for (line, bare) in lines.iter().zip(&bare_lines) {
+        let ours = match bulk_proto::parse_command(bare) {
+            Ok(Command::Rcpt {
+                to: ForwardPath::Mailbox(mailbox),
+            }) => mailbox,
+            other => panic!(
+                "parse_command({:?}) = {other:?}",
+                String::from_utf8_lossy(bare)
+            ),
+        };
+        match smtp_proto::Request::parse(&mut line.iter()) {
+            Ok(smtp_proto::Request::Rcpt { to }) => assert_eq!(to.address.as_bytes(), ours),
+            other => panic!(
+                "smtp-proto on {:?}: {other:?}",
+                String::from_utf8_lossy(line)
+            ),
+        }
+    }
+    // Known-key hits of the baseline agree with the backend's verdicts.
+    for (key, verdict) in keys.iter().zip(&path.verdicts) {
+        if let Some(&v) = map.get(key) {
+            assert_eq!(v, *verdict as u8);
+        } else {
+            assert_eq!(*verdict, Verdict::UnknownMailbox);
+        }
+    }
+    eprintln!(
+        "rcpt_path: workload built and checked in {:.1?}",
+        started.elapsed()
+    );
+
+    let mut group = c.benchmark_group("rcpt_path");
+    group.throughput(Throughput::Elements(RCPTS as u64));
+
+    group.bench_function("full_path", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                path.feed(REOPEN);
+                let start = Instant::now();
+                path.run(black_box(&stream));
+                total += start.elapsed();
+                black_box(&path.out);
+            }
+            total
+        })
+    });
+
+    group.bench_function("bare_hashmap_lookup", |b| {
+        b.iter(|| {
+            let mut sum = 0u32;
+            for key in &keys {
+                sum += u32::from(map.get(black_box(&**key)).copied().unwrap_or(0xff));
+            }
+            sum
+        })
+    });
+
+    group.bench_function("parse_only", |b| {
+        b.iter(|| {
+            for line in &bare_lines {
+                let _ = black_box(bulk_proto::parse_command(black_box(line)));
+            }
+        })
+    });
+
+    group.bench_function("smtp_proto_parse", |b| {
+        b.iter(|| {
+            for line in &lines {
+                let _ = black_box(smtp_proto::Request::parse(&mut black_box(line).iter()));
+            }
+        })
+    });
+
+    group.finish();
+
+    // Where the lookup's time goes (see benches/README.md): the same 10,000 recipients,
+    // raw addresses in one batch as `Session::pending` holds them.
+    let batch: AddressBatch = recipients.iter().map(|a| a.as_bytes()).collect();
+    let verdict_map: FxHashMap<Box<[u8]>, Verdict> = map
+        .iter()
+        .map(|(k, &v)| (k.clone(), VERDICTS[usize::from(v)]))
+        .collect();
+    let mut group = c.benchmark_group("rcpt_lookup");
+    group.throughput(Throughput::Elements(RCPTS as u64));
+
+    group.bench_function("session_without_lookup", |b| {
+        let verdicts = path.verdicts.clone();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                path.feed(REOPEN);
+                let start = Instant::now();
+                path.run_without_lookup(black_box(&stream), &verdicts);
+                total += start.elapsed();
+                black_box(&path.out);
+            }
+            total
+        })
+    });
+
+    group.bench_function("memory_backend_lookup", |b| {
+        let mut verdicts = Vec::with_capacity(RCPTS);
+        b.iter(|| {
+            verdicts.clear();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut lookup = pin!(backend.lookup(black_box(&batch), &mut verdicts));
+            let Poll::Ready(result) = lookup.as_mut().poll(&mut cx) else {
+                panic!("not ready");
+            };
+            result.expect("no failure");
+        })
+    });
+
+    group.bench_function("normalize_only", |b| {
+        let mut scratch = Vec::with_capacity(256);
+        b.iter(|| {
+            for address in batch.iter() {
+                let _ = black_box(normalize.normalize_into(black_box(address), &mut scratch));
+            }
+        })
+    });
+
+    group.bench_function("normalize_probe_interleaved", |b| {
+        let mut scratch = Vec::with_capacity(256);
+        let mut verdicts = Vec::with_capacity(RCPTS);
+        b.iter(|| {
+            verdicts.clear();
+            for address in batch.iter() {
+                let verdict = match normalize.normalize_into(address, &mut scratch) {
+                    Ok(_) => verdict_map.get(scratch.as_slice()).copied(),
+                    Err(_) => None,
+                };
+                verdicts.push(verdict.unwrap_or(Verdict::UnknownMailbox));
+            }
+            black_box(&verdicts);
+        })
+    });
+
+    group.bench_function("normalize_then_probe", |b| {
+        let mut scratch = Vec::with_capacity(256);
+        let mut keys = AddressBatch::with_capacity(RCPTS, stream.len());
+        let mut verdicts = Vec::with_capacity(RCPTS);
+        b.iter(|| {
+            keys.clear();
+            for address in batch.iter() {
+                match normalize.normalize_into(address, &mut scratch) {
+                    Ok(_) => keys.push(&scratch),
+                    Err(_) => keys.push(b""),
+                }
+            }
+            verdicts.clear();
+            verdicts.extend(keys.iter().map(|key| {
+                verdict_map
+                    .get(key)
+                    .copied()
+                    .unwrap_or(Verdict::UnknownMailbox)
+            }));
+            black_box(&verdicts);
+        })
+    });
+
+    group.finish();
+}
+
+/// `Verdict as u8` back to the verdict (declaration order).
+const VERDICTS: [Verdict; 4] = [
+    Verdict::Accept,
+    Verdict::OptedOut,
+    Verdict::UnknownMailbox,
+    Verdict::NotLocal,
+];
+
+criterion_group!(benches, rcpt_path);
+criterion_main!(benches);

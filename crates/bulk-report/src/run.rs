@@ -246,6 +246,9 @@ pub fn merge(runs: &[RunData]) -> Result<RunData, ReportError> {
     Ok(merged)
 }
 
+/// One histogram of an interval log: start and duration in seconds, phase, histogram.
+type LoggedHistogram = (f64, f64, Phase, Histogram<u64>);
+
 /// Writes histograms as an interval log: (start secs, duration secs, phase, histogram).
 fn write_hlog(
     path: &Path,
@@ -278,7 +281,7 @@ fn write_hlog(
 
 /// Reads an interval log written by [`write_hlog`] (or any log tagged with phase names;
 /// untagged or unknown tags are an error, since they cannot be placed).
-fn read_hlog(path: &Path) -> Result<Vec<(f64, f64, Phase, Histogram<u64>)>, ReportError> {
+fn read_hlog(path: &Path) -> Result<Vec<LoggedHistogram>, ReportError> {
     let bytes = std::fs::read(path).map_err(io_error(path))?;
     let mut out = Vec::new();
     let mut deserializer = Deserializer::new();
