@@ -161,7 +161,9 @@ impl Recorder {
     /// Records one latency into the interval series: the second in which it completed.
     pub fn record_interval(&mut self, second: u64, phase: Phase, latency_us: u64) {
         let interval = self.intervals.entry(second).or_insert_with(Interval::new);
-        interval.phases[phase.index()].saturating_record(latency_us.clamp(1, MAX_LATENCY_US));
+        // `record`, not `saturating_record`: an auto-resizing histogram grows on record,
+        // while saturating_record would clamp to its current (tiny) range.
+        let _ = interval.phases[phase.index()].record(latency_us.clamp(1, MAX_LATENCY_US));
         match phase {
             Phase::Rcpt => interval.rcpts += 1,
             Phase::Session => interval.sessions += 1,

@@ -7,9 +7,17 @@
 //! - [`hgrm::percentile_distribution`]: HdrHistogram's percentile text format.
 //! - [`ReportDir`]: a run's folder, created fresh (never overwriting), and what goes in it.
 //! - [`table`]: the terminal summary.
+//! - [`render_run`]: a run's plots ([`plot`]), `summary.md` ([`markdown`]) and the
+//!   self-contained `report.html` ([`html`]).
+//! - [`Comparison`] (in [`compare`]): arms of repeated runs side by side, their saved
+//!   figures, regressions against a baseline, and [`render_comparison`].
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod hgrm;
+pub mod html;
+pub mod markdown;
+pub mod plot;
 pub mod run;
 pub mod schema;
 pub mod summary;
@@ -22,6 +30,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bulk_loadgen::Phase;
 use hdrhistogram::Histogram;
 
+pub use crate::compare::{Arm, Comparison, Regression, render_comparison};
+pub use crate::html::{render_run, render_run_with_progress};
 pub use crate::run::{IntervalData, RunData};
 pub use crate::summary::{Summary, SummaryInput};
 
@@ -46,6 +56,35 @@ pub enum ReportError {
         path: PathBuf,
         /// The cause.
         source: io::Error,
+    },
+    /// The embedded DejaVu font could not be registered with plotters.
+    #[error("cannot register the embedded DejaVu font for plots")]
+    Font,
+    /// Drawing a plot failed.
+    #[error("cannot draw plot {plot}: {message}")]
+    Plot {
+        /// The plot's name (`latency_spectrum`, ...).
+        plot: String,
+        /// What the drawing backend said.
+        message: String,
+    },
+    /// A JSON file could not be written or read.
+    #[error("bad JSON in {path}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A saved file has a schema version this build does not read.
+    #[error("{path} has schema version {found}; this build reads version {expected}")]
+    SchemaVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The version this build reads.
+        expected: u32,
     },
 }
 
@@ -125,6 +164,13 @@ impl ReportDir {
                 path: path.to_owned(),
                 source,
             }),
+        }
+    }
+
+    /// A folder that exists already (re-rendering a saved run).
+    pub fn existing(path: &Path) -> ReportDir {
+        ReportDir {
+            path: path.to_owned(),
         }
     }
 

@@ -89,9 +89,12 @@ impl RunData {
             .iter()
             .map(|(second, interval)| {
                 let start = *second as f64;
+                // Millisecond precision: what an interval log keeps, so a report renders the
+                // same before and after saving.
+                let duration = ((end - start).clamp(0.001, 1.0) * 1000.0).round() / 1000.0;
                 IntervalData {
                     start_secs: start,
-                    duration_secs: (end - start).clamp(0.001, 1.0),
+                    duration_secs: duration,
                     phases: Phase::ALL
                         .iter()
                         .filter(|p| !interval.phase(**p).is_empty())
@@ -160,6 +163,9 @@ impl RunData {
                 duration_secs: duration,
                 phases: BTreeMap::new(),
             });
+            let mut h = h;
+            // Decoded histograms have a fixed range; merging adds histograms of other runs.
+            h.auto(true);
             interval.phases.insert(phase, h);
         }
         Ok(RunData {
@@ -206,6 +212,7 @@ pub fn merge(runs: &[RunData]) -> Result<RunData, ReportError> {
                         let mut fresh = histogram.clone();
                         fresh.reset();
                         let slot = target.phases.entry(*phase).or_insert(fresh);
+                        slot.auto(true);
                         slot.add(histogram)
                             .map_err(|e| ReportError::Merge(format!("{phase:?}: {e:?}")))?;
                     }

@@ -220,8 +220,10 @@ pub struct Summary {
     pub schema_version: u32,
     /// The bulkbench version that wrote it.
     pub bulkbench_version: String,
-    /// `bench` or `load`.
+    /// `bench`, `load` or `compare`.
     pub command: String,
+    /// When the run started, UTC, as `YYYYMMDDTHHMMSSZ`.
+    pub started_at: String,
     /// The scenario, a full copy.
     pub scenario: serde_json::Value,
     /// The seed of population and workload.
@@ -299,6 +301,11 @@ impl Summary {
             schema_version: SCHEMA_VERSION,
             bulkbench_version: env!("CARGO_PKG_VERSION").to_owned(),
             command: input.command,
+            started_at: crate::utc_stamp(
+                std::time::SystemTime::now()
+                    .checked_sub(result.elapsed)
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            ),
             scenario: input.scenario,
             seed: input.seed,
             target: input.target,

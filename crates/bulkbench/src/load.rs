@@ -24,32 +24,32 @@ use crate::sys;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The scenario file (TOML; see scenarios/README.md).
-    scenario: PathBuf,
+    pub(crate) scenario: PathBuf,
     /// Write the report to exactly this folder (it must not exist).
     #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Where dated report folders go.
     #[arg(long, value_name = "DIR", default_value = "reports")]
-    reports: PathBuf,
+    pub(crate) reports: PathBuf,
     /// How strictly RCPT replies are checked against the population.
     #[arg(long, value_enum, default_value_t = VerifyArg::Strict)]
-    verify: VerifyArg,
+    pub(crate) verify: VerifyArg,
     /// Replay this saved trace instead of generating the workload.
     #[arg(long, value_name = "FILE")]
-    trace: Option<PathBuf>,
+    pub(crate) trace: Option<PathBuf>,
     /// Save the workload as a trace (JSON Lines) before running it.
     #[arg(long, value_name = "FILE")]
-    save_trace: Option<PathBuf>,
+    pub(crate) save_trace: Option<PathBuf>,
     /// Run only part I of N of the workload (sessions whose index % N == I), e.g. 0/2.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
-    shard: Option<(u32, u32)>,
+    pub(crate) shard: Option<(u32, u32)>,
     /// No progress bar.
     #[arg(long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum VerifyArg {
+pub(crate) enum VerifyArg {
     /// Reply classes with enhanced codes.
     Strict,
     /// 2xx against 5xx only.
@@ -86,13 +86,13 @@ pub struct BenchArgs {
 }
 
 /// The scenario and its workload, ready to run.
-struct Prepared {
-    scenario: Scenario,
-    model: PopulationModel,
-    workload: Arc<Workload>,
+pub(crate) struct Prepared {
+    pub(crate) scenario: Scenario,
+    pub(crate) model: PopulationModel,
+    pub(crate) workload: Arc<Workload>,
 }
 
-fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let scenario = Scenario::load(&args.scenario)?;
     let model = PopulationModel::new(&scenario.population, scenario.seed);
     let started = Instant::now();
@@ -220,18 +220,18 @@ fn cpu_delta(start: Option<Duration>, end: Option<Duration>) -> Option<f64> {
 fn report(
     args: &RunArgs,
     prepared: &Prepared,
+    summary: Summary,
     result: &RunResult,
-    input: SummaryInput,
 ) -> anyhow::Result<bool> {
-    let summary = Summary::new(input, result);
     let dir = match &args.out {
         Some(out) => ReportDir::create_exact(out)?,
         None => ReportDir::create_dated(&args.reports, &prepared.scenario.name, SystemTime::now())?,
     };
-    dir.write_run(&bulk_report::RunData::new(summary.clone(), result))?;
-    println!("{}", bulk_report::table(&summary));
-    println!("report: {}", dir.path().display());
-    Ok(summary.mismatches.total == 0)
+    let data = bulk_report::RunData::new(summary, result);
+    crate::report::render_into(dir.path(), &data, args.quiet)?;
+    println!("{}", bulk_report::table(&data.summary));
+    println!("report: {}", dir.path().join("report.html").display());
+    Ok(data.summary.mismatches.total == 0)
 }
 
 fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryInput {
@@ -265,7 +265,7 @@ fn max_in_flight(scenario: &Scenario) -> u64 {
     }
 }
 
-fn check_open_files(prepared: &Prepared) {
+pub(crate) fn check_open_files(prepared: &Prepared) {
     let wanted = max_in_flight(&prepared.scenario) + 64;
     let limit = sys::raise_open_files_limit();
     if limit < wanted {
@@ -277,25 +277,107 @@ fn check_open_files(prepared: &Prepared) {
     }
 }
 
+/// What a run drives.
+#[derive(Clone, Debug)]
+pub(crate) enum RunTarget {
+    /// An SMTP server already running.
+    External(SocketAddr),
+    /// `bulkbench serve` started for this run with this policy backend.
+    Backend(String),
+}
+
+/// Runs the workload once against `target`; returns the summary and the raw result.
+pub(crate) fn run_once(
+    args: &RunArgs,
+    prepared: &Prepared,
+    target: &RunTarget,
+    command: &str,
+) -> anyhow::Result<(Summary, RunResult)> {
+    let runtime = runtime()?;
+    match target {
+        RunTarget::External(addr) => {
+            let config = load_config(prepared, *addr, args.verify);
+            let (result, start, end) = drive(&runtime, prepared, config, None, args.quiet);
+            let mut input = summary_input(
+                command,
+                prepared,
+                Target {
+                    address: addr.to_string(),
+                    external: true,
+                    backend: None,
+                },
+            );
+            input.generator_cpu_seconds =
+                cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
+            Ok((Summary::new(input, &result), result))
+        }
+        RunTarget::Backend(backend) => {
+            let work = tempdir()?;
+            let outcome = run_with_server(args, prepared, backend, command, &runtime, &work);
+            let _ = std::fs::remove_dir_all(&work);
+            outcome
+        }
+    }
+}
+
+fn run_with_server(
+    args: &RunArgs,
+    prepared: &Prepared,
+    backend: &str,
+    command: &str,
+    runtime: &tokio::runtime::Runtime,
+    work: &Path,
+) -> anyhow::Result<(Summary, RunResult)> {
+    let population = work.join("population.tsv");
+    let started = Instant::now();
+    let file = std::fs::File::create(&population)
+        .with_context(|| format!("cannot create {}", population.display()))?;
+    let mut writer = BufWriter::new(file);
+    prepared
+        .model
+        .write_file(&mut writer)
+        .and_then(|()| std::io::Write::flush(&mut writer))
+        .with_context(|| format!("cannot write {}", population.display()))?;
+    info!(
+        mailboxes = prepared.model.mailbox_count(),
+        ms = started.elapsed().as_millis() as u64,
+        "population written"
+    );
+    let server = ServerProcess::spawn(&population, prepared, &work.join("server.log"))?;
+    info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
+    let pid = server.child.id();
+    let config = load_config(prepared, server.addr, args.verify);
+    let (result, start, end) = drive(runtime, prepared, config, Some(pid), args.quiet);
+    let peak_rss = sys::peak_rss_bytes(pid).unwrap_or(0);
+    let server_cpu = cpu_delta(start.server, end.server);
+    let (addr, startup) = (server.addr, server.startup);
+    server.stop()?;
+    let mut input = summary_input(
+        command,
+        prepared,
+        Target {
+            address: addr.to_string(),
+            external: false,
+            backend: Some(backend.to_owned()),
+        },
+    );
+    input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
+    input.generator_cpu_seconds =
+        cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
+    Ok((Summary::new(input, &result), result))
+}
+
 /// `bulkbench load`: returns whether the run had no mismatch.
 pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
-    let config = load_config(&prepared, args.target, args.run.verify);
-    let runtime = runtime()?;
-    let (result, start, end) = drive(&runtime, &prepared, config, None, args.run.quiet);
-    let mut input = summary_input(
-        "load",
+    let (summary, result) = run_once(
+        &args.run,
         &prepared,
-        Target {
-            address: args.target.to_string(),
-            external: true,
-            backend: None,
-        },
-    );
-    input.generator_cpu_seconds =
-        cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-    report(&args.run, &prepared, &result, input)
+        &RunTarget::External(args.target),
+        "load",
+    )?;
+    report(&args.run, &prepared, summary, &result)
 }
 
 /// A `bulkbench serve` child process.
@@ -402,49 +484,9 @@ fn tail(log: &Path) -> String {
 pub fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
-    let work = tempdir()?;
-    let population = work.join("population.tsv");
-    {
-        let started = Instant::now();
-        let file = std::fs::File::create(&population)
-            .with_context(|| format!("cannot create {}", population.display()))?;
-        let mut writer = BufWriter::new(file);
-        prepared
-            .model
-            .write_file(&mut writer)
-            .and_then(|()| std::io::Write::flush(&mut writer))
-            .with_context(|| format!("cannot write {}", population.display()))?;
-        info!(
-            mailboxes = prepared.model.mailbox_count(),
-            ms = started.elapsed().as_millis() as u64,
-            "population written"
-        );
-    }
-    let server = ServerProcess::spawn(&population, &prepared, &work.join("server.log"))?;
-    info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
-    let pid = server.child.id();
-    let config = load_config(&prepared, server.addr, args.run.verify);
-    let runtime = runtime()?;
-    let (result, start, end) = drive(&runtime, &prepared, config, Some(pid), args.run.quiet);
-    let peak_rss = sys::peak_rss_bytes(pid).unwrap_or(0);
-    let server_cpu = cpu_delta(start.server, end.server);
-    let addr = server.addr;
-    let startup = server.startup;
-    server.stop()?;
-    let _ = std::fs::remove_dir_all(&work);
-    let mut input = summary_input(
-        "bench",
-        &prepared,
-        Target {
-            address: addr.to_string(),
-            external: false,
-            backend: Some("memory".to_owned()),
-        },
-    );
-    input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
-    input.generator_cpu_seconds =
-        cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-    report(&args.run, &prepared, &result, input)
+    let target = RunTarget::Backend("memory".to_owned());
+    let (summary, result) = run_once(&args.run, &prepared, &target, "bench")?;
+    report(&args.run, &prepared, summary, &result)
 }
 
 /// A fresh private folder under the system's temporary directory.

@@ -3,9 +3,11 @@
 //! The command-line front end: parses flags with clap, turns them into the typed configs of
 //! the library crates, and decides exit codes. No protocol or policy logic lives here.
 
+mod compare;
 mod load;
 mod population;
 mod progress;
+mod report;
 mod serve;
 mod simulate;
 mod sys;
@@ -33,27 +35,60 @@ enum Command {
     Bench(load::BenchArgs),
     /// Run a scenario's workload through protocol and policy in process, on every core.
     Simulate(simulate::SimulateArgs),
+    /// Replay one workload against several backends or servers, interleaved, side by side.
+    Compare(compare::CompareArgs),
+    /// Re-render or merge saved runs.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args).map(|()| true),
-        Command::Population(args) => population::run(args).map(|()| true),
-        Command::Load(args) => load::load(args),
-        Command::Bench(args) => load::bench(args),
-        Command::Simulate(args) => simulate::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| Status::Clean),
+        Command::Population(args) => population::run(args).map(|()| Status::Clean),
+        Command::Load(args) => load::load(args).map(status_of),
+        Command::Bench(args) => load::bench(args).map(status_of),
+        Command::Simulate(args) => simulate::run(args).map(status_of),
+        Command::Report(args) => report::run(args).map(status_of),
+        Command::Compare(args) => compare::run(args).map(|outcome| match outcome {
+            compare::Outcome::Clean => Status::Clean,
+            compare::Outcome::Mismatches => Status::Mismatches,
+            compare::Outcome::Regressed => Status::Regressed,
+            compare::Outcome::ArmFailed => Status::ArmFailed,
+        }),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
+        Ok(Status::Clean) => ExitCode::SUCCESS,
         // The run itself worked, but replies contradicted the population: the report says
         // so first, and scripts must see it.
-        Ok(false) => ExitCode::from(3),
+        Ok(Status::Mismatches) => ExitCode::from(3),
+        Ok(Status::Regressed) => ExitCode::from(4),
+        Ok(Status::ArmFailed) => ExitCode::from(5),
         Err(error) => {
             eprintln!("bulkbench: error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How a command ended, beyond errors (exit 1): what scripts and CI must tell apart.
+enum Status {
+    /// Exit 0.
+    Clean,
+    /// Exit 3: replies contradicted the population.
+    Mismatches,
+    /// Exit 4: `compare --baseline` found a regression beyond `--max-regression`.
+    Regressed,
+    /// Exit 5: a `compare` arm failed (the others completed and are reported).
+    ArmFailed,
+}
+
+fn status_of(clean: bool) -> Status {
+    if clean {
+        Status::Clean
+    } else {
+        Status::Mismatches
     }
 }
 

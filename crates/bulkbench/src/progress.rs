@@ -68,3 +68,37 @@ impl Bar {
         }
     }
 }
+
+/// Progress of a job counted in steps (rendering plots), on standard error.
+pub struct Steps {
+    bar: ProgressBar,
+}
+
+impl Steps {
+    pub fn start(what: &str, quiet: bool) -> Steps {
+        let bar = ProgressBar::with_draw_target(
+            Some(0),
+            if quiet {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_owned());
+        Steps { bar }
+    }
+
+    pub fn set(&self, done: usize, total: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+    }
+
+    pub fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,216 @@
+//! Runs built in memory for the rendering tests.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bulk_loadgen::{
+    ErrorKind, MismatchExample, Mismatches, Phase, Recorder, ReplyClass, RunResult, Totals,
+};
+use bulk_report::RunData;
+use bulk_report::summary::{Expected, Summary, SummaryInput, Target};
+
+/// What a synthetic run looks like.
+#[derive(Clone)]
+pub struct Spec {
+    pub scenario: String,
+    /// Multiplies every latency.
+    pub latency_scale: u64,
+    /// Sessions per second of the run.
+    pub sessions_per_sec: u64,
+    /// RCPTs per session.
+    pub rcpts_per_session: u64,
+    /// Seconds of the run, warm-up included.
+    pub secs: u64,
+    pub warmup_secs: u64,
+    /// (CPU seconds, peak RSS, startup secs); None: external target.
+    pub server: Option<(f64, u64, f64)>,
+    pub mismatches: u64,
+    pub failed_sessions: u64,
+    /// Stretches the measurement window: 2.0 halves every rate, latencies unchanged.
+    pub window_scale: f64,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            scenario: "quick".into(),
+            latency_scale: 1,
+            sessions_per_sec: 40,
+            rcpts_per_session: 10,
+            secs: 10,
+            warmup_secs: 2,
+            server: Some((1.5, 64 << 20, 0.4)),
+            mismatches: 0,
+            failed_sessions: 0,
+            window_scale: 1.0,
+        }
+    }
+}
+
+/// Latency steps of a session (µs, before scaling): connect, greeting, ... quit.
+const STEPS: [(Phase, u64); 8] = [
+    (Phase::Connect, 80),
+    (Phase::Greeting, 150),
+    (Phase::Ehlo, 120),
+    (Phase::From, 300),
+    (Phase::Rcpt, 400),
+    (Phase::Data, 350),
+    (Phase::EndOfData, 900),
+    (Phase::Quit, 100),
+];
+
+pub fn run(spec: &Spec) -> RunData {
+    let mut measured = Recorder::default();
+    let mut warmup = Recorder::default();
+    let mut totals = Totals::default();
+    let mut warmup_totals = Totals::default();
+    let mut session = 0u64;
+    for second in 0..spec.secs {
+        for _ in 0..spec.sessions_per_sec {
+            session += 1;
+            let in_warmup = second < spec.warmup_secs;
+            let (rec, tot) = if in_warmup {
+                (&mut warmup, &mut warmup_totals)
+            } else {
+                (&mut measured, &mut totals)
+            };
+            // A spread of latencies with a tail: every 100th session is 20x slower.
+            let jitter = 1 + session % 7;
+            let tail = if session % 100 == 0 { 20 } else { 1 };
+            let mut total = 0;
+            for (phase, base) in STEPS {
+                let count = if phase == Phase::Rcpt {
+                    spec.rcpts_per_session
+                } else {
+                    1
+                };
+                // Pipelined RCPTs overlap: the step lasts as long as its slowest reply.
+                let mut step = 0;
+                for k in 0..count {
+                    let v = (base + 13 * k) * jitter * tail * spec.latency_scale;
+                    rec.record(phase, v);
+                    rec.record_interval(second, phase, v);
+                    step = step.max(v);
+                }
+                total += step;
+            }
+            rec.record(Phase::Session, total);
+            rec.record_interval(second, Phase::Session, total);
+            rec.record(Phase::ScheduleLag, 5 * jitter);
+            rec.record_interval(second, Phase::ScheduleLag, 5 * jitter);
+            tot.sessions += 1;
+            tot.sessions_completed += 1;
+            tot.rcpts += spec.rcpts_per_session;
+            tot.messages += 1;
+            for k in 0..spec.rcpts_per_session {
+                let class = match (session + k) % 10 {
+                    0 => ReplyClass::OptedOut,
+                    1 => ReplyClass::Unknown,
+                    2 if k % 3 == 0 => ReplyClass::NotLocal,
+                    _ => ReplyClass::Accepted,
+                };
+                *tot.by_class.entry(class).or_default() += 1;
+            }
+        }
+    }
+    if spec.failed_sessions > 0 {
+        totals
+            .errors
+            .insert(ErrorKind::Timeout, spec.failed_sessions);
+    }
+    let mut mismatches = Mismatches::default();
+    for i in 0..spec.mismatches {
+        mismatches.record(ReplyClass::OptedOut, ReplyClass::Accepted, || {
+            MismatchExample {
+                session: i,
+                recipient: format!("a{i}+<tag>@example.com"),
+                expected: ReplyClass::OptedOut,
+                reply: "250 2.1.5 <script>alert(1)</script> & ok".into(),
+            }
+        });
+    }
+    let measured_secs = (spec.secs - spec.warmup_secs.min(spec.secs)) as f64 * spec.window_scale;
+    let result = RunResult {
+        measured,
+        warmup,
+        totals,
+        warmup_totals,
+        mismatches,
+        window: Duration::from_secs_f64(measured_secs),
+        elapsed: Duration::from_secs(spec.secs),
+        interrupted: false,
+    };
+    summarize(spec, &result)
+}
+
+pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
+    let sessions = spec.secs * spec.sessions_per_sec;
+    let summary = Summary::new(
+        SummaryInput {
+            command: "bench".into(),
+            scenario: serde_json::json!({
+                "name": spec.scenario,
+                "seed": 7,
+                "population": {"mailboxes": 100000, "domains": 200},
+                "workload": {
+                    "sessions": sessions,
+                    "mode": "closed",
+                    "concurrency": 64,
+                    "recipients_min": 1,
+                    "recipients_max": 50,
+                    "recipients_distribution": "uniform",
+                    "bulk_share": 0.9,
+                    "pipelining": true,
+                    "unknown_share": 0.05,
+                    "foreign_share": 0.02,
+                    "message_size_min": 500,
+                    "message_size_max": 5000,
+                    "warmup_secs": spec.warmup_secs
+                },
+                "server": {"max_recipients": 1000}
+            }),
+            seed: 7,
+            target: Target {
+                address: "127.0.0.1:2525".into(),
+                external: spec.server.is_none(),
+                backend: spec.server.map(|_| "memory".into()),
+            },
+            expected: Expected {
+                sessions,
+                rcpts: sessions * spec.rcpts_per_session,
+            },
+            warmup_secs: spec.warmup_secs as f64,
+            server: spec.server,
+            generator_cpu_seconds: 0.8,
+        },
+        result,
+    );
+    let mut summary = summary;
+    // A fixed start, so reports of the same data are the same text.
+    summary.started_at = "20261127T202405Z".into();
+    RunData::new(summary, result)
+}
+
+/// A run that recorded nothing at all.
+pub fn empty_run() -> RunData {
+    let result = RunResult {
+        measured: Recorder::default(),
+        warmup: Recorder::default(),
+        totals: Totals::default(),
+        warmup_totals: Totals::default(),
+        mismatches: Mismatches::default(),
+        window: Duration::ZERO,
+        elapsed: Duration::ZERO,
+        interrupted: true,
+    };
+    summarize(
+        &Spec {
+            secs: 0,
+            warmup_secs: 0,
+            server: None,
+            ..Spec::default()
+        },
+        &result,
+    )
+}

@@ -1,0 +1,285 @@
+//! A run's rendered report: every file, self-contained HTML, text actually drawn in the
+//! plots, and runs with nothing in them.
+
+mod common;
+
+use std::path::Path;
+
+use base64::Engine as _;
+use bulk_report::plot::{self, HEIGHT, RUN_PLOTS, WIDTH};
+use bulk_report::{render_run, render_run_with_progress};
+use common::{Spec, empty_run, run};
+
+const DATA_URI: &str = "<img src=\"data:image/svg+xml;base64,";
+
+/// Renders `data` into a fresh folder named like a report folder.
+fn render(data: &bulk_report::RunData) -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("quick-20261127T202405Z");
+    std::fs::create_dir(&dir).unwrap();
+    let files = render_run(data, &dir).unwrap();
+    for file in &files {
+        assert!(file.is_file(), "{} listed but missing", file.display());
+    }
+    (root, dir)
+}
+
+fn check_files(dir: &Path) {
+    for name in RUN_PLOTS {
+        for ext in ["svg", "png"] {
+            let path = dir.join(format!("{name}.{ext}"));
+            let size = std::fs::metadata(&path)
+                .unwrap_or_else(|_| panic!("{} missing", path.display()))
+                .len();
+            assert!(size > 1000, "{} is {size} bytes", path.display());
+        }
+    }
+    assert!(dir.join("summary.md").is_file());
+    assert!(dir.join("report.html").is_file());
+}
+
+/// The HTML is self-contained and embeds every plot, each with a size and alt text.
+fn check_html(html: &str, plots: usize) {
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(html.matches("<img").count(), plots, "one <img> per plot");
+    assert_eq!(html.matches(DATA_URI).count(), plots, "every plot inline");
+    assert!(!html.to_ascii_lowercase().contains("<script"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert!(!html.contains("<link") && !html.contains("@import"));
+    assert!(html.contains("name=\"viewport\""));
+    for img in html.split("<img").skip(1) {
+        let tag = &img[..img.find('>').unwrap()];
+        assert!(tag.contains(&format!("width=\"{WIDTH}\"")), "{tag:.80}");
+        assert!(tag.contains(&format!("height=\"{HEIGHT}\"")));
+        let alt = tag.split("alt=\"").nth(1).unwrap();
+        assert!(alt.len() > 20, "alt text too thin: {alt:.60}");
+        // The embedded SVG is a drawing with text in it.
+        let data = tag.split("base64,").nth(1).unwrap();
+        let data = &data[..data.find('"').unwrap()];
+        let svg = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("<text"), "{svg:.200}");
+    }
+}
+
+#[test]
+fn a_run_writes_every_file_and_a_self_contained_report() {
+    let data = run(&Spec {
+        scenario: "quick & \"dirty\" <b>".into(),
+        mismatches: 3,
+        failed_sessions: 2,
+        ..Spec::default()
+    });
+    let (_root, dir) = render(&data);
+    check_files(&dir);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    check_html(&html, RUN_PLOTS.len());
+
+    // Data is escaped: the scenario name and the reply line.
+    assert!(html.contains("quick &amp; &quot;dirty&quot; &lt;b&gt;"));
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; ok"));
+    assert!(!html.contains("<b>"));
+    // Problems, scenario and machine come before the plots.
+    let first_plot = html.find("<figure").unwrap();
+    for needle in [
+        "MISMATCHES",
+        "FAILED SESSIONS",
+        "timeout",
+        "cores",
+        "RCPT replies",
+    ] {
+        let at = html
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing"));
+        assert!(at < first_plot, "{needle} after the plots");
+    }
+    assert!(html.contains("2026-11-27 20:24:05 UTC"));
+
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    // Markdown renders `&amp;` as `&`: the title reads `quick & "dirty" <b>`, no markup.
+    assert!(
+        md.starts_with("# bulkbench: quick &amp; \"dirty\" &lt;b&gt; (2026-11-27 20:24:05 UTC)")
+    );
+    let setup = md.find("## Setup").unwrap();
+    assert!(md.find("MISMATCHES").unwrap() < setup);
+    assert!(md.find("FAILED SESSIONS").unwrap() < setup);
+    for needle in [
+        "## Totals",
+        "## Verdicts",
+        "## Throughput",
+        "## Latency",
+        "| rcpt |",
+        "| end_of_data |",
+        "µs CPU per RCPT",
+        "generator:",
+        "100,000 mailboxes in 200 domains",
+        "closed loop, 64 sessions in flight",
+        "](latency_spectrum.png)",
+        "](phase_breakdown.png)",
+        "[summary.json](summary.json)",
+    ] {
+        assert!(md.contains(needle), "summary.md lacks {needle:?}");
+    }
+    assert!(!md.contains("<script>"));
+}
+
+#[test]
+fn progress_counts_every_file() {
+    let data = run(&Spec::default());
+    let root = tempfile::tempdir().unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let files = render_run_with_progress(&data, root.path(), &|done, total| {
+        seen.lock().unwrap().push((done, total));
+    })
+    .unwrap();
+    assert_eq!(files.len(), RUN_PLOTS.len() * 2 + 2);
+    let mut seen = seen.into_inner().unwrap();
+    seen.sort();
+    let total = RUN_PLOTS.len() + 2;
+    assert_eq!(seen.first(), Some(&(0, total)));
+    assert_eq!(seen.last(), Some(&(total, total)));
+    assert_eq!(seen.len(), total + 1);
+}
+
+/// Pixels darker than this (sum of RGB) are text or axes, not background or grid.
+const DARK: u32 = 3 * 120;
+
+fn dark_pixels(rgb: &[u8], width: u32, x: std::ops::Range<u32>, y: std::ops::Range<u32>) -> usize {
+    let mut n = 0;
+    for row in y {
+        for col in x.clone() {
+            let i = ((row * width + col) * 3) as usize;
+            let sum: u32 = rgb[i..i + 3].iter().map(|v| u32::from(*v)).sum();
+            if sum < DARK {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn png_plots_have_text_in_the_title_and_axis_label_areas() {
+    let data = run(&Spec::default());
+    let (_root, dir) = render(&data);
+    for name in RUN_PLOTS {
+        let png = image::open(dir.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(png.dimensions(), (WIDTH, HEIGHT), "{name}");
+        let rgb = png.as_raw();
+        // The title: centred at the top.
+        let title = dark_pixels(rgb, WIDTH, 200..1000, 0..50);
+        assert!(title > 300, "{name}: {title} dark pixels in the title area");
+        // The x axis description and tick labels: the bottom band.
+        let x_labels = dark_pixels(rgb, WIDTH, 100..1150, HEIGHT - 70..HEIGHT);
+        assert!(
+            x_labels > 300,
+            "{name}: {x_labels} dark pixels under the x axis"
+        );
+        // The y axis labels: the left band.
+        let y_labels = dark_pixels(rgb, WIDTH, 0..90, 120..HEIGHT - 80);
+        assert!(
+            y_labels > 200,
+            "{name}: {y_labels} dark pixels left of the y axis"
+        );
+        // And the middle is not all text: mostly background.
+        let middle = dark_pixels(rgb, WIDTH, 400..800, 250..450);
+        assert!(
+            middle < 400 * 200 / 4,
+            "{name}: {middle} dark pixels mid-plot"
+        );
+    }
+}
+
+#[test]
+fn a_known_title_is_drawn_into_the_buffer() {
+    let data = run(&Spec::default());
+    let mut plot = plot::run_plots(&data)
+        .into_iter()
+        .find(|p| p.name == "verdicts")
+        .unwrap();
+    plot.subtitle.clear();
+    plot.title = "A KNOWN TITLE, DRAWN IN DEJAVU SANS BOLD".into();
+    let with_title = plot.render_rgb().unwrap();
+    assert_eq!(with_title.len(), (WIDTH * HEIGHT * 3) as usize);
+    let inked = |rgb: &[u8]| {
+        let mut n = 0;
+        for row in 0..45u32 {
+            for col in 0..WIDTH {
+                let i = ((row * WIDTH + col) * 3) as usize;
+                if rgb[i..i + 3] != [255, 255, 255] {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let titled = inked(&with_title);
+    assert!(
+        titled > 2000,
+        "{titled} non-background pixels in the title area"
+    );
+    // The same plot with an empty title leaves that area (nearly) blank: the pixels
+    // were the text.
+    plot.title.clear();
+    let untitled = inked(&plot.render_rgb().unwrap());
+    assert!(untitled * 4 < titled, "{untitled} vs {titled}");
+}
+
+#[test]
+fn an_empty_run_renders() {
+    let data = empty_run();
+    let (_root, dir) = render(&data);
+    check_files(&dir);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    check_html(&html, RUN_PLOTS.len());
+    assert!(html.contains("INTERRUPTED"));
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("No latency samples."));
+    assert!(md.contains("external target, cost not measured"));
+}
+
+#[test]
+fn a_run_without_any_rcpt_renders() {
+    let data = run(&Spec {
+        rcpts_per_session: 0,
+        ..Spec::default()
+    });
+    assert!(data.phases[&bulk_loadgen::Phase::Rcpt].is_empty());
+    let (_root, dir) = render(&data);
+    check_files(&dir);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    check_html(&html, RUN_PLOTS.len());
+}
+
+#[test]
+fn a_run_of_one_sample_renders() {
+    let mut data = empty_run();
+    let mut h = bulk_report::new_full_histogram();
+    h.record(1234).unwrap();
+    data.phases.insert(bulk_loadgen::Phase::Session, h);
+    let (_root, dir) = render(&data);
+    check_files(&dir);
+}
+
+/// The latency-over-time plot reads the interval histograms: their percentiles must be
+/// those of the samples. Fails while bulk-loadgen's `Recorder::record_interval` uses
+/// `saturating_record` on auto-resizing histograms, which clamps every value above the
+/// initial range to the histogram's starting maximum (2 µs) instead of growing it.
+#[test]
+fn interval_histograms_hold_the_recorded_latencies() {
+    let data = run(&Spec::default());
+    let whole = &data.phases[&bulk_loadgen::Phase::Rcpt];
+    for interval in &data.intervals {
+        let h = &interval.phases[&bulk_loadgen::Phase::Rcpt];
+        let (p50, whole_p50) = (h.value_at_quantile(0.5), whole.value_at_quantile(0.5));
+        assert!(
+            p50 * 2 > whole_p50 && p50 < whole_p50 * 2,
+            "second {}: interval p50 {p50} µs, whole-run p50 {whole_p50} µs",
+            interval.start_secs
+        );
+    }
+}

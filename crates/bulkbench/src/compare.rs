@@ -1,0 +1,189 @@
+//! `bulkbench compare SCENARIO`: the same workload, byte for byte, against several arms
+//! (backends served by `bulkbench serve`, or SMTP servers already running), interleaved
+//! A B A B ... `--repeat K` times, reported side by side.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+use bulk_report::compare::{Arm, Comparison, render_comparison};
+use bulk_report::{ReportDir, RunData};
+use clap::Args;
+use tracing::{error, info, warn};
+
+use crate::load::{RunArgs, RunTarget, run_once};
+
+/// The policy backends `compare --backend` can start.
+const BACKENDS: [&str; 1] = ["memory"];
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A policy backend to serve with `bulkbench serve` (repeatable): memory.
+    #[arg(long = "backend", value_name = "NAME", value_parser = parse_backend)]
+    backends: Vec<String>,
+    /// An SMTP server already running (repeatable), as NAME=HOST:PORT.
+    #[arg(long = "target", value_name = "NAME=HOST:PORT", value_parser = parse_target)]
+    targets: Vec<(String, SocketAddr)>,
+    /// Runs per arm, interleaved (A B A B ...).
+    #[arg(long, value_name = "K", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
+    /// A saved comparison folder to check against (CI): exit non-zero when an arm regresses.
+    #[arg(long, value_name = "DIR", requires = "max_regression")]
+    baseline: Option<PathBuf>,
+    /// With --baseline: the largest tolerated regression of RCPT/s, RCPT p99 or server CPU
+    /// per RCPT, in percent.
+    #[arg(long, value_name = "PCT", requires = "baseline")]
+    max_regression: Option<f64>,
+}
+
+fn parse_backend(value: &str) -> Result<String, String> {
+    if BACKENDS.contains(&value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("unknown backend; known: {}", BACKENDS.join(", ")))
+    }
+}
+
+fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = value.split_once('=').ok_or("expected NAME=HOST:PORT")?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err("the NAME must be letters, digits, '-', '_' or '.'".into());
+    }
+    let addr = addr.parse().map_err(|e| format!("bad HOST:PORT: {e}"))?;
+    Ok((name.to_owned(), addr))
+}
+
+/// Exit statuses beyond success: see main.rs.
+pub enum Outcome {
+    Clean,
+    Mismatches,
+    Regressed,
+    ArmFailed,
+}
+
+pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
+    let mut arms: Vec<(String, RunTarget)> = Vec::new();
+    for backend in &args.backends {
+        arms.push((backend.clone(), RunTarget::Backend(backend.clone())));
+    }
+    for (name, addr) in &args.targets {
+        arms.push((name.clone(), RunTarget::External(*addr)));
+    }
+    if arms.is_empty() {
+        bail!("nothing to compare: give at least one --backend NAME or --target NAME=HOST:PORT");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in &arms {
+        if !seen.insert(name.clone()) {
+            bail!("arm name {name:?} given twice: names must be unique");
+        }
+    }
+    let baseline = match &args.baseline {
+        Some(dir) => Some(Comparison::load(dir).with_context(|| {
+            format!("cannot read the baseline comparison in {}", dir.display())
+        })?),
+        None => None,
+    };
+    // One workload for every arm and repeat: the same sessions, byte for byte.
+    let prepared = crate::load::prepare(&args.run)?;
+    crate::load::check_open_files(&prepared);
+    let report = match &args.run.out {
+        Some(out) => ReportDir::create_exact(out)?,
+        None => ReportDir::create_dated(
+            &args.run.reports,
+            &format!("compare-{}", prepared.scenario.name),
+            SystemTime::now(),
+        )?,
+    };
+    let runs_dir = report.path().join("runs");
+    std::fs::create_dir(&runs_dir)
+        .with_context(|| format!("cannot create {}", runs_dir.display()))?;
+
+    let mut results: Vec<Arm> = arms
+        .iter()
+        .map(|(name, _)| Arm {
+            name: name.clone(),
+            runs: Vec::new(),
+            error: None,
+        })
+        .collect();
+    for repeat in 1..=args.repeat {
+        for (i, (name, target)) in arms.iter().enumerate() {
+            if results[i].error.is_some() {
+                continue; // a failed arm is not retried: its error stands in the report
+            }
+            info!(arm = %name, repeat, of = args.repeat, "running");
+            let outcome =
+                run_once(&args.run, &prepared, target, "compare").and_then(|(summary, result)| {
+                    // An arm in which no session completed did not run: say why, by kind.
+                    let completed =
+                        result.totals.sessions_completed + result.warmup_totals.sessions_completed;
+                    if completed == 0 && !prepared.workload.sessions.is_empty() {
+                        let kinds: Vec<String> = summary
+                            .errors
+                            .iter()
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(kind, n)| format!("{kind} {n}"))
+                            .collect();
+                        bail!("no session completed ({})", kinds.join(", "));
+                    }
+                    Ok((summary, result))
+                });
+            match outcome {
+                Ok((summary, result)) => {
+                    let data = RunData::new(summary, &result);
+                    let dir = ReportDir::create_exact(&runs_dir.join(format!("{name}-{repeat}")))?;
+                    dir.write_run(&data)?;
+                    results[i].runs.push(data);
+                }
+                Err(e) => {
+                    error!(arm = %name, error = %format!("{e:#}"), "arm failed; the others go on");
+                    results[i].error = Some(format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    let comparison = Comparison::new(&prepared.scenario.name, &results);
+    comparison.save(report.path())?;
+    render_comparison(&comparison, &results, report.path())?;
+    let text = std::fs::read_to_string(report.path().join("comparison.md")).unwrap_or_default();
+    println!("{text}");
+    println!(
+        "report: {}",
+        report.path().join("comparison.html").display()
+    );
+
+    let mismatches = results
+        .iter()
+        .flat_map(|arm| &arm.runs)
+        .any(|run| run.summary.mismatches.total > 0);
+    if let (Some(baseline), Some(pct)) = (&baseline, args.max_regression) {
+        let regressions = comparison.regressions(baseline, pct);
+        if !regressions.is_empty() {
+            println!("REGRESSIONS beyond {pct}% against the baseline:");
+            for regression in &regressions {
+                println!("  {regression}");
+            }
+            return Ok(Outcome::Regressed);
+        }
+        println!("no regression beyond {pct}% against the baseline");
+    }
+    if results.iter().any(|arm| arm.error.is_some()) {
+        warn!("at least one arm failed; see the report");
+        return Ok(Outcome::ArmFailed);
+    }
+    Ok(if mismatches {
+        Outcome::Mismatches
+    } else {
+        Outcome::Clean
+    })
+}

@@ -1,0 +1,640 @@
+//! Report folders as a person (and other tools) sees them: every file, HTML with its plots
+//! in a real browser, percentile files, interval logs read by another HdrHistogram
+//! implementation, shard merges, and comparisons.
+//!
+//! Chromium and PyPI's `hdrhistogram` are outside Rust: CI installs them and sets
+//! `BULKBENCH_REQUIRE_EXTERNAL=1`, which turns their absence into a failure; elsewhere a
+//! missing tool is skipped, loudly.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+const PLOTS: [&str; 5] = [
+    "latency_spectrum",
+    "throughput",
+    "rcpt_latency_over_time",
+    "verdicts",
+    "phase_breakdown",
+];
+const PHASES: [&str; 10] = [
+    "schedule_lag",
+    "connect",
+    "greeting",
+    "ehlo",
+    "from",
+    "rcpt",
+    "data",
+    "end_of_data",
+    "quit",
+    "session",
+];
+
+const SCENARIO: &str = r#"
+name = "reports"
+seed = 11
+[population]
+mailboxes = 3000
+domains = 20
+[workload]
+mode = "closed"
+sessions = 600
+concurrency = 20
+recipients_max = 20
+message_size_min = 200
+message_size_max = 2000
+warmup_secs = WARMUP
+"#;
+
+fn required() -> bool {
+    std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1")
+}
+
+fn missing(tool: &str, how: &str) {
+    assert!(
+        !required(),
+        "{tool} is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: {how}"
+    );
+    eprintln!("\n*** SKIPPED: {tool} is not installed ({how}); this check did not run ***\n");
+}
+
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bulkbench {args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(args: &[&str]) -> Output {
+    let output = run(args);
+    assert!(
+        output.status.success(),
+        "bulkbench {args:?}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The test scenario with `warmup` seconds of warm-up (comparisons use none: a fast arm
+/// could otherwise finish inside the warm-up and have no window at all).
+fn scenario_with(dir: &Path, warmup: &str) -> PathBuf {
+    let path = dir.join("reports.toml");
+    std::fs::write(&path, SCENARIO.replace("WARMUP", warmup)).unwrap();
+    path
+}
+
+fn scenario(dir: &Path) -> PathBuf {
+    scenario_with(dir, "0.2")
+}
+
+/// A `bulkbench serve` child on the scenario's population; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(population: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--population",
+            population.to_str().unwrap(),
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    Server { child, addr }
+}
+
+/// Rows of an .hgrm file: (value, percentile, total count).
+fn hgrm_rows(text: &str) -> Vec<(f64, f64, u64)> {
+    text.lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with('#'))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn python_totals(hlog: &Path) -> Option<serde_json::Value> {
+    let probe = Command::new("python3")
+        .args(["-c", "import hdrh.log"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        missing("PyPI package hdrhistogram", "pip install hdrhistogram");
+        return None;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bulk-report/tests/python/read_hlog.py"
+    );
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(hlog)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(serde_json::from_slice(&output.stdout).unwrap())
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Renders `report` in headless Chromium at `width` CSS pixels; returns what the harness
+/// measured and Chromium's log.
+fn render_in_browser(
+    browser: &str,
+    report: &Path,
+    width: u32,
+    work: &Path,
+) -> (serde_json::Value, String) {
+    let harness = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/browser/measure.html"
+    ))
+    .unwrap()
+    .replace(
+        "REPORT_URL",
+        &format!("file://{}", report.canonicalize().unwrap().display()),
+    )
+    .replace("WIDTH", &width.to_string());
+    let page = work.join(format!("measure-{width}.html"));
+    std::fs::write(&page, harness).unwrap();
+    let profile = work.join(format!("profile-{width}"));
+    let output = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--allow-file-access-from-files",
+            "--enable-logging=stderr",
+            "--virtual-time-budget=10000",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    let start = dom
+        .find("data-result=\"")
+        .unwrap_or_else(|| panic!("no result in the DOM:\n{dom}\n{log}"));
+    let rest = &dom[start + "data-result=\"".len()..];
+    let raw = &rest[..rest.find('"').unwrap()];
+    let text = raw
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
+    (serde_json::from_str(&text).unwrap(), log)
+}
+
+#[test]
+fn a_run_folder_has_every_file_and_each_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    let out = dir.path().join("run");
+    ok(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+
+    for name in [
+        "summary.json",
+        "summary.md",
+        "report.html",
+        "run.hlog",
+        "intervals.hlog",
+    ] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    for phase in PHASES {
+        assert!(
+            out.join(format!("{phase}.hgrm")).is_file(),
+            "{phase}.hgrm missing"
+        );
+    }
+    for plot in PLOTS {
+        for ext in ["svg", "png"] {
+            let path = out.join(format!("{plot}.{ext}"));
+            assert!(
+                std::fs::metadata(&path).is_ok_and(|m| m.len() > 1000),
+                "{plot}.{ext}"
+            );
+        }
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<img").count(),
+        html.matches("src=\"data:image/").count()
+    );
+    assert!(
+        html.matches("src=\"data:image/").count() >= PLOTS.len(),
+        "every plot embedded"
+    );
+    assert!(!html.contains("<script"), "no script in the report");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "no network"
+    );
+    let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(markdown.contains("reports"), "{markdown}");
+
+    // Each .hgrm parses back to the run's percentile distribution: row for row, the value,
+    // percentile and count of the histogram's own percentile iteration (as HdrHistogram's
+    // tools print it), and the last row's count is the phase's count.
+    let summary = json(&out.join("summary.json"));
+    let saved = bulk_report::RunData::load(&out).unwrap();
+    for phase in bulk_loadgen::Phase::ALL {
+        let text = std::fs::read_to_string(out.join(format!("{}.hgrm", phase.name()))).unwrap();
+        let rows = hgrm_rows(&text);
+        let histogram = &saved.phases[&phase];
+        let count = summary["latency_us"][phase.name()]["count"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(
+            rows.last().map_or(0, |r| r.2),
+            count,
+            "{} count",
+            phase.name()
+        );
+        let mut total = 0;
+        let steps: Vec<(f64, f64, u64)> = histogram
+            .iter_quantiles(5)
+            .map(|step| {
+                total += step.count_since_last_iteration();
+                (
+                    step.value_iterated_to() as f64,
+                    step.quantile_iterated_to(),
+                    total,
+                )
+            })
+            .collect();
+        assert_eq!(rows.len(), steps.len(), "{} rows", phase.name());
+        for (row, step) in rows.iter().zip(&steps) {
+            assert!(
+                (row.0 - step.0).abs() < 0.001,
+                "{} value {row:?} vs {step:?}",
+                phase.name()
+            );
+            assert!(
+                (row.1 - step.1).abs() < 1e-9,
+                "{} percentile {row:?} vs {step:?}",
+                phase.name()
+            );
+            assert_eq!(row.2, step.2, "{} count", phase.name());
+        }
+        if count > 0 {
+            let p50 = summary["latency_us"][phase.name()]["p50"].as_u64().unwrap();
+            assert_eq!(
+                histogram.value_at_quantile(0.5),
+                p50,
+                "{} p50",
+                phase.name()
+            );
+        }
+    }
+
+    // The .hlog files decode with an independent reader to the same counts.
+    if let Some(totals) = python_totals(&out.join("run.hlog")) {
+        for phase in PHASES {
+            let count = summary["latency_us"][phase]["count"].as_u64().unwrap();
+            assert_eq!(
+                totals["totals"][phase].as_u64().unwrap_or(0),
+                count,
+                "run.hlog {phase}"
+            );
+        }
+        let series = python_totals(&out.join("intervals.hlog")).unwrap();
+        let all_rcpts = summary["totals"]["rcpts"].as_u64().unwrap()
+            + summary["warmup_totals"]["rcpts"].as_u64().unwrap();
+        assert_eq!(
+            series["totals"]["rcpt"].as_u64().unwrap(),
+            all_rcpts,
+            "intervals.hlog rcpt"
+        );
+    }
+
+    // Re-rendering from the saved results gives the same summary.
+    let before = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    std::fs::remove_file(out.join("report.html")).unwrap();
+    ok(&["report", "render", out.to_str().unwrap()]);
+    assert!(out.join("report.html").is_file());
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.md")).unwrap(),
+        before
+    );
+
+    // A real browser renders the report, every plot with a size, at desk and phone width.
+    let Some(browser) = chromium() else {
+        missing("Chromium", "apt-get install chromium");
+        return;
+    };
+    for width in [1280, 390] {
+        let (result, log) = render_in_browser(browser, &out.join("report.html"), width, dir.path());
+        assert!(result.get("error").is_none(), "{result}");
+        assert_eq!(result["scripts"], 0);
+        let images = result["images"].as_array().unwrap();
+        assert!(images.len() >= PLOTS.len(), "{result}");
+        for image in images {
+            assert_eq!(image["complete"], true, "{image}");
+            for key in ["natural_width", "natural_height", "width", "height"] {
+                assert!(
+                    image[key].as_f64().unwrap() > 0.0,
+                    "{key} of {image} at {width}px"
+                );
+            }
+            assert!(
+                image["width"].as_f64().unwrap() <= width as f64,
+                "{image} wider than {width}px"
+            );
+        }
+        let (scroll, client) = (
+            result["scroll_width"].as_f64().unwrap(),
+            result["client_width"].as_f64().unwrap(),
+        );
+        assert!(
+            scroll <= client + 1.0,
+            "the page scrolls sideways at {width}px: {scroll} > {client}"
+        );
+        assert!(
+            !log.contains("Uncaught") && !log.contains("ERROR:CONSOLE"),
+            "browser errors:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn merged_shards_equal_one_unsharded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    let population = dir.path().join("population.tsv");
+    ok(&[
+        "population",
+        scenario.to_str().unwrap(),
+        "-o",
+        population.to_str().unwrap(),
+    ]);
+    let server = serve(&population, &[]);
+    let load = |name: &str, shard: Option<&str>| -> PathBuf {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "load",
+            scenario.to_str().unwrap(),
+            "--target",
+            &server.addr,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ];
+        if let Some(shard) = shard {
+            args.extend(["--shard", shard]);
+        }
+        ok(&args);
+        out
+    };
+    let whole = load("whole", None);
+    let a = load("a", Some("0/2"));
+    let b = load("b", Some("1/2"));
+    let merged = dir.path().join("merged");
+    ok(&[
+        "report",
+        "merge",
+        "-o",
+        merged.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let (w, m) = (
+        json(&whole.join("summary.json")),
+        json(&merged.join("summary.json")),
+    );
+    let both = |key: &str| {
+        let (w, m) = (&w["totals"][key], &m["totals"][key]);
+        assert_eq!(w, m, "totals.{key}");
+    };
+    for key in [
+        "sessions",
+        "sessions_completed",
+        "rcpts",
+        "messages",
+        "by_class",
+    ] {
+        // Warm-up splits sessions differently between runs: compare measured + warm-up.
+        let sum = |s: &serde_json::Value| -> serde_json::Value {
+            let (t, u) = (&s["totals"][key], &s["warmup_totals"][key]);
+            match (t, u) {
+                (serde_json::Value::Object(t), serde_json::Value::Object(u)) => t
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            (v.as_u64().unwrap() + u[k].as_u64().unwrap()).into(),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+                _ => (t.as_u64().unwrap() + u.as_u64().unwrap()).into(),
+            }
+        };
+        assert_eq!(sum(&w), sum(&m), "totals.{key} with warm-up");
+    }
+    let _ = both;
+    assert_eq!(w["expected"], m["expected"]);
+    assert_eq!(m["mismatches"]["total"], 0);
+    // Histogram totals: the merged series holds every RCPT and session of both shards.
+    let series_total = |dir: &Path, phase: &str| -> u64 {
+        let data = bulk_report::RunData::load(dir).unwrap();
+        let phase = bulk_loadgen::Phase::ALL
+            .into_iter()
+            .find(|p| p.name() == phase)
+            .unwrap();
+        data.intervals.iter().map(|i| i.count(phase)).sum()
+    };
+    for phase in ["rcpt", "session", "connect"] {
+        assert_eq!(
+            series_total(&whole, phase),
+            series_total(&merged, phase),
+            "{phase} series"
+        );
+    }
+    assert!(merged.join("report.html").is_file());
+}
+
+#[test]
+fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_with(dir.path(), "0.0");
+    let population = dir.path().join("population.tsv");
+    ok(&[
+        "population",
+        scenario.to_str().unwrap(),
+        "-o",
+        population.to_str().unwrap(),
+    ]);
+    let fast = serve(&population, &[]);
+    let slow = serve(&population, &["--lookup-delay-us", "20000"]);
+    let out = dir.path().join("cmp");
+    let fast_arm = format!("fast={}", fast.addr);
+    let slow_arm = format!("slow={}", slow.addr);
+    ok(&[
+        "compare",
+        scenario.to_str().unwrap(),
+        "--target",
+        &fast_arm,
+        "--target",
+        &slow_arm,
+        "--repeat",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    for name in ["comparison.json", "comparison.md", "comparison.html"] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+    let text = std::fs::read_to_string(out.join("comparison.json")).unwrap();
+    let comparison: bulk_report::compare::Comparison = serde_json::from_str(&text).unwrap();
+    let arm = |c: &bulk_report::compare::Comparison, name: &str| {
+        c.arms.iter().find(|a| a.name == name).cloned().unwrap()
+    };
+    let (f, s) = (arm(&comparison, "fast"), arm(&comparison, "slow"));
+    assert_eq!((f.repeats, s.repeats), (2, 2));
+    let median = |a: &bulk_report::compare::ArmFigures, key: &str| a.metric(key).unwrap().median;
+    assert!(
+        median(&f, "rcpt_per_sec") > 1.5 * median(&s, "rcpt_per_sec"),
+        "{text}"
+    );
+    assert!(
+        median(&f, "latency_us.rcpt.p99") < median(&s, "latency_us.rcpt.p99"),
+        "{text}"
+    );
+    assert!(
+        s.ratios["rcpt_per_sec"] < 0.67,
+        "ratio to the first arm: {text}"
+    );
+
+    // Against the fast arm as a baseline, the slow server under the same name regresses.
+    let regressed = dir.path().join("cmp2");
+    let renamed = format!("fast={}", slow.addr);
+    let output = run(&[
+        "compare",
+        scenario.to_str().unwrap(),
+        "--target",
+        &renamed,
+        "--repeat",
+        "1",
+        "--baseline",
+        out.to_str().unwrap(),
+        "--max-regression",
+        "20",
+        "--out",
+        regressed.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("REGRESSIONS"));
+
+    // An arm that cannot run is reported as failed; the others complete.
+    let failing = dir.path().join("cmp3");
+    let nobody = "dead=127.0.0.1:9";
+    let output = run(&[
+        "compare",
+        scenario.to_str().unwrap(),
+        "--target",
+        &fast_arm,
+        "--target",
+        nobody,
+        "--repeat",
+        "1",
+        "--out",
+        failing.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(5), "{stdout}");
+    let comparison: bulk_report::compare::Comparison =
+        serde_json::from_str(&std::fs::read_to_string(failing.join("comparison.json")).unwrap())
+            .unwrap();
+    let arm = |name: &str| comparison.arms.iter().find(|a| a.name == name).unwrap();
+    assert!(
+        arm("dead")
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("connect_refused"),
+        "{stdout}"
+    );
+    assert_eq!(arm("fast").repeats, 1);
+}
