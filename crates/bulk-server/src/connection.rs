@@ -19,9 +19,9 @@ use tracing::{debug, warn};
 use crate::spool::Spool;
 use crate::{Shared, Stats};
 
-/// Bytes reserved for each read. The buffer is allocated at the first read, not at accept,
-/// so idle connections cost little memory; it grows past this only while a partial command
-/// line or a pipelined burst waits in it.
+/// Bytes read at most per read call. The input buffer holds only what the session has not
+/// consumed yet (a partial command line); it is empty, and released, between reads of a
+/// client that sent whole commands, so idle connections cost little memory.
 const READ_CHUNK: usize = 4096;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends
@@ -108,14 +108,24 @@ impl<P: PolicyBackend> Connection<P> {
                 Wake::Shutdown => return self.close(Closing::ShuttingDown).await,
                 Wake::Failed(error) => return Err(error),
             }
-            self.input.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.input) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(error) => return Err(error),
+            // Read into a stack chunk, not into reserved buffer space: `readable()` also
+            // wakes spuriously (right after the greeting, typically), and an idle connection
+            // must not keep a buffer it has not used. The chunk is dead before the next
+            // await, so it does not live in the connection's future either.
+            {
+                let mut chunk = [0u8; READ_CHUNK];
+                match self.stream.try_read(&mut chunk) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(error) => return Err(error),
+                }
             }
             self.process().await;
+            if self.input.is_empty() {
+                // Nothing half-read: give the buffer back while the client thinks.
+                self.input = BytesMut::new();
+            }
             self.flush().await?;
             if self.session.is_closed() {
                 return self.linger().await;
@@ -270,7 +280,9 @@ impl<P: PolicyBackend> Connection<P> {
     /// Closes our side, then reads and discards what the client still sends, for a while.
     async fn linger(&mut self) -> io::Result<()> {
         self.stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
+        // On the heap, and only while closing: an array here would sit in every
+        // connection's future for its whole life.
+        let mut sink = vec![0u8; 4096];
         let mut discarded = 0;
         let deadline = tokio::time::Instant::now() + LINGER;
         while discarded < LINGER_MAX_BYTES {
