@@ -15,7 +15,8 @@
 //!                                     NormalizeConfig::default())?;
 //! let listener = bind("127.0.0.1:0".parse()?, 1024)?;
 //! let policy = Arc::new(MemoryBackend::new(population));
-//! let stats = run(listener, ServerConfig::default(), policy, tokio::signal::ctrl_c()).await?;
+//! // Any future stops the server: a signal, a oneshot, a timer. This one never fires.
+//! let stats = run(listener, ServerConfig::default(), policy, std::future::pending::<()>()).await?;
 //! println!("served {} recipients", stats.rcpts);
 //! # Ok(()) }
 //! ```
