@@ -95,11 +95,33 @@ impl NormalizeConfig {
     /// # Ok::<(), bulk_policy::AddressError>(())
     /// ```
     pub fn normalize_into(&self, address: &[u8], out: &mut Vec<u8>) -> Result<usize, AddressError> {
+        out.clear();
         self.normalize_parts(address, out).map(|n| n.at)
+    }
+
+    /// Like [`normalize_into`](Self::normalize_into), but appends the key to `out` instead
+    /// of replacing its content, and returns the index of the '@' within the appended key.
+    /// On error, `out` is left as it was.
+    pub fn normalize_append(
+        &self,
+        address: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, AddressError> {
+        let len = out.len();
+        match self.normalize_parts(address, out) {
+            Ok(n) => Ok(n.at),
+            Err(e) => {
+                out.truncate(len);
+                Err(e)
+            }
+        }
     }
 
     /// [`normalize_into`](Self::normalize_into), also reporting whether the delimiter cut
     /// the local part.
+    /// Appends the key of `address` to `out` and reports the index of its '@' (relative to
+    /// the key's start) and whether the delimiter cut the local part. On error, `out` may
+    /// hold part of a key: callers clear or truncate it.
     pub(crate) fn normalize_parts(
         &self,
         address: &[u8],
@@ -114,7 +136,7 @@ impl NormalizeConfig {
             return Err(AddressError::EmptyDomain);
         }
 
-        out.clear();
+        let base = out.len();
         // The key is never longer than the address, so this is the only growth and it is a
         // no-op once the buffer has served an address this long.
         out.reserve(address.len());
@@ -123,7 +145,7 @@ impl NormalizeConfig {
             [b'"', inner @ .., b'"'] => unquote(inner, out)?,
             _ => out.extend_from_slice(local),
         }
-        if out.is_empty() {
+        if out.len() == base {
             return Err(AddressError::EmptyLocalPart);
         }
 
@@ -132,21 +154,21 @@ impl NormalizeConfig {
         // delimiter `x`, and its folded key `axb` would then be cut on a second pass.
         let mut delimiter = self.recipient_delimiter;
         if self.fold_local_case {
-            out.make_ascii_lowercase();
+            out[base..].make_ascii_lowercase();
             delimiter = delimiter.map(|d| d.to_ascii_lowercase());
         }
         let mut cut = false;
         if let Some(d) = delimiter
-            && let Some(i) = out.get(1..).and_then(|rest| memchr::memchr(d, rest))
+            && let Some(i) = out.get(base + 1..).and_then(|rest| memchr::memchr(d, rest))
         {
-            out.truncate(i + 1);
+            out.truncate(base + 1 + i);
             cut = true;
         }
-        if let [b'"', .., b'"'] = out.as_slice() {
+        if let [b'"', .., b'"'] = &out[base..] {
             return Err(AddressError::AmbiguousQuotes);
         }
 
-        let at = out.len();
+        let at = out.len() - base;
         out.push(b'@');
         let domain_start = out.len();
         out.extend_from_slice(domain);

@@ -527,6 +527,7 @@ impl Population {
         key: &mut Vec<u8>,
     ) -> Result<(), PopulationError> {
         check_mailbox_bytes(address).map_err(|e| malformed(line, address, e))?;
+        key.clear();
         let normalized = self
             .normalize
             .normalize_parts(address, key)
