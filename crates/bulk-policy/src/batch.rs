@@ -32,6 +32,12 @@ impl AddressBatch {
         }
     }
 
+    /// Reserves room for `addresses` more entries of `bytes` more octets in all.
+    pub fn reserve(&mut self, addresses: usize, bytes: usize) {
+        self.bytes.reserve(bytes);
+        self.ends.reserve(addresses);
+    }
+
     /// Appends `address` as the batch's last entry.
     ///
     /// An address that would take the arena past `u32::MAX` octets (4 GiB) is stored as

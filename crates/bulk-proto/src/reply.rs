@@ -59,6 +59,29 @@ impl Closing {
     }
 }
 
+/// Appends `value` in decimal, without allocating (replies are encoded per command).
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `value` as 16 upper-case hex digits, as [`QueueId`] displays.
+fn push_hex16(out: &mut Vec<u8>, value: u64) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for shift in (0..16).rev() {
+        out.push(HEX[((value >> (shift * 4)) & 0xF) as usize]);
+    }
+}
+
 /// One reply, possibly several lines (EHLO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -112,7 +135,7 @@ impl Reply {
                 out.extend_from_slice(b"250-");
                 out.extend_from_slice(identity.hostname.as_bytes());
                 out.extend_from_slice(b"\r\n250-SIZE ");
-                out.extend_from_slice(identity.max_message_size.to_string().as_bytes());
+                push_decimal(out, identity.max_message_size);
                 for (i, keyword) in EHLO_KEYWORDS.iter().enumerate() {
                     let last = i + 1 == EHLO_KEYWORDS.len();
                     out.extend_from_slice(if last { b"\r\n250 " } else { b"\r\n250-" });
@@ -121,7 +144,7 @@ impl Reply {
             }
             Reply::Queued(id) => {
                 out.extend_from_slice(b"250 2.0.0 Ok: queued as ");
-                out.extend_from_slice(id.to_string().as_bytes());
+                push_hex16(out, id.0);
             }
             Reply::Closing(why) => {
                 let (status, text) = why.status_and_text();
@@ -264,6 +287,18 @@ mod tests {
             "250-mx.example\r\n250-SIZE 1234\r\n250-PIPELINING\r\n250-8BITMIME\r\n\
              250-ENHANCEDSTATUSCODES\r\n250 BULK\r\n"
         );
+    }
+
+    #[test]
+    fn numbers_are_written_without_allocating_and_right() {
+        for value in [0u64, 7, 10, 1234, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, value);
+            assert_eq!(out, value.to_string().as_bytes());
+            let mut hex = Vec::new();
+            push_hex16(&mut hex, value);
+            assert_eq!(hex, QueueId(value).to_string().as_bytes());
+        }
     }
 
     #[test]

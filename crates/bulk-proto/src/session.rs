@@ -16,6 +16,9 @@ use crate::data::{DataReceiver, DataVerdict};
 use crate::limits::{self, MAX_COMMAND_LINE};
 use crate::reply::{Closing, QueueId, Reply, ServerIdentity, replies};
 
+/// RCPTs a batch is sized for up front; more just grow the buffers.
+const RCPT_BATCH_HINT: usize = 64;
+
 /// Harvest-resistant mode (DESIGN.md section 2): unknown and opted-out mailboxes get the
 /// same answer, and after `unknown_threshold` unknown mailboxes in a session every further
 /// RCPT is delayed.
@@ -360,6 +363,13 @@ impl Session {
                         TransactionKind::Bulk => self.reply(replies::POSTMASTER_NO_BULK),
                     },
                     ForwardPath::Mailbox(mailbox) => {
+                        if self.pending.is_empty() {
+                            // A session's first batch sizes the buffers once, instead of
+                            // growing them by doubling RCPT after RCPT (idle sessions, which
+                            // never get here, keep none).
+                            self.pending.reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
+                            self.replies.reserve(RCPT_BATCH_HINT);
+                        }
                         self.pending.push(mailbox);
                         self.pending_kind = kind;
                         self.replies.push(Slot::Pending);
