@@ -61,6 +61,13 @@ pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// A worker's buffers, reused from session to session: what it writes, what it reads.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    pub write: Vec<u8>,
+    pub read: Vec<u8>,
+}
+
 /// A parsed reply: what verification and flow control need, without the text.
 #[derive(Clone, Copy, Debug)]
 struct Reply {
@@ -68,16 +75,17 @@ struct Reply {
     enhanced: Option<EnhancedCode>,
 }
 
-struct Connection {
+struct Connection<'a> {
     stream: TcpStream,
-    buf: Vec<u8>,
+    /// The worker's read buffer, reused from session to session.
+    buf: &'a mut Vec<u8>,
     pos: usize,
     /// Byte range of the last reply in `buf`, for mismatch examples.
     last: (usize, usize),
     timeout: Duration,
 }
 
-impl Connection {
+impl Connection<'_> {
     async fn read_reply(&mut self) -> Result<Reply, ErrorKind> {
         self.read_reply_with(|_| ()).await.map(|(reply, ())| reply)
     }
@@ -158,6 +166,24 @@ async fn connect(
     }
     .map_err(|e| ErrorKind::from_connect_io(&e))?;
     if let Some(ip) = source {
+        // Let connect() pick the port with the destination known (Linux
+        // IP_BIND_ADDRESS_NO_PORT): bind() then costs no port search, and ports are shared
+        // across destinations, as without a bind. Best effort: without it, bind picks.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt on our own socket, with a pointer to a live c_int.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         socket
             .bind(SocketAddr::new(ip, 0))
             .map_err(|e| ErrorKind::from_connect_io(&e))?;
@@ -181,13 +207,18 @@ pub(crate) async fn run_session(
     source: Option<IpAddr>,
     intended: Instant,
     log: &mut SessionLog,
-    scratch: &mut Vec<u8>,
+    buffers: &mut Buffers,
 ) -> Result<(), ErrorKind> {
     let stream = connect(ctx.target, source, ctx.connect_timeout).await?;
     let connected = log.sample(Phase::Connect, intended);
+    let Buffers {
+        write: scratch,
+        read,
+    } = buffers;
+    read.clear();
     let mut conn = Connection {
         stream,
-        buf: Vec::with_capacity(4096),
+        buf: read,
         pos: 0,
         last: (0, 0),
         timeout: ctx.command_timeout,
@@ -327,7 +358,7 @@ pub(crate) async fn run_session(
 }
 
 async fn send_message(
-    conn: &mut Connection,
+    conn: &mut Connection<'_>,
     spec: &SessionSpec,
     scratch: &mut Vec<u8>,
     log: &mut SessionLog,
@@ -354,7 +385,7 @@ fn verify_rcpt(
     address: &str,
     verdict: bulk_policy::Verdict,
     reply: Reply,
-    conn: &Connection,
+    conn: &Connection<'_>,
     log: &mut SessionLog,
 ) -> Result<bool, ErrorKind> {
     if reply.code == 421 {

@@ -31,7 +31,7 @@ use bulk_population::{SessionSpec, Workload};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{SessionContext, SessionLog, micros, run_session};
+use crate::client::{Buffers, SessionContext, SessionLog, micros, run_session};
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
 pub use crate::verify::{Expectations, MismatchExample, Mismatches, ReplyClass, VerifyMode};
@@ -153,7 +153,7 @@ impl Run {
         intended: Instant,
         lag_us: Option<u64>,
         log: &mut SessionLog,
-        scratch: &mut Vec<u8>,
+        buffers: &mut Buffers,
         cancel: &CancellationToken,
     ) {
         log.clear();
@@ -167,7 +167,7 @@ impl Run {
         };
         self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
         let outcome = tokio::select! {
-            outcome = run_session(spec, &self.context, source, intended, log, scratch) => Some(outcome),
+            outcome = run_session(spec, &self.context, source, intended, log, buffers) => Some(outcome),
             () = cancel.cancelled() => None,
         };
         self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -264,7 +264,7 @@ pub async fn run(
                     (run.clone(), workload.clone(), next.clone(), cancel.clone());
                 tasks.spawn(async move {
                     let mut log = SessionLog::default();
-                    let mut scratch = Vec::new();
+                    let mut buffers = Buffers::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(spec) = workload.sessions.get(i) else {
@@ -273,7 +273,7 @@ pub async fn run(
                         if cancel.is_cancelled() {
                             break;
                         }
-                        run.session(spec, Instant::now(), None, &mut log, &mut scratch, &cancel)
+                        run.session(spec, Instant::now(), None, &mut log, &mut buffers, &cancel)
                             .await;
                     }
                 });
@@ -299,9 +299,9 @@ pub async fn run(
                 tasks.spawn(async move {
                     let spec = &workload.sessions[i];
                     let mut log = SessionLog::default();
-                    let mut scratch = Vec::new();
+                    let mut buffers = Buffers::default();
                     let lag = micros(Instant::now().saturating_duration_since(intended));
-                    run.session(spec, intended, Some(lag), &mut log, &mut scratch, &cancel)
+                    run.session(spec, intended, Some(lag), &mut log, &mut buffers, &cancel)
                         .await;
                     drop(permit);
                 });

@@ -17,7 +17,7 @@ use crate::limits::{self, MAX_COMMAND_LINE};
 use crate::reply::{Closing, QueueId, Reply, ServerIdentity, replies};
 
 /// RCPTs a batch is sized for up front; more just grow the buffers.
-const RCPT_BATCH_HINT: usize = 64;
+const RCPT_BATCH_HINT: usize = 16;
 
 /// Harvest-resistant mode (DESIGN.md section 2): unknown and opted-out mailboxes get the
 /// same answer, and after `unknown_threshold` unknown mailboxes in a session every further
@@ -369,6 +369,8 @@ impl Session {
                             // never get here, keep none).
                             self.pending.reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
                             self.replies.reserve(RCPT_BATCH_HINT);
+                            self.recipients
+                                .reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
                         }
                         self.pending.push(mailbox);
                         self.pending_kind = kind;
