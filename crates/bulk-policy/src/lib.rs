@@ -100,4 +100,13 @@ pub trait PolicyBackend: Send + Sync + 'static {
         batch: &AddressBatch,
         out: &mut Vec<Verdict>,
     ) -> impl std::future::Future<Output = Result<(), PolicyError>> + Send;
+
+    /// Picks up a new version of the backend's store, if it has one that is replaced as a
+    /// whole (the server calls this on SIGHUP). Lookups in flight finish on the old version;
+    /// later ones see the new one; none fails or sees a half-built table. On error the old
+    /// version stays in service. Backends whose store changes in place, or never, keep this
+    /// default, which does nothing.
+    fn reload(&self) -> Result<(), PolicyError> {
+        Ok(())
+    }
 }
