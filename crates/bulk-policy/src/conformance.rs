@@ -5,6 +5,12 @@
 //! [`Population::verdict_of`], the reference semantics, and panics with a message listing
 //! every failing case (a test harness is its only caller, so panicking is how it reports).
 //!
+//! Under three normalization configs (default, case-sensitive, no delimiter) it checks:
+//! every verdict class, case folding and `+tag` stripping, quoted local parts, unknown
+//! mailboxes against unknown domains, single lookups, the whole table as one batch, an empty
+//! batch, a scrambled batch of 10,000, 16 lookups in flight at once on one backend, and
+//! that `lookup` appends to `out` without touching what is there.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -13,6 +19,7 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::future::Future;
 
 use crate::address::NormalizeConfig;
 use crate::batch::AddressBatch;
@@ -135,8 +142,10 @@ const NO_DELIMITER_CASES: &[(&str, Verdict)] = &[
     ("ann+news@elsewhere.example", NotLocal),
 ];
 
-/// Size of the large ordered batch.
-const LARGE_BATCH: usize = 1_000;
+/// Size of the large scrambled batch.
+const LARGE_BATCH: usize = 10_000;
+/// Lookups in flight at once in the concurrency check.
+const CONCURRENT: usize = 16;
 
 /// Runs the suite against backends built by `make`, once per normalization config, and
 /// panics listing every failing case (address, expected, got, backend name).
@@ -163,6 +172,7 @@ pub async fn run<B: PolicyBackend, F: Fn(Population) -> B>(make: F) {
         suite.whole_table(cases).await;
         suite.empty_batch().await;
         suite.large_batch(cases).await;
+        suite.concurrent(cases).await;
     }
     if !failures.is_empty() {
         let mut report = format!("{} conformance failure(s):\n", failures.len());
@@ -271,7 +281,56 @@ impl<B: PolicyBackend> Suite<'_, B> {
         }
     }
 
-    /// A batch of 1,000 addresses in a scrambled order, so a backend that reorders (say, by
+    /// Many lookups in flight at once on the same backend (as many connections do), each a
+    /// differently rotated copy of the table, polled together: each must get its own
+    /// verdicts, in its own order.
+    async fn concurrent(&mut self, cases: &[(&str, Verdict)]) {
+        if cases.is_empty() {
+            return;
+        }
+        let batches: Vec<AddressBatch> = (0..CONCURRENT)
+            .map(|k| {
+                (0..cases.len())
+                    .map(|i| cases[(i + k) % cases.len()].0.as_bytes())
+                    .collect()
+            })
+            .collect();
+        let mut outs: Vec<Vec<Verdict>> = vec![Vec::new(); CONCURRENT];
+        let results = {
+            let backend = &self.backend;
+            let futures: Vec<_> = batches
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|(batch, out)| Box::pin(backend.lookup(batch, out)))
+                .collect();
+            join_all(futures).await
+        };
+        for (k, (result, got)) in results.into_iter().zip(&outs).enumerate() {
+            if let Err(e) = result {
+                self.fail(format_args!("concurrent lookup {k}: failed: {e}"));
+                continue;
+            }
+            if got.len() != cases.len() {
+                self.fail(format_args!(
+                    "concurrent lookup {k}: {} verdicts for {} addresses",
+                    got.len(),
+                    cases.len()
+                ));
+                continue;
+            }
+            for (i, got) in got.iter().enumerate() {
+                let (address, expected) = cases[(i + k) % cases.len()];
+                if *got != expected {
+                    self.fail(format_args!(
+                        "concurrent lookup {k}, position {i}: {address:?}: expected \
+                         {expected:?}, got {got:?}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A batch of 10,000 addresses in a scrambled order, so a backend that reorders (say, by
     /// shard) and fails to restore the order is caught.
     async fn large_batch(&mut self, cases: &[(&str, Verdict)]) {
         if cases.is_empty() {
@@ -281,7 +340,7 @@ impl<B: PolicyBackend> Suite<'_, B> {
             .map(|i| (i * 7_919 + i / 3) % cases.len())
             .collect();
         let batch: AddressBatch = order.iter().map(|&i| cases[i].0.as_bytes()).collect();
-        let Some(got) = self.lookup("batch of 1000", &batch).await else {
+        let Some(got) = self.lookup("batch of 10000", &batch).await else {
             return;
         };
         let mut wrong = 0;
@@ -290,17 +349,43 @@ impl<B: PolicyBackend> Suite<'_, B> {
             if got != expected {
                 wrong += 1;
                 // The per-case checks above already name each bad verdict; here only the
-                // first few positions, so a broken order does not print 1,000 lines.
+                // first few positions, so a broken order does not print 10,000 lines.
                 if wrong <= 5 {
                     self.fail(format_args!(
-                        "batch of 1000, position {position}: {address:?}: expected {expected:?}, \
+                        "batch of 10000, position {position}: {address:?}: expected {expected:?}, \
                          got {got:?}"
                     ));
                 }
             }
         }
         if wrong > 5 {
-            self.fail(format_args!("batch of 1000: {wrong} wrong verdicts in all"));
+            self.fail(format_args!(
+                "batch of 10000: {wrong} wrong verdicts in all"
+            ));
         }
     }
+}
+
+/// Polls every future until all are ready, round robin, on the current task: lookups in
+/// flight together, with no runtime dependency (a backend's own futures bring theirs).
+async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match std::pin::Pin::new(&mut *future).poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
