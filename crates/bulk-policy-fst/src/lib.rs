@@ -1,1 +1,92 @@
-//! placeholder
+//! The `fst` policy backend for bulkbench: the population compiled into a finite state
+//! transducer file, memory-mapped at start and swapped atomically on reload.
+//!
+//! # Overview
+//!
+//! - [`build`] compiles a [`Population`](bulk_policy::Population) into a table file, with
+//!   every mailbox's verdict resolved at build time, and replaces the file atomically
+//!   (temporary file, fsync, rename, directory fsync). It returns [`BuildStats`].
+//! - [`FstBackend::open`] maps a table file (memmap2) after checking it is a complete,
+//!   current-version bulkbench table; [`FstBackend`] implements
+//!   [`PolicyBackend`](bulk_policy::PolicyBackend) under the name `fst`. Lookups are
+//!   batched: every address of a batch is normalized first, then looked up.
+//! - [`PolicyBackend::reload`](bulk_policy::PolicyBackend::reload) maps the file at the same
+//!   path again and swaps it in while lookups go on; a bad file leaves the old table in
+//!   service. Rebuild with [`build`], then reload: no lookup ever sees a partial table.
+//! - [`FstError`]: why a table could not be built or opened, naming the file.
+//!
+//! Compared with [`MemoryBackend`](bulk_policy::MemoryBackend), the table takes a few
+//! bytes per mailbox instead of a hash map entry and a heap key, starts without parsing a
+//! population file, and is shared through the page cache by every process that maps it; a
+//! lookup walks the automaton, byte by byte, instead of hashing once. Measured on two shared
+//! cores (`tests/scale.rs`): 8.2 bytes per mailbox at 1,000,000 and 10,000,000 mailboxes,
+//! about 1 us per address looked up against 0.3-0.5 us for `MemoryBackend`.
+//!
+//! # File format
+//!
+//! One `fst::Map` (byte keys in lexicographic order, `u64` values), version
+//! [`FORMAT_VERSION`], with three kinds of keys that can never collide:
+//!
+//! | key | value |
+//! |---|---|
+//! | `local@domain`, normalized as the population's keys | verdict: 0 Accept, 1 OptedOut |
+//! | `@domain`, lowercased (a domain holds no `@`) | regime: 0 opt-in, 1 opt-out |
+//! | `\0bulkbench-fst` | `FORMAT_VERSION << 32`, then the normalization: bit 9 folds local parts, bit 8 says a delimiter is set, bits 0-7 are the delimiter |
+//! | `\0domains`, `\0mailboxes` | number of domain and mailbox keys |
+//!
+//! A lookup key always holds an `@` after a non-empty local part, so it never equals a
+//! header key (no `@`) or a domain key (a single `@`, at the start). A mailbox whose key is
+//! missing but whose `@domain` key exists is `UnknownMailbox`; otherwise `NotLocal`.
+//! The fst's own checksum covers the whole file and is verified at open.
+//!
+//! # Example
+//!
+//! ```
+//! use bulk_policy::{AddressBatch, NormalizeConfig, PolicyBackend, Population, Verdict};
+//! use bulk_policy_fst::FstBackend;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let text = "@example.org\topt-in\nann@example.org\tin\nbob@example.org\tdefault\n";
+//! let population = Population::parse(text.as_bytes(), NormalizeConfig::default())?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("policy.fst");
+//! let stats = bulk_policy_fst::build(&population, &path)?;
+//! assert_eq!((stats.mailboxes, stats.domains), (2, 1));
+//!
+//! let backend = FstBackend::open(&path)?;
+//! let mut batch = AddressBatch::new();
+//! for rcpt in ["Ann+news@Example.org", "bob@example.org", "zed@example.org", "x@y.net"] {
+//!     batch.push(rcpt.as_bytes());
+//! }
+//! let mut verdicts = Vec::new();
+//! backend.lookup(&batch, &mut verdicts).await?;
+//! assert_eq!(
+//!     verdicts,
+//!     [Verdict::Accept, Verdict::OptedOut, Verdict::UnknownMailbox, Verdict::NotLocal]
+//! );
+//!
+//! // Bob opts in: rebuild over the same path, then swap the new table in.
+//! let text = "@example.org\topt-in\nann@example.org\tin\nbob@example.org\tin\n";
+//! let population = Population::parse(text.as_bytes(), NormalizeConfig::default())?;
+//! bulk_policy_fst::build(&population, &path)?;
+//! backend.reload()?;
+//! verdicts.clear();
+//! backend.lookup(&batch, &mut verdicts).await?;
+//! assert_eq!(verdicts[1], Verdict::Accept);
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod backend;
+mod build;
+mod error;
+mod format;
+
+pub use backend::FstBackend;
+pub use build::{BuildStats, build};
+pub use error::FstError;
+pub use format::FORMAT_VERSION;

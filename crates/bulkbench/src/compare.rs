@@ -14,14 +14,11 @@ use tracing::{error, info, warn};
 
 use crate::load::{RunArgs, RunTarget, run_once};
 
-/// The policy backends `compare --backend` can start.
-const BACKENDS: [&str; 1] = ["memory"];
-
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// A policy backend to serve with `bulkbench serve` (repeatable): memory.
+    /// A policy backend to serve with `bulkbench serve` (repeatable): memory, fst, lmdb.
     #[arg(long = "backend", value_name = "NAME", value_parser = parse_backend)]
     backends: Vec<String>,
     /// An SMTP server already running (repeatable), as NAME=HOST:PORT.
@@ -41,10 +38,9 @@ pub struct CompareArgs {
 }
 
 fn parse_backend(value: &str) -> Result<String, String> {
-    if BACKENDS.contains(&value) {
-        Ok(value.to_owned())
-    } else {
-        Err(format!("unknown backend; known: {}", BACKENDS.join(", ")))
+    match crate::backend::BackendKind::from_name(value) {
+        Some(kind) => Ok(kind.name().to_owned()),
+        None => Err("unknown backend; known: memory, fst, lmdb".into()),
     }
 }
 
@@ -107,6 +103,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
     std::fs::create_dir(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
 
+    // Each backend's store is built once, at its first run, and kept for the repeats.
+    let stores = crate::load::tempdir()?;
     let mut results: Vec<Arm> = arms
         .iter()
         .map(|(name, _)| Arm {
@@ -121,8 +119,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
                 continue; // a failed arm is not retried: its error stands in the report
             }
             info!(arm = %name, repeat, of = args.repeat, "running");
-            let outcome =
-                run_once(&args.run, &prepared, target, "compare").and_then(|(summary, result)| {
+            let outcome = run_once(&args.run, &prepared, target, "compare", Some(&stores))
+                .and_then(|(summary, result)| {
                     // An arm in which no session completed did not run: say why, by kind.
                     let completed =
                         result.totals.sessions_completed + result.warmup_totals.sessions_completed;
@@ -152,6 +150,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
         }
     }
 
+    let _ = std::fs::remove_dir_all(&stores);
     let comparison = Comparison::new(&prepared.scenario.name, &results);
     comparison.save(report.path())?;
     render_comparison(&comparison, &results, report.path())?;

@@ -18,6 +18,7 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backend::{BackendKind, BackendSpec, build_store};
 use crate::sys;
 
 /// Flags shared by `load` and `bench`.
@@ -83,6 +84,9 @@ pub struct LoadArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     run: RunArgs,
+    /// The policy backend the server runs; its store is built from the scenario.
+    #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
+    backend: BackendKind,
 }
 
 /// The scenario and its workload, ready to run.
@@ -292,6 +296,7 @@ pub(crate) fn run_once(
     prepared: &Prepared,
     target: &RunTarget,
     command: &str,
+    stores: Option<&Path>,
 ) -> anyhow::Result<(Summary, RunResult)> {
     let runtime = runtime()?;
     match target {
@@ -313,7 +318,8 @@ pub(crate) fn run_once(
         }
         RunTarget::Backend(backend) => {
             let work = tempdir()?;
-            let outcome = run_with_server(args, prepared, backend, command, &runtime, &work);
+            let outcome =
+                run_with_server(args, prepared, backend, command, &runtime, &work, stores);
             let _ = std::fs::remove_dir_all(&work);
             outcome
         }
@@ -327,23 +333,21 @@ fn run_with_server(
     command: &str,
     runtime: &tokio::runtime::Runtime,
     work: &Path,
+    stores: Option<&Path>,
 ) -> anyhow::Result<(Summary, RunResult)> {
-    let population = work.join("population.tsv");
-    let started = Instant::now();
-    let file = std::fs::File::create(&population)
-        .with_context(|| format!("cannot create {}", population.display()))?;
-    let mut writer = BufWriter::new(file);
-    prepared
-        .model
-        .write_file(&mut writer)
-        .and_then(|()| std::io::Write::flush(&mut writer))
-        .with_context(|| format!("cannot write {}", population.display()))?;
-    info!(
-        mailboxes = prepared.model.mailbox_count(),
-        ms = started.elapsed().as_millis() as u64,
-        "population written"
-    );
-    let server = ServerProcess::spawn(&population, prepared, &work.join("server.log"))?;
+    let kind = BackendKind::from_name(backend)
+        .with_context(|| format!("unknown backend {backend:?}; known: memory, fst, lmdb"))?;
+    // A comparison builds each backend's store once and reuses it for every repeat.
+    let store = BackendSpec {
+        kind,
+        path: stores
+            .unwrap_or(work)
+            .join(format!("population.{}", kind.name())),
+    };
+    if stores.is_none() || !store.path.exists() {
+        build_store(kind, &prepared.model, &store.path)?;
+    }
+    let server = ServerProcess::spawn(&store, prepared, &work.join("server.log"))?;
     info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
     let pid = server.child.id();
     let config = load_config(prepared, server.addr, args.verify);
@@ -376,6 +380,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
         &prepared,
         &RunTarget::External(args.target),
         "load",
+        None,
     )?;
     report(&args.run, &prepared, summary, &result)
 }
@@ -389,7 +394,11 @@ struct ServerProcess {
 
 impl ServerProcess {
     /// Spawns `bulkbench serve` on 127.0.0.1:0 and waits for its `listening on` line.
-    fn spawn(population: &Path, prepared: &Prepared, log: &Path) -> anyhow::Result<ServerProcess> {
+    fn spawn(
+        store: &BackendSpec,
+        prepared: &Prepared,
+        log: &Path,
+    ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("cannot find the bulkbench executable")?;
         let concurrency = max_in_flight(&prepared.scenario);
         // At least 1.1x the scenario's concurrency, so the limit never refuses the load.
@@ -401,8 +410,8 @@ impl ServerProcess {
         command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
-            .arg("--population")
-            .arg(population)
+            .arg("--backend")
+            .arg(store.to_string())
             .args(["--max-connections", &max_connections.to_string()])
             .args(["--max-recipients", &server.max_recipients.to_string()])
             .args(["--hostname", "bulkbench.test"])
@@ -484,13 +493,13 @@ fn tail(log: &Path) -> String {
 pub fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
-    let target = RunTarget::Backend("memory".to_owned());
-    let (summary, result) = run_once(&args.run, &prepared, &target, "bench")?;
+    let target = RunTarget::Backend(args.backend.name().to_owned());
+    let (summary, result) = run_once(&args.run, &prepared, &target, "bench", None)?;
     report(&args.run, &prepared, summary, &result)
 }
 
 /// A fresh private folder under the system's temporary directory.
-fn tempdir() -> anyhow::Result<PathBuf> {
+pub(crate) fn tempdir() -> anyhow::Result<PathBuf> {
     let base = std::env::temp_dir();
     for n in 0..1000u32 {
         let path = base.join(format!("bulkbench-{}-{n}", std::process::id()));

@@ -3,8 +3,10 @@
 //! The command-line front end: parses flags with clap, turns them into the typed configs of
 //! the library crates, and decides exit codes. No protocol or policy logic lives here.
 
+mod backend;
 mod compare;
 mod load;
+mod policy;
 mod population;
 mod progress;
 mod report;
@@ -27,8 +29,10 @@ struct Cli {
 enum Command {
     /// Run the BULK-capable ESMTP server on a population file.
     Serve(serve::ServeArgs),
-    /// Generate a scenario's population file.
+    /// Write a scenario's population file, or build its fst or LMDB store.
     Population(population::PopulationArgs),
+    /// Read or change one recipient's preference in an updatable (LMDB) store.
+    Policy(policy::PolicyArgs),
     /// Replay a scenario's workload against any SMTP server and report.
     Load(load::LoadArgs),
     /// Start `bulkbench serve` on a scenario's population, replay its workload, report.
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).map(|()| Status::Clean),
         Command::Population(args) => population::run(args).map(|()| Status::Clean),
+        Command::Policy(args) => policy::run(args).map(|()| Status::Clean),
         Command::Load(args) => load::load(args).map(status_of),
         Command::Bench(args) => load::bench(args).map(status_of),
         Command::Simulate(args) => simulate::run(args).map(status_of),

@@ -1,20 +1,28 @@
-//! `bulkbench population`: write a scenario's population file.
+//! `bulkbench population`: write a scenario's population file, or build its store for the
+//! fst or LMDB backend.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use bulk_population::{PopulationModel, Scenario};
 use clap::Args;
 use tracing::info;
+
+use crate::backend::{BackendKind, build_store};
 
 #[derive(Debug, Args)]
 pub struct PopulationArgs {
     /// The scenario file.
     scenario: PathBuf,
-    /// Where to write the population file (`-` for standard output).
-    #[arg(short, long, value_name = "FILE")]
+    /// What to write: the population file (memory), an FST file (fst) or an LMDB
+    /// environment directory (lmdb).
+    #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
+    backend: BackendKind,
+    /// Where (`-` for standard output, memory only). An fst or lmdb store is built beside
+    /// and moved into place whole.
+    #[arg(short, long, value_name = "PATH")]
     output: PathBuf,
 }
 
@@ -22,19 +30,20 @@ pub fn run(args: PopulationArgs) -> anyhow::Result<()> {
     let scenario = Scenario::load(&args.scenario)?;
     let model = PopulationModel::new(&scenario.population, scenario.seed);
     let started = Instant::now();
-    let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 20, w);
-        model.write_file(&mut w)?;
-        w.flush()
-    };
     if args.output.as_os_str() == "-" {
-        write(&mut std::io::stdout().lock()).context("cannot write to standard output")?;
+        if args.backend != BackendKind::Memory {
+            bail!("only the memory backend's population file can go to standard output");
+        }
+        let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        model
+            .write_file(&mut out)
+            .and_then(|()| out.flush())
+            .context("cannot write to standard output")?;
     } else {
-        let mut file = std::fs::File::create(&args.output)
-            .with_context(|| format!("cannot create {}", args.output.display()))?;
-        write(&mut file).with_context(|| format!("cannot write {}", args.output.display()))?;
+        build_store(args.backend, &model, &args.output)?;
     }
     info!(
+        backend = args.backend.name(),
         mailboxes = model.mailbox_count(),
         domains = model.domain_count(),
         ms = started.elapsed().as_millis() as u64,

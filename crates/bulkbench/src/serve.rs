@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bulk_policy::PolicyBackend;
 use bulk_policy::{MemoryBackend, NormalizeConfig, Population};
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
 use bulk_server::{ServerConfig, SinkConfig};
+
+use crate::backend::{BackendKind, BackendSpec};
 use clap::Args;
 use tracing::{info, warn};
 
@@ -18,9 +21,20 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:2525")]
     listen: SocketAddr,
-    /// Population file: served domains with their regime, mailboxes with their preference.
-    #[arg(long, value_name = "FILE")]
-    population: PathBuf,
+    /// Population file: served domains with their regime, mailboxes with their preference
+    /// (shorthand for `--backend memory:FILE`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "backend",
+        conflicts_with = "backend"
+    )]
+    population: Option<PathBuf>,
+    /// The policy backend and its store: `memory:FILE` (a population file), `fst:PATH` (an
+    /// FST built by `bulkbench population --backend fst`; SIGHUP re-opens it) or
+    /// `lmdb:PATH` (an LMDB environment; `bulkbench policy set` changes it while serving).
+    #[arg(long, value_name = "KIND:PATH", value_parser = crate::backend::parse_spec)]
+    backend: Option<BackendSpec>,
     /// Name in the greeting and EHLO reply [default: this machine's hostname].
     #[arg(long, value_name = "H")]
     hostname: Option<String>,
@@ -135,29 +149,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         fold_local_case: !args.case_sensitive_local_part,
         recipient_delimiter: args.recipient_delimiter.0,
     };
-    let started = Instant::now();
-    let population = Population::load(&args.population, normalize).map_err(|error| {
-        // An I/O error names the file already; a content error names only its line.
-        let io = matches!(error, bulk_policy::PopulationError::Io { .. });
-        let error = anyhow::Error::new(error);
-        if io {
-            error
-        } else {
-            error.context(format!(
-                "invalid population file {}",
-                args.population.display()
-            ))
-        }
-    })?;
-    let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());
-    let policy = MemoryBackend::new(population);
-    info!(
-        domains,
-        mailboxes,
-        load_ms = started.elapsed().as_millis() as u64,
-        "population loaded into the memory backend"
-    );
-
+    let spec = match (&args.backend, &args.population) {
+        (Some(spec), _) => spec.clone(),
+        (None, Some(file)) => BackendSpec {
+            kind: BackendKind::Memory,
+            path: file.clone(),
+        },
+        (None, None) => bail!("give --population FILE or --backend KIND:PATH"),
+    };
     let config = ServerConfig {
         identity: ServerIdentity {
             hostname: args.hostname.clone().unwrap_or_else(system_hostname),
@@ -185,34 +184,115 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let listener = bulk_server::bind(args.listen, args.backlog)?;
-        let local = listener
-            .local_addr()
-            .context("cannot read the bound address")?;
-        // Exactly one line on standard output, once ready: scripts and `bulkbench bench`
-        // wait for it to learn the port.
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on {local}").context("cannot write to standard output")?;
-        stdout.flush().context("cannot write to standard output")?;
-        drop(stdout);
-        let stats = if args.lookup_delay_us > 0 {
-            let delayed = bulk_server::DelayedPolicy {
-                inner: policy,
-                delay: Duration::from_micros(args.lookup_delay_us),
-            };
-            bulk_server::run(listener, config, Arc::new(delayed), shutdown_signal()).await?
-        } else {
-            bulk_server::run(listener, config, Arc::new(policy), shutdown_signal()).await?
+    let delay = Duration::from_micros(args.lookup_delay_us);
+    let listen = (args.listen, args.backlog);
+    let started = Instant::now();
+    match spec.kind {
+        BackendKind::Memory => {
+            let population = Population::load(&spec.path, normalize).map_err(|error| {
+                // An I/O error names the file already; a content error names only its line.
+                let io = matches!(error, bulk_policy::PopulationError::Io { .. });
+                let error = anyhow::Error::new(error);
+                if io {
+                    error
+                } else {
+                    error.context(format!("invalid population file {}", spec.path.display()))
+                }
+            })?;
+            let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());
+            let policy = MemoryBackend::new(population);
+            info!(
+                domains,
+                mailboxes,
+                load_ms = started.elapsed().as_millis() as u64,
+                "population loaded into the memory backend"
+            );
+            serve_with(&runtime, policy, delay, listen, config)
+        }
+        BackendKind::Fst => {
+            let policy = bulk_policy_fst::FstBackend::open(&spec.path)
+                .with_context(|| format!("cannot open the fst store {}", spec.path.display()))?;
+            info!(
+                mailboxes = policy.len(),
+                load_ms = started.elapsed().as_millis() as u64,
+                "fst store mapped"
+            );
+            serve_with(&runtime, policy, delay, listen, config)
+        }
+        BackendKind::Lmdb => {
+            let policy = bulk_policy_lmdb::LmdbBackend::open(&spec.path)
+                .with_context(|| format!("cannot open the lmdb store {}", spec.path.display()))?;
+            let mailboxes = policy
+                .len()
+                .with_context(|| format!("cannot read the lmdb store {}", spec.path.display()))?;
+            info!(
+                mailboxes,
+                load_ms = started.elapsed().as_millis() as u64,
+                "lmdb store opened"
+            );
+            serve_with(&runtime, policy, delay, listen, config)
+        }
+    }
+}
+
+/// Binds, prints the `listening on` line, and serves with `policy` (slowed by `delay` when
+/// non-zero) until SIGTERM/SIGINT; SIGHUP asks the backend to reload its store.
+fn serve_with<P: PolicyBackend>(
+    runtime: &tokio::runtime::Runtime,
+    policy: P,
+    delay: Duration,
+    (listen, backlog): (SocketAddr, u32),
+    config: ServerConfig,
+) -> anyhow::Result<()> {
+    if delay.is_zero() {
+        runtime.block_on(serve_async(Arc::new(policy), listen, backlog, config))
+    } else {
+        let delayed = bulk_server::DelayedPolicy {
+            inner: policy,
+            delay,
         };
-        info!(
-            connections = stats.connections,
-            rcpts = stats.rcpts,
-            messages = stats.messages,
-            "server stopped"
-        );
-        Ok(())
-    })
+        runtime.block_on(serve_async(Arc::new(delayed), listen, backlog, config))
+    }
+}
+
+async fn serve_async<P: PolicyBackend>(
+    policy: Arc<P>,
+    listen: SocketAddr,
+    backlog: u32,
+    config: ServerConfig,
+) -> anyhow::Result<()> {
+    let listener = bulk_server::bind(listen, backlog)?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let reloader = policy.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            warn!("cannot listen for SIGHUP; the store will not be reloaded");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => info!(backend = reloader.name(), "SIGHUP: store reloaded"),
+                Err(error) => warn!(%error, "SIGHUP: reload failed; the previous store stays"),
+            }
+        }
+    });
+    // Exactly one line on standard output, once ready: scripts and `bulkbench bench`
+    // wait for it to learn the port.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {local}").context("cannot write to standard output")?;
+    stdout.flush().context("cannot write to standard output")?;
+    drop(stdout);
+    let stats = bulk_server::run(listener, config, policy, shutdown_signal()).await?;
+    info!(
+        connections = stats.connections,
+        rcpts = stats.rcpts,
+        messages = stats.messages,
+        "server stopped"
+    );
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.

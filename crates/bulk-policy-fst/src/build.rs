@@ -1,0 +1,211 @@
+//! Compiling a population into a table file, atomically.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bulk_policy::Population;
+use fst::MapBuilder;
+
+use crate::error::FstError;
+use crate::format::{
+    DOMAINS_KEY, HEADER_KEYS, MAGIC_KEY, MAILBOXES_KEY, pack_header, regime_value, verdict_value,
+};
+
+/// What [`build`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildStats {
+    /// Mailbox keys written.
+    pub mailboxes: usize,
+    /// Domain keys written.
+    pub domains: usize,
+    /// Size of the table file in bytes.
+    pub bytes: u64,
+    /// Wall time of the whole build: collecting and sorting keys, writing, fsyncs, rename.
+    pub elapsed: Duration,
+}
+
+/// Writer buffer: the builder emits small writes, one node at a time.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Compiles `population` into an fst table at `path`, replacing any file there atomically.
+///
+/// Each mailbox is stored with its final verdict (preference and regime resolved here, as
+/// [`MemoryBackend`](bulk_policy::MemoryBackend) does), each served domain as `@domain`, and
+/// the header keys with the population's [`NormalizeConfig`](bulk_policy::NormalizeConfig)
+/// (see the crate docs, "File format").
+///
+/// The table is written to a temporary file in the same directory
+/// (`.NAME.tmp.PID.N`), fsynced, renamed over `path`, and the directory is fsynced. A
+/// reader therefore sees the old file or the complete new one, never a partial table, and a
+/// [`FstBackend`](crate::FstBackend) that still maps the old file keeps reading it
+/// untouched (the rename unlinks the old inode; its pages live until the last map of it
+/// goes). On error the temporary file is removed, except after a crash, which leaves it
+/// behind under that name. If only the final directory fsync fails, the new table is
+/// already in place but may not survive a power loss; the error says so by its source.
+///
+/// Cost: keys are collected and sorted on one thread (the fst builder needs them in order),
+/// then streamed to the builder. With the release profile on this project's two shared
+/// cores (`tests/scale.rs`, run with `--ignored`): 2.0 s for 1,000,000 mailboxes and about
+/// 21 s for 10,000,000 (collecting 2.3 s, sorting 6 s, the fst builder 13 s), for 8.2 bytes
+/// per mailbox. Memory: 24 bytes per key for the sort, on top of the population; the
+/// builder itself needs little. A parallel sort, or sorting on a cached 8-byte key prefix
+/// (measured: sort 6 s to 3.7 s), would only trim the smaller part.
+pub fn build(population: &Population, path: &Path) -> Result<BuildStats, FstError> {
+    let started = Instant::now();
+
+    // `@domain` keys are built here; mailbox keys are borrowed from the population.
+    let domain_keys: Vec<(Vec<u8>, u64)> = population
+        .domains()
+        .map(|(domain, regime)| {
+            let mut key = Vec::with_capacity(domain.len() + 1);
+            key.push(b'@');
+            key.extend_from_slice(domain);
+            (key, regime_value(regime))
+        })
+        .collect();
+
+    let capacity = population.mailbox_count() + domain_keys.len() + HEADER_KEYS as usize;
+    let mut entries: Vec<(&[u8], u64)> = Vec::with_capacity(capacity);
+    for (key, preference) in population.mailboxes() {
+        let domain = key
+            .iter()
+            .rposition(|&b| b == b'@')
+            .map(|at| &key[at + 1..]);
+        // A population guarantees every mailbox's domain is served. Were it not, the mailbox
+        // is left out, which answers NotLocal, as MemoryBackend does.
+        let Some(regime) = domain.and_then(|d| population.regime(d)) else {
+            continue;
+        };
+        if let Some(value) = verdict_value(preference.verdict(regime)) {
+            entries.push((key, value));
+        }
+    }
+    let mailboxes = entries.len();
+    let domains = domain_keys.len();
+    entries.extend(
+        domain_keys
+            .iter()
+            .map(|(key, value)| (key.as_slice(), *value)),
+    );
+    entries.push((MAGIC_KEY, pack_header(population.normalize_config())));
+    entries.push((DOMAINS_KEY, domains as u64));
+    entries.push((MAILBOXES_KEY, mailboxes as u64));
+    // Unstable is fine: keys are unique (mailbox keys hold an '@' past their first byte,
+    // domain keys exactly one at the start, header keys none).
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+
+    let bytes = write_atomically(path, |writer| {
+        let mut builder = MapBuilder::new(writer)?;
+        for &(key, value) in &entries {
+            builder.insert(key, value)?;
+        }
+        builder.into_inner()
+    })?;
+
+    Ok(BuildStats {
+        mailboxes,
+        domains,
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Distinguishes temporary files of concurrent builds within one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How many temporary names to try before giving up (a name is taken only if a crashed
+/// process of the same pid left its file behind).
+const TEMP_ATTEMPTS: u32 = 16;
+
+/// A temporary file removed on drop unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Runs `write` on a buffered temporary file next to `path`, then fsyncs, renames it over
+/// `path` and fsyncs the directory. Returns the file's size.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(BufWriter<File>) -> Result<BufWriter<File>, fst::Error>,
+) -> Result<u64, FstError> {
+    let write_error = |source| FstError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().ok_or_else(|| {
+        write_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the table path names no file",
+        ))
+    })?;
+    // `Path::parent` of a bare file name is "", which means the current directory.
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+
+    let (mut temp, file) = create_temp(dir, name).map_err(write_error)?;
+    let writer =
+        write(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)).map_err(|e| match e {
+            fst::Error::Io(source) => write_error(source),
+            other => FstError::Build {
+                path: path.to_path_buf(),
+                source: other,
+            },
+        })?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| write_error(e.into_error()))?;
+    // Data first, then the rename: otherwise a crash could leave the new name pointing at
+    // a file whose blocks never reached the disk.
+    file.sync_all().map_err(write_error)?;
+    let bytes = file.metadata().map_err(write_error)?.len();
+    drop(file);
+    fs::rename(&temp.path, path).map_err(write_error)?;
+    temp.renamed = true;
+    // The rename itself is durable only once the directory is.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_error)?;
+    Ok(bytes)
+}
+
+/// Creates a fresh temporary file in `dir` for the table named `name`.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(TempFile, File)> {
+    let mut last_error = None;
+    for _ in 0..TEMP_ATTEMPTS {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".tmp.{}.{n}", std::process::id()));
+        let temp_path = dir.join(temp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+        {
+            Ok(file) => {
+                let temp = TempFile {
+                    path: temp_path,
+                    renamed: false,
+                };
+                return Ok((temp, file));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("no free temporary file name")))
+}

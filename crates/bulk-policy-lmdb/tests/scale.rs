@@ -1,0 +1,201 @@
+//! Sizes and speed at a million mailboxes and more.
+//!
+//! `map_size_sanity_at_one_million` runs with the other tests. The figures come from the
+//! ignored test, in release:
+//!
+//! ```text
+//! cargo test -p bulk-policy-lmdb --release --test scale -- --ignored --nocapture
+//! ```
+//!
+//! (`BULK_POLICY_LMDB_SCALE=1000000,5000000` picks other sizes.)
+
+use std::time::{Duration, Instant};
+
+use bulk_policy::{
+    AddressBatch, MemoryBackend, PolicyBackend, Population, Preference, Regime, Verdict,
+};
+use bulk_policy_lmdb::{LmdbBackend, MIN_MAP_BYTES, build};
+
+const DOMAINS: usize = 1_000;
+
+/// `user{i}.x@d{i % 1000}.example` for i in 0..mailboxes, preferences cycling
+/// in/out/default, even domains opt-in and odd ones opt-out.
+fn population(mailboxes: usize) -> Population {
+    let mut p = Population::default();
+    for d in 0..DOMAINS {
+        let regime = if d % 2 == 0 {
+            Regime::OptIn
+        } else {
+            Regime::OptOut
+        };
+        p.add_domain(format!("d{d}.example").as_bytes(), regime)
+            .unwrap();
+    }
+    let mut address = String::new();
+    for i in 0..mailboxes {
+        let preference = match i % 3 {
+            0 => Preference::In,
+            1 => Preference::Out,
+            _ => Preference::Default,
+        };
+        address.clear();
+        use std::fmt::Write as _;
+        write!(address, "user{i}.x@d{}.example", i % DOMAINS).unwrap();
+        p.add_mailbox(address.as_bytes(), preference).unwrap();
+    }
+    p
+}
+
+/// SplitMix64: a deterministic stream of indices, seeded by the batch number.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Batch `n` of 100 addresses: 90 known mailboxes (in mixed case, some with a subaddress),
+/// 5 unknown mailboxes of served domains, 5 of foreign domains.
+fn batch(n: u64, mailboxes: usize) -> AddressBatch {
+    let mut batch = AddressBatch::new();
+    for k in 0..100u64 {
+        let r = mix(n * 100 + k);
+        let i = (r % mailboxes as u64) as usize;
+        let d = i % DOMAINS;
+        let address = match k {
+            0..=44 => format!("user{i}.x@d{d}.example"),
+            45..=89 => format!("User{i}.X+news@D{d}.Example"),
+            90..=94 => format!("nobody{i}@d{d}.example"),
+            _ => format!("user{i}.x@elsewhere{d}.example"),
+        };
+        batch.push(address.as_bytes());
+    }
+    batch
+}
+
+#[test]
+fn map_size_sanity_at_one_million() {
+    const MAILBOXES: usize = 1_000_000;
+    let population = population(MAILBOXES);
+    let dir = tempfile::tempdir().unwrap();
+    let stats = build(&population, dir.path()).unwrap();
+    assert_eq!((stats.mailboxes, stats.domains), (MAILBOXES, DOMAINS));
+    let per_mailbox = stats.bytes_on_disk as f64 / MAILBOXES as f64;
+    // Keys average 22 bytes; appended B-tree pages are full: about 35 bytes a mailbox.
+    assert!(
+        (25.0..60.0).contains(&per_mailbox),
+        "{per_mailbox} bytes per mailbox"
+    );
+    // Headroom: at least 64 MiB and three times the data, yet not absurd.
+    assert!(stats.map_bytes >= MIN_MAP_BYTES);
+    assert!(stats.map_bytes >= 3 * stats.bytes_on_disk, "{stats:?}");
+    assert!(
+        stats.map_bytes <= 8 * stats.bytes_on_disk.max(MIN_MAP_BYTES),
+        "{stats:?}"
+    );
+
+    let backend = LmdbBackend::open(dir.path()).unwrap();
+    assert_eq!(backend.len().unwrap(), MAILBOXES);
+    let batch = batch(0, MAILBOXES);
+    let mut out = Vec::new();
+    backend.lookup_batch(&batch, &mut out).unwrap();
+    for (address, verdict) in batch.iter().zip(&out) {
+        assert_eq!(
+            *verdict,
+            population.verdict_of(address),
+            "{:?}",
+            String::from_utf8_lossy(address)
+        );
+    }
+
+    // A rebuild in place fits beside the old contents without growing the map.
+    let again = build(&population, dir.path()).unwrap();
+    assert!(again.replaced);
+    assert_eq!(again.map_bytes, stats.map_bytes);
+}
+
+/// Batches of 100 addresses resolved per second by `lookup` on one thread, over about
+/// `duration`, cycling through 1,000 different batches; and how many batches ran.
+fn lookup_rate(
+    mailboxes: usize,
+    duration: Duration,
+    mut lookup: impl FnMut(&AddressBatch, &mut Vec<Verdict>),
+) -> (f64, u64) {
+    let batches: Vec<AddressBatch> = (0..1_000).map(|n| batch(n, mailboxes)).collect();
+    let mut out = Vec::with_capacity(100);
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < duration {
+        for batch in &batches {
+            out.clear();
+            lookup(batch, &mut out);
+        }
+        done += batches.len() as u64;
+    }
+    (done as f64 / started.elapsed().as_secs_f64(), done)
+}
+
+#[test]
+#[ignore = "builds 1M and 10M mailboxes: run in release, figures on stderr"]
+fn scale_figures() {
+    // BULK_POLICY_LMDB_SCALE=1000000,5000000 picks other sizes.
+    let sizes: Vec<usize> = match std::env::var("BULK_POLICY_LMDB_SCALE") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("a size"))
+            .collect(),
+        Err(_) => vec![1_000_000, 10_000_000],
+    };
+    for mailboxes in sizes {
+        let started = Instant::now();
+        let population = population(mailboxes);
+        let populate = started.elapsed();
+        let dir = tempfile::tempdir().unwrap();
+        let stats = build(&population, dir.path()).unwrap();
+        let backend = LmdbBackend::open(dir.path()).unwrap();
+        // Check a few batches against the reference before timing.
+        for n in 0..10 {
+            let batch = batch(n, mailboxes);
+            let mut out = Vec::new();
+            backend.lookup_batch(&batch, &mut out).unwrap();
+            let expected: Vec<Verdict> = batch.iter().map(|a| population.verdict_of(a)).collect();
+            assert_eq!(out, expected);
+        }
+        // Replacing the contents while the backend is open: one transaction.
+        let rebuilt = build(&population, dir.path()).unwrap();
+        assert!(rebuilt.replaced);
+        eprintln!(
+            "{mailboxes} mailboxes: rebuild in place {:.2?}, {} bytes on disk after",
+            rebuilt.elapsed, rebuilt.bytes_on_disk
+        );
+        let (batches_per_sec, batches) =
+            lookup_rate(mailboxes, Duration::from_secs(3), |batch, out| {
+                backend.lookup_batch(batch, out).unwrap()
+            });
+        eprintln!(
+            "{mailboxes} mailboxes: population {populate:.2?}, build {:.2?}, {} bytes on disk \
+             ({:.1} per mailbox), map {} MiB; lmdb lookups: {batches} batches of 100, \
+             {batches_per_sec:.0} batches/s = {:.0} addresses/s = {:.0} ns/address",
+            stats.elapsed,
+            stats.bytes_on_disk,
+            stats.bytes_on_disk as f64 / mailboxes as f64,
+            stats.map_bytes >> 20,
+            batches_per_sec * 100.0,
+            1e9 / (batches_per_sec * 100.0),
+        );
+
+        // Baseline: the in-memory backend on the same population and batches.
+        let memory = MemoryBackend::new(population);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (batches_per_sec, _) = lookup_rate(mailboxes, Duration::from_secs(2), |batch, out| {
+            runtime.block_on(memory.lookup(batch, out)).unwrap()
+        });
+        eprintln!(
+            "{mailboxes} mailboxes: memory baseline {:.0} addresses/s = {:.0} ns/address",
+            batches_per_sec * 100.0,
+            1e9 / (batches_per_sec * 100.0),
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Which policy backend serves, where its store lives, and how a store is built.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use bulk_population::PopulationModel;
+use clap::ValueEnum;
+use tracing::info;
+
+/// The policy backends this build knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// The population file loaded into a hash map (startup reads the whole file).
+    Memory,
+    /// A memory-mapped finite state transducer file; immutable, swapped on SIGHUP.
+    Fst,
+    /// An LMDB environment; updatable while serving (`bulkbench policy set`).
+    Lmdb,
+}
+
+impl BackendKind {
+    /// Its name in flags and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Fst => "fst",
+            BackendKind::Lmdb => "lmdb",
+        }
+    }
+
+    /// Every known backend, in order.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Memory, BackendKind::Fst, BackendKind::Lmdb];
+
+    /// The backend of a name, as `compare --backend` takes it.
+    pub fn from_name(name: &str) -> Option<BackendKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A backend and its store: `memory:FILE`, `fst:PATH` or `lmdb:PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub kind: BackendKind,
+    pub path: PathBuf,
+}
+
+impl std::fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind.name(), self.path.display())
+    }
+}
+
+/// Parses `KIND:PATH` for `--backend` and `--store`.
+pub fn parse_spec(value: &str) -> Result<BackendSpec, String> {
+    let (kind, path) = value
+        .split_once(':')
+        .ok_or("expected KIND:PATH, as in memory:pop.tsv, fst:pop.fst or lmdb:pop.lmdb")?;
+    let kind = BackendKind::from_name(kind)
+        .ok_or_else(|| format!("unknown backend {kind:?}; known: memory, fst, lmdb"))?;
+    if path.is_empty() {
+        return Err(format!("{}: needs a path", kind.name()));
+    }
+    Ok(BackendSpec {
+        kind,
+        path: PathBuf::from(path),
+    })
+}
+
+/// Builds the store of `kind` for a scenario's population at `path`: the population file
+/// for memory, the FST file, or the LMDB environment directory.
+pub fn build_store(kind: BackendKind, model: &PopulationModel, path: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    match kind {
+        BackendKind::Memory => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+            model
+                .write_file(&mut writer)
+                .and_then(|()| std::io::Write::flush(&mut writer))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        BackendKind::Fst => {
+            bulk_policy_fst::build(&model.build(), path)
+                .with_context(|| format!("cannot build the fst store {}", path.display()))?;
+        }
+        BackendKind::Lmdb => {
+            bulk_policy_lmdb::build(&model.build(), path)
+                .with_context(|| format!("cannot build the lmdb store {}", path.display()))?;
+        }
+    }
+    info!(
+        backend = kind.name(),
+        mailboxes = model.mailbox_count(),
+        build_ms = started.elapsed().as_millis() as u64,
+        path = %path.display(),
+        "store built"
+    );
+    Ok(())
+}

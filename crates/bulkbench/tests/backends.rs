@@ -1,0 +1,307 @@
+//! The fst and LMDB backends through the CLI: built by `population`, served by `serve`,
+//! changed by `policy set` while serving, and compared by `compare` with no mismatch.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+
+const SCENARIO: &str = r#"
+name = "backends-test"
+seed = 21
+[population]
+mailboxes = 4000
+domains = 25
+[workload]
+mode = "closed"
+sessions = 300
+concurrency = 10
+recipients_max = 20
+message_size_min = 200
+message_size_max = 1000
+warmup_secs = 0.0
+"#;
+
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bulkbench {args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(args: &[&str]) -> Output {
+    let output = run(args);
+    assert!(
+        output.status.success(),
+        "bulkbench {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn scenario(dir: &Path) -> PathBuf {
+    let path = dir.join("backends-test.toml");
+    std::fs::write(&path, SCENARIO).unwrap();
+    path
+}
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(backend: &str) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("serve {backend}: {line:?}"))
+        .to_owned();
+    Server(child, addr)
+}
+
+/// One bulk transaction: the reply codes ("250 2.1.5") of RCPTs to `rcpts`.
+fn bulk_replies(addr: &str, rcpts: &[&str]) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut read_reply = || {
+        let last = loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                break line;
+            }
+        };
+        last.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ")
+    };
+    read_reply();
+    let mut send = |line: &str| stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    send("EHLO test.example");
+    read_reply();
+    send("BULK FROM:<news@shop.test>");
+    read_reply();
+    let mut out = Vec::new();
+    for rcpt in rcpts {
+        send(&format!("RCPT TO:<{rcpt}>"));
+        out.push(read_reply());
+    }
+    send("QUIT");
+    out
+}
+
+/// A mailbox of the scenario's population with an explicit `in` preference.
+fn opted_in_mailbox(scenario: &Path) -> String {
+    let file = scenario.with_extension("tsv");
+    ok(&["population", scenario.to_str().unwrap(), "-o", file.to_str().unwrap()]);
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            line.strip_suffix("\tin")
+                .filter(|a| !a.starts_with('@'))
+                .map(str::to_owned)
+        })
+        .expect("an opted-in mailbox")
+}
+
+#[test]
+fn every_backend_benches_with_no_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    for backend in ["fst", "lmdb"] {
+        let out = dir.path().join(format!("run-{backend}"));
+        ok(&[
+            "bench",
+            scenario.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["mismatches"]["total"], 0, "{backend}");
+        assert_eq!(summary["target"]["backend"], backend);
+        assert_eq!(summary["totals"]["sessions_completed"], 300, "{backend}");
+    }
+}
+
+#[test]
+fn compare_runs_memory_fst_and_lmdb_on_one_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    let out = dir.path().join("cmp");
+    ok(&[
+        "compare",
+        scenario.to_str().unwrap(),
+        "--backend",
+        "memory",
+        "--backend",
+        "fst",
+        "--backend",
+        "lmdb",
+        "--repeat",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let text = std::fs::read_to_string(out.join("comparison.json")).unwrap();
+    let comparison: bulk_report::compare::Comparison = serde_json::from_str(&text).unwrap();
+    assert_eq!(comparison.arms.len(), 3);
+    for arm in &comparison.arms {
+        assert!(arm.error.is_none(), "{}: {:?}", arm.name, arm.error);
+        assert_eq!(arm.repeats, 1, "{}", arm.name);
+        assert_eq!(
+            arm.metric("mismatches").map(|m| m.max),
+            Some(0.0),
+            "{}: {text}",
+            arm.name
+        );
+        assert!(
+            arm.metric("server_cpu_us_per_rcpt").is_some(),
+            "{}",
+            arm.name
+        );
+    }
+}
+
+#[test]
+fn lmdb_preferences_change_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    let store = dir.path().join("pop.lmdb");
+    ok(&[
+        "population",
+        scenario.to_str().unwrap(),
+        "--backend",
+        "lmdb",
+        "-o",
+        store.to_str().unwrap(),
+    ]);
+    let spec = format!("lmdb:{}", store.display());
+    let address = opted_in_mailbox(&scenario);
+    let server = serve(&spec);
+    assert_eq!(bulk_replies(&server.1, &[&address]), ["250 2.1.5"]);
+    let got = ok(&["policy", "get", "--store", &spec, &address]);
+    assert!(String::from_utf8_lossy(&got.stdout).contains("\tin"));
+    ok(&["policy", "set", "--store", &spec, &address, "out"]);
+    // The next lookup of the running server sees the change.
+    assert_eq!(bulk_replies(&server.1, &[&address]), ["550 5.7.1"]);
+    let got = ok(&[
+        "policy",
+        "get",
+        "--store",
+        &spec,
+        &address,
+        "nobody@nowhere.test",
+    ]);
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        text.contains("\tout") && text.contains("nobody@nowhere.test\tunknown"),
+        "{text}"
+    );
+    // fst stores are immutable: `policy set` says what to do instead.
+    let fst = dir.path().join("pop.fst");
+    ok(&[
+        "population",
+        scenario.to_str().unwrap(),
+        "--backend",
+        "fst",
+        "-o",
+        fst.to_str().unwrap(),
+    ]);
+    let refused = run(&[
+        "policy",
+        "set",
+        "--store",
+        &format!("fst:{}", fst.display()),
+        &address,
+        "out",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("SIGHUP"));
+}
+
+#[test]
+fn fst_store_is_swapped_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    let fst = dir.path().join("pop.fst");
+    ok(&[
+        "population",
+        scenario.to_str().unwrap(),
+        "--backend",
+        "fst",
+        "-o",
+        fst.to_str().unwrap(),
+    ]);
+    let address = opted_in_mailbox(&scenario);
+    let server = serve(&format!("fst:{}", fst.display()));
+    assert_eq!(bulk_replies(&server.1, &[&address]), ["250 2.1.5"]);
+    // Rebuild from another seed: a different population, where this mailbox is unknown.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, SCENARIO.replace("seed = 21", "seed = 22")).unwrap();
+    ok(&[
+        "population",
+        other.to_str().unwrap(),
+        "--backend",
+        "fst",
+        "-o",
+        fst.to_str().unwrap(),
+    ]);
+    // Until SIGHUP the old map serves; after it, the new one.
+    assert_eq!(bulk_replies(&server.1, &[&address]), ["250 2.1.5"]);
+    // SAFETY: kill(2) on our own child.
+    unsafe { kill(server.0.id() as i32, 1) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = bulk_replies(&server.1, &[&address]);
+        if reply != ["250 2.1.5"] {
+            assert!(
+                reply[0].starts_with("550 5.1.1") || reply[0].starts_with("554 5.7.1"),
+                "{reply:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not swap the store");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
