@@ -1,12 +1,11 @@
 //! The backend: a memory-mapped table behind an atomically swappable pointer.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use bulk_policy::{AddressBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict};
+use bulk_policy::{AddressBatch, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict};
 use fst::Map;
 use memmap2::Mmap;
 
@@ -220,41 +219,23 @@ impl Table {
     fn lookup_batch(
         &self,
         batch: &AddressBatch,
-        keys: &mut Keys,
+        keys: &mut KeyBatch,
         out: &mut Vec<Verdict>,
     ) -> Result<(), u64> {
-        keys.bytes.clear();
-        keys.spans.clear();
-        for address in batch.iter() {
-            let start = keys.bytes.len();
-            let span = match self.normalize.normalize_append(address, &mut keys.bytes) {
-                // An address is at most a line long, and a batch at most a read buffer:
-                // offsets fit u32 by far; a batch that did not would answer NotLocal.
-                Ok(at) => u32::try_from(start)
-                    .ok()
-                    .zip(u32::try_from(keys.bytes.len()).ok())
-                    .map(|(s, e)| (s, e, s + at as u32)),
-                Err(_) => None,
-            };
-            keys.spans.push(span);
-        }
-        let bytes = &keys.bytes;
-        for span in &keys.spans {
-            let Some((start, end, at)) = *span else {
+        keys.fill(self.normalize, batch);
+        for key in keys.iter() {
+            let Some(key) = key else {
                 out.push(Verdict::NotLocal);
                 continue;
             };
-            let key = &bytes[start as usize..end as usize];
-            let verdict = match self.map.get(key) {
+            let verdict = match self.map.get(key.key) {
                 Some(ACCEPT) => Verdict::Accept,
                 Some(OPTED_OUT) => Verdict::OptedOut,
                 Some(other) => return Err(other),
                 // `@domain` is the key's own tail from its '@': no copy needed. The domain
                 // holds no '@' (the key splits at its last one), so this can only match a
                 // domain key, never a mailbox key starting with '@' (that has two).
-                None if self.map.contains_key(&bytes[at as usize..end as usize]) => {
-                    Verdict::UnknownMailbox
-                }
+                None if self.map.contains_key(key.at_domain()) => Verdict::UnknownMailbox,
                 None => Verdict::NotLocal,
             };
             out.push(verdict);
@@ -279,7 +260,7 @@ impl PolicyBackend for FstBackend {
         let table = self.table();
         let len = out.len();
         out.reserve(batch.len());
-        let result = KEYS.with_borrow_mut(|keys| table.lookup_batch(batch, keys, out));
+        let result = KeyBatch::with_thread_local(|keys| table.lookup_batch(batch, keys, out));
         result.map_err(|value| {
             out.truncate(len);
             PolicyError::Unavailable {
@@ -298,19 +279,6 @@ impl PolicyBackend for FstBackend {
             reason: e.chain(),
         })
     }
-}
-
-/// Normalized keys of one batch, reused per thread so a lookup allocates nothing once warm
-/// (the same arena as `MemoryBackend`'s).
-#[derive(Default)]
-struct Keys {
-    bytes: Vec<u8>,
-    /// Per address: (start, end, index of '@') in `bytes`, or None if it did not normalize.
-    spans: Vec<Option<(u32, u32, u32)>>,
-}
-
-thread_local! {
-    static KEYS: RefCell<Keys> = RefCell::new(Keys::default());
 }
 
 #[cfg(test)]

@@ -80,13 +80,12 @@ mod build;
 mod error;
 mod store;
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 
 use bulk_policy::{
-    AddressBatch, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, NormalizeConfig, PolicyBackend, PolicyError,
-    Population, Preference, Regime, Verdict,
+    AddressBatch, KeyBatch, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, NormalizeConfig, PolicyBackend,
+    PolicyError, Population, Preference, Regime, Verdict,
 };
 use heed::RoTxn;
 
@@ -178,17 +177,14 @@ impl LmdbBackend {
         batch: &AddressBatch,
         out: &mut Vec<Verdict>,
     ) -> Result<(), LmdbError> {
-        KEYS.with_borrow_mut(|keys| {
+        KeyBatch::with_thread_local(|keys| {
             keys.fill(self.normalize, batch);
             let start = out.len();
             out.reserve(batch.len());
             let result = self.store.read(|rtxn| {
-                for span in &keys.spans {
-                    let verdict = match *span {
-                        Some((start, end, at)) => {
-                            let key = &keys.bytes[start as usize..end as usize];
-                            self.verdict_in(rtxn, key, (at - start) as usize)?
-                        }
+                for key in keys.iter() {
+                    let verdict = match key {
+                        Some(key) => self.verdict_in(rtxn, key.key, key.at)?,
                         None => Verdict::NotLocal,
                     };
                     out.push(verdict);
@@ -403,36 +399,4 @@ impl PolicyBackend for LmdbBackend {
         // dies inside `lookup_batch`, never across an await.
         self.lookup_batch(batch, out).map_err(PolicyError::from)
     }
-}
-
-/// Normalized keys of one batch, reused per thread so a lookup allocates nothing once warm.
-#[derive(Default)]
-struct Keys {
-    bytes: Vec<u8>,
-    /// Per address: (start, end, index of '@') in `bytes`, or None if it did not normalize.
-    spans: Vec<Option<(u32, u32, u32)>>,
-}
-
-impl Keys {
-    fn fill(&mut self, normalize: NormalizeConfig, batch: &AddressBatch) {
-        self.bytes.clear();
-        self.spans.clear();
-        for address in batch.iter() {
-            let start = self.bytes.len();
-            let span = match normalize.normalize_append(address, &mut self.bytes) {
-                // An address is at most a line long and a batch at most a read buffer:
-                // offsets fit u32 by far; one that did not would answer NotLocal.
-                Ok(at) => u32::try_from(start)
-                    .ok()
-                    .zip(u32::try_from(self.bytes.len()).ok())
-                    .and_then(|(s, e)| Some((s, e, s.checked_add(u32::try_from(at).ok()?)?))),
-                Err(_) => None,
-            };
-            self.spans.push(span);
-        }
-    }
-}
-
-thread_local! {
-    static KEYS: RefCell<Keys> = RefCell::new(Keys::default());
 }

@@ -45,11 +45,13 @@
 pub mod address;
 pub mod batch;
 pub mod conformance;
+pub mod keys;
 pub mod memory;
 pub mod population;
 
 pub use address::{AddressError, MAX_ADDRESS_LEN, NormalizeConfig};
 pub use batch::AddressBatch;
+pub use keys::{Key, KeyBatch};
 pub use memory::MemoryBackend;
 pub use population::{EntryError, MAX_DOMAIN_LEN, Population, PopulationError, Preference, Regime};
 

@@ -123,7 +123,12 @@ fn bulk_replies(addr: &str, rcpts: &[&str]) -> Vec<String> {
 /// A mailbox of the scenario's population with an explicit `in` preference.
 fn opted_in_mailbox(scenario: &Path) -> String {
     let file = scenario.with_extension("tsv");
-    ok(&["population", scenario.to_str().unwrap(), "-o", file.to_str().unwrap()]);
+    ok(&[
+        "population",
+        scenario.to_str().unwrap(),
+        "-o",
+        file.to_str().unwrap(),
+    ]);
     std::fs::read_to_string(&file)
         .unwrap()
         .lines()

@@ -1,0 +1,112 @@
+//! The lookup keys of one batch: every address normalized into one arena, reused per
+//! thread, for backends that look keys up in two passes.
+//!
+//! Normalizing every address first and probing afterwards keeps the probes back to back, so
+//! the CPU overlaps their cache misses (or an LMDB read transaction, or an fst walk, covers
+//! them all) instead of interleaving them with normalization work.
+
+use std::cell::RefCell;
+
+use crate::address::NormalizeConfig;
+use crate::batch::AddressBatch;
+
+/// One normalized key: `local@domain`, and where its '@' is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key<'a> {
+    /// The whole key.
+    pub key: &'a [u8],
+    /// Index of the '@' that splits it.
+    pub at: usize,
+}
+
+impl<'a> Key<'a> {
+    /// The domain, after the '@'.
+    pub fn domain(&self) -> &'a [u8] {
+        &self.key[self.at + 1..]
+    }
+
+    /// The domain with its '@': `@domain`.
+    pub fn at_domain(&self) -> &'a [u8] {
+        &self.key[self.at..]
+    }
+}
+
+/// The keys of one batch (see the module docs).
+#[derive(Debug, Default)]
+pub struct KeyBatch {
+    bytes: Vec<u8>,
+    /// Per address: (start, end, index of '@') in `bytes`, or None if it did not normalize.
+    spans: Vec<Option<(u32, u32, u32)>>,
+}
+
+thread_local! {
+    static KEYS: RefCell<KeyBatch> = RefCell::new(KeyBatch::default());
+}
+
+impl KeyBatch {
+    /// Runs `f` with this thread's key batch, so a lookup allocates nothing once warm.
+    /// Not reentrant: `f` must not call it again.
+    pub fn with_thread_local<R>(f: impl FnOnce(&mut KeyBatch) -> R) -> R {
+        KEYS.with_borrow_mut(f)
+    }
+
+    /// Replaces the content with the keys of `batch`, normalized with `normalize`.
+    pub fn fill(&mut self, normalize: NormalizeConfig, batch: &AddressBatch) {
+        self.bytes.clear();
+        self.spans.clear();
+        self.spans.reserve(batch.len());
+        for address in batch.iter() {
+            let start = self.bytes.len();
+            let span = match normalize.normalize_append(address, &mut self.bytes) {
+                // An address is at most a line long and a batch at most a read buffer:
+                // offsets fit u32 by far; one that did not answers as not normalizable.
+                Ok(at) => u32::try_from(start)
+                    .ok()
+                    .zip(u32::try_from(self.bytes.len()).ok())
+                    .and_then(|(s, e)| Some((s, e, s.checked_add(u32::try_from(at).ok()?)?))),
+                Err(_) => None,
+            };
+            self.spans.push(span);
+        }
+    }
+
+    /// The keys in batch order; `None` for an address that does not normalize (which every
+    /// backend answers `NotLocal`).
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<Key<'_>>> + '_ {
+        self.spans.iter().map(|span| {
+            span.map(|(start, end, at)| Key {
+                key: &self.bytes[start as usize..end as usize],
+                at: (at - start) as usize,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_order_with_failures_in_place() {
+        let batch: AddressBatch = [&b"Ann+x@Example.ORG"[..], b"no-at-sign", b"\"b c\"@x.org"]
+            .into_iter()
+            .collect();
+        let mut keys = KeyBatch::default();
+        keys.fill(NormalizeConfig::default(), &batch);
+        let got: Vec<Option<(Vec<u8>, Vec<u8>)>> = keys
+            .iter()
+            .map(|k| k.map(|k| (k.key.to_vec(), k.at_domain().to_vec())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Some((b"ann@example.org".to_vec(), b"@example.org".to_vec())),
+                None,
+                Some((b"b c@x.org".to_vec(), b"@x.org".to_vec())),
+            ]
+        );
+        // Refilling replaces.
+        keys.fill(NormalizeConfig::default(), &AddressBatch::new());
+        assert_eq!(keys.iter().len(), 0);
+    }
+}
