@@ -4,10 +4,11 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+mod common;
+
+use common::{ok, run, serve, signal};
 
 const SCENARIO: &str = r#"
 name = "backends-test"
@@ -25,67 +26,10 @@ message_size_max = 1000
 warmup_secs = 0.0
 "#;
 
-fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bulkbench {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let output = run(args);
-    assert!(
-        output.status.success(),
-        "bulkbench {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 fn scenario(dir: &Path) -> PathBuf {
     let path = dir.join("backends-test.toml");
     std::fs::write(&path, SCENARIO).unwrap();
     path
-}
-
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(backend: &str) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("serve {backend}: {line:?}"))
-        .to_owned();
-    Server(child, addr)
 }
 
 /// One bulk transaction: the reply codes ("250 2.1.5") of RCPTs to `rcpts`.
@@ -219,13 +163,13 @@ fn lmdb_preferences_change_while_serving() {
     ]);
     let spec = format!("lmdb:{}", store.display());
     let address = opted_in_mailbox(&scenario);
-    let server = serve(&spec);
-    assert_eq!(bulk_replies(&server.1, &[&address]), ["250 2.1.5"]);
+    let server = serve(&["--backend", &spec]);
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
     let got = ok(&["policy", "get", "--store", &spec, &address]);
     assert!(String::from_utf8_lossy(&got.stdout).contains("\tin"));
     ok(&["policy", "set", "--store", &spec, &address, "out"]);
     // The next lookup of the running server sees the change.
-    assert_eq!(bulk_replies(&server.1, &[&address]), ["550 5.7.1"]);
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["550 5.7.1"]);
     let got = ok(&[
         "policy",
         "get",
@@ -275,8 +219,9 @@ fn fst_store_is_swapped_on_sighup() {
         fst.to_str().unwrap(),
     ]);
     let address = opted_in_mailbox(&scenario);
-    let server = serve(&format!("fst:{}", fst.display()));
-    assert_eq!(bulk_replies(&server.1, &[&address]), ["250 2.1.5"]);
+    let spec = format!("fst:{}", fst.display());
+    let server = serve(&["--backend", &spec]);
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
     // Rebuild from another seed: a different population, where this mailbox is unknown.
     let other = dir.path().join("other.toml");
     std::fs::write(&other, SCENARIO.replace("seed = 21", "seed = 22")).unwrap();
@@ -289,12 +234,11 @@ fn fst_store_is_swapped_on_sighup() {
         fst.to_str().unwrap(),
     ]);
     // Until SIGHUP the old map serves; after it, the new one.
-    assert_eq!(bulk_replies(&server.1, &[&address]), ["250 2.1.5"]);
-    // SAFETY: kill(2) on our own child.
-    unsafe { kill(server.0.id() as i32, 1) };
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
+    signal(&server.child, 1); // SIGHUP
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = bulk_replies(&server.1, &[&address]);
+        let reply = bulk_replies(&server.addr, &[&address]);
         if reply != ["250 2.1.5"] {
             assert!(
                 reply[0].starts_with("550 5.1.1") || reply[0].starts_with("554 5.7.1"),
@@ -305,8 +249,4 @@ fn fst_store_is_swapped_on_sighup() {
         assert!(Instant::now() < deadline, "SIGHUP did not swap the store");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, signal: i32) -> i32;
 }

@@ -1,10 +1,12 @@
 //! `bulkbench bench`, `load`, `population` and `simulate` as a user runs them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+mod common;
+
+use common::{BIN, run, signal};
 
 const SCENARIO: &str = r#"
 name = "tiny"
@@ -23,24 +25,6 @@ message_size_max = 3000
 warmup_secs = 0.0
 timeout_ms = 5000
 "#;
-
-fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bulkbench {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
 
 fn write_scenario(dir: &Path) -> PathBuf {
     let path = dir.join("tiny.toml");
@@ -321,8 +305,7 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    // SAFETY: kill(2) on our own child.
-    unsafe { kill(child.id() as i32, 2) };
+    signal(&child, 2); // SIGINT
     let started = Instant::now();
     let output = child.wait_with_output().unwrap();
     assert!(
@@ -339,8 +322,4 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
     let done = s["totals"]["sessions_completed"].as_u64().unwrap();
     assert!(done > 0 && done < 6000, "{done} sessions");
     assert_eq!(s["mismatches"]["total"], 0);
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, signal: i32) -> i32;
 }

@@ -6,12 +6,12 @@
 //! `BULKBENCH_REQUIRE_EXTERNAL=1`, which turns their absence into a failure; elsewhere a
 //! missing tool is skipped, loudly.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+mod common;
+
+use common::{ok, run, serve};
 const PLOTS: [&str; 5] = [
     "latency_spectrum",
     "throughput",
@@ -60,35 +60,6 @@ fn missing(tool: &str, how: &str) {
     eprintln!("\n*** SKIPPED: {tool} is not installed ({how}); this check did not run ***\n");
 }
 
-fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bulkbench {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let output = run(args);
-    assert!(
-        output.status.success(),
-        "bulkbench {args:?}: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -103,45 +74,6 @@ fn scenario_with(dir: &Path, warmup: &str) -> PathBuf {
 
 fn scenario(dir: &Path) -> PathBuf {
     scenario_with(dir, "0.2")
-}
-
-/// A `bulkbench serve` child on the scenario's population; killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(population: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--population",
-            population.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    Server { child, addr }
 }
 
 /// Rows of an .hgrm file: (value, percentile, total count).
@@ -441,7 +373,7 @@ fn merged_shards_equal_one_unsharded_run() {
         "-o",
         population.to_str().unwrap(),
     ]);
-    let server = serve(&population, &[]);
+    let server = serve(&["--population", population.to_str().unwrap()]);
     let load = |name: &str, shard: Option<&str>| -> PathBuf {
         let out = dir.path().join(name);
         let mut args = vec![
@@ -538,8 +470,13 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         "-o",
         population.to_str().unwrap(),
     ]);
-    let fast = serve(&population, &[]);
-    let slow = serve(&population, &["--lookup-delay-us", "20000"]);
+    let fast = serve(&["--population", population.to_str().unwrap()]);
+    let slow = serve(&[
+        "--population",
+        population.to_str().unwrap(),
+        "--lookup-delay-us",
+        "20000",
+    ]);
     let out = dir.path().join("cmp");
     let fast_arm = format!("fast={}", fast.addr);
     let slow_arm = format!("slow={}", slow.addr);
