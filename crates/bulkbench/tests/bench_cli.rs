@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, run, signal};
+use common::{BIN, run, serve, signal};
 
 const SCENARIO: &str = r#"
 name = "tiny"
@@ -132,29 +132,8 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--population",
-            population.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let server = serve(&["--population", population.to_str().unwrap()]);
+    let addr = server.addr.clone();
     let out = dir.path().join("report");
     let output = run(&[
         "load",
@@ -165,8 +144,7 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
         out.to_str().unwrap(),
         "--quiet",
     ]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(
         output.status.success(),
         "{}",
@@ -197,30 +175,12 @@ fn mismatches_make_the_run_fail_and_are_printed_first() {
     );
     // Serve with case-sensitive local parts: recipients written in mixed case are then
     // unknown, which contradicts the population.
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--case-sensitive-local-part",
-            "--population",
-            population.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let server = serve(&[
+        "--case-sensitive-local-part",
+        "--population",
+        population.to_str().unwrap(),
+    ]);
+    let addr = server.addr.clone();
     let out = dir.path().join("report");
     let output = run(&[
         "load",
@@ -231,8 +191,7 @@ fn mismatches_make_the_run_fail_and_are_printed_first() {
         out.to_str().unwrap(),
         "--quiet",
     ]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(
         output.status.code(),
         Some(3),
