@@ -51,10 +51,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bulk_policy::{
-    AddressBatch, MemoryBackend, NormalizeConfig, PolicyBackend, Population, PopulationError,
-    Preference, Regime, Verdict,
-};
+use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Population, Verdict};
 use bulk_policy_fst::FstBackend;
 use bulk_policy_lmdb::LmdbBackend;
 use criterion::measurement::WallTime;
@@ -181,46 +178,6 @@ impl Popularity {
             Popularity::Zipf => ZIPF_STREAM,
         }
     }
-}
-
-/// The population and the addresses of its mailboxes (as written) and domains.
-fn build_population(mailboxes: usize) -> (Population, Vec<Box<str>>, Vec<Box<str>>) {
-    let domain_count = mailboxes / MAILBOXES_PER_DOMAIN;
-    let mut population = Population::new(NormalizeConfig::default());
-    let mut domains = Vec::with_capacity(domain_count);
-    for index in 0..domain_count as u64 {
-        let regime = if SplitMix::new(DOMAIN_STREAM, index, u64::MAX).percent(45) {
-            Regime::OptIn
-        } else {
-            Regime::OptOut
-        };
-        let name = (0..)
-            .map(|attempt| domain_name(index, attempt))
-            .find(|name| population.add_domain(name.as_bytes(), regime).is_ok())
-            .expect("a free domain name");
-        domains.push(name.into_boxed_str());
-    }
-    let mut addresses = Vec::with_capacity(mailboxes);
-    for index in 0..mailboxes as u64 {
-        let mut rng = SplitMix::new(MAILBOX_STREAM, index, u64::MAX);
-        let domain = &domains[rng.below(domain_count as u64) as usize];
-        let preference = match rng.below(100) {
-            0..=34 => Preference::In,
-            35..=49 => Preference::Out,
-            _ => Preference::Default,
-        };
-        let mut attempt = 0;
-        let address = loop {
-            let address = format!("{}@{domain}", mailbox_local(index, attempt));
-            match population.add_mailbox(address.as_bytes(), preference) {
-                Ok(()) => break address,
-                Err(PopulationError::DuplicateMailbox { .. }) => attempt += 1,
-                Err(error) => panic!("generated mailbox {address} refused: {error}"),
-            }
-        };
-        addresses.push(address.into_boxed_str());
-    }
-    (population, addresses, domains)
 }
 
 /// Recipient `index` of a popularity's pool (for `Uniform`, the same draw as `rcpt_path`'s).
@@ -450,7 +407,8 @@ fn bench_backend<B: PolicyBackend>(
 /// Builds, measures, checks and times everything for one population size.
 fn run_size(c: &mut Criterion, mailboxes: usize, label: &str) {
     let started = Instant::now();
-    let (population, addresses, domains) = build_population(mailboxes);
+    let (population, addresses, domains) =
+        build_population(mailboxes / MAILBOXES_PER_DOMAIN, mailboxes);
     let key_bytes: usize = population.mailboxes().map(|(key, _)| key.len()).sum();
     eprintln!(
         "policy_backends {label}: {} domains, {} mailboxes (keys {:.1} bytes on average) built \

@@ -33,10 +33,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bulk_policy::{
-    AddressBatch, MemoryBackend, NormalizeConfig, PolicyBackend, Population, PopulationError,
-    Preference, Regime, Verdict,
-};
+use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Population, Verdict};
 use bulk_proto::{Command, Event, ForwardPath, ServerIdentity, Session, SessionConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rustc_hash::FxHashMap;
@@ -67,47 +64,9 @@ struct Workload {
     stream: Vec<u8>,
 }
 
-fn build_population() -> (Population, Vec<Box<str>>, Vec<Box<str>>) {
-    let mut population = Population::new(NormalizeConfig::default());
-    let mut domains = Vec::with_capacity(DOMAINS);
-    for index in 0..DOMAINS as u64 {
-        let regime = if SplitMix::new(DOMAIN_STREAM, index, u64::MAX).percent(45) {
-            Regime::OptIn
-        } else {
-            Regime::OptOut
-        };
-        let name = (0..)
-            .map(|attempt| domain_name(index, attempt))
-            .find(|name| population.add_domain(name.as_bytes(), regime).is_ok())
-            .expect("a free domain name");
-        domains.push(name.into_boxed_str());
-    }
-    let mut mailboxes = Vec::with_capacity(MAILBOXES);
-    for index in 0..MAILBOXES as u64 {
-        let mut rng = SplitMix::new(MAILBOX_STREAM, index, u64::MAX);
-        let domain = &domains[rng.below(DOMAINS as u64) as usize];
-        let preference = match rng.below(100) {
-            0..=34 => Preference::In,
-            35..=49 => Preference::Out,
-            _ => Preference::Default,
-        };
-        let mut attempt = 0;
-        let address = loop {
-            let address = format!("{}@{domain}", mailbox_local(index, attempt));
-            match population.add_mailbox(address.as_bytes(), preference) {
-                Ok(()) => break address,
-                Err(PopulationError::DuplicateMailbox { .. }) => attempt += 1,
-                Err(error) => panic!("generated mailbox {address} refused: {error}"),
-            }
-        };
-        mailboxes.push(address.into_boxed_str());
-    }
-    (population, mailboxes, domains)
-}
-
 impl Workload {
     fn build() -> Self {
-        let (population, mailboxes, domains) = build_population();
+        let (population, mailboxes, domains) = build_population(DOMAINS, MAILBOXES);
         let mut recipients = Vec::with_capacity(RCPTS);
         for index in 0..RCPTS as u64 {
             let mut rng = SplitMix::new(RECIPIENT_STREAM, index, 0);

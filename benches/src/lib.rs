@@ -3,6 +3,8 @@
 //! bench so they all measure the same population.
 #![allow(missing_docs)] // an unpublished bench helper: the names say it
 
+use bulk_policy::{NormalizeConfig, Population, PopulationError, Preference, Regime};
+
 // Seed streams: one per kind of thing drawn.
 pub const DOMAIN_STREAM: u64 = 1;
 pub const MAILBOX_STREAM: u64 = 2;
@@ -407,4 +409,48 @@ pub const TAGS: &[&str] = &[
 pub fn with_tag(address: &str, rng: &mut SplitMix) -> String {
     let (local, domain) = address.rsplit_once('@').expect("an address");
     format!("{local}+{}@{domain}", rng.pick(TAGS))
+}
+
+/// A population of `domain_count` domains (45% opt-in) and `mailboxes` mailboxes (35% `in`,
+/// 15% `out`, 50% `default`), every draw from its own (stream, index) generator; returns it
+/// with the mailboxes' and domains' addresses as written.
+pub fn build_population(
+    domain_count: usize,
+    mailboxes: usize,
+) -> (Population, Vec<Box<str>>, Vec<Box<str>>) {
+    let mut population = Population::new(NormalizeConfig::default());
+    let mut domains = Vec::with_capacity(domain_count);
+    for index in 0..domain_count as u64 {
+        let regime = if SplitMix::new(DOMAIN_STREAM, index, u64::MAX).percent(45) {
+            Regime::OptIn
+        } else {
+            Regime::OptOut
+        };
+        let name = (0..)
+            .map(|attempt| domain_name(index, attempt))
+            .find(|name| population.add_domain(name.as_bytes(), regime).is_ok())
+            .expect("a free domain name");
+        domains.push(name.into_boxed_str());
+    }
+    let mut addresses = Vec::with_capacity(mailboxes);
+    for index in 0..mailboxes as u64 {
+        let mut rng = SplitMix::new(MAILBOX_STREAM, index, u64::MAX);
+        let domain = &domains[rng.below(domain_count as u64) as usize];
+        let preference = match rng.below(100) {
+            0..=34 => Preference::In,
+            35..=49 => Preference::Out,
+            _ => Preference::Default,
+        };
+        let mut attempt = 0;
+        let address = loop {
+            let address = format!("{}@{domain}", mailbox_local(index, attempt));
+            match population.add_mailbox(address.as_bytes(), preference) {
+                Ok(()) => break address,
+                Err(PopulationError::DuplicateMailbox { .. }) => attempt += 1,
+                Err(error) => panic!("generated mailbox {address} refused: {error}"),
+            }
+        };
+        addresses.push(address.into_boxed_str());
+    }
+    (population, addresses, domains)
 }
