@@ -12,9 +12,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::message::write_message;
 use crate::record::Phase;
 use crate::result::ErrorKind;
-use crate::verify::{
-    Expectations, MismatchExample, Mismatches, ReplyClass, VerifyMode, is_mismatch,
-};
+use crate::verify::{Mismatches, ReplyClass, Verifier};
 
 /// What a session needs besides its spec.
 #[derive(Clone, Debug)]
@@ -23,8 +21,7 @@ pub(crate) struct SessionContext {
     pub helo_name: String,
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
-    pub verify: VerifyMode,
-    pub expectations: Expectations,
+    pub verifier: Verifier,
 }
 
 /// Everything one session measured, handed to a recorder shard at its end.
@@ -273,26 +270,19 @@ pub(crate) async fn run_session(
         if with_data {
             Command::Data.encode(scratch);
         }
-        let sent = Instant::now();
-        conn.send(scratch).await?;
-        let from = conn.read_reply().await?;
-        log.sample(Phase::From, sent);
-        Connection::expect(from, 2)?;
-        for (i, recipient) in spec.recipients.iter().enumerate() {
+    }
+    // Pipelined, every reply of the group (FROM, RCPTs, DATA) is timed from this write.
+    let sent = Instant::now();
+    conn.send(scratch).await?;
+    let from = conn.read_reply().await?;
+    log.sample(Phase::From, sent);
+    Connection::expect(from, 2)?;
+    if pipelined {
+        for i in 0..spec.recipients.len() {
             let reply = conn.read_reply().await?;
             log.sample(Phase::Rcpt, sent);
-            // Pipelined, DATA is already sent: its reply says whether any was accepted.
-            verify_rcpt(
-                ctx,
-                spec,
-                use_bulk,
-                i,
-                &recipient.address,
-                recipient.verdict,
-                reply,
-                &conn,
-                log,
-            )?;
+            // DATA is already sent: its reply says whether any recipient was accepted.
+            verify_rcpt(ctx, spec, use_bulk, i, reply, &conn, log)?;
         }
         if with_data {
             let data = conn.read_reply().await?;
@@ -305,11 +295,6 @@ pub(crate) async fn run_session(
         }
     } else {
         let mut accepted = 0u32;
-        let sent = Instant::now();
-        conn.send(scratch).await?;
-        let from = conn.read_reply().await?;
-        log.sample(Phase::From, sent);
-        Connection::expect(from, 2)?;
         for (i, recipient) in spec.recipients.iter().enumerate() {
             scratch.clear();
             Command::Rcpt {
@@ -320,17 +305,7 @@ pub(crate) async fn run_session(
             conn.send(scratch).await?;
             let reply = conn.read_reply().await?;
             log.sample(Phase::Rcpt, sent);
-            accepted += u32::from(verify_rcpt(
-                ctx,
-                spec,
-                use_bulk,
-                i,
-                &recipient.address,
-                recipient.verdict,
-                reply,
-                &conn,
-                log,
-            )?);
+            accepted += u32::from(verify_rcpt(ctx, spec, use_bulk, i, reply, &conn, log)?);
         }
         // Without pipelining a client sends DATA only when a recipient was accepted, as
         // real clients do.
@@ -374,16 +349,13 @@ async fn send_message(
     Ok(())
 }
 
-/// Classifies and checks one RCPT reply; returns whether it was accepted. A 421 ends the
-/// session (the server closes after it).
-#[allow(clippy::too_many_arguments)]
+/// Classifies, counts and checks one RCPT reply; returns whether it was accepted. A 421
+/// ends the session (the server closes after it).
 fn verify_rcpt(
     ctx: &SessionContext,
     spec: &SessionSpec,
     bulk: bool,
     index: usize,
-    address: &str,
-    verdict: bulk_policy::Verdict,
     reply: Reply,
     conn: &Connection<'_>,
     log: &mut SessionLog,
@@ -397,15 +369,12 @@ fn verify_rcpt(
         .iter()
         .position(|c| *c == actual)
         .unwrap_or(5)] += 1;
-    let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
-    let expected = ctx.expectations.expected(bulk, verdict, position);
-    if is_mismatch(ctx.verify, expected, actual) {
-        log.mismatches.record(expected, actual, || MismatchExample {
-            session: spec.index,
-            recipient: address.to_owned(),
-            expected,
-            reply: conn.last_text(),
-        });
-    }
-    Ok(actual == ReplyClass::Accepted)
+    Ok(ctx.verifier.check_rcpt(
+        spec,
+        bulk,
+        index,
+        actual,
+        || conn.last_text(),
+        &mut log.mismatches,
+    ))
 }

@@ -34,7 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Buffers, SessionContext, SessionLog, micros, run_session};
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
-pub use crate::verify::{Expectations, MismatchExample, Mismatches, ReplyClass, VerifyMode};
+pub use crate::verify::{
+    Expectations, MismatchExample, Mismatches, ReplyClass, Verifier, VerifyMode,
+};
 
 /// How sessions are started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,8 +246,10 @@ pub async fn run(
             helo_name: config.helo_name.clone(),
             command_timeout: config.command_timeout,
             connect_timeout: config.connect_timeout,
-            verify: config.verify,
-            expectations: config.expectations,
+            verifier: Verifier {
+                expectations: config.expectations,
+                mode: config.verify,
+            },
         },
         shards: (0..shard_count)
             .map(|_| Mutex::new(Shard::default()))

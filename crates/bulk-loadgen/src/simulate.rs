@@ -21,9 +21,7 @@ use bulk_proto::{
 use rayon::prelude::*;
 
 use crate::message::write_message;
-use crate::verify::{
-    Expectations, MismatchExample, Mismatches, ReplyClass, VerifyMode, is_mismatch,
-};
+use crate::verify::{Expectations, Mismatches, ReplyClass, Verifier, VerifyMode};
 
 /// What a simulation measured.
 #[derive(Clone, Debug)]
@@ -169,8 +167,7 @@ struct Driver<'a, P> {
     policy: &'a P,
     identity: &'a ServerIdentity,
     config: SessionConfig,
-    expectations: Expectations,
-    verify: VerifyMode,
+    verifier: Verifier,
     replies: Vec<u8>,
     parsed: Vec<Parsed>,
     verdicts: Vec<Verdict>,
@@ -288,8 +285,8 @@ impl<P: PolicyBackend> Driver<'_, P> {
             if self.parsed.len() != expected_len || self.parsed[0].0 / 100 != 2 {
                 return Err(());
             }
-            for (i, r) in spec.recipients.iter().enumerate() {
-                self.check(spec, bulk, i, r, self.parsed[1 + i], tally);
+            for i in 0..spec.recipients.len() {
+                self.check(spec, bulk, i, self.parsed[1 + i], tally);
             }
             if with_data && self.parsed[expected_len - 1].0 == 354 {
                 self.message(&mut session, &bytes[script.message.clone()], tally)?;
@@ -300,10 +297,10 @@ impl<P: PolicyBackend> Driver<'_, P> {
             if self.first_code().is_none_or(|c| c / 100 != 2) {
                 return Err(());
             }
-            for (i, r) in spec.recipients.iter().enumerate() {
+            for i in 0..spec.recipients.len() {
                 self.exchange(&mut session, &bytes[script.rcpts[i].clone()])?;
                 let reply = *self.parsed.first().ok_or(())?;
-                accepted += usize::from(self.check(spec, bulk, i, r, reply, tally));
+                accepted += usize::from(self.check(spec, bulk, i, reply, tally));
             }
             if with_data && accepted > 0 {
                 self.exchange(&mut session, &bytes[script.data.clone()])?;
@@ -341,29 +338,18 @@ impl<P: PolicyBackend> Driver<'_, P> {
         spec: &SessionSpec,
         bulk: bool,
         index: usize,
-        recipient: &bulk_population::Recipient,
         reply: Parsed,
         tally: &mut Tally,
     ) -> bool {
         tally.rcpts += 1;
         let (_, actual, (start, end)) = reply;
-        let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
-        let expected = self
-            .expectations
-            .expected(bulk, recipient.verdict, position);
-        if is_mismatch(self.verify, expected, actual) {
-            tally
-                .mismatches
-                .record(expected, actual, || MismatchExample {
-                    session: spec.index,
-                    recipient: recipient.address.clone(),
-                    expected,
-                    reply: String::from_utf8_lossy(&self.replies[start..end])
-                        .trim_end()
-                        .to_owned(),
-                });
-        }
-        actual == ReplyClass::Accepted
+        let text = || {
+            String::from_utf8_lossy(&self.replies[start..end])
+                .trim_end()
+                .to_owned()
+        };
+        self.verifier
+            .check_rcpt(spec, bulk, index, actual, text, &mut tally.mismatches)
     }
 }
 
@@ -395,8 +381,10 @@ pub fn simulate<P: PolicyBackend>(
                     policy,
                     identity: &identity,
                     config,
-                    expectations,
-                    verify,
+                    verifier: Verifier {
+                        expectations,
+                        mode: verify,
+                    },
                     replies: Vec::new(),
                     parsed: Vec::new(),
                     verdicts: Vec::new(),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use bulk_policy::Verdict;
+use bulk_population::SessionSpec;
 use bulk_proto::EnhancedCode;
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +108,47 @@ impl Expectations {
             Verdict::UnknownMailbox => ReplyClass::Unknown,
             Verdict::NotLocal => ReplyClass::NotLocal,
         }
+    }
+}
+
+/// How replies are checked in one run: what the server should answer, and how strictly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verifier {
+    /// The server's recipient limit and harvest mode.
+    pub expectations: Expectations,
+    /// Strict, basic or off.
+    pub mode: VerifyMode,
+}
+
+impl Verifier {
+    /// Checks the reply class `actual` of RCPT number `index` (0-based) of `spec`, sent in a
+    /// transaction of `bulk` kind (false: MAIL, also after a fallback): records a mismatch,
+    /// with `reply` (the reply line) as its example. Returns whether it was accepted. The
+    /// one check the load generator and `simulate` share.
+    pub fn check_rcpt(
+        &self,
+        spec: &SessionSpec,
+        bulk: bool,
+        index: usize,
+        actual: ReplyClass,
+        reply: impl FnOnce() -> String,
+        mismatches: &mut Mismatches,
+    ) -> bool {
+        if let Some(recipient) = spec.recipients.get(index) {
+            let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            let expected = self
+                .expectations
+                .expected(bulk, recipient.verdict, position);
+            if is_mismatch(self.mode, expected, actual) {
+                mismatches.record(expected, actual, || MismatchExample {
+                    session: spec.index,
+                    recipient: recipient.address.clone(),
+                    expected,
+                    reply: reply(),
+                });
+            }
+        }
+        actual == ReplyClass::Accepted
     }
 }
 
