@@ -3,35 +3,18 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
+mod common;
+
+use common::{BIN, run, signal};
 
 fn example_population() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../scenarios/example-population.tsv")
         .display()
         .to_string()
-}
-
-/// Runs the binary to completion with a deadline; the server must refuse before serving.
-fn run_to_end(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bulkbench {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -109,7 +92,7 @@ fn bad_flags_and_bad_populations_fail_clearly() {
         ),
     ];
     for (args, needle) in cases {
-        let output = run_to_end(&args);
+        let output = run(&args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} should fail");
         assert!(
@@ -160,8 +143,7 @@ fn start(extra: &[&str]) -> Server {
 
 impl Server {
     fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) with a pid we own.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        signal(&self.child, 15); // SIGTERM
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -171,11 +153,6 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
 fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: &str) -> String {
