@@ -5,7 +5,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use bulk_policy::{AddressBatch, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict};
+use bulk_policy::{
+    AddressBatch, Key, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict,
+};
 use fst::Map;
 use memmap2::Mmap;
 
@@ -14,9 +16,14 @@ use crate::format::{
     ACCEPT, DOMAINS_KEY, FORMAT_VERSION, HEADER_KEYS, MAGIC_KEY, MAILBOXES_KEY, OPTED_OUT,
     header_config, header_version,
 };
+use crate::walk;
 
 /// [`PolicyBackend::name`] of this backend.
 const NAME: &str = "fst";
+
+/// Keys walked per interleaved round of [`walk::get_many`]: a batch's keys are taken this
+/// many at a time into arrays on the stack.
+const CHUNK: usize = 64;
 
 /// A [`PolicyBackend`] answering from an fst table file written by [`build`](crate::build).
 ///
@@ -211,8 +218,10 @@ impl Table {
     }
 
     /// Two passes, as [`MemoryBackend`](bulk_policy::MemoryBackend) does: normalize every
-    /// address of the batch into the arena, then walk the fst for every key. Keeping the
-    /// walks back to back keeps the fst's hot upper nodes in cache between them.
+    /// address of the batch into the arena, then walk the fst for the keys, [`CHUNK`] at a
+    /// time with their walks interleaved ([`walk::get_many`]), so their cache misses
+    /// overlap. A key the table lacks takes a second walk for its `@domain` key; the domain
+    /// nodes are few and hot, so those walks go one by one.
     ///
     /// Appends one verdict per address; on a value no valid table holds, returns it and
     /// leaves `out` partly extended (the caller truncates).
@@ -223,24 +232,42 @@ impl Table {
         out: &mut Vec<Verdict>,
     ) -> Result<(), u64> {
         keys.fill(self.normalize, batch);
-        for key in keys.iter() {
-            let Some(key) = key else {
-                out.push(Verdict::NotLocal);
-                continue;
-            };
-            let verdict = match self.map.get(key.key) {
-                Some(ACCEPT) => Verdict::Accept,
-                Some(OPTED_OUT) => Verdict::OptedOut,
-                Some(other) => return Err(other),
-                // `@domain` is the key's own tail from its '@': no copy needed. The domain
-                // holds no '@' (the key splits at its last one), so this can only match a
-                // domain key, never a mailbox key starting with '@' (that has two).
-                None if self.map.contains_key(key.at_domain()) => Verdict::UnknownMailbox,
-                None => Verdict::NotLocal,
-            };
-            out.push(verdict);
+        let fst = self.map.as_fst();
+        let mut all = keys.iter();
+        loop {
+            // The next chunk of keys, on the stack; an address that did not normalize
+            // walks as the empty key, which no table holds, and answers `NotLocal` below.
+            let mut chunk: [Option<Key<'_>>; CHUNK] = [None; CHUNK];
+            let mut walked: [&[u8]; CHUNK] = [&[]; CHUNK];
+            let mut len = 0;
+            for (slot, key) in chunk.iter_mut().zip(all.by_ref()) {
+                *slot = key;
+                walked[len] = key.map_or(&[][..], |k| k.key);
+                len += 1;
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            let mut found = [None; CHUNK];
+            walk::get_many(fst, &walked[..len], &mut found);
+            for (key, value) in chunk[..len].iter().zip(found) {
+                let verdict = match (key, value) {
+                    (None, _) => Verdict::NotLocal,
+                    (Some(_), Some(ACCEPT)) => Verdict::Accept,
+                    (Some(_), Some(OPTED_OUT)) => Verdict::OptedOut,
+                    (Some(_), Some(other)) => return Err(other),
+                    // `@domain` is the key's own tail from its '@': no copy needed. The
+                    // domain holds no '@' (the key splits at its last one), so this can only
+                    // match a domain key, never a mailbox key starting with '@' (that has
+                    // two).
+                    (Some(key), None) if self.map.contains_key(key.at_domain()) => {
+                        Verdict::UnknownMailbox
+                    }
+                    (Some(_), None) => Verdict::NotLocal,
+                };
+                out.push(verdict);
+            }
         }
-        Ok(())
     }
 }
 

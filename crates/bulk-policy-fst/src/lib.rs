@@ -85,6 +85,7 @@ mod backend;
 mod build;
 mod error;
 mod format;
+mod walk;
 
 pub use backend::FstBackend;
 pub use build::{BuildStats, build};

@@ -1,0 +1,204 @@
+//! Many fst walks at once, so their cache misses overlap.
+//!
+//! `Map::get` walks one key from the root to its last byte, one node per byte. Near the
+//! root the nodes are shared by every key and stay in cache; below, each key soon reaches
+//! nodes of its own, and on a table larger than the caches nearly every such node is a
+//! miss to memory. One walk cannot overlap them: each node's address is read from the
+//! node before it.
+//!
+//! [`get_many`] keeps up to [`LANES`] walks in flight and advances them in turn, one node
+//! each. When a walk learns the address of its next node it asks the CPU to fetch that
+//! node's bytes, then goes on with the other walks; by the time its turn comes again the
+//! node has arrived. A walk that ends gives its lane to the next key at once. The answers
+//! are exactly `Map::get`'s (the tests check it key by key); only the order of the memory
+//! reads changes.
+
+use fst::raw::{CompiledAddr, Fst, Output};
+
+/// Walks in flight. Enough to cover a miss to memory (~100 ns) with the other walks' node
+/// steps (~10-20 ns each when cached), few enough that their state stays in registers and
+/// L1. Measured in the `policy_backends` bench: 4 lanes gain about as much as 8 and 16.
+pub(crate) const LANES: usize = 8;
+
+/// One walk in progress: the key's index in the batch, how many of its bytes are
+/// consumed, the node reached, and the output summed along the way.
+#[derive(Clone, Copy)]
+struct Lane {
+    key: usize,
+    depth: usize,
+    addr: CompiledAddr,
+    out: Output,
+}
+
+/// Looks every key of `keys` up in `fst`: `found[i]` becomes the value of `keys[i]`, as
+/// `Map::get(keys[i])` returns it, or `None` if the fst does not hold it.
+///
+/// # Panics
+///
+/// If `found` is shorter than `keys` (a caller bug).
+pub(crate) fn get_many<D: AsRef<[u8]>>(fst: &Fst<D>, keys: &[&[u8]], found: &mut [Option<u64>]) {
+    assert!(found.len() >= keys.len(), "one answer slot per key");
+    let root = fst.root().addr();
+    let start = |key| Lane {
+        key,
+        depth: 0,
+        addr: root,
+        out: Output::zero(),
+    };
+    let mut lanes = [start(0); LANES];
+    let mut active = LANES.min(keys.len());
+    for (i, lane) in lanes.iter_mut().enumerate().take(active) {
+        *lane = start(i);
+    }
+    let mut next = active;
+
+    while active > 0 {
+        let mut i = 0;
+        while i < active {
+            let lane = &mut lanes[i];
+            match step(fst, keys[lane.key], lane) {
+                Step::Moved => i += 1,
+                Step::Done(value) => {
+                    found[lane.key] = value;
+                    if next < keys.len() {
+                        *lane = start(next);
+                        next += 1;
+                        i += 1;
+                    } else {
+                        // Fill the hole with the last lane, which this round has not
+                        // advanced yet; it takes its step now.
+                        active -= 1;
+                        lanes[i] = lanes[active];
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    /// The walk moved to its next node, which is being fetched.
+    Moved,
+    /// The walk ended: the key's value, or `None`.
+    Done(Option<u64>),
+}
+
+/// Takes one step of `lane`'s walk of `key`: the same per-node work as `Map::get`.
+#[inline(always)]
+fn step<D: AsRef<[u8]>>(fst: &Fst<D>, key: &[u8], lane: &mut Lane) -> Step {
+    let node = fst.node(lane.addr);
+    let Some(&byte) = key.get(lane.depth) else {
+        return Step::Done(
+            node.is_final()
+                .then(|| lane.out.cat(node.final_output()).value()),
+        );
+    };
+    let Some(i) = node.find_input(byte) else {
+        return Step::Done(None);
+    };
+    let t = node.transition(i);
+    lane.out = lane.out.cat(t.out);
+    lane.addr = t.addr;
+    lane.depth += 1;
+    prefetch(fst.as_bytes(), t.addr);
+    Step::Moved
+}
+
+/// Asks the CPU to bring the node at `addr` into cache. A node is read backwards from its
+/// address (its state byte is the last), so the line before is fetched as well: a node
+/// with a few transitions usually spans it.
+#[inline(always)]
+fn prefetch(bytes: &[u8], addr: CompiledAddr) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // Addresses from the fst's own transitions are inside `bytes`; a prefetch of any
+        // address is harmless anyway (it never faults), so no bounds check is needed.
+        let at = bytes.as_ptr().wrapping_add(addr);
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is part of the
+        // target's baseline), and it only hints the cache: it reads nothing the program
+        // sees and never faults, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(at.cast());
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_sub(64).cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, addr);
+}
+
+#[cfg(test)]
+mod tests {
+    use fst::Map;
+
+    use super::*;
+
+    /// A splitmix64 step: a deterministic stream of test keys.
+    fn mix(x: &mut u64) -> u64 {
+        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn key(seed: &mut u64) -> Vec<u8> {
+        let len = (mix(seed) % 12) as usize;
+        // A small alphabet, so keys share prefixes and are prefixes of each other.
+        (0..len)
+            .map(|_| b"ab@c."[(mix(seed) % 5) as usize])
+            .collect()
+    }
+
+    #[test]
+    fn answers_as_map_get_for_every_key() {
+        let mut seed = 7;
+        let mut stored: Vec<(Vec<u8>, u64)> = (0..5_000).map(|_| (key(&mut seed), 0)).collect();
+        stored.sort();
+        stored.dedup_by(|a, b| a.0 == b.0);
+        for (i, (_, value)) in stored.iter_mut().enumerate() {
+            // Values of every width, so outputs are split across transitions.
+            *value = mix(&mut seed) >> (i % 64);
+        }
+        let map = Map::from_iter(stored.iter().map(|(k, v)| (k, *v))).unwrap();
+
+        // Stored keys, absent keys, the empty key, repeats; every batch length from 0 to
+        // a few times LANES, so lanes run dry at every point.
+        let mut probes: Vec<Vec<u8>> = stored.iter().map(|(k, _)| k.clone()).collect();
+        probes.extend((0..5_000).map(|_| key(&mut seed)));
+        probes.push(Vec::new());
+        probes.extend_from_within(..100);
+        let mut at = 0;
+        let mut checked = 0;
+        for len in (0..=4 * LANES).cycle() {
+            if at >= probes.len() {
+                break;
+            }
+            let batch: Vec<&[u8]> = probes[at..(at + len).min(probes.len())]
+                .iter()
+                .map(Vec::as_slice)
+                .collect();
+            let mut found = vec![Some(u64::MAX); batch.len()];
+            get_many(map.as_fst(), &batch, &mut found);
+            for (k, got) in batch.iter().zip(&found) {
+                assert_eq!(*got, map.get(k), "key {:?}", String::from_utf8_lossy(k));
+                checked += 1;
+            }
+            at += len;
+        }
+        assert_eq!(checked, probes.len());
+        assert!(
+            stored.len() > 1_000,
+            "the key space is large enough to matter"
+        );
+    }
+
+    #[test]
+    fn an_empty_fst_holds_nothing() {
+        let map = Map::from_iter(std::iter::empty::<(&[u8], u64)>()).unwrap();
+        let keys: [&[u8]; 3] = [b"", b"a", b"ab"];
+        let mut found = [Some(1); 3];
+        get_many(map.as_fst(), &keys, &mut found);
+        assert_eq!(found, [None; 3]);
+    }
+}
