@@ -5,18 +5,17 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use bulk_policy::{
-    AddressBatch, Key, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict,
-};
-use fst::Map;
+use bulk_policy::{AddressBatch, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict};
+use fst::{IntoStreamer, Map, Streamer};
 use memmap2::Mmap;
+use rustc_hash::FxHashMap;
 
 use crate::error::FstError;
 use crate::format::{
-    ACCEPT, DOMAINS_KEY, FORMAT_VERSION, HEADER_KEYS, MAGIC_KEY, MAILBOXES_KEY, OPTED_OUT,
-    header_config, header_version,
+    ACCEPT, DOMAIN_TAG, DOMAINS_KEY, FORMAT_VERSION, HEADER_KEYS, MAGIC_KEY, MAILBOX_TAG,
+    MAILBOXES_KEY, OPTED_OUT, header_config, header_version, mailbox_prefix_into,
 };
-use crate::walk;
+use crate::walk::{self, Start};
 
 /// [`PolicyBackend::name`] of this backend.
 const NAME: &str = "fst";
@@ -54,6 +53,10 @@ pub struct FstBackend {
 /// One mapped, verified table file.
 struct Table {
     map: Map<Mmap>,
+    /// Every served domain, with where its mailbox keys continue (`None`: the domain has no
+    /// mailbox). Read from the domain keys at open: a few dozen bytes per domain, and one
+    /// hash probe per lookup instead of walking the domain's bytes through the fst.
+    domain_index: FxHashMap<Box<[u8]>, Option<Start>>,
     normalize: NormalizeConfig,
     mailboxes: usize,
     domains: usize,
@@ -208,8 +211,16 @@ impl Table {
         }
         // Both are below the key count, which is a usize.
         let (mailboxes, domains) = (mailboxes as usize, domains as usize);
+        let domain_index = index_domains(&map);
+        if domain_index.len() != domains {
+            return Err(header_error(format!(
+                "{domains} domains in the header, but the file holds {} domain keys",
+                domain_index.len()
+            )));
+        }
         Ok(Table {
             map,
+            domain_index,
             normalize,
             mailboxes,
             domains,
@@ -218,10 +229,10 @@ impl Table {
     }
 
     /// Two passes, as [`MemoryBackend`](bulk_policy::MemoryBackend) does: normalize every
-    /// address of the batch into the arena, then walk the fst for the keys, [`CHUNK`] at a
-    /// time with their walks interleaved ([`walk::get_many`]), so their cache misses
-    /// overlap. A key the table lacks takes a second walk for its `@domain` key; the domain
-    /// nodes are few and hot, so those walks go one by one.
+    /// address of the batch into the arena, then look the keys up, [`CHUNK`] at a time. A
+    /// key's domain is found in the domain index; the local parts of the chunk are then
+    /// walked from their domains' nodes, interleaved ([`walk::get_many`]) so that their
+    /// cache misses overlap.
     ///
     /// Appends one verdict per address; on a value no valid table holds, returns it and
     /// leaves `out` partly extended (the caller truncates).
@@ -234,41 +245,62 @@ impl Table {
         keys.fill(self.normalize, batch);
         let fst = self.map.as_fst();
         let mut all = keys.iter();
+        let root = Start::root(fst);
         loop {
-            // The next chunk of keys, on the stack; an address that did not normalize
-            // walks as the empty key, which no table holds, and answers `NotLocal` below.
-            let mut chunk: [Option<Key<'_>>; CHUNK] = [None; CHUNK];
-            let mut walked: [&[u8]; CHUNK] = [&[]; CHUNK];
-            let mut len = 0;
-            for (slot, key) in chunk.iter_mut().zip(all.by_ref()) {
-                *slot = key;
-                walked[len] = key.map_or(&[][..], |k| k.key);
+            // The chunk's verdicts as far as the domain index tells them, and the walks
+            // that finish the rest: walk j decides verdict `slots[j]`.
+            let mut verdicts = [Verdict::NotLocal; CHUNK];
+            let mut walks: [(Start, &[u8]); CHUNK] = [(root, &[]); CHUNK];
+            let mut slots = [0; CHUNK];
+            let (mut len, mut walking) = (0, 0);
+            for key in all.by_ref().take(CHUNK) {
+                // An address that does not normalize, or of a domain not served, stays
+                // NotLocal; one of a served domain is an unknown mailbox unless its walk
+                // finds it.
+                if let Some((key, start)) =
+                    key.and_then(|k| Some((k, self.domain_index.get(k.domain())?)))
+                {
+                    verdicts[len] = Verdict::UnknownMailbox;
+                    if let Some(start) = start {
+                        walks[walking] = (*start, key.local());
+                        slots[walking] = len;
+                        walking += 1;
+                    }
+                }
                 len += 1;
             }
             if len == 0 {
                 return Ok(());
             }
             let mut found = [None; CHUNK];
-            walk::get_many(fst, &walked[..len], &mut found);
-            for (key, value) in chunk[..len].iter().zip(found) {
-                let verdict = match (key, value) {
-                    (None, _) => Verdict::NotLocal,
-                    (Some(_), Some(ACCEPT)) => Verdict::Accept,
-                    (Some(_), Some(OPTED_OUT)) => Verdict::OptedOut,
-                    (Some(_), Some(other)) => return Err(other),
-                    // `@domain` is the key's own tail from its '@': no copy needed. The
-                    // domain holds no '@' (the key splits at its last one), so this can only
-                    // match a domain key, never a mailbox key starting with '@' (that has
-                    // two).
-                    (Some(key), None) if self.map.contains_key(key.at_domain()) => {
-                        Verdict::UnknownMailbox
-                    }
-                    (Some(_), None) => Verdict::NotLocal,
-                };
-                out.push(verdict);
+            walk::get_many(fst, &walks[..walking], &mut found);
+            for (&slot, value) in slots[..walking].iter().zip(found) {
+                match value {
+                    Some(ACCEPT) => verdicts[slot] = Verdict::Accept,
+                    Some(OPTED_OUT) => verdicts[slot] = Verdict::OptedOut,
+                    Some(other) => return Err(other),
+                    None => {}
+                }
             }
+            out.extend_from_slice(&verdicts[..len]);
         }
     }
+}
+
+/// The domain index of a table: each domain key's domain, with the node its mailbox keys
+/// continue from.
+fn index_domains(map: &Map<Mmap>) -> FxHashMap<Box<[u8]>, Option<Start>> {
+    let fst = map.as_fst();
+    let root = Start::root(fst);
+    let mut index = FxHashMap::default();
+    let mut prefix = Vec::new();
+    let mut domains = map.range().ge([DOMAIN_TAG]).lt([MAILBOX_TAG]).into_stream();
+    while let Some((key, _regime)) = domains.next() {
+        let domain = &key[1..];
+        mailbox_prefix_into(domain, &mut prefix);
+        index.insert(domain.into(), walk::descend(fst, root, &prefix));
+    }
+    index
 }
 
 impl PolicyBackend for FstBackend {
@@ -411,6 +443,49 @@ mod tests {
             use Verdict::*;
             &[Accept, OptedOut, Accept, OptedOut, UnknownMailbox, NotLocal]
         });
+    }
+
+    #[tokio::test]
+    async fn domains_that_prefix_each_other() {
+        // Keys of `a.org` and of `a.org.uk` share bytes up to where the shorter domain
+        // ends; the build must still write them in order, and lookups keep them apart.
+        let domains = ["a.org", "a.org.uk", "a.org-x.net", "a.or", "b.org"];
+        let mut p = Population::default();
+        for (i, domain) in domains.iter().enumerate() {
+            let regime = [Regime::OptIn, Regime::OptOut][i % 2];
+            p.add_domain(domain.as_bytes(), regime).unwrap();
+            for (local, preference) in [("ann", Preference::In), ("zed", Preference::Out)] {
+                let address = format!("{local}{i}@{domain}");
+                p.add_mailbox(address.as_bytes(), preference).unwrap();
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prefixes.fst");
+        crate::build(&p, &path).unwrap();
+        let backend = FstBackend::open(&path).unwrap();
+        let mut addresses = Vec::new();
+        for i in 0..domains.len() {
+            for domain in domains.iter().chain(&["a.org.u", "org", "c.org"]) {
+                for local in ["ann", "zed", "bob"] {
+                    addresses.push(format!("{local}{i}@{domain}"));
+                }
+            }
+        }
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let got = verdicts(&backend, &addresses).await;
+        let expected: Vec<Verdict> = addresses
+            .iter()
+            .map(|a| p.verdict_of(a.as_bytes()))
+            .collect();
+        assert_eq!(got, expected);
+        for verdict in [
+            Verdict::Accept,
+            Verdict::OptedOut,
+            Verdict::UnknownMailbox,
+            Verdict::NotLocal,
+        ] {
+            assert!(got.contains(&verdict), "{verdict:?} is among the cases");
+        }
     }
 
     #[test]
@@ -569,6 +644,16 @@ mod tests {
                 "1 mailboxes + 1 domains + 3 header keys, but the file holds 4 keys",
             ),
             (
+                // The count adds up, but the key it counts as a domain is a mailbox key.
+                &[
+                    (MAGIC_KEY, header),
+                    (DOMAINS_KEY, 1),
+                    (MAILBOXES_KEY, 0),
+                    (b"\x02x.org\0ann", 0),
+                ],
+                "1 domains in the header, but the file holds 0 domain keys",
+            ),
+            (
                 &[
                     (MAGIC_KEY, header),
                     (DOMAINS_KEY, u64::MAX),
@@ -595,9 +680,9 @@ mod tests {
                 (MAGIC_KEY, pack_header(NormalizeConfig::default())),
                 (DOMAINS_KEY, 1),
                 (MAILBOXES_KEY, 2),
-                (b"@x.org", 0),
-                (b"ann@x.org", ACCEPT),
-                (b"bob@x.org", 7),
+                (b"\x01x.org", 0),
+                (b"\x02x.org\0ann", ACCEPT),
+                (b"\x02x.org\0bob", 7),
             ],
         );
         let backend = FstBackend::open(&path).unwrap();

@@ -11,7 +11,8 @@ use fst::MapBuilder;
 
 use crate::error::FstError;
 use crate::format::{
-    DOMAINS_KEY, HEADER_KEYS, MAGIC_KEY, MAILBOXES_KEY, pack_header, regime_value, verdict_value,
+    DOMAINS_KEY, MAGIC_KEY, MAILBOXES_KEY, domain_key, mailbox_prefix_into, pack_header,
+    regime_value, verdict_value,
 };
 
 /// What [`build`] wrote.
@@ -33,7 +34,7 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// Compiles `population` into an fst table at `path`, replacing any file there atomically.
 ///
 /// Each mailbox is stored with its final verdict (preference and regime resolved here, as
-/// [`MemoryBackend`](bulk_policy::MemoryBackend) does), each served domain as `@domain`, and
+/// [`MemoryBackend`](bulk_policy::MemoryBackend) does), each served domain with its regime, and
 /// the header keys with the population's [`NormalizeConfig`](bulk_policy::NormalizeConfig)
 /// (see the crate docs, "File format").
 ///
@@ -56,58 +57,58 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 pub fn build(population: &Population, path: &Path) -> Result<BuildStats, FstError> {
     let started = Instant::now();
 
-    // `@domain` keys are built here; mailbox keys are borrowed from the population.
-    let domain_keys: Vec<(Vec<u8>, u64)> = population
+    let mut header = vec![(MAGIC_KEY, pack_header(population.normalize_config()))];
+    let mut domain_keys: Vec<(Vec<u8>, u64)> = population
         .domains()
-        .map(|(domain, regime)| {
-            let mut key = Vec::with_capacity(domain.len() + 1);
-            key.push(b'@');
-            key.extend_from_slice(domain);
-            (key, regime_value(regime))
-        })
+        .map(|(domain, regime)| (domain_key(domain), regime_value(regime)))
         .collect();
 
-    let capacity = population.mailbox_count() + domain_keys.len() + HEADER_KEYS as usize;
-    let mut entries: Vec<(&[u8], u64)> = Vec::with_capacity(capacity);
+    // (domain, local part, value), borrowed from the population's `local@domain` keys; the
+    // mailbox key `\x02domain\0local` is put together only as it is written.
+    let mut mailboxes: Vec<(&[u8], &[u8], u64)> = Vec::with_capacity(population.mailbox_count());
     for (key, preference) in population.mailboxes() {
-        let domain = key
-            .iter()
-            .rposition(|&b| b == b'@')
-            .map(|at| &key[at + 1..]);
+        let Some(at) = key.iter().rposition(|&b| b == b'@') else {
+            continue;
+        };
+        let (local, domain) = (&key[..at], &key[at + 1..]);
         // A population guarantees every mailbox's domain is served. Were it not, the mailbox
         // is left out, which answers NotLocal, as MemoryBackend does.
-        let Some(regime) = domain.and_then(|d| population.regime(d)) else {
+        let Some(regime) = population.regime(domain) else {
             continue;
         };
         if let Some(value) = verdict_value(preference.verdict(regime)) {
-            entries.push((key, value));
+            mailboxes.push((domain, local, value));
         }
     }
-    let mailboxes = entries.len();
-    let domains = domain_keys.len();
-    entries.extend(
-        domain_keys
-            .iter()
-            .map(|(key, value)| (key.as_slice(), *value)),
-    );
-    entries.push((MAGIC_KEY, pack_header(population.normalize_config())));
-    entries.push((DOMAINS_KEY, domains as u64));
-    entries.push((MAILBOXES_KEY, mailboxes as u64));
-    // Unstable is fine: keys are unique (mailbox keys hold an '@' past their first byte,
-    // domain keys exactly one at the start, header keys none).
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    header.push((DOMAINS_KEY, domain_keys.len() as u64));
+    header.push((MAILBOXES_KEY, mailboxes.len() as u64));
+    // Each kind is one key range (header < domains < mailboxes), so sorting each kind on
+    // its own sorts them all. Unstable is fine: keys within a kind are unique.
+    header.sort_unstable();
+    domain_keys.sort_unstable();
+    // Ordering by (domain, local) is the byte order of the keys (see `mailbox_prefix_into`).
+    mailboxes.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
 
     let bytes = write_atomically(path, |writer| {
         let mut builder = MapBuilder::new(writer)?;
-        for &(key, value) in &entries {
+        for &(key, value) in &header {
             builder.insert(key, value)?;
+        }
+        for (key, value) in &domain_keys {
+            builder.insert(key, *value)?;
+        }
+        let mut key = Vec::new();
+        for &(domain, local, value) in &mailboxes {
+            mailbox_prefix_into(domain, &mut key);
+            key.extend_from_slice(local);
+            builder.insert(&key, value)?;
         }
         builder.into_inner()
     })?;
 
     Ok(BuildStats {
-        mailboxes,
-        domains,
+        mailboxes: mailboxes.len(),
+        domains: domain_keys.len(),
         bytes,
         elapsed: started.elapsed(),
     })

@@ -10,16 +10,39 @@ use bulk_policy::{NormalizeConfig, Regime, Verdict};
 /// refused by [`FstBackend::open`](crate::FstBackend::open) with [`FstError::Version`].
 ///
 /// [`FstError::Version`]: crate::FstError::Version
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Header key whose presence marks a bulkbench table; its value packs [`FORMAT_VERSION`] and
-/// the [`NormalizeConfig`] the keys were built with. Header keys start with NUL and contain
-/// no `@`; every lookup key contains an `@`, so no address can ever hit one.
+/// the [`NormalizeConfig`] the keys were built with. Header keys start with NUL, which
+/// neither a domain key nor a mailbox key does.
 pub(crate) const MAGIC_KEY: &[u8] = b"\0bulkbench-fst";
-/// Header key: number of `@domain` keys.
+/// Header key: number of domain keys.
 pub(crate) const DOMAINS_KEY: &[u8] = b"\0domains";
-/// Header key: number of `local@domain` keys.
+/// Header key: number of mailbox keys.
 pub(crate) const MAILBOXES_KEY: &[u8] = b"\0mailboxes";
+/// First byte of a domain key: `\x01domain`.
+pub(crate) const DOMAIN_TAG: u8 = 1;
+/// First byte of a mailbox key: `\x02domain\0local`.
+pub(crate) const MAILBOX_TAG: u8 = 2;
+
+/// The key of a served domain (lowercased, as the population holds it).
+pub(crate) fn domain_key(domain: &[u8]) -> Vec<u8> {
+    [&[DOMAIN_TAG][..], domain].concat()
+}
+
+/// Replaces `key` with the start every mailbox key of `domain` shares: `\x02domain\0`.
+///
+/// NUL ends the domain because neither a domain nor a local part can hold it, and because
+/// it sorts below every byte a domain can hold: mailbox keys in (domain, local part) order
+/// are then in byte order, as the fst builder needs (with '@' they would not be: `a.org@x`
+/// sorts after `a.org.uk@x`).
+pub(crate) fn mailbox_prefix_into(domain: &[u8], key: &mut Vec<u8>) {
+    key.clear();
+    key.push(MAILBOX_TAG);
+    key.extend_from_slice(domain);
+    key.push(0);
+}
+
 /// Number of header keys; a file's key count must be mailboxes + domains + this.
 pub(crate) const HEADER_KEYS: u64 = 3;
 
@@ -118,10 +141,15 @@ mod tests {
     }
 
     #[test]
-    fn header_keys_cannot_meet_lookup_keys() {
+    fn key_kinds_sort_apart() {
+        // Header keys, then domain keys, then mailbox keys: each kind is one key range.
         for key in [MAGIC_KEY, DOMAINS_KEY, MAILBOXES_KEY] {
             assert_eq!(key.first(), Some(&0));
-            assert!(!key.contains(&b'@'));
         }
+        assert!(0 < DOMAIN_TAG && DOMAIN_TAG < MAILBOX_TAG);
+        assert_eq!(domain_key(b"x.org"), b"\x01x.org");
+        let mut key = b"stale".to_vec();
+        mailbox_prefix_into(b"x.org", &mut key);
+        assert_eq!(key, b"\x02x.org\0");
     }
 }

@@ -20,33 +20,71 @@ use fst::raw::{CompiledAddr, Fst, Output};
 /// L1. Measured in the `policy_backends` bench: 4 lanes gain about as much as 8 and 16.
 pub(crate) const LANES: usize = 8;
 
-/// One walk in progress: the key's index in the batch, how many of its bytes are
-/// consumed, the node reached, and the output summed along the way.
-#[derive(Clone, Copy)]
-struct Lane {
-    key: usize,
-    depth: usize,
+/// A node to walk on from, with the output summed on the way to it: the root, or the node
+/// that a key prefix leads to ([`descend`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Start {
     addr: CompiledAddr,
     out: Output,
 }
 
-/// Looks every key of `keys` up in `fst`: `found[i]` becomes the value of `keys[i]`, as
-/// `Map::get(keys[i])` returns it, or `None` if the fst does not hold it.
+impl Start {
+    /// The root: walks from here look whole keys up.
+    pub(crate) fn root<D: AsRef<[u8]>>(fst: &Fst<D>) -> Start {
+        Start {
+            addr: fst.root().addr(),
+            out: Output::zero(),
+        }
+    }
+}
+
+/// Walks `bytes` from `from`: where every key that starts with them continues, or `None`
+/// if no key does.
+pub(crate) fn descend<D: AsRef<[u8]>>(fst: &Fst<D>, from: Start, bytes: &[u8]) -> Option<Start> {
+    let mut at = from;
+    for &byte in bytes {
+        let node = fst.node(at.addr);
+        let t = node.transition(node.find_input(byte)?);
+        at = Start {
+            addr: t.addr,
+            out: at.out.cat(t.out),
+        };
+    }
+    Some(at)
+}
+
+/// One walk in progress: the walk's index, how many of its bytes are consumed, the node
+/// reached, and the output summed along the way.
+#[derive(Clone, Copy)]
+struct Lane {
+    walk: usize,
+    depth: usize,
+    at: Start,
+}
+
+/// Runs every walk of `walks`: `found[i]` becomes the value of the key that `walks[i].1`
+/// completes from `walks[i].0`, or `None` if the fst holds no such key. From
+/// [`Start::root`], that is `Map::get(walks[i].1)`.
 ///
 /// # Panics
 ///
-/// If `found` is shorter than `keys` (a caller bug).
-pub(crate) fn get_many<D: AsRef<[u8]>>(fst: &Fst<D>, keys: &[&[u8]], found: &mut [Option<u64>]) {
-    assert!(found.len() >= keys.len(), "one answer slot per key");
-    let root = fst.root().addr();
-    let start = |key| Lane {
-        key,
+/// If `found` is shorter than `walks` (a caller bug).
+pub(crate) fn get_many<D: AsRef<[u8]>>(
+    fst: &Fst<D>,
+    walks: &[(Start, &[u8])],
+    found: &mut [Option<u64>],
+) {
+    assert!(found.len() >= walks.len(), "one answer slot per walk");
+    if walks.is_empty() {
+        return;
+    }
+    let start = |walk: usize| Lane {
+        walk,
         depth: 0,
-        addr: root,
-        out: Output::zero(),
+        at: walks[walk].0,
     };
     let mut lanes = [start(0); LANES];
-    let mut active = LANES.min(keys.len());
+    let mut active = LANES.min(walks.len());
     for (i, lane) in lanes.iter_mut().enumerate().take(active) {
         *lane = start(i);
     }
@@ -56,11 +94,11 @@ pub(crate) fn get_many<D: AsRef<[u8]>>(fst: &Fst<D>, keys: &[&[u8]], found: &mut
         let mut i = 0;
         while i < active {
             let lane = &mut lanes[i];
-            match step(fst, keys[lane.key], lane) {
+            match step(fst, walks[lane.walk].1, lane) {
                 Step::Moved => i += 1,
                 Step::Done(value) => {
-                    found[lane.key] = value;
-                    if next < keys.len() {
+                    found[lane.walk] = value;
+                    if next < walks.len() {
                         *lane = start(next);
                         next += 1;
                         i += 1;
@@ -83,22 +121,24 @@ enum Step {
     Done(Option<u64>),
 }
 
-/// Takes one step of `lane`'s walk of `key`: the same per-node work as `Map::get`.
+/// Takes one step of `lane`'s walk of the rest of `key`: the same per-node work as `Map::get`.
 #[inline(always)]
 fn step<D: AsRef<[u8]>>(fst: &Fst<D>, key: &[u8], lane: &mut Lane) -> Step {
-    let node = fst.node(lane.addr);
+    let node = fst.node(lane.at.addr);
     let Some(&byte) = key.get(lane.depth) else {
         return Step::Done(
             node.is_final()
-                .then(|| lane.out.cat(node.final_output()).value()),
+                .then(|| lane.at.out.cat(node.final_output()).value()),
         );
     };
     let Some(i) = node.find_input(byte) else {
         return Step::Done(None);
     };
     let t = node.transition(i);
-    lane.out = lane.out.cat(t.out);
-    lane.addr = t.addr;
+    lane.at = Start {
+        addr: t.addr,
+        out: lane.at.out.cat(t.out),
+    };
     lane.depth += 1;
     prefetch(fst.as_bytes(), t.addr);
     Step::Moved
@@ -174,13 +214,14 @@ mod tests {
             if at >= probes.len() {
                 break;
             }
-            let batch: Vec<&[u8]> = probes[at..(at + len).min(probes.len())]
+            let root = Start::root(map.as_fst());
+            let batch: Vec<(Start, &[u8])> = probes[at..(at + len).min(probes.len())]
                 .iter()
-                .map(Vec::as_slice)
+                .map(|k| (root, k.as_slice()))
                 .collect();
             let mut found = vec![Some(u64::MAX); batch.len()];
             get_many(map.as_fst(), &batch, &mut found);
-            for (k, got) in batch.iter().zip(&found) {
+            for ((_, k), got) in batch.iter().zip(&found) {
                 assert_eq!(*got, map.get(k), "key {:?}", String::from_utf8_lossy(k));
                 checked += 1;
             }
@@ -196,9 +237,30 @@ mod tests {
     #[test]
     fn an_empty_fst_holds_nothing() {
         let map = Map::from_iter(std::iter::empty::<(&[u8], u64)>()).unwrap();
-        let keys: [&[u8]; 3] = [b"", b"a", b"ab"];
+        let root = Start::root(map.as_fst());
+        let walks: [(Start, &[u8]); 3] = [(root, b""), (root, b"a"), (root, b"ab")];
         let mut found = [Some(1); 3];
-        get_many(map.as_fst(), &keys, &mut found);
+        get_many(map.as_fst(), &walks, &mut found);
         assert_eq!(found, [None; 3]);
+        assert!(descend(map.as_fst(), root, b"a").is_none());
+    }
+
+    #[test]
+    fn walks_from_a_prefix_finish_its_keys() {
+        let map = Map::from_iter([
+            (&b"\x02a.org\0ann"[..], 3),
+            (b"\x02a.org\0bob", 0),
+            (b"\x02b.org\0ann", 1 << 40),
+        ])
+        .unwrap();
+        let fst = map.as_fst();
+        let a = descend(fst, Start::root(fst), b"\x02a.org\0").unwrap();
+        let b = descend(fst, Start::root(fst), b"\x02b.org\0").unwrap();
+        assert!(descend(fst, Start::root(fst), b"\x02c.org\0").is_none());
+        let walks: [(Start, &[u8]); 5] =
+            [(a, b"ann"), (a, b"bob"), (b, b"ann"), (b, b"bob"), (a, b"")];
+        let mut found = [None; 5];
+        get_many(fst, &walks, &mut found);
+        assert_eq!(found, [Some(3), Some(0), Some(1 << 40), None, None]);
     }
 }

@@ -20,6 +20,11 @@ pub struct Key<'a> {
 }
 
 impl<'a> Key<'a> {
+    /// The local part, before the '@'.
+    pub fn local(&self) -> &'a [u8] {
+        &self.key[..self.at]
+    }
+
     /// The domain, after the '@'.
     pub fn domain(&self) -> &'a [u8] {
         &self.key[self.at + 1..]
@@ -104,6 +109,11 @@ mod tests {
                 None,
                 Some((b"b c@x.org".to_vec(), b"@x.org".to_vec())),
             ]
+        );
+        let first = keys.iter().next().flatten().unwrap();
+        assert_eq!(
+            (first.local(), first.domain()),
+            (&b"ann"[..], &b"example.org"[..])
         );
         // Refilling replaces.
         keys.fill(NormalizeConfig::default(), &AddressBatch::new());
