@@ -25,6 +25,9 @@ pub(crate) const DOMAIN_TAG: u8 = 1;
 /// First byte of a mailbox key: `\x02domain\0local`.
 pub(crate) const MAILBOX_TAG: u8 = 2;
 
+// Header keys, then domain keys, then mailbox keys: each kind is one key range.
+const _: () = assert!(0 < DOMAIN_TAG && DOMAIN_TAG < MAILBOX_TAG);
+
 /// The key of a served domain (lowercased, as the population holds it).
 pub(crate) fn domain_key(domain: &[u8]) -> Vec<u8> {
     [&[DOMAIN_TAG][..], domain].concat()
@@ -146,7 +149,6 @@ mod tests {
         for key in [MAGIC_KEY, DOMAINS_KEY, MAILBOXES_KEY] {
             assert_eq!(key.first(), Some(&0));
         }
-        assert!(0 < DOMAIN_TAG && DOMAIN_TAG < MAILBOX_TAG);
         assert_eq!(domain_key(b"x.org"), b"\x01x.org");
         let mut key = b"stale".to_vec();
         mailbox_prefix_into(b"x.org", &mut key);
