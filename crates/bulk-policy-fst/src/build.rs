@@ -49,11 +49,9 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 ///
 /// Cost: keys are collected and sorted on one thread (the fst builder needs them in order),
 /// then streamed to the builder. With the release profile on this project's two shared
-/// cores (`tests/scale.rs`, run with `--ignored`): 2.0 s for 1,000,000 mailboxes and about
-/// 21 s for 10,000,000 (collecting 2.3 s, sorting 6 s, the fst builder 13 s), for 8.2 bytes
-/// per mailbox. Memory: 24 bytes per key for the sort, on top of the population; the
-/// builder itself needs little. A parallel sort, or sorting on a cached 8-byte key prefix
-/// (measured: sort 6 s to 3.7 s), would only trim the smaller part.
+/// cores (`policy_backends` bench, BENCHMARKS.md): about 2 s for 1,000,000 mailboxes and
+/// 31 s for 10,000,000, for 8.2 bytes per mailbox. Memory: 40 bytes per mailbox for the
+/// sort, on top of the population; the builder itself needs little.
 pub fn build(population: &Population, path: &Path) -> Result<BuildStats, FstError> {
     let started = Instant::now();
 
