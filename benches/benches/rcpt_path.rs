@@ -23,6 +23,9 @@
 //! interleaved (one address at a time, as the memory backend does) or in two phases (every
 //! key first, then every probe).
 //!
+//! Group `simulate_ratio` sets `bulkbench simulate`'s cost per RCPT beside the hot path's,
+//! both in thread CPU time, measured back to back (see `simulate_ratio` below).
+//!
 //! The population (1,000,000 mailboxes in 1,000 domains) and the recipients are built in
 //! process, deterministically: every draw comes from a splitmix64 seeded by the stream and
 //! the index of the thing drawn, so the workload does not depend on anything but this file.
@@ -465,6 +468,71 @@ fn rcpt_path(c: &mut Criterion) {
         })
     });
 
+    group.finish();
+
+    simulate_ratio(c, &mut path, &stream);
+}
+
+/// Sessions of `quick` that `simulate_quick` replays per iteration (about 25,000 RCPTs).
+const SIMULATE_SESSIONS: usize = 1_000;
+
+/// Group `simulate_ratio`: `simulate`'s cost per RCPT against the hot path's, both in
+/// thread CPU time and measured one after the other in the same process, so that their
+/// ratio (issue: simulate at most 1.5x the hot path) is taken on one machine state.
+///
+/// - `hot_path`: `full_path` again, timed with the thread's CPU clock instead of the wall
+///   clock; 10,000 RCPTs per iteration.
+/// - `simulate_quick`: `bulk_loadgen::simulate::simulate` on the first 1,000 sessions of
+///   `scenarios/quick.toml` (its population and workload, strict verification, one rayon
+///   thread); the time is the thread CPU simulate itself reports, which leaves out building
+///   the client's bytes, as `bulkbench simulate` does. Its RCPTs per iteration are the
+///   group's throughput for this function (criterion stores it in `benchmark.json`).
+fn simulate_ratio(c: &mut Criterion, path: &mut FullPath<'_>, stream: &[u8]) {
+    use bulk_loadgen::simulate::{session_config, simulate, thread_cpu};
+    use bulk_loadgen::{Expectations, VerifyMode};
+    use bulk_population::{PopulationModel, Scenario, Workload as Replay};
+
+    let scenario_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quick.toml");
+    let scenario = Scenario::load(scenario_path).expect("scenarios/quick.toml loads");
+    let model = PopulationModel::new(&scenario.population, scenario.seed);
+    let backend = MemoryBackend::new(model.build());
+    let mut replay = Replay::generate(&scenario, &model);
+    replay.sessions.truncate(SIMULATE_SESSIONS);
+    let rcpts = replay.rcpt_count();
+    let config = session_config(&scenario.server);
+    let expectations = Expectations::of(&scenario.server);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    let run =
+        || pool.install(|| simulate(&replay, &backend, config, expectations, VerifyMode::Strict));
+    let check = run();
+    assert_eq!(
+        (check.rcpts, check.mismatches.total, check.failed_sessions),
+        (rcpts, 0, 0),
+        "simulate answers every RCPT as the population says"
+    );
+
+    let mut group = c.benchmark_group("simulate_ratio");
+    group.throughput(Throughput::Elements(RCPTS as u64));
+    group.bench_function("hot_path", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                path.feed(REOPEN);
+                let start = thread_cpu();
+                path.run(black_box(stream));
+                total += thread_cpu() - start;
+                black_box(&path.out);
+            }
+            total
+        })
+    });
+    group.throughput(Throughput::Elements(rcpts));
+    group.bench_function("simulate_quick", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| run().cpu).sum())
+    });
     group.finish();
 }
 

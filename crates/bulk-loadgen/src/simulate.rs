@@ -76,8 +76,10 @@ impl SimulateResult {
     }
 }
 
-/// CPU time of the calling thread, with nanosecond resolution.
-fn thread_cpu() -> Duration {
+/// CPU time of the calling thread, with nanosecond resolution (zero if the clock cannot be
+/// read). `simulate`'s measured CPU is read with it; benchmarks comparing against it use it
+/// too.
+pub fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -251,6 +253,16 @@ impl<P: PolicyBackend> Driver<'_, P> {
         self.parsed.first().map(|r| r.0)
     }
 
+    /// The measured part: every session of a chunk, from its prepared script. Never
+    /// inlined, so that a profiler can select it by name (`valgrind --tool=callgrind
+    /// --toggle-collect='*run_all*'`).
+    #[inline(never)]
+    fn run_all(&mut self, specs: &[SessionSpec], scripts: &[Script], tally: &mut Tally) {
+        for (script, spec) in scripts.iter().zip(specs) {
+            self.run(spec, script, tally);
+        }
+    }
+
     fn run(&mut self, spec: &SessionSpec, script: &Script, tally: &mut Tally) {
         tally.sessions += 1;
         if self.session(spec, script, tally).is_err() {
@@ -353,6 +365,18 @@ impl<P: PolicyBackend> Driver<'_, P> {
     }
 }
 
+/// The session config of a server run with `server`'s settings, as `bulkbench serve` and
+/// `bench` start it.
+pub fn session_config(server: &bulk_population::ServerConfig) -> SessionConfig {
+    SessionConfig {
+        max_recipients: server.max_recipients,
+        harvest: server
+            .harvest_resistant
+            .then(bulk_proto::HarvestConfig::default),
+        ..SessionConfig::default()
+    }
+}
+
 /// Sessions per unit of parallel work: their client bytes are built, then the thread's CPU
 /// clock is read around feeding them, so building the bytes (the client's work) is not
 /// counted as protocol and policy.
@@ -397,9 +421,7 @@ pub fn simulate<P: PolicyBackend>(
                     script.build(spec);
                 }
                 let started = thread_cpu();
-                for (script, spec) in scripts.iter().zip(chunk) {
-                    driver.run(spec, script, &mut tally);
-                }
+                driver.run_all(chunk, &scripts, &mut tally);
                 tally.cpu += thread_cpu().saturating_sub(started);
                 (driver, scripts, tally)
             },

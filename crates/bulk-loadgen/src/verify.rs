@@ -93,6 +93,14 @@ pub struct Expectations {
 }
 
 impl Expectations {
+    /// What a server run with `server`'s settings answers.
+    pub fn of(server: &bulk_population::ServerConfig) -> Self {
+        Expectations {
+            max_recipients: server.max_recipients,
+            harvest_resistant: server.harvest_resistant,
+        }
+    }
+
     /// The expected class of RCPT number `position` (1-based) in a transaction of `bulk`
     /// kind (false: MAIL) for a recipient with `verdict`.
     pub fn expected(&self, bulk: bool, verdict: Verdict, position: u32) -> ReplyClass {

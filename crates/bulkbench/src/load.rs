@@ -153,10 +153,7 @@ fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> Lo
         VerifyArg::Basic => VerifyMode::Basic,
         VerifyArg::Off => VerifyMode::Off,
     };
-    config.expectations = Expectations {
-        max_recipients: prepared.scenario.server.max_recipients,
-        harvest_resistant: prepared.scenario.server.harvest_resistant,
-    };
+    config.expectations = Expectations::of(&prepared.scenario.server);
     config
 }
 

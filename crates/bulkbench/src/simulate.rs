@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use bulk_loadgen::simulate::simulate;
+use bulk_loadgen::simulate::{session_config, simulate};
 use bulk_loadgen::{Expectations, VerifyMode};
 use bulk_policy::MemoryBackend;
 use bulk_population::{PopulationModel, Scenario, Workload};
-use bulk_proto::SessionConfig;
 use clap::Args;
 use tracing::info;
 
@@ -42,18 +41,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<bool> {
             setup_ms = started.elapsed().as_millis() as u64,
             "population and workload ready"
         );
-        let config = SessionConfig {
-            max_recipients: scenario.server.max_recipients,
-            harvest: scenario
-                .server
-                .harvest_resistant
-                .then(bulk_proto::HarvestConfig::default),
-            ..SessionConfig::default()
-        };
-        let expectations = Expectations {
-            max_recipients: scenario.server.max_recipients,
-            harvest_resistant: scenario.server.harvest_resistant,
-        };
+        let config = session_config(&scenario.server);
+        let expectations = Expectations::of(&scenario.server);
         let result = simulate(
             &workload,
             &backend,
