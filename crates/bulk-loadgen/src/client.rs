@@ -1,13 +1,16 @@
 //! One client session over TCP: the commands of a [`SessionSpec`], every reply parsed with
 //! `bulk_proto::parse_reply`, timed and verified.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
 
 use bulk_population::{Kind, SessionSpec};
 use bulk_proto::{Command, EnhancedCode, ForwardPath, MailParams, ReversePath, TransactionKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Sleep;
 
 use crate::message::write_message;
 use crate::record::Phase;
@@ -72,6 +75,42 @@ struct Reply {
     enhanced: Option<EnhancedCode>,
 }
 
+/// The per-command timeout of one session, on one timer for the whole session.
+///
+/// `tokio::time::timeout` around every read would insert a timer into the runtime's wheel
+/// and remove it again per command. Here each command's deadline is `now + timeout`, and
+/// the one `Sleep` is armed at the first deadline; deadlines only move later, so when it
+/// fires before the current command's deadline it is re-armed to that deadline, and when it
+/// fires after, the command has timed out. A session shorter than the timeout touches the
+/// wheel twice: at its first wait, and when it ends.
+struct Deadline<'a> {
+    sleep: Pin<&'a mut Sleep>,
+    current: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl Deadline<'_> {
+    /// Runs `future` within a timeout from now: `None` if it did not finish in time.
+    async fn within<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        self.current = tokio::time::Instant::now() + self.timeout;
+        let mut future = pin!(future);
+        loop {
+            tokio::select! {
+                // The command first: when it is ready, the timer is not even polled.
+                biased;
+                output = &mut future => return Some(output),
+                () = self.sleep.as_mut() => {
+                    if tokio::time::Instant::now() >= self.current {
+                        return None;
+                    }
+                    let current = self.current;
+                    self.sleep.as_mut().reset(current);
+                }
+            }
+        }
+    }
+}
+
 struct Connection<'a> {
     stream: TcpStream,
     /// The worker's read buffer, reused from session to session.
@@ -79,7 +118,7 @@ struct Connection<'a> {
     pos: usize,
     /// Byte range of the last reply in `buf`, for mismatch examples.
     last: (usize, usize),
-    timeout: Duration,
+    deadline: Deadline<'a>,
 }
 
 impl Connection<'_> {
@@ -115,13 +154,12 @@ impl Connection<'_> {
                 self.pos = 0;
             }
             self.buf.reserve(4096);
-            let read =
-                tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await;
+            let read = self.deadline.within(self.stream.read_buf(self.buf)).await;
             match read {
-                Err(_) => return Err(ErrorKind::Timeout),
-                Ok(Ok(0)) => return Err(ErrorKind::Closed),
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => return Err(ErrorKind::from_io(&error)),
+                None => return Err(ErrorKind::Timeout),
+                Some(Ok(0)) => return Err(ErrorKind::Closed),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(ErrorKind::from_io(&error)),
             }
         }
     }
@@ -132,10 +170,10 @@ impl Connection<'_> {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ErrorKind> {
-        match tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await {
-            Err(_) => Err(ErrorKind::Timeout),
-            Ok(Err(error)) => Err(ErrorKind::from_io(&error)),
-            Ok(Ok(())) => Ok(()),
+        match self.deadline.within(self.stream.write_all(bytes)).await {
+            None => Err(ErrorKind::Timeout),
+            Some(Err(error)) => Err(ErrorKind::from_io(&error)),
+            Some(Ok(())) => Ok(()),
         }
     }
 
@@ -213,12 +251,18 @@ pub(crate) async fn run_session(
         read,
     } = buffers;
     read.clear();
+    let sleep = tokio::time::sleep(ctx.command_timeout);
+    tokio::pin!(sleep);
     let mut conn = Connection {
         stream,
         buf: read,
         pos: 0,
         last: (0, 0),
-        timeout: ctx.command_timeout,
+        deadline: Deadline {
+            sleep,
+            current: tokio::time::Instant::now(),
+            timeout: ctx.command_timeout,
+        },
     };
     let greeting = conn.read_reply().await?;
     log.sample(Phase::Greeting, connected);

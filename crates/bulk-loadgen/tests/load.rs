@@ -243,6 +243,45 @@ async fn a_server_that_hangs_up_mid_session_is_counted_not_waited_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_later_than_the_command_timeout_fails_the_session() {
+    let prepared = prepare(scenario(6, 3, None));
+    let addr = start_plain(Plain::SilentAfterEhlo).await;
+    let mut config = config(addr, Schedule::Closed { concurrency: 3 });
+    config.command_timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let result = run(&prepared, config).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        result.totals.errors.get(&ErrorKind::Timeout),
+        Some(&6),
+        "{:?}",
+        result.totals.errors
+    );
+    assert_eq!(result.totals.sessions_completed, 0);
+    // Two rounds of three sessions, each waiting out one timeout.
+    assert!(
+        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_is_per_command_not_per_session() {
+    // Every reply comes 100 ms after the one before: each command is answered well within
+    // the 300 ms timeout, while most sessions last far longer than 300 ms in all.
+    let prepared = prepare(scenario(4, 4, None));
+    let addr = start_plain(Plain::Slow(Duration::from_millis(100))).await;
+    let mut config = config(addr, Schedule::Closed { concurrency: 4 });
+    config.command_timeout = Duration::from_millis(300);
+    config.expectations.max_recipients = 1_000;
+    let result = run(&prepared, config).await;
+    assert_eq!(result.totals.error_count(), 0, "{:?}", result.totals.errors);
+    assert_eq!(result.totals.sessions_completed, 4);
+    let longest = result.measured.phase(Phase::Session).max();
+    assert!(longest >= 1_000_000, "a session lasted {longest} us");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipients_beyond_the_limit_expect_452() {
     let prepared = prepare(scenario(100, 10, None));
     let server = ServerConfig {

@@ -127,6 +127,10 @@ pub enum Plain {
     NoBulk,
     /// Closes the connection after the first RCPT reply.
     CloseAfterFirstRcpt,
+    /// Answers EHLO, then reads on but never answers again.
+    SilentAfterEhlo,
+    /// Waits this long before every reply line after the greeting.
+    Slow(Duration),
 }
 
 /// A minimal line-based SMTP server for behaviours bulkbench's server never shows.
@@ -145,7 +149,7 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
                 while let Ok(Ok(Some(line))) =
                     tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
                 {
-                    let reply: &[u8] = if in_data {
+                    let mut reply: &[u8] = if in_data {
                         if line == "." {
                             in_data = false;
                             b"250 2.0.0 queued\r\n"
@@ -156,6 +160,7 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
                         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
                         match verb.as_str() {
                             "EHLO" => b"250-plain.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+                            _ if matches!(mode, Plain::SilentAfterEhlo) => continue,
                             "MAIL" => b"250 2.1.0 ok\r\n",
                             "BULK" => b"500 5.5.2 unknown command\r\n",
                             "RCPT" => {
@@ -176,7 +181,10 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
                             _ => b"250 2.0.0 ok\r\n",
                         }
                     };
-                    if write.write_all(reply).await.is_err() {
+                    if let Plain::Slow(delay) = mode {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if write.write_all(std::mem::take(&mut reply)).await.is_err() {
                         return;
                     }
                 }
