@@ -11,11 +11,13 @@
 //!   between intended and actual start is its own phase, so a stalled server cannot hide
 //!   its stall (coordinated omission). No `record_correct` on top: that would correct twice.
 //!
-//! Samples are recorded by session into a few shards (one lock per session, not per
-//! sample) and merged at the end; HdrHistograms add exactly.
+//! Sessions run on a few single-threaded event loops, one per thread (`event_loops.rs`).
+//! Samples are recorded by session into one shard per loop (one uncontended lock per
+//! session, not per sample) and merged at the end; HdrHistograms add exactly.
 #![warn(missing_docs)]
 
 mod client;
+mod event_loops;
 pub mod message;
 pub mod record;
 pub mod result;
@@ -32,6 +34,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Buffers, SessionContext, SessionLog, micros, run_session};
+use crate::event_loops::EventLoops;
+pub use crate::event_loops::{allowed_cpus, pin_current_thread};
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
 pub use crate::verify::{
@@ -77,6 +81,11 @@ pub struct LoadConfig {
     /// Open loop: sessions in flight at most (bounds sockets and memory); a session that
     /// has to wait for a slot shows it as schedule lag.
     pub max_in_flight: usize,
+    /// Threads that run sessions, each its own single-threaded event loop (see
+    /// `event_loops.rs`); sessions are spread over them round-robin.
+    pub event_loops: usize,
+    /// CPUs the event loops are pinned to; empty: not pinned.
+    pub cpus: Vec<usize>,
 }
 
 impl LoadConfig {
@@ -96,6 +105,8 @@ impl LoadConfig {
             helo_name: "bulkbench.invalid".to_owned(),
             source_ips: loopback_sources(target, 16),
             max_in_flight: 10_000,
+            event_loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus: Vec::new(),
         }
     }
 }
@@ -147,6 +158,27 @@ struct Run {
     last_end_us: AtomicU64,
 }
 
+/// What one task that runs sessions keeps from session to session.
+struct Worker {
+    log: SessionLog,
+    buffers: Buffers,
+    /// Its event loop's cancellation token.
+    cancel: CancellationToken,
+    /// Its event loop's recorder shard: tasks of one loop share it, and only they do.
+    shard: usize,
+}
+
+impl Worker {
+    fn new(cancel: CancellationToken, shard: usize) -> Self {
+        Worker {
+            log: SessionLog::default(),
+            buffers: Buffers::default(),
+            cancel,
+            shard,
+        }
+    }
+}
+
 impl Run {
     /// Runs one session and records it. `lag_us`: open loop, how late it started.
     async fn session(
@@ -154,10 +186,14 @@ impl Run {
         spec: &SessionSpec,
         intended: Instant,
         lag_us: Option<u64>,
-        log: &mut SessionLog,
-        buffers: &mut Buffers,
-        cancel: &CancellationToken,
+        worker: &mut Worker,
     ) {
+        let Worker {
+            log,
+            buffers,
+            cancel,
+            shard,
+        } = worker;
         log.clear();
         if let Some(lag_us) = lag_us {
             log.samples
@@ -175,14 +211,14 @@ impl Run {
         self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
         // An interrupted session is neither a result nor an error: it is not counted.
         if let Some(outcome) = outcome {
-            self.finish(spec, intended, log, outcome);
+            self.finish(*shard, intended, log, outcome);
         }
     }
 
     /// Hands a session's samples and counts to its shard: one lock per session.
     fn finish(
         &self,
-        spec: &SessionSpec,
+        shard: usize,
         intended: Instant,
         log: &SessionLog,
         outcome: Result<(), ErrorKind>,
@@ -191,7 +227,7 @@ impl Run {
         let end = Instant::now();
         let end_us = micros(end.saturating_duration_since(self.start));
         self.last_end_us.fetch_max(end_us, Ordering::Relaxed);
-        let mut shard = self.shards[spec.index as usize % self.shards.len()]
+        let mut shard = self.shards[shard % self.shards.len()]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let shard = &mut *shard;
@@ -239,7 +275,8 @@ pub async fn run(
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> RunResult {
-    let shard_count = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let loops = EventLoops::start(config.event_loops, &config.cpus);
+    tracing::debug!(event_loops = loops.len(), "generator event loops started");
     let run = Arc::new(Run {
         context: SessionContext {
             target: config.target,
@@ -251,7 +288,7 @@ pub async fn run(
                 mode: config.verify,
             },
         },
-        shards: (0..shard_count)
+        shards: (0..loops.len())
             .map(|_| Mutex::new(Shard::default()))
             .collect(),
         progress,
@@ -259,28 +296,38 @@ pub async fn run(
         last_end_us: AtomicU64::new(0),
         config,
     });
+    // One child token per loop: a session waits on its loop's token, so the waiter lists
+    // it locks are never shared between threads (on the run's token two loops contend for
+    // them once per session). Task `n` runs on loop `n % loops`, with that loop's token and
+    // recorder shard.
+    let loop_cancel: Vec<CancellationToken> =
+        (0..loops.len()).map(|_| cancel.child_token()).collect();
+    let worker_for = |n: usize| {
+        let lane = n % loop_cancel.len();
+        Worker::new(loop_cancel[lane].clone(), lane)
+    };
     let mut tasks = tokio::task::JoinSet::new();
     match run.config.schedule {
         Schedule::Closed { concurrency } => {
             let next = Arc::new(AtomicUsize::new(0));
-            for _ in 0..concurrency.max(1) {
-                let (run, workload, next, cancel) =
-                    (run.clone(), workload.clone(), next.clone(), cancel.clone());
-                tasks.spawn(async move {
-                    let mut log = SessionLog::default();
-                    let mut buffers = Buffers::default();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(spec) = workload.sessions.get(i) else {
-                            break;
-                        };
-                        if cancel.is_cancelled() {
-                            break;
+            for worker in 0..concurrency.max(1) {
+                let (run, workload, next) = (run.clone(), workload.clone(), next.clone());
+                let mut state = worker_for(worker);
+                tasks.spawn_on(
+                    async move {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(spec) = workload.sessions.get(i) else {
+                                break;
+                            };
+                            if state.cancel.is_cancelled() {
+                                break;
+                            }
+                            run.session(spec, Instant::now(), None, &mut state).await;
                         }
-                        run.session(spec, Instant::now(), None, &mut log, &mut buffers, &cancel)
-                            .await;
-                    }
-                });
+                    },
+                    loops.handle(worker),
+                );
             }
         }
         Schedule::Open => {
@@ -299,22 +346,24 @@ pub async fn run(
                     },
                     () = cancel.cancelled() => break,
                 };
-                let (run, workload, cancel) = (run.clone(), workload.clone(), cancel.clone());
-                tasks.spawn(async move {
-                    let spec = &workload.sessions[i];
-                    let mut log = SessionLog::default();
-                    let mut buffers = Buffers::default();
-                    let lag = micros(Instant::now().saturating_duration_since(intended));
-                    run.session(spec, intended, Some(lag), &mut log, &mut buffers, &cancel)
-                        .await;
-                    drop(permit);
-                });
+                let (run, workload) = (run.clone(), workload.clone());
+                let mut state = worker_for(i);
+                tasks.spawn_on(
+                    async move {
+                        let spec = &workload.sessions[i];
+                        let lag = micros(Instant::now().saturating_duration_since(intended));
+                        run.session(spec, intended, Some(lag), &mut state).await;
+                        drop(permit);
+                    },
+                    loops.handle(i),
+                );
                 // Reap finished sessions as we go so the set does not grow with the run.
                 while tasks.try_join_next().is_some() {}
             }
         }
     }
     while tasks.join_next().await.is_some() {}
+    drop(loops);
 
     let run = Arc::try_unwrap(run).unwrap_or_else(|_| unreachable!("every task has ended"));
     let mut result = RunResult {

@@ -232,10 +232,11 @@ pub fn table(summary: &Summary) -> String {
     }
     let _ = writeln!(
         out,
-        "target {} ({}), {} cores, window {:.1} s after {:.1} s warm-up{}",
+        "target {} ({}), {} cores{}, window {:.1} s after {:.1} s warm-up{}",
         summary.target.address,
         summary.target.backend.as_deref().unwrap_or("external"),
         summary.machine.cores,
+        markdown::pinning_text(&summary.target),
         summary.window.measured_secs,
         summary.window.warmup_secs,
         if summary.window.interrupted {

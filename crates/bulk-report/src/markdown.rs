@@ -149,10 +149,33 @@ pub(crate) fn target_text(summary: &Summary) -> String {
         format!("{} (external server)", target.address)
     } else {
         format!(
-            "{} (bulkbench server, backend {})",
+            "{} (bulkbench server, backend {}){}",
             target.address,
-            target.backend.as_deref().unwrap_or("unknown")
+            target.backend.as_deref().unwrap_or("unknown"),
+            pinning_text(target)
         )
+    }
+}
+
+/// `, server on CPU 0, generator on CPU 1` when the run pinned them; empty otherwise.
+pub(crate) fn pinning_text(target: &crate::summary::Target) -> String {
+    let list = |cpus: &[usize]| {
+        let names: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+        format!(
+            "CPU{} {}",
+            if cpus.len() == 1 { "" } else { "s" },
+            names.join(",")
+        )
+    };
+    match (&target.server_cpus, &target.generator_cpus) {
+        (Some(server), Some(generator)) => {
+            format!(
+                ", server on {}, generator on {}",
+                list(server),
+                list(generator)
+            )
+        }
+        _ => String::new(),
     }
 }
 

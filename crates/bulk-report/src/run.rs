@@ -380,6 +380,8 @@ mod tests {
                     address: "127.0.0.1:1".into(),
                     external: false,
                     backend: Some("memory".into()),
+                    server_cpus: None,
+                    generator_cpus: None,
                 },
                 expected: Expected {
                     sessions: 300,

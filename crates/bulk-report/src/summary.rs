@@ -53,6 +53,12 @@ pub struct Target {
     pub external: bool,
     /// The policy backend of a server this run started.
     pub backend: Option<String>,
+    /// The CPUs the server started by this run was pinned to (`None`: not pinned).
+    #[serde(default)]
+    pub server_cpus: Option<Vec<usize>>,
+    /// The CPUs the generator's event loops were pinned to (`None`: not pinned).
+    #[serde(default)]
+    pub generator_cpus: Option<Vec<usize>>,
 }
 
 /// The time a run covers.

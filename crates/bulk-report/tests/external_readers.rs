@@ -56,6 +56,8 @@ fn run_data() -> RunData {
                 address: "127.0.0.1:25".into(),
                 external: true,
                 backend: None,
+                server_cpus: None,
+                generator_cpus: None,
             },
             expected: Expected {
                 sessions: 0,

@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// `bench`, `compare`: do not pin the server to the first half of this process's CPUs
+    /// and the generator's event loops to the other half (pinning needs at least 2 CPUs).
+    #[arg(long)]
+    pub(crate) no_pin: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -307,6 +311,8 @@ pub(crate) fn run_once(
                     address: addr.to_string(),
                     external: true,
                     backend: None,
+                    server_cpus: None,
+                    generator_cpus: None,
                 },
             );
             input.generator_cpu_seconds =
@@ -344,10 +350,24 @@ fn run_with_server(
     if stores.is_none() || !store.path.exists() {
         build_store(kind, &prepared.model, &store.path)?;
     }
-    let server = ServerProcess::spawn(&store, prepared, &work.join("server.log"))?;
+    let split = if args.no_pin {
+        None
+    } else {
+        CpuSplit::halves(&bulk_loadgen::allowed_cpus())
+    };
+    let server = ServerProcess::spawn(
+        &store,
+        prepared,
+        &work.join("server.log"),
+        split.as_ref().map(|s| s.server.as_slice()),
+    )?;
     info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
     let pid = server.child.id();
-    let config = load_config(prepared, server.addr, args.verify);
+    let mut config = load_config(prepared, server.addr, args.verify);
+    if let Some(split) = &split {
+        config.event_loops = split.generator.len();
+        config.cpus = split.generator.clone();
+    }
     let (result, start, end) = drive(runtime, prepared, config, Some(pid), args.quiet);
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or(0);
     let server_cpu = cpu_delta(start.server, end.server);
@@ -360,6 +380,8 @@ fn run_with_server(
             address: addr.to_string(),
             external: false,
             backend: Some(backend.to_owned()),
+            server_cpus: split.as_ref().map(|s| s.server.clone()),
+            generator_cpus: split.map(|s| s.generator),
         },
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
@@ -382,6 +404,34 @@ pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
     report(&args.run, &prepared, summary, &result)
 }
 
+/// Which CPUs the server and the generator run on, when `bench` pins them.
+///
+/// Pinned by default: on shared cores, when both processes are busy the scheduler splits
+/// the CPUs between them evenly, and each one's CPU time then shows its share, not its
+/// work (seen here on two cores: server and generator CPU seconds equal to the hundredth,
+/// run after run). On CPUs of their own, each uses what its work needs, and the side that
+/// limits the rate shows it by using all of its CPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CpuSplit {
+    server: Vec<usize>,
+    generator: Vec<usize>,
+}
+
+impl CpuSplit {
+    /// The first half of `cpus` (rounded up) for the server, the rest for the generator;
+    /// `None` with fewer than two.
+    fn halves(cpus: &[usize]) -> Option<CpuSplit> {
+        if cpus.len() < 2 {
+            return None;
+        }
+        let (server, generator) = cpus.split_at(cpus.len().div_ceil(2));
+        Some(CpuSplit {
+            server: server.to_vec(),
+            generator: generator.to_vec(),
+        })
+    }
+}
+
 /// A `bulkbench serve` child process.
 struct ServerProcess {
     child: Child,
@@ -391,10 +441,12 @@ struct ServerProcess {
 
 impl ServerProcess {
     /// Spawns `bulkbench serve` on 127.0.0.1:0 and waits for its `listening on` line.
+    /// `cpus`: pin the server to these (it then sizes its runtime to them).
     fn spawn(
         store: &BackendSpec,
         prepared: &Prepared,
         log: &Path,
+        cpus: Option<&[usize]>,
     ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("cannot find the bulkbench executable")?;
         let concurrency = max_in_flight(&prepared.scenario);
@@ -417,6 +469,9 @@ impl ServerProcess {
             .stderr(log_file);
         if server.harvest_resistant {
             command.arg("--harvest-resistant");
+        }
+        if let Some(cpus) = cpus {
+            sys::pin_child(&mut command, cpus)?;
         }
         let started = Instant::now();
         let mut child = command.spawn().context("cannot start bulkbench serve")?;
@@ -512,4 +567,25 @@ pub(crate) fn tempdir() -> anyhow::Result<PathBuf> {
 /// Used by `progress` for the live rate.
 pub(crate) fn rcpts(progress: &Progress) -> u64 {
     progress.rcpts.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_split_in_halves_with_the_odd_one_to_the_server() {
+        assert_eq!(CpuSplit::halves(&[]), None);
+        assert_eq!(CpuSplit::halves(&[3]), None);
+        let split = |server: &[usize], generator: &[usize]| CpuSplit {
+            server: server.to_vec(),
+            generator: generator.to_vec(),
+        };
+        assert_eq!(CpuSplit::halves(&[0, 1]), Some(split(&[0], &[1])));
+        assert_eq!(CpuSplit::halves(&[2, 5, 7]), Some(split(&[2, 5], &[7])));
+        assert_eq!(
+            CpuSplit::halves(&[0, 1, 2, 3]),
+            Some(split(&[0, 1], &[2, 3]))
+        );
+    }
 }

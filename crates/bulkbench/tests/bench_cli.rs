@@ -84,6 +84,25 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
         assert!(hgrm.contains("Percentile"), "{phase}.hgrm");
     }
     assert!(stdout.contains("RCPT/s"), "{stdout}");
+    // Server and generator ran on CPUs of their own, which together are this machine's.
+    let cpus = |side: &str| -> Vec<u64> {
+        s["target"][side]
+            .as_array()
+            .map(|a| a.iter().map(|c| c.as_u64().unwrap()).collect())
+            .unwrap_or_default()
+    };
+    let allowed: Vec<u64> = bulk_loadgen::allowed_cpus()
+        .into_iter()
+        .map(|c| c as u64)
+        .collect();
+    if allowed.len() >= 2 {
+        let (server, generator) = (cpus("server_cpus"), cpus("generator_cpus"));
+        assert!(!server.is_empty() && !generator.is_empty(), "{}", s["target"]);
+        assert_eq!([server, generator].concat(), allowed);
+        assert!(stdout.contains(", server on CPU"), "{stdout}");
+    } else {
+        assert!(s["target"]["server_cpus"].is_null());
+    }
     // An existing report folder is never overwritten.
     let again = run(&[
         "bench",
@@ -105,6 +124,7 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
         "--out",
         replay.to_str().unwrap(),
         "--quiet",
+        "--no-pin",
     ]);
     assert!(
         output.status.success(),
@@ -112,6 +132,7 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
         String::from_utf8_lossy(&output.stderr)
     );
     let r = summary(&replay);
+    assert!(r["target"]["server_cpus"].is_null() && r["target"]["generator_cpus"].is_null());
     assert_eq!(r["expected"], s["expected"]);
     assert_eq!(r["totals"]["by_class"], s["totals"]["by_class"]);
 }

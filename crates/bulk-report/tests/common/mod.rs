@@ -175,6 +175,8 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
                 address: "127.0.0.1:2525".into(),
                 external: spec.server.is_none(),
                 backend: spec.server.map(|_| "memory".into()),
+                server_cpus: spec.server.map(|_| vec![0]),
+                generator_cpus: spec.server.map(|_| vec![1]),
             },
             expected: Expected {
                 sessions,
