@@ -97,7 +97,11 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
         .collect();
     if allowed.len() >= 2 {
         let (server, generator) = (cpus("server_cpus"), cpus("generator_cpus"));
-        assert!(!server.is_empty() && !generator.is_empty(), "{}", s["target"]);
+        assert!(
+            !server.is_empty() && !generator.is_empty(),
+            "{}",
+            s["target"]
+        );
         assert_eq!([server, generator].concat(), allowed);
         assert!(stdout.contains(", server on CPU"), "{stdout}");
     } else {
