@@ -331,34 +331,47 @@ pub async fn run(
             }
         }
         Schedule::Open => {
+            // One dispatcher per loop, for every `lanes`th session in order of intended
+            // start: each session is started on the loop that runs it, so starting it
+            // wakes no other thread. The cap on sessions in flight is shared.
             let slots = Arc::new(Semaphore::new(run.config.max_in_flight.max(1)));
-            for i in 0..workload.sessions.len() {
-                let intended =
-                    run.start + Duration::from_micros(workload.sessions[i].start_offset_us);
-                tokio::select! {
-                    () = tokio::time::sleep_until(intended.into()) => {}
-                    () = cancel.cancelled() => break,
-                }
-                let permit = tokio::select! {
-                    permit = slots.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                    () = cancel.cancelled() => break,
-                };
-                let (run, workload) = (run.clone(), workload.clone());
-                let mut state = worker_for(i);
+            let lanes = loops.len();
+            for (lane, cancel) in loop_cancel.iter().cloned().enumerate() {
+                let (run, workload, slots) = (run.clone(), workload.clone(), slots.clone());
                 tasks.spawn_on(
                     async move {
-                        let spec = &workload.sessions[i];
-                        let lag = micros(Instant::now().saturating_duration_since(intended));
-                        run.session(spec, intended, Some(lag), &mut state).await;
-                        drop(permit);
+                        let mut sessions = tokio::task::JoinSet::new();
+                        for i in (lane..workload.sessions.len()).step_by(lanes) {
+                            let offset = workload.sessions[i].start_offset_us;
+                            let intended = run.start + Duration::from_micros(offset);
+                            tokio::select! {
+                                () = tokio::time::sleep_until(intended.into()) => {}
+                                () = cancel.cancelled() => break,
+                            }
+                            let permit = tokio::select! {
+                                permit = slots.clone().acquire_owned() => match permit {
+                                    Ok(permit) => permit,
+                                    Err(_) => break,
+                                },
+                                () = cancel.cancelled() => break,
+                            };
+                            let (run, workload) = (run.clone(), workload.clone());
+                            let mut state = Worker::new(cancel.clone(), lane);
+                            sessions.spawn(async move {
+                                let spec = &workload.sessions[i];
+                                let lag =
+                                    micros(Instant::now().saturating_duration_since(intended));
+                                run.session(spec, intended, Some(lag), &mut state).await;
+                                drop(permit);
+                            });
+                            // Reap finished sessions as we go so the set does not grow
+                            // with the run.
+                            while sessions.try_join_next().is_some() {}
+                        }
+                        while sessions.join_next().await.is_some() {}
                     },
-                    loops.handle(i),
+                    loops.handle(lane),
                 );
-                // Reap finished sessions as we go so the set does not grow with the run.
-                while tasks.try_join_next().is_some() {}
             }
         }
     }
