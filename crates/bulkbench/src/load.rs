@@ -353,7 +353,7 @@ fn run_with_server(
     let split = if args.no_pin {
         None
     } else {
-        CpuSplit::halves(&bulk_loadgen::allowed_cpus())
+        CpuSplit::halves(&bulk_loadgen::allowed_cpus()).filter(CpuSplit::can_pin)
     };
     let server = ServerProcess::spawn(
         &store,
@@ -418,6 +418,25 @@ struct CpuSplit {
 }
 
 impl CpuSplit {
+    /// Whether a thread can be pinned to both halves (tried on a short-lived thread), so
+    /// that a report never claims a pinning that did not happen; if not, says why.
+    fn can_pin(&self) -> bool {
+        let sets = [self.server.clone(), self.generator.clone()];
+        let tried = std::thread::spawn(move || {
+            sets.iter()
+                .try_for_each(|cpus| bulk_loadgen::pin_current_thread(cpus))
+        })
+        .join();
+        match tried {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                warn!(%error, "cannot pin to CPUs; server and generator share them");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The first half of `cpus` (rounded up) for the server, the rest for the generator;
     /// `None` with fewer than two.
     fn halves(cpus: &[usize]) -> Option<CpuSplit> {
