@@ -690,3 +690,49 @@ proptest! {
         prop_assert_eq!(verdict, DataVerdict::Refuse(replies::DATA_BARE_LINE_ENDING));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Enhanced status codes in replies (RFC 3463), against a plain reading of the rule.
+
+/// The rule, read as plainly as possible: the reply text's first space-separated token
+/// splits on '.' into exactly three parts of digits, of at most 1, 3 and 3 digits, the
+/// first equal to the reply code's first digit. (The parser scans bytes instead.)
+fn reference_enhanced_code(code: u16, text: &[u8]) -> Option<(u8, u16, u16)> {
+    let token = text.split(|&b| b == b' ').next()?;
+    let parts: Vec<&[u8]> = token.split(|&b| b == b'.').collect();
+    let number = |part: &[u8], max_len: usize| -> Option<u16> {
+        let digits = !part.is_empty() && part.len() <= max_len;
+        (digits && part.iter().all(u8::is_ascii_digit)).then(|| {
+            part.iter()
+                .fold(0, |acc, &d| acc * 10 + u16::from(d - b'0'))
+        })
+    };
+    let [class, subject, detail] = parts.as_slice() else {
+        return None;
+    };
+    let class = number(class, 1)?;
+    (class == code / 100).then_some(())?;
+    Some((class as u8, number(subject, 3)?, number(detail, 3)?))
+}
+
+proptest! {
+    // Short inputs, cheap cases: enough of them to meet every branch many times.
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Every reply text made of digits, dots, spaces, tabs and letters gets exactly the
+    /// enhanced code the plain reading gives, for every reply class.
+    #[test]
+    fn enhanced_codes_are_read_as_the_rule_says(
+        code in select(vec![250u16, 354, 421, 452, 550, 554]),
+        text in vec(select(b"0123456789..2345 \tx".to_vec()), 0..14),
+    ) {
+        let mut reply = code.to_string().into_bytes();
+        reply.push(b' ');
+        reply.extend_from_slice(&text);
+        reply.extend_from_slice(b"\r\n");
+        let (parsed, used) = bulk_proto::parse_reply(&reply).unwrap().unwrap();
+        prop_assert_eq!(used, reply.len());
+        let got = parsed.enhanced.map(|e| (e.class, e.subject, e.detail));
+        prop_assert_eq!(got, reference_enhanced_code(code, &text));
+    }
+}
