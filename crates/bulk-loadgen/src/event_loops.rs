@@ -29,13 +29,12 @@ struct EventLoop {
 }
 
 impl EventLoops {
-    /// Starts `count` loops (at least one), their threads pinned to `cpus` (empty: not
-    /// pinned). If a loop cannot start (no thread or no runtime), the run goes on with the
+    /// Starts `count` loops (at least one), their threads pinned to `cpus` if given. If a loop cannot start (no thread or no runtime), the run goes on with the
     /// loops that did, or on the caller's runtime if none did, and says so.
-    pub(crate) fn start(count: usize, cpus: &[usize]) -> EventLoops {
+    pub(crate) fn start(count: usize, cpus: Option<CpuSet>) -> EventLoops {
         let mut loops = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
-            match EventLoop::start(index, cpus.to_vec()) {
+            match EventLoop::start(index, cpus) {
                 Ok(event_loop) => loops.push(event_loop),
                 Err(error) => {
                     warn!(%error, index, "cannot start a generator event loop; going on without it");
@@ -65,14 +64,14 @@ impl EventLoops {
 }
 
 impl EventLoop {
-    fn start(index: usize, cpus: Vec<usize>) -> io::Result<EventLoop> {
+    fn start(index: usize, cpus: Option<CpuSet>) -> io::Result<EventLoop> {
         let (handle_tx, handle_rx) = mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("bulkbench-gen-{index}"))
             .spawn(move || {
-                if !cpus.is_empty()
-                    && let Err(error) = pin_current_thread(&cpus)
+                if let Some(cpus) = cpus
+                    && let Err(error) = cpus.pin_current_thread()
                 {
                     warn!(%error, ?cpus, "cannot pin a generator event loop; it runs unpinned");
                 }
@@ -100,14 +99,20 @@ impl EventLoop {
     }
 }
 
-/// Restricts the calling thread to `cpus` (Linux `sched_setaffinity`); threads it starts
-/// afterwards inherit the set.
-#[cfg(target_os = "linux")]
-pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain data, all zeros is the empty set; CPU_SET is given only
-    // indices below CPU_SETSIZE; sched_setaffinity reads the set we pass, for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
+/// A set of CPUs to pin threads to, checked and built once: pinning with it is one system
+/// call that allocates nothing, so it may also run in a child between fork and exec.
+#[derive(Clone, Copy)]
+pub struct CpuSet {
+    #[cfg(target_os = "linux")]
+    set: libc::cpu_set_t,
+}
+
+impl CpuSet {
+    /// The set of `cpus`; an index beyond what an affinity set holds is an error.
+    #[cfg(target_os = "linux")]
+    pub fn new(cpus: &[usize]) -> io::Result<CpuSet> {
+        // SAFETY: cpu_set_t is plain data and all zeros is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         for &cpu in cpus {
             if cpu >= libc::CPU_SETSIZE as usize {
                 return Err(io::Error::new(
@@ -115,22 +120,54 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
                     format!("CPU {cpu} is beyond what an affinity set holds"),
                 ));
             }
-            libc::CPU_SET(cpu, &mut set);
+            // SAFETY: the index is below CPU_SETSIZE, checked above.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
         }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        Ok(CpuSet { set })
+    }
+
+    /// Pinning is Linux-only; elsewhere threads run where the system puts them.
+    #[cfg(not(target_os = "linux"))]
+    pub fn new(_cpus: &[usize]) -> io::Result<CpuSet> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "CPU pinning is only implemented on Linux",
+        ))
+    }
+
+    /// Restricts the calling thread to the set (Linux `sched_setaffinity`); threads it
+    /// starts afterwards inherit it.
+    #[cfg(target_os = "linux")]
+    pub fn pin_current_thread(&self) -> io::Result<()> {
+        // SAFETY: sched_setaffinity only reads the set we pass, for this thread.
+        let status = unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.set)
+        };
+        if status != 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Never built off Linux (see `new`).
+    #[cfg(not(target_os = "linux"))]
+    pub fn pin_current_thread(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-/// Pinning is Linux-only; elsewhere threads run where the system puts them.
-#[cfg(not(target_os = "linux"))]
-pub fn pin_current_thread(_cpus: &[usize]) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "CPU pinning is only implemented on Linux",
-    ))
+impl std::fmt::Debug for CpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: CPU_ISSET is asked only about indices below CPU_SETSIZE.
+            let cpus = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &self.set) });
+            f.debug_set().entries(cpus).finish()
+        }
+        #[cfg(not(target_os = "linux"))]
+        f.debug_set().finish()
+    }
 }
 
 /// The CPUs the calling thread may run on, in increasing order (Linux
@@ -177,7 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn tasks_run_on_their_own_threads_and_loops_stop_on_drop() {
-        let loops = EventLoops::start(3, &[]);
+        let loops = EventLoops::start(3, None);
         assert_eq!(loops.len(), 3);
         let mut names = Vec::new();
         for n in 0..6 {
@@ -211,7 +248,7 @@ mod tests {
         let allowed = allowed_cpus();
         assert!(!allowed.is_empty(), "this thread may run somewhere");
         let last = *allowed.last().unwrap();
-        let loops = EventLoops::start(2, &[last]);
+        let loops = EventLoops::start(2, Some(CpuSet::new(&[last]).unwrap()));
         for n in 0..2 {
             let seen = loops
                 .handle(n)
@@ -222,6 +259,7 @@ mod tests {
         }
         // The caller is untouched.
         assert_eq!(allowed_cpus(), allowed);
-        assert!(pin_current_thread(&[usize::MAX]).is_err());
+        assert!(CpuSet::new(&[usize::MAX]).is_err());
+        assert_eq!(format!("{:?}", CpuSet::new(&[0, 3]).unwrap()), "{0, 3}");
     }
 }

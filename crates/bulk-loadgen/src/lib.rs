@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Buffers, SessionContext, SessionLog, micros, run_session};
 use crate::event_loops::EventLoops;
-pub use crate::event_loops::{allowed_cpus, pin_current_thread};
+pub use crate::event_loops::{CpuSet, allowed_cpus};
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
 pub use crate::verify::{
@@ -84,8 +84,8 @@ pub struct LoadConfig {
     /// Threads that run sessions, each its own single-threaded event loop (see
     /// `event_loops.rs`); sessions are spread over them round-robin.
     pub event_loops: usize,
-    /// CPUs the event loops are pinned to; empty: not pinned.
-    pub cpus: Vec<usize>,
+    /// CPUs the event loops are pinned to; `None`: not pinned.
+    pub cpus: Option<CpuSet>,
 }
 
 impl LoadConfig {
@@ -106,7 +106,7 @@ impl LoadConfig {
             source_ips: loopback_sources(target, 16),
             max_in_flight: 10_000,
             event_loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpus: Vec::new(),
+            cpus: None,
         }
     }
 }
@@ -275,7 +275,7 @@ pub async fn run(
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> RunResult {
-    let loops = EventLoops::start(config.event_loops, &config.cpus);
+    let loops = EventLoops::start(config.event_loops, config.cpus);
     tracing::debug!(event_loops = loops.len(), "generator event loops started");
     let run = Arc::new(Run {
         context: SessionContext {

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use bulk_loadgen::{Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
+use bulk_loadgen::{CpuSet, Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
 use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
 use bulk_report::summary::{Expected, Target};
 use bulk_report::{ReportDir, Summary, SummaryInput};
@@ -350,23 +350,23 @@ fn run_with_server(
     if stores.is_none() || !store.path.exists() {
         build_store(kind, &prepared.model, &store.path)?;
     }
-    let split = if args.no_pin {
+    let pinning = if args.no_pin {
         None
     } else {
-        CpuSplit::halves(&bulk_loadgen::allowed_cpus()).filter(CpuSplit::can_pin)
+        CpuSplit::halves(&bulk_loadgen::allowed_cpus()).and_then(CpuSplit::pinning)
     };
     let server = ServerProcess::spawn(
         &store,
         prepared,
         &work.join("server.log"),
-        split.as_ref().map(|s| s.server.as_slice()),
+        pinning.as_ref().map(|p| p.server),
     )?;
     info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
     let pid = server.child.id();
     let mut config = load_config(prepared, server.addr, args.verify);
-    if let Some(split) = &split {
-        config.event_loops = split.generator.len();
-        config.cpus = split.generator.clone();
+    if let Some(pinning) = &pinning {
+        config.event_loops = pinning.split.generator.len();
+        config.cpus = Some(pinning.generator);
     }
     let (result, start, end) = drive(runtime, prepared, config, Some(pid), args.quiet);
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or(0);
@@ -380,8 +380,8 @@ fn run_with_server(
             address: addr.to_string(),
             external: false,
             backend: Some(backend.to_owned()),
-            server_cpus: split.as_ref().map(|s| s.server.clone()),
-            generator_cpus: split.map(|s| s.generator),
+            server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
+            generator_cpus: pinning.map(|p| p.split.generator),
         },
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
@@ -417,26 +417,14 @@ struct CpuSplit {
     generator: Vec<usize>,
 }
 
-impl CpuSplit {
-    /// Whether a thread can be pinned to both halves (tried on a short-lived thread), so
-    /// that a report never claims a pinning that did not happen; if not, says why.
-    fn can_pin(&self) -> bool {
-        let sets = [self.server.clone(), self.generator.clone()];
-        let tried = std::thread::spawn(move || {
-            sets.iter()
-                .try_for_each(|cpus| bulk_loadgen::pin_current_thread(cpus))
-        })
-        .join();
-        match tried {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                warn!(%error, "cannot pin to CPUs; server and generator share them");
-                false
-            }
-            Err(_) => false,
-        }
-    }
+/// A [`CpuSplit`] ready to pin with: both sets built, and tried.
+struct Pinning {
+    split: CpuSplit,
+    server: CpuSet,
+    generator: CpuSet,
+}
 
+impl CpuSplit {
     /// The first half of `cpus` (rounded up) for the server, the rest for the generator;
     /// `None` with fewer than two.
     fn halves(cpus: &[usize]) -> Option<CpuSplit> {
@@ -448,6 +436,32 @@ impl CpuSplit {
             server: server.to_vec(),
             generator: generator.to_vec(),
         })
+    }
+
+    /// The sets to pin with, once a short-lived thread has been pinned to each, so that a
+    /// report never claims a pinning that did not happen; if that fails, says why.
+    fn pinning(self) -> Option<Pinning> {
+        let sets = CpuSet::new(&self.server).and_then(|server| {
+            let generator = CpuSet::new(&self.generator)?;
+            std::thread::spawn(move || {
+                server.pin_current_thread()?;
+                generator.pin_current_thread()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the trial thread panicked")))?;
+            Ok((server, generator))
+        });
+        match sets {
+            Ok((server, generator)) => Some(Pinning {
+                split: self,
+                server,
+                generator,
+            }),
+            Err(error) => {
+                warn!(%error, "cannot pin to CPUs; server and generator share them");
+                None
+            }
+        }
     }
 }
 
@@ -465,7 +479,7 @@ impl ServerProcess {
         store: &BackendSpec,
         prepared: &Prepared,
         log: &Path,
-        cpus: Option<&[usize]>,
+        cpus: Option<CpuSet>,
     ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("cannot find the bulkbench executable")?;
         let concurrency = max_in_flight(&prepared.scenario);
@@ -490,7 +504,7 @@ impl ServerProcess {
             command.arg("--harvest-resistant");
         }
         if let Some(cpus) = cpus {
-            sys::pin_child(&mut command, cpus)?;
+            sys::pin_child(&mut command, cpus);
         }
         let started = Instant::now();
         let mut child = command.spawn().context("cannot start bulkbench serve")?;

@@ -59,34 +59,17 @@ pub fn raise_open_files_limit() -> u64 {
     }
 }
 
-/// Makes `command`'s process start pinned to `cpus` (Linux `sched_setaffinity` between
-/// fork and exec), so every thread it starts runs there and sizes itself to them.
-pub fn pin_child(command: &mut std::process::Command, cpus: &[usize]) -> anyhow::Result<()> {
+/// Makes `command`'s process start pinned to `cpus` (set between fork and exec), so every
+/// thread it starts runs there and sizes itself to them.
+pub fn pin_child(command: &mut std::process::Command, cpus: bulk_loadgen::CpuSet) {
     use std::os::unix::process::CommandExt as _;
 
-    // SAFETY: cpu_set_t is plain data, all zeros is the empty set; CPU_SET is given only
-    // indices below CPU_SETSIZE.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &cpu in cpus {
-        anyhow::ensure!(
-            cpu < libc::CPU_SETSIZE as usize,
-            "CPU {cpu} is beyond what an affinity set holds"
-        );
-        // SAFETY: as above.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-    }
     // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: it makes one system call on a set built before
-    // the fork, and allocates nothing.
+    // async-signal-safe calls are allowed: `pin_current_thread` makes one system call on a
+    // set built before the fork, and allocates nothing.
     unsafe {
-        command.pre_exec(move || {
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        command.pre_exec(move || cpus.pin_current_thread());
     }
-    Ok(())
 }
 
 #[cfg(test)]
