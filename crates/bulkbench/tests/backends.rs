@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ok, run, serve, signal};
+use common::{build_population, ok, run, serve, signal};
 
 const SCENARIO: &str = r#"
 name = "backends-test"
@@ -67,12 +67,7 @@ fn bulk_replies(addr: &str, rcpts: &[&str]) -> Vec<String> {
 /// A mailbox of the scenario's population with an explicit `in` preference.
 fn opted_in_mailbox(scenario: &Path) -> String {
     let file = scenario.with_extension("tsv");
-    ok(&[
-        "population",
-        scenario.to_str().unwrap(),
-        "-o",
-        file.to_str().unwrap(),
-    ]);
+    build_population(scenario, None, &file);
     std::fs::read_to_string(&file)
         .unwrap()
         .lines()
@@ -153,14 +148,7 @@ fn lmdb_preferences_change_while_serving() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario(dir.path());
     let store = dir.path().join("pop.lmdb");
-    ok(&[
-        "population",
-        scenario.to_str().unwrap(),
-        "--backend",
-        "lmdb",
-        "-o",
-        store.to_str().unwrap(),
-    ]);
+    build_population(&scenario, Some("lmdb"), &store);
     let spec = format!("lmdb:{}", store.display());
     let address = opted_in_mailbox(&scenario);
     let server = serve(&["--backend", &spec]);
@@ -185,14 +173,7 @@ fn lmdb_preferences_change_while_serving() {
     );
     // fst stores are immutable: `policy set` says what to do instead.
     let fst = dir.path().join("pop.fst");
-    ok(&[
-        "population",
-        scenario.to_str().unwrap(),
-        "--backend",
-        "fst",
-        "-o",
-        fst.to_str().unwrap(),
-    ]);
+    build_population(&scenario, Some("fst"), &fst);
     let refused = run(&[
         "policy",
         "set",
@@ -210,14 +191,7 @@ fn fst_store_is_swapped_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario(dir.path());
     let fst = dir.path().join("pop.fst");
-    ok(&[
-        "population",
-        scenario.to_str().unwrap(),
-        "--backend",
-        "fst",
-        "-o",
-        fst.to_str().unwrap(),
-    ]);
+    build_population(&scenario, Some("fst"), &fst);
     let address = opted_in_mailbox(&scenario);
     let spec = format!("fst:{}", fst.display());
     let server = serve(&["--backend", &spec]);
@@ -225,14 +199,7 @@ fn fst_store_is_swapped_on_sighup() {
     // Rebuild from another seed: a different population, where this mailbox is unknown.
     let other = dir.path().join("other.toml");
     std::fs::write(&other, SCENARIO.replace("seed = 21", "seed = 22")).unwrap();
-    ok(&[
-        "population",
-        other.to_str().unwrap(),
-        "--backend",
-        "fst",
-        "-o",
-        fst.to_str().unwrap(),
-    ]);
+    build_population(&other, Some("fst"), &fst);
     // Until SIGHUP the old map serves; after it, the new one.
     assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
     signal(&server.child, 1); // SIGHUP

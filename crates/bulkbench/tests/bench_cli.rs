@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, run, serve, signal};
+use common::{BIN, build_population, run, serve, signal};
 
 const SCENARIO: &str = r#"
 name = "tiny"
@@ -146,17 +146,7 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path());
     let population = dir.path().join("population.tsv");
-    let output = run(&[
-        "population",
-        scenario.to_str().unwrap(),
-        "-o",
-        population.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    build_population(&scenario, None, &population);
     let server = serve(&["--population", population.to_str().unwrap()]);
     let addr = server.addr.clone();
     let out = dir.path().join("report");
@@ -188,16 +178,7 @@ fn mismatches_make_the_run_fail_and_are_printed_first() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path());
     let population = dir.path().join("population.tsv");
-    assert!(
-        run(&[
-            "population",
-            scenario.to_str().unwrap(),
-            "-o",
-            population.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    build_population(&scenario, None, &population);
     // Serve with case-sensitive local parts: recipients written in mixed case are then
     // unknown, which contradicts the population.
     let server = serve(&[

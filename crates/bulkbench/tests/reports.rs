@@ -11,7 +11,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{ok, run, serve};
+use common::{build_population, ok, run, serve};
 const PLOTS: [&str; 5] = [
     "latency_spectrum",
     "throughput",
@@ -367,12 +367,7 @@ fn merged_shards_equal_one_unsharded_run() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario(dir.path());
     let population = dir.path().join("population.tsv");
-    ok(&[
-        "population",
-        scenario.to_str().unwrap(),
-        "-o",
-        population.to_str().unwrap(),
-    ]);
+    build_population(&scenario, None, &population);
     let server = serve(&["--population", population.to_str().unwrap()]);
     let load = |name: &str, shard: Option<&str>| -> PathBuf {
         let out = dir.path().join(name);
@@ -464,12 +459,7 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario_with(dir.path(), "0.0");
     let population = dir.path().join("population.tsv");
-    ok(&[
-        "population",
-        scenario.to_str().unwrap(),
-        "-o",
-        population.to_str().unwrap(),
-    ]);
+    build_population(&scenario, None, &population);
     let fast = serve(&["--population", population.to_str().unwrap()]);
     let slow = serve(&[
         "--population",

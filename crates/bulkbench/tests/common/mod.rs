@@ -40,6 +40,16 @@ pub fn ok(args: &[&str]) -> Output {
     output
 }
 
+/// `bulkbench population SCENARIO [--backend BACKEND] -o OUT`, which must succeed.
+pub fn build_population(scenario: &std::path::Path, backend: Option<&str>, out: &std::path::Path) {
+    let mut args = vec!["population", scenario.to_str().unwrap()];
+    if let Some(backend) = backend {
+        args.extend(["--backend", backend]);
+    }
+    args.extend(["-o", out.to_str().unwrap()]);
+    ok(&args);
+}
+
 /// A `bulkbench serve` child and its address; killed on drop.
 pub struct Server {
     pub child: Child,
