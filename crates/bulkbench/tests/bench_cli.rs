@@ -141,6 +141,19 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
     assert_eq!(r["totals"]["by_class"], s["totals"]["by_class"]);
 }
 
+/// `bulkbench load SCENARIO --target SERVER --out OUT --quiet`.
+fn load(scenario: &Path, server: &common::Server, out: &Path) -> std::process::Output {
+    run(&[
+        "load",
+        scenario.to_str().unwrap(),
+        "--target",
+        &server.addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ])
+}
+
 #[test]
 fn load_drives_an_external_server_and_reports_no_server_cost() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,17 +161,8 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
     let population = dir.path().join("population.tsv");
     build_population(&scenario, None, &population);
     let server = serve(&["--population", population.to_str().unwrap()]);
-    let addr = server.addr.clone();
     let out = dir.path().join("report");
-    let output = run(&[
-        "load",
-        scenario.to_str().unwrap(),
-        "--target",
-        &addr,
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let output = load(&scenario, &server, &out);
     drop(server);
     assert!(
         output.status.success(),
@@ -186,17 +190,8 @@ fn mismatches_make_the_run_fail_and_are_printed_first() {
         "--population",
         population.to_str().unwrap(),
     ]);
-    let addr = server.addr.clone();
     let out = dir.path().join("report");
-    let output = run(&[
-        "load",
-        scenario.to_str().unwrap(),
-        "--target",
-        &addr,
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let output = load(&scenario, &server, &out);
     drop(server);
     assert_eq!(
         output.status.code(),
