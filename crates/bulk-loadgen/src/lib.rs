@@ -298,21 +298,18 @@ pub async fn run(
     });
     // One child token per loop: a session waits on its loop's token, so the waiter lists
     // it locks are never shared between threads (on the run's token two loops contend for
-    // them once per session). Task `n` runs on loop `n % loops`, with that loop's token and
-    // recorder shard.
+    // them once per session). A task on loop `lane` uses that loop's token and recorder
+    // shard.
     let loop_cancel: Vec<CancellationToken> =
         (0..loops.len()).map(|_| cancel.child_token()).collect();
-    let worker_for = |n: usize| {
-        let lane = n % loop_cancel.len();
-        Worker::new(loop_cancel[lane].clone(), lane)
-    };
     let mut tasks = tokio::task::JoinSet::new();
     match run.config.schedule {
         Schedule::Closed { concurrency } => {
             let next = Arc::new(AtomicUsize::new(0));
             for worker in 0..concurrency.max(1) {
                 let (run, workload, next) = (run.clone(), workload.clone(), next.clone());
-                let mut state = worker_for(worker);
+                let lane = worker % loop_cancel.len();
+                let mut state = Worker::new(loop_cancel[lane].clone(), lane);
                 tasks.spawn_on(
                     async move {
                         loop {
@@ -326,7 +323,7 @@ pub async fn run(
                             run.session(spec, Instant::now(), None, &mut state).await;
                         }
                     },
-                    loops.handle(worker),
+                    loops.handle(lane),
                 );
             }
         }
