@@ -15,9 +15,9 @@ use base64::Engine as _;
 
 use crate::compare::{Comparison, comparison_machine, plot_files};
 use crate::markdown::{
-    class_names, comparison_cell, comparison_rows, failed_kinds, fmt_count, fmt_mib, fmt_num,
-    fmt_share, latency_rows, machine_text, run_date, run_files, scenario_figures, scenario_name,
-    target_text, window_text,
+    class_names, comparison_cell, comparison_rows, cpu_set_text, failed_kinds, fmt_count, fmt_mib,
+    fmt_num, fmt_share, latency_rows, machine_text, run_date, run_files, scenario_figures,
+    scenario_name, target_text, window_text,
 };
 use crate::plot::{self, HEIGHT, Progress, RenderedPlot, WIDTH};
 use crate::{ReportError, RunData};
@@ -432,20 +432,22 @@ pub fn run_html(data: &RunData, date: &str, plots: &[RenderedPlot]) -> String {
             let _ = writeln!(
                 out,
                 "<li>server: {} CPU s in the window, <strong>{} µs CPU per RCPT</strong>, \
-                 peak RSS {}, ready {} s after spawn</li>",
+                 peak RSS {}, ready {} s after spawn{}</li>",
                 fmt_num(server.cpu_seconds),
                 fmt_num(server.cpu_us_per_rcpt),
                 fmt_mib(server.peak_rss_bytes as f64),
-                fmt_num(server.startup_secs)
+                fmt_num(server.startup_secs),
+                escape(&cpu_set_text(server.cpu_set.as_ref()))
             );
         }
         None => out.push_str("<li>server: external target, cost not measured</li>\n"),
     }
     let _ = writeln!(
         out,
-        "<li>generator: {} CPU s in the window, {} µs CPU per RCPT</li>\n</ul></section>",
+        "<li>generator: {} CPU s in the window, {} µs CPU per RCPT{}</li>\n</ul></section>",
         fmt_num(s.generator.cpu_seconds),
-        fmt_num(s.generator.cpu_us_per_rcpt)
+        fmt_num(s.generator.cpu_us_per_rcpt),
+        escape(&cpu_set_text(s.generator.cpu_set.as_ref()))
     );
     out.push_str("<section><h2>Files</h2>\n<ul>\n");
     for (file, what) in run_files(data) {

@@ -234,6 +234,8 @@ pub fn merge(runs: &[RunData]) -> Result<RunData, ReportError> {
         s.window.elapsed_secs = s.window.elapsed_secs.max(b.window.elapsed_secs);
         s.window.interrupted |= b.window.interrupted;
         s.generator.cpu_seconds += b.generator.cpu_seconds;
+        // Neither do the CPUs of separate runs (they may even be the same CPUs).
+        s.generator.cpu_set = None;
         // Server figures of separately started servers do not add up to one server's.
         if s.server.is_some() || b.server.is_some() {
             s.server = None;
@@ -390,6 +392,7 @@ mod tests {
                 warmup_secs: 0.5,
                 server: Some((1.0, 1 << 20, 0.1)),
                 generator_cpu_seconds: 0.5,
+                cpu_sets: None,
             },
             result,
         )

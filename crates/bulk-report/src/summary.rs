@@ -199,6 +199,9 @@ pub struct ServerCost {
     pub peak_rss_bytes: u64,
     /// From spawning the server to its `listening on` line (population load included).
     pub startup_secs: f64,
+    /// Time on the CPUs the server was pinned to (null: not pinned).
+    #[serde(default)]
+    pub cpu_set: Option<CpuSetCost>,
 }
 
 /// The generator's own cost over the measurement window.
@@ -208,6 +211,130 @@ pub struct GeneratorCost {
     pub cpu_seconds: f64,
     /// CPU microseconds per measured RCPT.
     pub cpu_us_per_rcpt: f64,
+    /// Time on the CPUs the generator's event loops were pinned to (null: not pinned).
+    #[serde(default)]
+    pub cpu_set: Option<CpuSetCost>,
+}
+
+/// Time a set of CPUs spent, by kind, from `/proc/stat`, over a wall-clock span.
+///
+/// Idle and steal are measured exactly (a tickless kernel times each idle period), but
+/// user, system, irq and softirq are sampled at the timer tick, and a tick that finds the
+/// CPU idle is not taken at all: on a CPU that goes idle thousands of times a second their
+/// sum falls short of the time the CPU was not idle (by 15% on the project's VM). So busy
+/// time is the span less idle and steal, split by kind in the proportions of the samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTimes {
+    /// Wall-clock seconds times the number of CPUs.
+    pub span: f64,
+    /// Tick-sampled seconds in user mode (nice included).
+    pub user: f64,
+    /// Tick-sampled seconds in the kernel on behalf of a task (system calls, page faults).
+    pub system: f64,
+    /// Tick-sampled seconds in hardware interrupts.
+    pub irq: f64,
+    /// Tick-sampled seconds in software interrupts: for TCP, mostly receiving packets.
+    pub softirq: f64,
+    /// Seconds idle (iowait included).
+    pub idle: f64,
+    /// Seconds a hypervisor gave to something else.
+    pub steal: f64,
+}
+
+impl CpuTimes {
+    /// Seconds not idle and not stolen.
+    pub fn busy(&self) -> f64 {
+        (self.span - self.idle - self.steal).max(0.0)
+    }
+
+    /// `self - earlier`, kind by kind (never negative).
+    pub fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        let d = |now: f64, then: f64| (now - then).max(0.0);
+        CpuTimes {
+            span: d(self.span, earlier.span),
+            user: d(self.user, earlier.user),
+            system: d(self.system, earlier.system),
+            irq: d(self.irq, earlier.irq),
+            softirq: d(self.softirq, earlier.softirq),
+            idle: d(self.idle, earlier.idle),
+            steal: d(self.steal, earlier.steal),
+        }
+    }
+
+    /// `part`'s share of the busy time, by the tick samples.
+    fn busy_part(&self, part: f64) -> f64 {
+        let sampled = self.user + self.system + self.irq + self.softirq;
+        if sampled > 0.0 {
+            self.busy() * part / sampled
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Time on a pinned set of CPUs within the window: everything that ran there, including
+/// kernel work that no process is billed for (packets received while the CPU was idle,
+/// ksoftirqd). On loopback the kernel processes a packet on the CPU that sent it, so each
+/// side's set also carries the receiving half of what it sent (BENCHMARKS.md, section 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuSetCost {
+    /// The CPUs.
+    pub cpus: Vec<usize>,
+    /// Seconds neither idle nor stolen: the window times the number of CPUs, less idle
+    /// and steal.
+    pub busy_seconds: f64,
+    /// Busy microseconds per measured RCPT.
+    pub busy_us_per_rcpt: f64,
+    /// The user-mode part of the busy seconds (by the kernel's tick samples).
+    pub user_seconds: f64,
+    /// The part in the kernel on behalf of tasks.
+    pub system_seconds: f64,
+    /// The part in hardware interrupts.
+    pub irq_seconds: f64,
+    /// The part in software interrupts (packet receive, timers).
+    pub softirq_seconds: f64,
+    /// Idle seconds.
+    pub idle_seconds: f64,
+    /// Seconds a hypervisor gave to something else.
+    pub steal_seconds: f64,
+}
+
+impl CpuSetCost {
+    /// The cost of `times` spent on `cpus` for `rcpts` RCPTs.
+    pub fn new(cpus: Vec<usize>, times: &CpuTimes, rcpts: u64) -> CpuSetCost {
+        CpuSetCost {
+            cpus,
+            busy_seconds: times.busy(),
+            busy_us_per_rcpt: per_rcpt_us(times.busy(), rcpts),
+            user_seconds: times.busy_part(times.user),
+            system_seconds: times.busy_part(times.system),
+            irq_seconds: times.busy_part(times.irq),
+            softirq_seconds: times.busy_part(times.softirq),
+            idle_seconds: times.idle,
+            steal_seconds: times.steal,
+        }
+    }
+
+    /// `user 20%, system 50%, softirq 30%` of the busy time (irq only when there is any).
+    pub fn split_text(&self) -> String {
+        let share = |part: f64| {
+            if self.busy_seconds > 0.0 {
+                100.0 * part / self.busy_seconds
+            } else {
+                0.0
+            }
+        };
+        let mut text = format!(
+            "user {:.0}%, system {:.0}%, softirq {:.0}%",
+            share(self.user_seconds),
+            share(self.system_seconds),
+            share(self.softirq_seconds)
+        );
+        if self.irq_seconds > 0.0 {
+            text.push_str(&format!(", irq {:.0}%", share(self.irq_seconds)));
+        }
+        text
+    }
 }
 
 /// What the workload asked for, to compare with what was done.
@@ -279,6 +406,18 @@ pub struct SummaryInput {
     pub server: Option<(f64, u64, f64)>,
     /// Generator CPU seconds in the window.
     pub generator_cpu_seconds: f64,
+    /// Time on the server's and the generator's pinned CPUs in the window (None: not
+    /// pinned).
+    pub cpu_sets: Option<PinnedCpuTimes>,
+}
+
+/// Time on each side's pinned CPUs over a window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PinnedCpuTimes {
+    /// The server's CPUs and their time.
+    pub server: (Vec<usize>, CpuTimes),
+    /// The generator's CPUs and their time.
+    pub generator: (Vec<usize>, CpuTimes),
 }
 
 /// CPU microseconds per RCPT.
@@ -294,6 +433,7 @@ impl Summary {
     /// Builds the summary of `result`.
     pub fn new(input: SummaryInput, result: &RunResult) -> Summary {
         let rcpts = result.totals.rcpts;
+        let sets = input.cpu_sets;
         let mut errors: BTreeMap<String, u64> = ErrorKind::ALL
             .iter()
             .map(|k| (k.name().to_owned(), 0))
@@ -339,10 +479,16 @@ impl Summary {
                     cpu_us_per_rcpt: per_rcpt_us(cpu_seconds, rcpts),
                     peak_rss_bytes,
                     startup_secs,
+                    cpu_set: sets
+                        .as_ref()
+                        .map(|s| CpuSetCost::new(s.server.0.clone(), &s.server.1, rcpts)),
                 }),
             generator: GeneratorCost {
                 cpu_seconds: input.generator_cpu_seconds,
                 cpu_us_per_rcpt: per_rcpt_us(input.generator_cpu_seconds, rcpts),
+                cpu_set: sets
+                    .as_ref()
+                    .map(|s| CpuSetCost::new(s.generator.0.clone(), &s.generator.1, rcpts)),
             },
         }
     }
@@ -363,4 +509,57 @@ fn latency_table(recorder: &Recorder) -> BTreeMap<String, Latency> {
         .iter()
         .map(|p| (p.name().to_owned(), Latency::of(recorder.phase(*p))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(span: f64, [user, system, irq, softirq]: [f64; 4], idle: f64) -> CpuTimes {
+        CpuTimes {
+            span,
+            user,
+            system,
+            irq,
+            softirq,
+            idle,
+            steal: 0.0,
+        }
+    }
+
+    #[test]
+    fn busy_time_is_the_span_less_idle_split_by_the_samples() {
+        let before = times(1000.0, [10.0, 20.0, 0.0, 5.0], 900.0);
+        // 10 s of wall clock, 4 s idle: 6 s busy, though the ticks saw only 5.
+        let after = times(1010.0, [11.0, 22.5, 0.0, 6.5], 904.0);
+        let window = after.since(&before);
+        assert_eq!(window, times(10.0, [1.0, 2.5, 0.0, 1.5], 4.0));
+        let cost = CpuSetCost::new(vec![0], &window, 100_000);
+        assert_eq!(cost.busy_seconds, 6.0);
+        assert_eq!(cost.busy_us_per_rcpt, 60.0);
+        assert_eq!(cost.user_seconds, 1.2);
+        assert_eq!(cost.system_seconds, 3.0);
+        assert_eq!(cost.split_text(), "user 20%, system 50%, softirq 30%");
+        // A counter that went backwards (a CPU taken offline and back) counts as nothing.
+        assert_eq!(before.since(&after), CpuTimes::default());
+        // Stolen time is not busy.
+        let stolen = CpuTimes {
+            steal: 1.0,
+            ..window
+        };
+        assert_eq!(stolen.busy(), 5.0);
+    }
+
+    #[test]
+    fn irq_shows_only_when_there_is_some() {
+        let cost = CpuSetCost::new(vec![2, 3], &times(4.0, [1.0, 1.0, 1.0, 1.0], 0.0), 0);
+        assert_eq!(
+            cost.split_text(),
+            "user 25%, system 25%, softirq 25%, irq 25%"
+        );
+        assert_eq!(cost.busy_us_per_rcpt, 0.0);
+        let idle = CpuSetCost::new(vec![0], &times(1.0, [0.0; 4], 1.0), 10);
+        assert_eq!(idle.busy_seconds, 0.0);
+        assert_eq!(idle.split_text(), "user 0%, system 0%, softirq 0%");
+    }
 }

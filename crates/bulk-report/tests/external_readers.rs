@@ -66,6 +66,7 @@ fn run_data() -> RunData {
             warmup_secs: 1.0,
             server: None,
             generator_cpu_seconds: 0.0,
+            cpu_sets: None,
         },
         &result,
     );

@@ -96,6 +96,7 @@ fn a_run_writes_every_file_and_a_self_contained_report() {
         assert!(at < first_plot, "{needle} after the plots");
     }
     assert!(html.contains("2026-11-27 20:24:05 UTC"));
+    assert!(html.contains("on its CPU 1: 0.9 busy s"));
 
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     // Markdown renders `&amp;` as `&`: the title reads `quick & "dirty" <b>`, no markup.
@@ -114,6 +115,11 @@ fn a_run_writes_every_file_and_a_self_contained_report() {
         "| end_of_data |",
         "µs CPU per RCPT",
         "generator:",
+        // Time on each side's pinned CPU, split by kind.
+        "on its CPU 0: 1 busy s",
+        "(user 25%, system 50%, softirq 25%)",
+        "on its CPU 1: 0.9 busy s",
+        "softirq 33%)",
         "100,000 mailboxes in 200 domains",
         "closed loop, 64 sessions in flight",
         "](latency_spectrum.png)",

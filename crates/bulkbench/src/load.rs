@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use bulk_loadgen::{CpuSet, Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
 use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
-use bulk_report::summary::{Expected, Target};
+use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Target};
 use bulk_report::{ReportDir, Summary, SummaryInput};
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -161,18 +161,39 @@ fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> Lo
     config
 }
 
-/// CPU time of the server (if any) and of this process at one instant.
+/// CPU time of the server (if any) and of this process at one instant, and of each side's
+/// CPUs when they are pinned.
 #[derive(Clone, Copy)]
 struct CpuSample {
     server: Option<Duration>,
     generator: Duration,
+    /// Server's CPUs, generator's CPUs.
+    sets: Option<(CpuTimes, CpuTimes)>,
 }
 
-fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
+fn sample_cpu(server_pid: Option<u32>, split: Option<&CpuSplit>) -> CpuSample {
     CpuSample {
         server: server_pid.and_then(|pid| sys::cpu_time(Some(pid))),
         generator: sys::cpu_time(None).unwrap_or_default(),
+        sets: split.and_then(|s| {
+            Some((
+                sys::cpu_set_times(&s.server)?,
+                sys::cpu_set_times(&s.generator)?,
+            ))
+        }),
     }
+}
+
+/// Time on each side's CPUs between two samples.
+fn pinned_times(split: &CpuSplit, start: &CpuSample, end: &CpuSample) -> Option<PinnedCpuTimes> {
+    let ((server_start, generator_start), (server_end, generator_end)) = (start.sets?, end.sets?);
+    Some(PinnedCpuTimes {
+        server: (split.server.clone(), server_end.since(&server_start)),
+        generator: (
+            split.generator.clone(),
+            generator_end.since(&generator_start),
+        ),
+    })
 }
 
 /// Runs the workload with a progress bar; samples CPU at the end of the warm-up and at the
@@ -182,6 +203,7 @@ fn drive(
     prepared: &Prepared,
     config: LoadConfig,
     server_pid: Option<u32>,
+    split: Option<&CpuSplit>,
     quiet: bool,
 ) -> (RunResult, CpuSample, CpuSample) {
     let progress = Arc::new(Progress::default());
@@ -198,13 +220,14 @@ fn drive(
                 ctrl_c.cancel();
             }
         });
+        let sampler_split = split.cloned();
         let sampler = tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
-            sample_cpu(server_pid)
+            sample_cpu(server_pid, sampler_split.as_ref())
         });
-        let start_sample = sample_cpu(server_pid);
+        let start_sample = sample_cpu(server_pid, split);
         let result = bulk_loadgen::run(workload, config, progress, cancel).await;
-        let end = sample_cpu(server_pid);
+        let end = sample_cpu(server_pid, split);
         // A run shorter than its warm-up has no window: its start is the end.
         let window_start = if sampler.is_finished() {
             sampler.await.unwrap_or(start_sample)
@@ -252,6 +275,7 @@ fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryI
         warmup_secs: prepared.scenario.workload.warmup_secs,
         server: None,
         generator_cpu_seconds: 0.0,
+        cpu_sets: None,
     }
 }
 
@@ -303,7 +327,7 @@ pub(crate) fn run_once(
     match target {
         RunTarget::External(addr) => {
             let config = load_config(prepared, *addr, args.verify);
-            let (result, start, end) = drive(&runtime, prepared, config, None, args.quiet);
+            let (result, start, end) = drive(&runtime, prepared, config, None, None, args.quiet);
             let mut input = summary_input(
                 command,
                 prepared,
@@ -368,7 +392,9 @@ fn run_with_server(
         config.event_loops = pinning.split.generator.len();
         config.cpus = Some(pinning.generator);
     }
-    let (result, start, end) = drive(runtime, prepared, config, Some(pid), args.quiet);
+    let split = pinning.as_ref().map(|p| &p.split);
+    let (result, start, end) = drive(runtime, prepared, config, Some(pid), split, args.quiet);
+    let cpu_sets = split.and_then(|split| pinned_times(split, &start, &end));
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or(0);
     let server_cpu = cpu_delta(start.server, end.server);
     let (addr, startup) = (server.addr, server.startup);
@@ -385,6 +411,7 @@ fn run_with_server(
         },
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
+    input.cpu_sets = cpu_sets;
     input.generator_cpu_seconds =
         cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
     Ok((Summary::new(input, &result), result))

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use bulk_report::summary::CpuTimes;
+
 /// Clock ticks per second of /proc's CPU times.
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -24,6 +26,52 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some(Duration::from_secs_f64((utime + stime) / clock_ticks()))
+}
+
+/// Time the CPUs in `cpus` have spent since boot, by kind, summed, from /proc/stat, with
+/// the monotonic clock as the span; `None` when it cannot be read or lacks one of them.
+pub fn cpu_set_times(cpus: &[usize]) -> Option<CpuTimes> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the struct we pass.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return None;
+    }
+    let wall = now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9;
+    parse_cpu_set_times(&stat, cpus, clock_ticks(), wall)
+}
+
+fn parse_cpu_set_times(stat: &str, cpus: &[usize], ticks: f64, wall: f64) -> Option<CpuTimes> {
+    let mut total = CpuTimes {
+        span: wall * cpus.len() as f64,
+        ..CpuTimes::default()
+    };
+    for &cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let line = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+        // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is
+        // already in user.
+        let fields: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = fields[..] else {
+            return None;
+        };
+        total.user += (user + nice) / ticks;
+        total.system += system / ticks;
+        total.idle += (idle + iowait) / ticks;
+        total.irq += irq / ticks;
+        total.softirq += softirq / ticks;
+        total.steal += steal / ticks;
+    }
+    Some(total)
 }
 
 /// Peak resident set size (VmHWM) of process `pid`, in bytes.
@@ -88,5 +136,36 @@ mod tests {
         assert!(cpu_time(None).unwrap() > Duration::ZERO);
         assert!(peak_rss_bytes(std::process::id()).unwrap() > 1024 * 1024);
         assert!(raise_open_files_limit() >= 1024);
+        let cpu0 = cpu_set_times(&[0]).unwrap();
+        assert!(cpu0.busy() + cpu0.idle > 0.0);
+    }
+
+    const STAT: &str = "cpu  500 20 300 9000 10 0 70 5 0 0
+cpu0 100 0 200 4000 10 0 50 3 0 0
+cpu1 400 20 100 5000 0 1 20 2 0 0
+cpu10 7 7 7 7 7 7 7 7 7 7
+intr 123 0 0
+";
+
+    #[test]
+    fn sums_the_named_cpus_only() {
+        let cpu1 = parse_cpu_set_times(STAT, &[1], 100.0, 60.0).unwrap();
+        assert_eq!(cpu1.span, 60.0);
+        assert_eq!(cpu1.user, 4.2);
+        assert_eq!(cpu1.system, 1.0);
+        assert_eq!(cpu1.idle, 50.0);
+        assert_eq!(cpu1.irq, 0.01);
+        assert_eq!(cpu1.softirq, 0.2);
+        assert_eq!(cpu1.steal, 0.02);
+        let both = parse_cpu_set_times(STAT, &[0, 1], 100.0, 60.0).unwrap();
+        assert_eq!(both.span, 120.0);
+        assert_eq!(both.system, 3.0);
+        assert_eq!(both.idle, 90.1);
+        // `cpu1` is not `cpu10`, and a CPU /proc/stat does not list is an error.
+        let cpu10 = parse_cpu_set_times(STAT, &[10], 1.0, 60.0).unwrap();
+        assert_eq!(cpu10.softirq, 7.0);
+        assert!(parse_cpu_set_times(STAT, &[2], 100.0, 60.0).is_none());
+        assert!(parse_cpu_set_times("cpu0 1 2 x 4 5 6 7 8\n", &[0], 100.0, 1.0).is_none());
+        assert!(parse_cpu_set_times("cpu0 1 2 3 4 5 6 7\n", &[0], 100.0, 1.0).is_none());
     }
 }

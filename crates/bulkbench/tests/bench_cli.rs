@@ -102,8 +102,26 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
             "{}",
             s["target"]
         );
+        // Each side's CPUs were busy in the window, and the split by kind adds up.
+        for (side, cpus) in [("server", &server), ("generator", &generator)] {
+            let set = &s[side]["cpu_set"];
+            assert_eq!(set["cpus"].as_array().unwrap().len(), cpus.len(), "{set}");
+            let busy = set["busy_seconds"].as_f64().unwrap();
+            assert!(busy > 0.0, "{side}: {set}");
+            let parts: f64 = ["user", "system", "irq", "softirq"]
+                .iter()
+                .map(|kind| set[format!("{kind}_seconds")].as_f64().unwrap())
+                .sum();
+            assert!((parts - busy).abs() < 1e-9, "{side}: {set}");
+        }
+        // The whole server process is pinned: its CPUs were at least as busy as it was
+        // (slack for /proc/stat's tick sampling against the scheduler's exact runtime).
+        let set = s["server"]["cpu_set"]["busy_seconds"].as_f64().unwrap();
+        let process = s["server"]["cpu_seconds"].as_f64().unwrap();
+        assert!(set * 1.1 + 0.05 >= process, "{set} {process}");
         assert_eq!([server, generator].concat(), allowed);
         assert!(stdout.contains(", server on CPU"), "{stdout}");
+        assert!(stdout.contains("busy s,"), "{stdout}");
     } else {
         assert!(s["target"]["server_cpus"].is_null());
     }
@@ -137,6 +155,7 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
     );
     let r = summary(&replay);
     assert!(r["target"]["server_cpus"].is_null() && r["target"]["generator_cpus"].is_null());
+    assert!(r["server"]["cpu_set"].is_null() && r["generator"]["cpu_set"].is_null());
     assert_eq!(r["expected"], s["expected"]);
     assert_eq!(r["totals"]["by_class"], s["totals"]["by_class"]);
 }

@@ -8,7 +8,7 @@ use bulk_loadgen::{
     ErrorKind, MismatchExample, Mismatches, Phase, Recorder, ReplyClass, RunResult, Totals,
 };
 use bulk_report::RunData;
-use bulk_report::summary::{Expected, Summary, SummaryInput, Target};
+use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Summary, SummaryInput, Target};
 
 /// What a synthetic run looks like.
 #[derive(Clone)]
@@ -185,6 +185,32 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
             warmup_secs: spec.warmup_secs as f64,
             server: spec.server,
             generator_cpu_seconds: 0.8,
+            cpu_sets: spec.server.map(|_| PinnedCpuTimes {
+                server: (
+                    vec![0],
+                    CpuTimes {
+                        span: 2.0,
+                        user: 0.2,
+                        system: 0.4,
+                        irq: 0.0,
+                        softirq: 0.2,
+                        idle: 1.0,
+                        steal: 0.0,
+                    },
+                ),
+                generator: (
+                    vec![1],
+                    CpuTimes {
+                        span: 2.0,
+                        user: 0.2,
+                        system: 0.4,
+                        irq: 0.0,
+                        softirq: 0.3,
+                        idle: 1.1,
+                        steal: 0.0,
+                    },
+                ),
+            }),
         },
         result,
     );
