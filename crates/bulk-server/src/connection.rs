@@ -128,8 +128,25 @@ impl<P: PolicyBackend> Connection<P> {
             }
             self.flush().await?;
             if self.session.is_closed() {
-                return self.linger().await;
+                return self.after_quit().await;
             }
+        }
+    }
+
+    /// After the reply to QUIT. A client that sent nothing after it (every well-behaved
+    /// one: QUIT ends a pipelined group) gets a plain close: its own close then lands on
+    /// an orphaned socket and wakes nothing here. Input already waiting means a close now
+    /// would reset the connection and could destroy the 221, so that client gets the
+    /// linger.
+    async fn after_quit(&mut self) -> io::Result<()> {
+        if !self.input.is_empty() {
+            return self.linger().await;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Ok(0) | Err(_) => Ok(()),
+            Ok(_) => self.linger().await,
         }
     }
 

@@ -235,3 +235,51 @@ async fn disconnect_in_the_middle_of_data_loses_nothing_that_was_acknowledged() 
     assert_eq!(stats.messages, 0);
     assert_eq!(stats.connections, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_quit_the_server_closes_without_waiting_for_the_client() {
+    let config = ServerConfig {
+        max_connections: 1,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut client = Client::greeted(server.addr).await;
+    assert_eq!(client.command("QUIT").await.codes(), "221 2.0.0");
+    assert_eq!(client.reply().await, None, "closed after QUIT");
+    // The client still holds its socket open, yet its slot is free well within the
+    // server's 2 s linger: the server did not wait for the client's close.
+    let started = std::time::Instant::now();
+    let mut next = None;
+    while started.elapsed() < std::time::Duration::from_secs(1) {
+        let mut other = Client::connect(server.addr).await;
+        if other.reply().await.expect("a greeting").code == 220 {
+            next = Some(other);
+            break;
+        }
+        // The server may not have seen the QUIT's task end yet.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        next.is_some(),
+        "the slot stayed taken while the client held its socket"
+    );
+    drop((client, next));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_after_quit_gets_the_linger_and_the_221_arrives_intact() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let mut client = Client::greeted(server.addr).await;
+    // Commands after QUIT (a client breaking RFC 2920's "QUIT ends a group"): closing at
+    // once with them unread would reset the connection. The server lingers instead.
+    client.send(b"QUIT\r\nNOOP\r\nNOOP\r\n").await;
+    assert_eq!(client.reply().await.unwrap().codes(), "221 2.0.0");
+    assert_eq!(
+        client.reply().await,
+        None,
+        "closed after QUIT, nothing more answered"
+    );
+    drop(client);
+    server.stop().await;
+}
