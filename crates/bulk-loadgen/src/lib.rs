@@ -179,6 +179,48 @@ impl Worker {
     }
 }
 
+/// Buffer capacity a pooled worker keeps: one large message must not leave every pooled
+/// worker holding its size.
+const POOLED_CAPACITY: usize = 64 * 1024;
+
+/// An open-loop lane's idle workers, so a session reuses the buffers and sample list of
+/// one that ended instead of growing new ones (a dozen allocations per session). Only the
+/// lane's own loop touches it, so its lock is never contended; it holds at most as many
+/// workers as the lane ever had sessions in flight at once.
+#[derive(Clone)]
+struct WorkerPool {
+    idle: Arc<Mutex<Vec<Worker>>>,
+    cancel: CancellationToken,
+    shard: usize,
+}
+
+impl WorkerPool {
+    fn new(cancel: CancellationToken, shard: usize) -> Self {
+        WorkerPool {
+            idle: Arc::default(),
+            cancel,
+            shard,
+        }
+    }
+
+    fn take(&self) -> Worker {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        pooled.unwrap_or_else(|| Worker::new(self.cancel.clone(), self.shard))
+    }
+
+    fn give_back(&self, mut worker: Worker) {
+        for buffer in [&mut worker.buffers.write, &mut worker.buffers.read] {
+            if buffer.capacity() > POOLED_CAPACITY {
+                *buffer = Vec::new();
+            }
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(worker);
+    }
+}
+
 impl Run {
     /// Runs one session and records it. `lag_us`: open loop, how late it started.
     async fn session(
@@ -335,6 +377,7 @@ pub async fn run(
             let lanes = loops.len();
             for (lane, cancel) in loop_cancel.iter().cloned().enumerate() {
                 let (run, workload, slots) = (run.clone(), workload.clone(), slots.clone());
+                let pool = WorkerPool::new(cancel.clone(), lane);
                 tasks.spawn_on(
                     async move {
                         let mut sessions = tokio::task::JoinSet::new();
@@ -352,13 +395,15 @@ pub async fn run(
                                 },
                                 () = cancel.cancelled() => break,
                             };
-                            let (run, workload) = (run.clone(), workload.clone());
-                            let mut state = Worker::new(cancel.clone(), lane);
+                            let (run, workload, pool) =
+                                (run.clone(), workload.clone(), pool.clone());
                             sessions.spawn(async move {
                                 let spec = &workload.sessions[i];
                                 let lag =
                                     micros(Instant::now().saturating_duration_since(intended));
-                                run.session(spec, intended, Some(lag), &mut state).await;
+                                let mut worker = pool.take();
+                                run.session(spec, intended, Some(lag), &mut worker).await;
+                                pool.give_back(worker);
                                 drop(permit);
                             });
                             // Reap finished sessions as we go so the set does not grow
@@ -400,4 +445,31 @@ pub async fn run(
     result.elapsed = last_end;
     result.window = last_end.saturating_sub(run.config.warmup);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pooled_worker_keeps_its_buffers_unless_they_grew_too_large() {
+        let pool = WorkerPool::new(CancellationToken::new(), 3);
+        let mut worker = pool.take();
+        assert_eq!(worker.shard, 3);
+        worker.buffers.write.reserve(4096);
+        worker.buffers.read.reserve(POOLED_CAPACITY + 1);
+        worker.log.samples.reserve(16);
+        pool.give_back(worker);
+        let again = pool.take();
+        assert!(again.buffers.write.capacity() >= 4096, "reused");
+        assert!(again.log.samples.capacity() >= 16, "reused");
+        assert_eq!(
+            again.buffers.read.capacity(),
+            0,
+            "a buffer past the cap is dropped"
+        );
+        // An empty pool makes a new worker for its lane.
+        let fresh = pool.take();
+        assert_eq!((fresh.shard, fresh.buffers.write.capacity()), (3, 0));
+    }
 }
