@@ -156,6 +156,8 @@ pub struct Session {
     pending_kind: TransactionKind,
     errors: u32,
     unknown_mailboxes: u32,
+    /// The client ended the session with QUIT (not a `421`).
+    quit: bool,
 }
 
 impl Session {
@@ -173,6 +175,7 @@ impl Session {
             replies: Vec::new(),
             pending: AddressBatch::new(),
             pending_kind: TransactionKind::Mail,
+            quit: false,
             errors: 0,
             unknown_mailboxes: 0,
         }
@@ -195,6 +198,12 @@ impl Session {
     /// Whether the session has ended; the caller flushes and closes.
     pub fn is_closed(&self) -> bool {
         self.mode == Mode::Closed
+    }
+
+    /// Whether the session ended because the client sent QUIT, rather than with a `421`
+    /// (after which a client may well still be sending).
+    pub fn ended_by_quit(&self) -> bool {
+        self.quit
     }
 
     /// Whether a transaction is open (between MAIL/BULK and the end of DATA or RSET).
@@ -405,6 +414,7 @@ impl Session {
             Command::Quit => {
                 self.reply(replies::BYE);
                 self.mode = Mode::Closed;
+                self.quit = true;
             }
             Command::Vrfy => self.reply(replies::VRFY),
             Command::Help => self.reply(replies::HELP),
@@ -602,6 +612,36 @@ mod tests {
 
     fn converse(input: &[u8]) -> String {
         converse_with(SessionConfig::default(), input, input.len(), false)
+    }
+
+    /// Feeds `input` to a new session until it needs more; returns the session.
+    fn session_after(input: &[u8]) -> Session {
+        let mut session = Session::new(SessionConfig::default());
+        session.greet();
+        let mut rest = input;
+        loop {
+            let (consumed, event) = session.advance(rest);
+            rest = &rest[consumed..];
+            match event {
+                Event::NeedVerdicts => {
+                    resolve_all(&mut session, false);
+                }
+                Event::NeedInput | Event::Close => return session,
+                Event::Message => session.delivered(Ok(QueueId(0))),
+            }
+        }
+    }
+
+    #[test]
+    fn only_quit_counts_as_ended_by_quit() {
+        let quit = session_after(b"EHLO c.example\r\nQUIT\r\n");
+        assert!(quit.is_closed() && quit.ended_by_quit());
+        let flood = session_after("BOGUS\r\n".repeat(20).as_bytes());
+        assert!(flood.is_closed() && !flood.ended_by_quit());
+        let mut idle = session_after(b"EHLO c.example\r\n");
+        assert!(!idle.is_closed() && !idle.ended_by_quit());
+        idle.close(Closing::IdleTimeout);
+        assert!(idle.is_closed() && !idle.ended_by_quit());
     }
 
     /// The reply codes with enhanced codes, one per reply line, greeting and EHLO dropped.

@@ -127,8 +127,11 @@ impl<P: PolicyBackend> Connection<P> {
                 self.input = BytesMut::new();
             }
             self.flush().await?;
-            if self.session.is_closed() {
+            if self.session.ended_by_quit() {
                 return self.after_quit().await;
+            }
+            if self.session.is_closed() {
+                return self.linger().await;
             }
         }
     }

@@ -217,3 +217,23 @@ async fn shutdown_grace_ends_a_stalled_transaction() {
     drop(stalled);
     server.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_421_the_server_lingers_for_a_client_that_may_still_be_sending() {
+    let config = ServerConfig {
+        max_connections: 1,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut client = Client::greeted(server.addr).await;
+    // Exactly the error limit, nothing after it: the input is empty when the 421 goes
+    // out, yet unlike after QUIT the server does not just close, since a client this far
+    // off may still be sending. It lingers, so the only slot stays taken meanwhile.
+    client.send("BOGUS\r\n".repeat(10).as_bytes()).await;
+    let replies = client.replies_until_close().await;
+    assert_eq!(replies.last().unwrap().codes(), "421 4.7.0");
+    let mut other = Client::connect(server.addr).await;
+    assert_eq!(other.reply().await.unwrap().codes(), "421 4.3.2");
+    drop((client, other));
+    server.stop().await;
+}
