@@ -101,6 +101,11 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+    // Refuse an existing --out before the run, not after it: the report folder is created
+    // (and never overwritten) only when there is something to put in it.
+    if let Some(out) = args.out.as_ref().filter(|out| out.exists()) {
+        return Err(bulk_report::ReportError::Exists(out.clone()).into());
+    }
     let scenario = Scenario::load(&args.scenario)?;
     let model = PopulationModel::new(&scenario.population, scenario.seed);
     let started = Instant::now();

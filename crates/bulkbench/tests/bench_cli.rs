@@ -134,7 +134,10 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
         "--quiet",
     ]);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("exists already"), "{stderr}");
+    // Refused before any work, not after a whole run.
+    assert!(!stderr.contains("server ready"), "{stderr}");
 
     // Replaying the saved trace does exactly the same work.
     let replay = dir.path().join("replay");
