@@ -28,6 +28,27 @@ const READ_CHUNK: usize = 4096;
 /// after our last reply, so that closing with unread input (which makes the kernel send RST)
 /// does not destroy the reply before the client reads it.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// Whether the kernel holds received bytes not read yet: a non-blocking peek, a system
+/// call every time (tokio's `try_read` answers from its cached readiness without asking
+/// the kernel, which could miss bytes that came after the last read).
+fn input_waiting(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`, which outlives the call, on a
+    // descriptor `stream` keeps open; MSG_PEEK leaves the byte in the socket.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    // 1: a byte waits; 0: the client closed too; -1: nothing (EAGAIN) or an error, and
+    // either way there is nothing a close could reset.
+    n > 0
+}
 const LINGER_MAX_BYTES: usize = 64 * 1024;
 
 /// What woke a connection waiting for input.
@@ -142,15 +163,10 @@ impl<P: PolicyBackend> Connection<P> {
     /// would reset the connection and could destroy the 221, so that client gets the
     /// linger.
     async fn after_quit(&mut self) -> io::Result<()> {
-        if !self.input.is_empty() {
+        if !self.input.is_empty() || input_waiting(&self.stream) {
             return self.linger().await;
         }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Ok(0) | Err(_) => Ok(()),
-            Ok(_) => self.linger().await,
-        }
+        Ok(())
     }
 
     /// Waits until the socket is readable, the idle timeout passes, or shutdown asks this
