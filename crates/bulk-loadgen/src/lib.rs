@@ -182,6 +182,8 @@ impl Worker {
 /// Buffer capacity a pooled worker keeps: one large message must not leave every pooled
 /// worker holding its size.
 const POOLED_CAPACITY: usize = 64 * 1024;
+/// Samples a pooled worker's list keeps room for (one per RCPT, about 1,000 RCPTs).
+const POOLED_SAMPLES: usize = 1024;
 
 /// An open-loop lane's idle workers, so a session reuses the buffers and sample list of
 /// one that ended instead of growing new ones (a dozen allocations per session). Only the
@@ -213,6 +215,9 @@ impl WorkerPool {
             if buffer.capacity() > POOLED_CAPACITY {
                 *buffer = Vec::new();
             }
+        }
+        if worker.log.samples.capacity() > POOLED_SAMPLES {
+            worker.log.samples = Vec::new();
         }
         self.idle
             .lock()
@@ -460,9 +465,17 @@ mod tests {
         worker.buffers.read.reserve(POOLED_CAPACITY + 1);
         worker.log.samples.reserve(16);
         pool.give_back(worker);
-        let again = pool.take();
+        let mut again = pool.take();
         assert!(again.buffers.write.capacity() >= 4096, "reused");
         assert!(again.log.samples.capacity() >= 16, "reused");
+        again.log.samples.reserve(POOLED_SAMPLES + 1);
+        pool.give_back(again);
+        let again = pool.take();
+        assert_eq!(
+            again.log.samples.capacity(),
+            0,
+            "a list past the cap is dropped"
+        );
         assert_eq!(
             again.buffers.read.capacity(),
             0,

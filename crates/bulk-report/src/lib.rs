@@ -320,7 +320,7 @@ pub fn table(summary: &Summary) -> String {
     out
 }
 
-/// `  its CPU 0: 4.10 busy s, 37.9 us/RCPT (user 18%, system 52%, softirq 30%)`.
+/// `  CPU 0: 4.10 busy s, 37.90 us/RCPT (user 18%, system 52%, softirq 30%)`.
 fn cpu_set_line(out: &mut String, set: Option<&summary::CpuSetCost>) {
     if let Some(set) = set {
         let _ = writeln!(

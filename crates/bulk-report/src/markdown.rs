@@ -181,7 +181,7 @@ pub(crate) fn pinning_text(target: &crate::summary::Target) -> String {
     }
 }
 
-/// `; its CPU 0: 4.1 busy s, 37.9 µs per RCPT (user 18%, ...)` for a pinned side.
+/// `; on its CPU 0: 4.1 busy s, 37.9 µs per RCPT (user 18%, ...)` for a pinned side.
 pub(crate) fn cpu_set_text(set: Option<&crate::summary::CpuSetCost>) -> String {
     match set {
         Some(set) => format!(

@@ -289,3 +289,21 @@ fn interval_histograms_hold_the_recorded_latencies() {
         );
     }
 }
+
+#[test]
+fn summaries_with_and_without_a_server_satisfy_the_schema() {
+    let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
+    for data in [run(&Spec::default()), empty_run()] {
+        let value = serde_json::to_value(&data.summary).unwrap();
+        if let Err(errors) = bulk_report::schema::validate(&schema, &value) {
+            panic!("{errors:#?}");
+        }
+    }
+    // The pinned run carries both sides' CPU sets; the schema checks their every field.
+    let pinned = serde_json::to_value(&run(&Spec::default()).summary).unwrap();
+    assert!(pinned["server"]["cpu_set"]["busy_seconds"].is_number());
+    assert!(pinned["generator"]["cpu_set"]["steal_seconds"].is_number());
+    let mut broken = pinned.clone();
+    broken["generator"]["cpu_set"]["busy_seconds"] = serde_json::json!("a lot");
+    assert!(bulk_report::schema::validate(&schema, &broken).is_err());
+}

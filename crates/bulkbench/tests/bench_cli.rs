@@ -112,7 +112,8 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
                 .iter()
                 .map(|kind| set[format!("{kind}_seconds")].as_f64().unwrap())
                 .sum();
-            assert!((parts - busy).abs() < 1e-9, "{side}: {set}");
+            // (All zero when no tick fell in a very short window.)
+            assert!((parts - busy).abs() < 1e-9 || parts == 0.0, "{side}: {set}");
         }
         // The whole server process is pinned: its CPUs were at least as busy as it was
         // (slack for /proc/stat's tick sampling against the scheduler's exact runtime).
