@@ -189,20 +189,20 @@ const POOLED_SAMPLES: usize = 1024;
 /// one that ended instead of growing new ones (a dozen allocations per session). Only the
 /// lane's own loop touches it, so its lock is never contended; it holds at most as many
 /// workers as the lane ever had sessions in flight at once.
-#[derive(Clone)]
+/// Shared by the lane's session tasks through one `Arc`.
 struct WorkerPool {
-    idle: Arc<Mutex<Vec<Worker>>>,
+    idle: Mutex<Vec<Worker>>,
     cancel: CancellationToken,
     shard: usize,
 }
 
 impl WorkerPool {
-    fn new(cancel: CancellationToken, shard: usize) -> Self {
-        WorkerPool {
-            idle: Arc::default(),
+    fn new(cancel: CancellationToken, shard: usize) -> Arc<Self> {
+        Arc::new(WorkerPool {
+            idle: Mutex::default(),
             cancel,
             shard,
-        }
+        })
     }
 
     fn take(&self) -> Worker {

@@ -159,11 +159,12 @@ impl<P: PolicyBackend> Connection<P> {
 
     /// After the reply to QUIT. A client that sent nothing after it (every well-behaved
     /// one: QUIT ends a pipelined group) gets a plain close: its own close then lands on
-    /// an orphaned socket and wakes nothing here. Input already waiting means a close now
-    /// would reset the connection and could destroy the 221, so that client gets the
-    /// linger.
+    /// an orphaned socket and wakes nothing here. The session has discarded whatever
+    /// followed QUIT in what was read, so only the kernel can still hold input; if it
+    /// does, a close now would reset the connection and could destroy the 221, so that
+    /// client gets the linger.
     async fn after_quit(&mut self) -> io::Result<()> {
-        if !self.input.is_empty() || input_waiting(&self.stream) {
+        if input_waiting(&self.stream) {
             return self.linger().await;
         }
         Ok(())

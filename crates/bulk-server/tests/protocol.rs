@@ -248,17 +248,7 @@ async fn after_quit_the_server_closes_without_waiting_for_the_client() {
     assert_eq!(client.reply().await, None, "closed after QUIT");
     // The client still holds its socket open, yet its slot is free well within the
     // server's 2 s linger: the server did not wait for the client's close.
-    let started = std::time::Instant::now();
-    let mut next = None;
-    while started.elapsed() < std::time::Duration::from_secs(1) {
-        let mut other = Client::connect(server.addr).await;
-        if other.reply().await.expect("a greeting").code == 220 {
-            next = Some(other);
-            break;
-        }
-        // The server may not have seen the QUIT's task end yet.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let next = Client::admitted_within(server.addr, std::time::Duration::from_secs(1)).await;
     assert!(
         next.is_some(),
         "the slot stayed taken while the client held its socket"

@@ -173,25 +173,20 @@ struct CpuSample {
     server: Option<Duration>,
     generator: Duration,
     /// Server's CPUs, generator's CPUs.
-    sets: Option<(CpuTimes, CpuTimes)>,
+    sets: Option<[CpuTimes; 2]>,
 }
 
 fn sample_cpu(server_pid: Option<u32>, split: Option<&CpuSplit>) -> CpuSample {
     CpuSample {
         server: server_pid.and_then(|pid| sys::cpu_time(Some(pid))),
         generator: sys::cpu_time(None).unwrap_or_default(),
-        sets: split.and_then(|s| {
-            Some((
-                sys::cpu_set_times(&s.server)?,
-                sys::cpu_set_times(&s.generator)?,
-            ))
-        }),
+        sets: split.and_then(|s| sys::cpu_set_times([&s.server, &s.generator])),
     }
 }
 
 /// Time on each side's CPUs between two samples.
 fn pinned_times(split: &CpuSplit, start: &CpuSample, end: &CpuSample) -> Option<PinnedCpuTimes> {
-    let ((server_start, generator_start), (server_end, generator_end)) = (start.sets?, end.sets?);
+    let ([server_start, generator_start], [server_end, generator_end]) = (start.sets?, end.sets?);
     Some(PinnedCpuTimes {
         server: (split.server.clone(), server_end.since(&server_start)),
         generator: (

@@ -28,9 +28,10 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) / clock_ticks()))
 }
 
-/// Time the CPUs in `cpus` have spent since boot, by kind, summed, from /proc/stat, with
-/// the monotonic clock as the span; `None` when it cannot be read or lacks one of them.
-pub fn cpu_set_times(cpus: &[usize]) -> Option<CpuTimes> {
+/// For each of `sets`, the time its CPUs have spent since boot, by kind, summed, from one
+/// reading of /proc/stat, with the monotonic clock as the span; `None` when it cannot be
+/// read or lacks one of the CPUs.
+pub fn cpu_set_times<const N: usize>(sets: [&[usize]; N]) -> Option<[CpuTimes; N]> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -41,7 +42,12 @@ pub fn cpu_set_times(cpus: &[usize]) -> Option<CpuTimes> {
         return None;
     }
     let wall = now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9;
-    parse_cpu_set_times(&stat, cpus, clock_ticks(), wall)
+    let ticks = clock_ticks();
+    let mut times = [CpuTimes::default(); N];
+    for (set, times) in sets.iter().zip(&mut times) {
+        *times = parse_cpu_set_times(&stat, set, ticks, wall)?;
+    }
+    Some(times)
 }
 
 fn parse_cpu_set_times(stat: &str, cpus: &[usize], ticks: f64, wall: f64) -> Option<CpuTimes> {
@@ -138,7 +144,7 @@ mod tests {
         assert!(raise_open_files_limit() >= 1024);
         // Since boot CPU 0 has been idle for less than the clock has run (a unit error,
         // ticks for seconds, would make idle 100 times too large).
-        let cpu0 = cpu_set_times(&[0]).unwrap();
+        let [cpu0] = cpu_set_times([&[0]]).unwrap();
         assert!(cpu0.idle < cpu0.span, "{cpu0:?}");
         assert!(cpu0.user + cpu0.system > 0.0, "{cpu0:?}");
     }

@@ -129,6 +129,21 @@ impl Client {
         client
     }
 
+    /// Connects until the server greets with 220 rather than turning the connection away
+    /// with 421, for at most `within` (a freed slot is seen once the old connection's task
+    /// has ended); None if it never does.
+    pub async fn admitted_within(addr: SocketAddr, within: Duration) -> Option<Client> {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < within {
+            let mut client = Client::connect(addr).await;
+            if client.reply().await.expect("a greeting").code == 220 {
+                return Some(client);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).await.expect("send");
     }
