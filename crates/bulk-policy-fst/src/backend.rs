@@ -402,6 +402,21 @@ mod tests {
         out
     }
 
+    /// The backend's verdicts on `addresses`, checked against `Population::verdict_of`.
+    async fn verdicts_as_reference(
+        backend: &FstBackend,
+        p: &Population,
+        addresses: &[&str],
+    ) -> Vec<Verdict> {
+        let got = verdicts(backend, addresses).await;
+        let expected: Vec<Verdict> = addresses
+            .iter()
+            .map(|a| p.verdict_of(a.as_bytes()))
+            .collect();
+        assert_eq!(got, expected);
+        got
+    }
+
     #[tokio::test]
     async fn opens_what_build_wrote() {
         let dir = tempfile::tempdir().unwrap();
@@ -433,12 +448,7 @@ mod tests {
             "in.example",
             "",
         ];
-        let got = verdicts(&backend, &addresses).await;
-        let expected: Vec<Verdict> = addresses
-            .iter()
-            .map(|a| p.verdict_of(a.as_bytes()))
-            .collect();
-        assert_eq!(got, expected);
+        let got = verdicts_as_reference(&backend, &p, &addresses).await;
         assert_eq!(&got[..6], {
             use Verdict::*;
             &[Accept, OptedOut, Accept, OptedOut, UnknownMailbox, NotLocal]
@@ -472,12 +482,7 @@ mod tests {
             }
         }
         let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        let got = verdicts(&backend, &addresses).await;
-        let expected: Vec<Verdict> = addresses
-            .iter()
-            .map(|a| p.verdict_of(a.as_bytes()))
-            .collect();
-        assert_eq!(got, expected);
+        let got = verdicts_as_reference(&backend, &p, &addresses).await;
         for verdict in [
             Verdict::Accept,
             Verdict::OptedOut,

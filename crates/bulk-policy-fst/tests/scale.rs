@@ -8,51 +8,13 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Population, Preference, Regime};
+use bulk_policy::conformance::{SCALE_DOMAINS, scale_population, splitmix, write_scale_address};
+use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend};
 use bulk_policy_fst::FstBackend;
 
-const DOMAINS: usize = 1_000;
 /// Addresses looked up per measurement, and per batch.
 const LOOKUPS: usize = 1_000_000;
 const BATCH: usize = 100;
-
-/// SplitMix64: a stateless mix of an index, so every figure is reproducible.
-fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn write_address(out: &mut String, i: usize) {
-    out.clear();
-    write!(out, "user{i}.x@d{}.example", i % DOMAINS).unwrap();
-}
-
-fn population(mailboxes: usize) -> Population {
-    let mut p = Population::default();
-    for d in 0..DOMAINS {
-        let regime = if d % 2 == 0 {
-            Regime::OptIn
-        } else {
-            Regime::OptOut
-        };
-        p.add_domain(format!("d{d}.example").as_bytes(), regime)
-            .unwrap();
-    }
-    let mut address = String::new();
-    for i in 0..mailboxes {
-        write_address(&mut address, i);
-        // 40% in, 30% out, 30% default.
-        let preference = match mix(i as u64) % 10 {
-            0..=3 => Preference::In,
-            4..=6 => Preference::Out,
-            _ => Preference::Default,
-        };
-        p.add_mailbox(address.as_bytes(), preference).unwrap();
-    }
-    p
-}
 
 /// Batches of addresses: 70% known (some subaddressed and upper-cased), 20% unknown in a
 /// served domain, 10% foreign.
@@ -62,15 +24,15 @@ fn batches(mailboxes: usize) -> Vec<AddressBatch> {
         .map(|b| {
             let mut batch = AddressBatch::with_capacity(BATCH, BATCH * 32);
             for j in 0..BATCH {
-                let r = mix((b * BATCH + j) as u64 ^ 0xabcd);
+                let r = splitmix((b * BATCH + j) as u64 ^ 0xabcd);
                 let i = (r >> 8) as usize % mailboxes;
                 match r % 10 {
-                    0..=5 => write_address(&mut address, i),
+                    0..=5 => write_scale_address(&mut address, i),
                     6 => {
-                        write_address(&mut address, i);
+                        write_scale_address(&mut address, i);
                         address = address.replace('@', "+news@").to_uppercase();
                     }
-                    7 | 8 => write_address(&mut address, mailboxes + i),
+                    7 | 8 => write_scale_address(&mut address, mailboxes + i),
                     _ => {
                         address.clear();
                         write!(address, "user{i}.x@elsewhere.example").unwrap();
@@ -104,11 +66,11 @@ async fn measure(mailboxes: usize) {
     let path = dir.path().join("scale.fst");
 
     let started = Instant::now();
-    let p = population(mailboxes);
+    let p = scale_population(mailboxes);
     let generated = started.elapsed();
 
     let stats = bulk_policy_fst::build(&p, &path).unwrap();
-    assert_eq!((stats.mailboxes, stats.domains), (mailboxes, DOMAINS));
+    assert_eq!((stats.mailboxes, stats.domains), (mailboxes, SCALE_DOMAINS));
 
     let started = Instant::now();
     let backend = FstBackend::open(&path).unwrap();
@@ -122,7 +84,7 @@ async fn measure(mailboxes: usize) {
     assert!(fst_verdicts == memory_verdicts, "fst and memory disagree");
 
     println!(
-        "{mailboxes} mailboxes, {DOMAINS} domains: population generated in {generated:.2?}; \
+        "{mailboxes} mailboxes, {SCALE_DOMAINS} domains: population generated in {generated:.2?}; \
          fst build {:.2?}, {} bytes = {:.2} bytes/mailbox; open (incl. checksum) {opened:.2?}; \
          lookup {:.0} ns/address (memory backend {:.0} ns/address, batches of {BATCH}; its \
          RSS is not measured here)",

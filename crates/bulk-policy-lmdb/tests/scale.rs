@@ -11,57 +11,18 @@
 
 use std::time::{Duration, Instant};
 
-use bulk_policy::{
-    AddressBatch, MemoryBackend, PolicyBackend, Population, Preference, Regime, Verdict,
-};
+use bulk_policy::conformance::{SCALE_DOMAINS, scale_population, splitmix};
+use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Verdict};
 use bulk_policy_lmdb::{LmdbBackend, MIN_MAP_BYTES, build};
-
-const DOMAINS: usize = 1_000;
-
-/// `user{i}.x@d{i % 1000}.example` for i in 0..mailboxes, preferences cycling
-/// in/out/default, even domains opt-in and odd ones opt-out.
-fn population(mailboxes: usize) -> Population {
-    let mut p = Population::default();
-    for d in 0..DOMAINS {
-        let regime = if d % 2 == 0 {
-            Regime::OptIn
-        } else {
-            Regime::OptOut
-        };
-        p.add_domain(format!("d{d}.example").as_bytes(), regime)
-            .unwrap();
-    }
-    let mut address = String::new();
-    for i in 0..mailboxes {
-        let preference = match i % 3 {
-            0 => Preference::In,
-            1 => Preference::Out,
-            _ => Preference::Default,
-        };
-        address.clear();
-        use std::fmt::Write as _;
-        write!(address, "user{i}.x@d{}.example", i % DOMAINS).unwrap();
-        p.add_mailbox(address.as_bytes(), preference).unwrap();
-    }
-    p
-}
-
-/// SplitMix64: a deterministic stream of indices, seeded by the batch number.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// Batch `n` of 100 addresses: 90 known mailboxes (in mixed case, some with a subaddress),
 /// 5 unknown mailboxes of served domains, 5 of foreign domains.
 fn batch(n: u64, mailboxes: usize) -> AddressBatch {
     let mut batch = AddressBatch::new();
     for k in 0..100u64 {
-        let r = mix(n * 100 + k);
+        let r = splitmix(n * 100 + k);
         let i = (r % mailboxes as u64) as usize;
-        let d = i % DOMAINS;
+        let d = i % SCALE_DOMAINS;
         let address = match k {
             0..=44 => format!("user{i}.x@d{d}.example"),
             45..=89 => format!("User{i}.X+news@D{d}.Example"),
@@ -76,10 +37,10 @@ fn batch(n: u64, mailboxes: usize) -> AddressBatch {
 #[test]
 fn map_size_sanity_at_one_million() {
     const MAILBOXES: usize = 1_000_000;
-    let population = population(MAILBOXES);
+    let population = scale_population(MAILBOXES);
     let dir = tempfile::tempdir().unwrap();
     let stats = build(&population, dir.path()).unwrap();
-    assert_eq!((stats.mailboxes, stats.domains), (MAILBOXES, DOMAINS));
+    assert_eq!((stats.mailboxes, stats.domains), (MAILBOXES, SCALE_DOMAINS));
     let per_mailbox = stats.bytes_on_disk as f64 / MAILBOXES as f64;
     // Keys average 22 bytes; appended B-tree pages are full: about 35 bytes a mailbox.
     assert!(
@@ -148,7 +109,7 @@ fn scale_figures() {
     };
     for mailboxes in sizes {
         let started = Instant::now();
-        let population = population(mailboxes);
+        let population = scale_population(mailboxes);
         let populate = started.elapsed();
         let dir = tempfile::tempdir().unwrap();
         let stats = build(&population, dir.path()).unwrap();
