@@ -2,6 +2,7 @@
 //! `bulk_proto::parse_reply`, timed and verified.
 
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use bulk_population::{Kind, SessionSpec};
 use bulk_proto::{Command, EnhancedCode, ForwardPath, MailParams, ReversePath, TransactionKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::message::write_message;
@@ -75,14 +76,16 @@ struct Reply {
     enhanced: Option<EnhancedCode>,
 }
 
-/// The per-command timeout of one session, on one timer for the whole session.
+/// The connect and per-command timeouts of one session, on one timer for the whole session.
 ///
 /// `tokio::time::timeout` around every read would insert a timer into the runtime's wheel
-/// and remove it again per command. Here each command's deadline is `now + timeout`, and
-/// the one `Sleep` is armed at the first deadline; deadlines only move later, so when it
-/// fires before the current command's deadline it is re-armed to that deadline, and when it
-/// fires after, the command has timed out. A session shorter than the timeout touches the
-/// wheel twice: at its first wait, and when it ends.
+/// and remove it again per command. Here each wait's deadline is `now + limit`, and the one
+/// `Sleep` is armed at the first deadline. Deadlines mostly move later, so when the sleep
+/// fires before the current deadline it is re-armed to that deadline, and when it fires
+/// after, the wait has timed out; only a deadline earlier than the armed one (a command
+/// timeout shorter than the connect timeout) re-arms it at once. A session shorter than
+/// its timeouts touches the wheel twice: at its first wait (the connect), and when it
+/// ends.
 struct Deadline<'a> {
     sleep: Pin<&'a mut Sleep>,
     current: tokio::time::Instant,
@@ -90,9 +93,19 @@ struct Deadline<'a> {
 }
 
 impl Deadline<'_> {
-    /// Runs `future` within a timeout from now: `None` if it did not finish in time.
+    /// Runs `future` within the command timeout from now: `None` if it did not finish in
+    /// time.
     async fn within<F: Future>(&mut self, future: F) -> Option<F::Output> {
-        self.current = tokio::time::Instant::now() + self.timeout;
+        self.within_limit(self.timeout, future).await
+    }
+
+    /// Runs `future` within `limit` from now: `None` if it did not finish in time.
+    async fn within_limit<F: Future>(&mut self, limit: Duration, future: F) -> Option<F::Output> {
+        self.current = tokio::time::Instant::now() + limit;
+        if self.sleep.deadline() > self.current {
+            let current = self.current;
+            self.sleep.as_mut().reset(current);
+        }
         let mut future = pin!(future);
         loop {
             tokio::select! {
@@ -190,16 +203,31 @@ impl Connection<'_> {
     }
 }
 
+/// Starts a connection to `target` (from `source`, if given) and waits until the socket is
+/// writable, within the connect timeout. Returns the stream and when it became writable.
+///
+/// Unlike `TcpSocket::connect`, this does not ask the socket for its error afterwards (one
+/// `getsockopt` per session): a failed connect also wakes the writer, and its error is
+/// then what the first read returns, which `run_session` counts as a connect failure
+/// (see [`ErrorKind::is_connect`]).
 async fn connect(
     target: SocketAddr,
     source: Option<IpAddr>,
+    deadline: &mut Deadline<'_>,
     limit: Duration,
-) -> Result<TcpStream, ErrorKind> {
-    let socket = match target {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|e| ErrorKind::from_connect_io(&e))?;
+) -> Result<(TcpStream, Instant), ErrorKind> {
+    let refused = |e: io::Error| ErrorKind::from_connect_io(&e);
+    let domain = socket2::Domain::for_address(target);
+    let socket = socket2::Socket::new(
+        domain,
+        socket2::Type::STREAM.nonblocking(),
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(refused)?;
+    // The generator writes each group of commands whole and then waits for its replies,
+    // so Nagle's algorithm would seldom hold anything back; NODELAY makes sure it never
+    // does.
+    socket.set_tcp_nodelay(true).map_err(refused)?;
     if let Some(ip) = source {
         // Let connect() pick the port with the destination known (Linux
         // IP_BIND_ADDRESS_NO_PORT): bind() then costs no port search, and ports are shared
@@ -220,16 +248,19 @@ async fn connect(
             }
         }
         socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(|e| ErrorKind::from_connect_io(&e))?;
+            .bind(&SocketAddr::new(ip, 0).into())
+            .map_err(refused)?;
     }
-    match tokio::time::timeout(limit, socket.connect(target)).await {
-        Err(_) => Err(ErrorKind::ConnectTimeout),
-        Ok(Err(error)) => Err(ErrorKind::from_connect_io(&error)),
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(error) => return Err(refused(error)),
+    }
+    let stream = TcpStream::from_std(socket.into()).map_err(refused)?;
+    match deadline.within_limit(limit, stream.writable()).await {
+        None => Err(ErrorKind::ConnectTimeout),
+        Some(Err(error)) => Err(refused(error)),
+        Some(Ok(())) => Ok((stream, Instant::now())),
     }
 }
 
@@ -244,27 +275,38 @@ pub(crate) async fn run_session(
     log: &mut SessionLog,
     buffers: &mut Buffers,
 ) -> Result<(), ErrorKind> {
-    let stream = connect(ctx.target, source, ctx.connect_timeout).await?;
-    let connected = log.sample(Phase::Connect, intended);
+    let sleep = tokio::time::sleep(ctx.connect_timeout);
+    tokio::pin!(sleep);
+    let mut deadline = Deadline {
+        sleep,
+        current: tokio::time::Instant::now(),
+        timeout: ctx.command_timeout,
+    };
+    let (stream, connected) =
+        connect(ctx.target, source, &mut deadline, ctx.connect_timeout).await?;
     let Buffers {
         write: scratch,
         read,
     } = buffers;
     read.clear();
-    let sleep = tokio::time::sleep(ctx.command_timeout);
-    tokio::pin!(sleep);
     let mut conn = Connection {
         stream,
         buf: read,
         pos: 0,
         last: (0, 0),
-        deadline: Deadline {
-            sleep,
-            current: tokio::time::Instant::now(),
-            timeout: ctx.command_timeout,
-        },
+        deadline,
     };
-    let greeting = conn.read_reply().await?;
+    let greeting = conn.read_reply().await;
+    // A connect that failed shows first here, as the read's error: then it has no
+    // connect latency. Anything else means the connection was made.
+    if !matches!(greeting, Err(kind) if kind.is_connect()) {
+        log.samples.push((
+            Phase::Connect,
+            micros(connected.saturating_duration_since(intended)),
+            connected,
+        ));
+    }
+    let greeting = greeting?;
     log.sample(Phase::Greeting, connected);
     Connection::expect(greeting, 2)?;
 

@@ -158,22 +158,36 @@ struct Run {
     last_end_us: AtomicU64,
 }
 
+/// A session in flight, counted for the progress display until dropped (also when the
+/// session is cancelled mid-way).
+struct InFlight<'a>(&'a Progress);
+
+impl<'a> InFlight<'a> {
+    fn count(progress: &'a Progress) -> Self {
+        progress.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(progress)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What one task that runs sessions keeps from session to session.
 struct Worker {
     log: SessionLog,
     buffers: Buffers,
-    /// Its event loop's cancellation token.
-    cancel: CancellationToken,
     /// Its event loop's recorder shard: tasks of one loop share it, and only they do.
     shard: usize,
 }
 
 impl Worker {
-    fn new(cancel: CancellationToken, shard: usize) -> Self {
+    fn new(shard: usize) -> Self {
         Worker {
             log: SessionLog::default(),
             buffers: Buffers::default(),
-            cancel,
             shard,
         }
     }
@@ -192,22 +206,20 @@ const POOLED_SAMPLES: usize = 1024;
 /// Shared by the lane's session tasks through one `Arc`.
 struct WorkerPool {
     idle: Mutex<Vec<Worker>>,
-    cancel: CancellationToken,
     shard: usize,
 }
 
 impl WorkerPool {
-    fn new(cancel: CancellationToken, shard: usize) -> Arc<Self> {
+    fn new(shard: usize) -> Arc<Self> {
         Arc::new(WorkerPool {
             idle: Mutex::default(),
-            cancel,
             shard,
         })
     }
 
     fn take(&self) -> Worker {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        pooled.unwrap_or_else(|| Worker::new(self.cancel.clone(), self.shard))
+        pooled.unwrap_or_else(|| Worker::new(self.shard))
     }
 
     fn give_back(&self, mut worker: Worker) {
@@ -228,6 +240,10 @@ impl WorkerPool {
 
 impl Run {
     /// Runs one session and records it. `lag_us`: open loop, how late it started.
+    ///
+    /// Cancellation is the caller's: it drops this future when the run is interrupted (one
+    /// wait on the token per task, not one per session), and an interrupted session is
+    /// neither a result nor an error: it is not counted.
     async fn session(
         &self,
         spec: &SessionSpec,
@@ -238,7 +254,6 @@ impl Run {
         let Worker {
             log,
             buffers,
-            cancel,
             shard,
         } = worker;
         log.clear();
@@ -250,16 +265,10 @@ impl Run {
             0 => None,
             n => Some(self.config.source_ips[spec.index as usize % n]),
         };
-        self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::select! {
-            outcome = run_session(spec, &self.context, source, intended, log, buffers) => Some(outcome),
-            () = cancel.cancelled() => None,
-        };
-        self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // An interrupted session is neither a result nor an error: it is not counted.
-        if let Some(outcome) = outcome {
-            self.finish(*shard, intended, log, outcome);
-        }
+        let in_flight = InFlight::count(&self.progress);
+        let outcome = run_session(spec, &self.context, source, intended, log, buffers).await;
+        drop(in_flight);
+        self.finish(*shard, intended, log, outcome);
     }
 
     /// Hands a session's samples and counts to its shard: one lock per session.
@@ -343,10 +352,9 @@ pub async fn run(
         last_end_us: AtomicU64::new(0),
         config,
     });
-    // One child token per loop: a session waits on its loop's token, so the waiter lists
-    // it locks are never shared between threads (on the run's token two loops contend for
-    // them once per session). A task on loop `lane` uses that loop's token and recorder
-    // shard.
+    // One child token per loop: a task waits on its loop's token (once, around all the
+    // sessions it runs), so the waiter lists it locks are never shared between threads. A
+    // task on loop `lane` uses that loop's token and recorder shard.
     let loop_cancel: Vec<CancellationToken> =
         (0..loops.len()).map(|_| cancel.child_token()).collect();
     let mut tasks = tokio::task::JoinSet::new();
@@ -356,18 +364,20 @@ pub async fn run(
             for worker in 0..concurrency.max(1) {
                 let (run, workload, next) = (run.clone(), workload.clone(), next.clone());
                 let lane = worker % loop_cancel.len();
-                let mut state = Worker::new(loop_cancel[lane].clone(), lane);
+                let mut state = Worker::new(lane);
+                let cancel = loop_cancel[lane].clone();
+                let sessions = async move {
+                    while let Some(spec) =
+                        workload.sessions.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        run.session(spec, Instant::now(), None, &mut state).await;
+                    }
+                };
                 tasks.spawn_on(
                     async move {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(spec) = workload.sessions.get(i) else {
-                                break;
-                            };
-                            if state.cancel.is_cancelled() {
-                                break;
-                            }
-                            run.session(spec, Instant::now(), None, &mut state).await;
+                        tokio::select! {
+                            () = sessions => {}
+                            () = cancel.cancelled() => {}
                         }
                     },
                     loops.handle(lane),
@@ -382,7 +392,7 @@ pub async fn run(
             let lanes = loops.len();
             for (lane, cancel) in loop_cancel.iter().cloned().enumerate() {
                 let (run, workload, slots) = (run.clone(), workload.clone(), slots.clone());
-                let pool = WorkerPool::new(cancel.clone(), lane);
+                let pool = WorkerPool::new(lane);
                 tasks.spawn_on(
                     async move {
                         let mut sessions = tokio::task::JoinSet::new();
@@ -415,7 +425,12 @@ pub async fn run(
                             // with the run.
                             while sessions.try_join_next().is_some() {}
                         }
-                        while sessions.join_next().await.is_some() {}
+                        tokio::select! {
+                            () = async { while sessions.join_next().await.is_some() {} } => {}
+                            () = cancel.cancelled() => {}
+                        }
+                        // Interrupted: the sessions still running end here, uncounted.
+                        sessions.shutdown().await;
                     },
                     loops.handle(lane),
                 );
@@ -458,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_pooled_worker_keeps_its_buffers_unless_they_grew_too_large() {
-        let pool = WorkerPool::new(CancellationToken::new(), 3);
+        let pool = WorkerPool::new(3);
         let mut worker = pool.take();
         assert_eq!(worker.shard, 3);
         worker.buffers.write.reserve(4096);

@@ -90,11 +90,30 @@ impl ErrorKind {
             return kind;
         }
         match error.kind() {
+            // Only a connect can be refused or find no route; the generator meets these
+            // on its first read (see `client::connect`).
+            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                ErrorKind::ConnectOther
+            }
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
             io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => ErrorKind::Closed,
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
             _ => ErrorKind::Io,
         }
+    }
+
+    /// Whether the connection was never made: a session that failed so has no connect
+    /// latency.
+    pub fn is_connect(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ConnectRefused
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::AddressUnavailable
+                | ErrorKind::TooManyOpenFiles
+                | ErrorKind::ConnectOther
+        )
     }
 
     /// The kind of an error while connecting.

@@ -316,3 +316,114 @@ async fn recipients_beyond_the_limit_expect_452() {
         over
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_with_nothing_listening_fails_every_session_as_refused() {
+    let prepared = prepare(scenario(6, 3, None));
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let result = run(
+        &prepared,
+        config(closed, Schedule::Closed { concurrency: 3 }),
+    )
+    .await;
+    assert_eq!(
+        result.totals.errors.get(&ErrorKind::ConnectRefused),
+        Some(&6),
+        "{:?}",
+        result.totals.errors
+    );
+    assert_eq!(result.totals.error_count(), 6);
+    // A connection never made has no connect latency.
+    assert_eq!(result.measured.phase(Phase::Connect).len(), 0);
+    assert_eq!(result.measured.phase(Phase::Session).len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_never_answered_times_out_at_the_connect_timeout() {
+    // A listener that never accepts, with room for one connection in its queue: the first
+    // session connects and waits in vain for a greeting; after it, the kernel drops every
+    // SYN (the accept queue is full), so those connects never complete.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let prepared = prepare(scenario(4, 1, None));
+    let mut config = config(addr, Schedule::Closed { concurrency: 1 });
+    config.command_timeout = Duration::from_millis(300);
+    config.connect_timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let result = run(&prepared, config).await;
+    let elapsed = started.elapsed();
+    let errors = &result.totals.errors;
+    let timed_out = errors.get(&ErrorKind::Timeout).copied().unwrap_or(0);
+    let connect_timed_out = errors.get(&ErrorKind::ConnectTimeout).copied().unwrap_or(0);
+    assert_eq!(timed_out + connect_timed_out, 4, "{errors:?}");
+    assert!(connect_timed_out >= 2, "{errors:?}");
+    // Only the sessions that got a connection have a connect latency.
+    assert_eq!(result.measured.phase(Phase::Connect).len(), timed_out);
+    // Four waits of 300 ms each, not the kernel's SYN retries (1 s, 3 s, ...).
+    assert!(
+        elapsed >= Duration::from_millis(1_200) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    drop(socket);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_ends_sessions_in_flight_at_once_and_counts_none_of_them() {
+    let addr = start_plain(Plain::SilentAfterEhlo).await;
+    // Closed loop, and an open loop fast enough that every session starts before the
+    // cancel: either way all of them are waiting for a reply that never comes.
+    for (schedule, rate) in [
+        (Schedule::Closed { concurrency: 8 }, None),
+        (Schedule::Open, Some(100.0)),
+    ] {
+        let prepared = prepare(scenario(8, 8, rate));
+        let mut config = config(addr, schedule);
+        config.command_timeout = Duration::from_secs(60);
+        let progress = Arc::new(Progress::default());
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn(bulk_loadgen::run(
+            prepared.workload.clone(),
+            config,
+            progress.clone(),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            progress
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed),
+            8,
+            "{schedule:?}"
+        );
+        let cancelled = std::time::Instant::now();
+        cancel.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the run ends soon after the cancel")
+            .unwrap();
+        assert!(cancelled.elapsed() < Duration::from_secs(2), "{schedule:?}");
+        assert!(result.interrupted);
+        // An interrupted session is neither a result nor an error.
+        assert_eq!(result.totals.sessions, 0, "{schedule:?}");
+        assert_eq!(result.totals.error_count(), 0, "{schedule:?}");
+        assert_eq!(
+            progress
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "{schedule:?}"
+        );
+    }
+}
