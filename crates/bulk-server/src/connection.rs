@@ -51,6 +51,44 @@ fn input_waiting(stream: &TcpStream) -> bool {
 }
 const LINGER_MAX_BYTES: usize = 64 * 1024;
 
+/// Reads what the kernel holds for `stream`, up to `chunk`'s length; `Ok(0)` is end of
+/// input, and `WouldBlock` means nothing was there.
+///
+/// Unlike `TcpStream::try_read`, a short read also clears tokio's cached read readiness,
+/// as tokio's own `poll_read` does: a TCP socket answers a read with less than was asked
+/// only when its receive queue is empty, so the next wait sleeps until more arrives
+/// instead of waking at once for a read that must fail with EAGAIN (one wasted wake-up
+/// and system call per command group otherwise). Bytes that arrive after the read raise
+/// a new readiness event, which tokio keeps (it clears only the readiness it saw before
+/// the read).
+fn read_chunk(stream: &TcpStream, chunk: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let mut short = 0;
+    let read = stream.try_io(tokio::io::Interest::READABLE, || {
+        // SAFETY: recv writes at most chunk.len() bytes into `chunk`, which outlives the
+        // call, on a descriptor `stream` keeps open.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                chunk.as_mut_ptr().cast(),
+                chunk.len(),
+                0,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        if n > 0 && n < chunk.len() {
+            // Tell tokio the queue is empty: it clears readiness on WouldBlock only.
+            short = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match read {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+        other => other,
+    }
+}
+
 /// What woke a connection waiting for input.
 enum Wake {
     Readable,
@@ -135,7 +173,7 @@ impl<P: PolicyBackend> Connection<P> {
             // await, so it does not live in the connection's future either.
             {
                 let mut chunk = [0u8; READ_CHUNK];
-                match self.stream.try_read(&mut chunk) {
+                match read_chunk(&self.stream, &mut chunk) {
                     Ok(0) => return Ok(()),
                     Ok(n) => self.input.extend_from_slice(&chunk[..n]),
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
@@ -329,5 +367,56 @@ impl<P: PolicyBackend> Connection<P> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn readable_within(stream: &TcpStream, ms: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(ms), stream.readable())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_short_read_leaves_the_socket_waiting_for_more_input() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut chunk = [0u8; READ_CHUNK];
+
+        client.write_all(b"EHLO x\r\n").await.unwrap();
+        assert!(readable_within(&server, 5_000).await);
+        assert_eq!(read_chunk(&server, &mut chunk).unwrap(), 8);
+        // Drained: the next wait sleeps. (After `try_read` it returned at once, for a read
+        // that then failed with EAGAIN.)
+        assert!(!readable_within(&server, 100).await, "readiness kept");
+        let nothing = read_chunk(&server, &mut chunk).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+
+        // More input wakes it again, and nothing is lost.
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        assert!(readable_within(&server, 5_000).await);
+        assert_eq!(read_chunk(&server, &mut chunk).unwrap(), 6);
+        assert_eq!(&chunk[..6], b"QUIT\r\n");
+
+        // A full chunk leaves readiness set: more may be waiting, and is.
+        client.write_all(&[b'x'; READ_CHUNK + 10]).await.unwrap();
+        let mut total = 0;
+        while total < READ_CHUNK + 10 {
+            assert!(readable_within(&server, 5_000).await);
+            total += read_chunk(&server, &mut chunk).unwrap_or(0);
+        }
+        assert_eq!(total, READ_CHUNK + 10);
+
+        // End of input reads as 0.
+        drop(client);
+        assert!(readable_within(&server, 5_000).await);
+        assert_eq!(read_chunk(&server, &mut chunk).unwrap(), 0);
     }
 }
