@@ -131,6 +131,8 @@ struct Connection<'a> {
     pos: usize,
     /// Byte range of the last reply in `buf`, for mismatch examples.
     last: (usize, usize),
+    /// Whether a read has succeeded yet: until then an error may be the connect's.
+    confirmed: bool,
     deadline: Deadline<'a>,
 }
 
@@ -171,8 +173,9 @@ impl Connection<'_> {
             match read {
                 None => return Err(ErrorKind::Timeout),
                 Some(Ok(0)) => return Err(ErrorKind::Closed),
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(ErrorKind::from_io(&error)),
+                Some(Ok(_)) => self.confirmed = true,
+                Some(Err(error)) if self.confirmed => return Err(ErrorKind::from_io(&error)),
+                Some(Err(error)) => return Err(ErrorKind::from_first_read(&error)),
             }
         }
     }
@@ -209,7 +212,7 @@ impl Connection<'_> {
 /// Unlike `TcpSocket::connect`, this does not ask the socket for its error afterwards (one
 /// `getsockopt` per session): a failed connect also wakes the writer, and its error is
 /// then what the first read returns, which `run_session` counts as a connect failure
-/// (see [`ErrorKind::is_connect`]).
+/// ([`ErrorKind::from_first_read`], [`ErrorKind::is_connect`]).
 async fn connect(
     target: SocketAddr,
     source: Option<IpAddr>,
@@ -294,6 +297,7 @@ pub(crate) async fn run_session(
         buf: read,
         pos: 0,
         last: (0, 0),
+        confirmed: false,
         deadline,
     };
     let greeting = conn.read_reply().await;

@@ -366,11 +366,19 @@ pub async fn run(
                 let lane = worker % loop_cancel.len();
                 let mut state = Worker::new(lane);
                 let cancel = loop_cancel[lane].clone();
+                let stop = cancel.clone();
                 let sessions = async move {
                     while let Some(spec) =
                         workload.sessions.get(next.fetch_add(1, Ordering::Relaxed))
                     {
+                        // A session can fail without ever waiting (no file descriptor or
+                        // port left): then neither the cancel below nor the loop's other
+                        // tasks would get a turn.
+                        if stop.is_cancelled() {
+                            break;
+                        }
                         run.session(spec, Instant::now(), None, &mut state).await;
+                        tokio::task::coop::consume_budget().await;
                     }
                 };
                 tasks.spawn_on(

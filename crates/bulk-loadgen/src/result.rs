@@ -90,16 +90,23 @@ impl ErrorKind {
             return kind;
         }
         match error.kind() {
-            // Only a connect can be refused or find no route; the generator meets these
-            // on its first read (see `client::connect`).
-            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
-            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-                ErrorKind::ConnectOther
-            }
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
             io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => ErrorKind::Closed,
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
             _ => ErrorKind::Io,
+        }
+    }
+
+    /// The kind of an error on a connection's first read, before anything was sent or
+    /// received: the generator does not ask a new socket for its error (see
+    /// `client::connect`), so a failed connect shows here. Nothing sent means nothing
+    /// can time out but the handshake, so a timeout is the connect's; a reset or an end
+    /// of input is the server's, after accepting.
+    pub fn from_first_read(error: &io::Error) -> ErrorKind {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
+            io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => ErrorKind::Closed,
+            _ => ErrorKind::from_connect_io(error),
         }
     }
 
@@ -207,4 +214,36 @@ impl RunResult {
 fn per_sec(count: u64, window: Duration) -> f64 {
     let secs = window.as_secs_f64();
     if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(kind: io::ErrorKind) -> io::Error {
+        io::Error::from(kind)
+    }
+
+    #[test]
+    fn a_first_read_error_is_the_connect_s_unless_the_server_ended_it() {
+        use io::ErrorKind as Io;
+        let first = |e: &io::Error| ErrorKind::from_first_read(e);
+        assert_eq!(first(&of(Io::ConnectionRefused)), ErrorKind::ConnectRefused);
+        // Nothing was sent yet: only the handshake can time out.
+        assert_eq!(first(&of(Io::TimedOut)), ErrorKind::ConnectTimeout);
+        assert_eq!(first(&of(Io::HostUnreachable)), ErrorKind::ConnectOther);
+        assert_eq!(
+            first(&io::Error::from_raw_os_error(99)),
+            ErrorKind::AddressUnavailable
+        );
+        // The server accepted, then hung up: not a connect failure.
+        assert_eq!(first(&of(Io::ConnectionReset)), ErrorKind::Reset);
+        assert_eq!(first(&of(Io::UnexpectedEof)), ErrorKind::Closed);
+        for kind in [Io::ConnectionRefused, Io::TimedOut, Io::HostUnreachable] {
+            assert!(first(&of(kind)).is_connect(), "{kind:?}");
+        }
+        assert!(!ErrorKind::Reset.is_connect() && !ErrorKind::Timeout.is_connect());
+        // Later in a session a timeout is the session's.
+        assert_eq!(ErrorKind::from_io(&of(Io::TimedOut)), ErrorKind::Timeout);
+    }
 }

@@ -320,8 +320,10 @@ async fn recipients_beyond_the_limit_expect_452() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_with_nothing_listening_fails_every_session_as_refused() {
     let prepared = prepare(scenario(6, 3, None));
+    // A port nothing listens on, at an address none of the generator's sources
+    // (127.0.0.1-16) has, so no client socket can ever be connected to itself there.
     let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.254:0").unwrap();
         listener.local_addr().unwrap()
     };
     let result = run(
@@ -399,14 +401,18 @@ async fn cancelling_ends_sessions_in_flight_at_once_and_counts_none_of_them() {
             progress.clone(),
             cancel.clone(),
         ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            progress
-                .in_flight
-                .load(std::sync::atomic::Ordering::Relaxed),
-            8,
-            "{schedule:?}"
-        );
+        let started = std::time::Instant::now();
+        while progress
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 8
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{schedule:?}: all sessions start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let cancelled = std::time::Instant::now();
         cancel.cancel();
         let result = tokio::time::timeout(Duration::from_secs(5), run)
@@ -426,4 +432,38 @@ async fn cancelling_ends_sessions_in_flight_at_once_and_counts_none_of_them() {
             "{schedule:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_stops_even_when_every_session_fails_at_once() {
+    // A source address this machine does not have: every session fails in bind(), without
+    // a single wait, so only the check before each session can see the cancel. (The
+    // task's select! polls its branches in random order, hence eight runs.)
+    let prepared = prepare(scenario(2_000, 2, None));
+    let addr = start_plain(Plain::NoBulk).await;
+    for _ in 0..8 {
+        let mut config = config(addr, Schedule::Closed { concurrency: 2 });
+        config.source_ips = vec!["192.0.2.1".parse().unwrap()];
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let result = bulk_loadgen::run(
+            prepared.workload.clone(),
+            config,
+            Arc::new(Progress::default()),
+            cancel,
+        )
+        .await;
+        assert!(result.interrupted);
+        assert_eq!(result.totals.sessions, 0, "{:?}", result.totals.errors);
+    }
+    // Not cancelled, the same run fails every session by name.
+    let mut config = config(addr, Schedule::Closed { concurrency: 2 });
+    config.source_ips = vec!["192.0.2.1".parse().unwrap()];
+    let result = run(&prepared, config).await;
+    assert_eq!(
+        result.totals.errors.get(&ErrorKind::AddressUnavailable),
+        Some(&2_000),
+        "{:?}",
+        result.totals.errors
+    );
 }
