@@ -7,6 +7,7 @@
 //! other keys (closed-loop `concurrency`, open-loop `max_in_flight`, `popularity_zipf`), so
 //! the scenario copied into a report states every setting the run used.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -354,11 +355,11 @@ impl Scenario {
 
     fn parse_at(text: &str, name_hint: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         let mut scenario: Scenario = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|span| line_of(text, span.start));
+            let offset = e.span().map(|span| span.start);
             ScenarioError::Parse {
                 origin: origin.to_string(),
-                line,
-                key: line.and_then(|line| key_on_line(text, line)),
+                line: offset.map(|offset| line_of(text, offset)),
+                key: offset.and_then(|offset| KeyMap::new(text).key_at(offset).map(str::to_owned)),
                 message: e.message().trim_end().to_string(),
             }
         })?;
@@ -432,7 +433,10 @@ impl Scenario {
             };
             ScenarioError::Invalid {
                 origin: origin.to_string(),
-                line: text.and_then(|text| key_line(text, table, key)),
+                line: text.and_then(|text| {
+                    let offset = KeyMap::new(text).offset_of(&dotted)?;
+                    Some(line_of(text, offset))
+                }),
                 key: dotted,
                 message,
             }
@@ -727,60 +731,60 @@ fn line_of(text: &str, offset: usize) -> usize {
         .count()
 }
 
-/// The `[table]` header a line opens, if it is one (`[[array]]` headers count as no table).
-fn header(line: &str) -> Option<&str> {
-    let inner = line.trim().strip_prefix('[')?.strip_suffix(']')?;
-    (!inner.starts_with('[')).then(|| inner.trim())
+/// Where each key of a scenario's text is written, from toml's own spans: headers with
+/// comments, dotted keys, inline tables and quoted keys are all located as the parser saw
+/// them. Empty when the text does not parse (a syntax error carries its own position).
+struct KeyMap {
+    /// (dotted key, byte span of the key, byte span of the key through its value).
+    entries: Vec<(String, Range<usize>, Range<usize>)>,
 }
 
-/// The bare key a `key = value` line sets.
-fn key_of(line: &str) -> Option<&str> {
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim();
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    bare.then_some(key)
-}
-
-/// Dotted key set on `line` (1-based): the key, prefixed by the table it sits in.
-fn key_on_line(text: &str, line: usize) -> Option<String> {
-    let mut table: Option<&str> = None;
-    for (number, content) in text.lines().enumerate() {
-        if let Some(name) = header(content) {
-            table = Some(name);
+impl KeyMap {
+    fn new(text: &str) -> KeyMap {
+        let mut entries = Vec::new();
+        if let Ok(root) = toml::de::DeTable::parse(text) {
+            collect_keys(root.get_ref(), "", &mut entries);
         }
-        if number + 1 == line {
-            let key = key_of(content)?;
-            return Some(match table {
-                Some(table) => format!("{table}.{key}"),
-                None => key.to_string(),
-            });
-        }
+        KeyMap { entries }
     }
-    None
+
+    /// The innermost key whose `key = value` covers byte `offset` (a type error points at
+    /// the value, an unknown field at the key).
+    fn key_at(&self, offset: usize) -> Option<&str> {
+        self.entries
+            .iter()
+            .filter(|(_, _, whole)| whole.contains(&offset))
+            .min_by_key(|(_, _, whole)| whole.len())
+            .map(|(dotted, _, _)| dotted.as_str())
+    }
+
+    /// Byte offset where `dotted` is written, if it is.
+    fn offset_of(&self, dotted: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|(key, _, _)| key == dotted)
+            .map(|(_, key_span, _)| key_span.start)
+    }
 }
 
-/// 1-based line where `key` of `table` (None: top level) is written, if it is.
-fn key_line(text: &str, table: Option<&str>, key: &str) -> Option<usize> {
-    let dotted = table.map(|table| format!("{table}.{key}"));
-    let mut current: Option<&str> = None;
-    for (number, content) in text.lines().enumerate() {
-        if let Some(name) = header(content) {
-            current = Some(name);
-            continue;
-        }
-        let Some(found) = key_of(content) else {
-            continue;
+fn collect_keys(
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+    out: &mut Vec<(String, Range<usize>, Range<usize>)>,
+) {
+    for (key, value) in table {
+        let dotted = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
         };
-        let hit = (current == table && found == key)
-            || (current.is_none() && dotted.as_deref() == Some(found));
-        if hit {
-            return Some(number + 1);
+        let (key_span, value_span) = (key.span(), value.span());
+        let whole = key_span.start.min(value_span.start)..key_span.end.max(value_span.end);
+        if let toml::de::DeValue::Table(inner) = value.get_ref() {
+            collect_keys(inner, &dotted, out);
         }
+        out.push((dotted, key_span, whole));
     }
-    None
 }
 
 #[cfg(test)]
@@ -831,6 +835,44 @@ mod tests {
     #[test]
     fn errors_name_line_and_key() {
         let cases: &[(&str, Option<usize>, &str, &str)] = &[
+            // Located as toml parsed it: a comment after a header, inline tables, quoted
+            // and dotted keys.
+            (
+                "[population]\nmailboxes = 100\n[workload] # the load\nsessions = 10\nconcurrency = \"x\"\n",
+                Some(5),
+                "workload.concurrency",
+                "invalid type",
+            ),
+            (
+                "[workload] # w\nsessions = 1\nbulk_share = 3.0\n",
+                Some(3),
+                "workload.bulk_share",
+                "[0, 1]",
+            ),
+            (
+                "seed = 1\nworkload = { sessions = 10, concurrency = \"x\" }\n",
+                Some(2),
+                "workload.concurrency",
+                "invalid type",
+            ),
+            (
+                "seed = 1\nworkload = { sessions = 1, bulk_share = 3.0 }\n",
+                Some(2),
+                "workload.bulk_share",
+                "[0, 1]",
+            ),
+            (
+                "[workload]\nsessions = 1\n\"bulk_share\" = 3.0\n",
+                Some(3),
+                "workload.bulk_share",
+                "[0, 1]",
+            ),
+            (
+                "workload.sessions = 1\nworkload.concurrency = \"x\"\n",
+                Some(2),
+                "workload.concurrency",
+                "invalid type",
+            ),
             (
                 "seed = 3\n[workload]\nsessions = 10\nconcurrency = \"fifty\"\n",
                 Some(4),
