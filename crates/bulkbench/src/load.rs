@@ -395,7 +395,14 @@ fn run_with_server(
     let split = pinning.as_ref().map(|p| &p.split);
     let (result, start, end) = drive(runtime, prepared, config, Some(pid), split, args.quiet);
     let cpu_sets = split.and_then(|split| pinned_times(split, &start, &end));
-    let peak_rss = sys::peak_rss_bytes(pid).unwrap_or(0);
+    let peak_rss = sys::peak_rss_bytes(pid).unwrap_or_else(|| {
+        warn!(
+            pid,
+            "the server had exited before the end of the run; its peak memory is reported as 0 \
+             (see its log)"
+        );
+        0
+    });
     let server_cpu = cpu_delta(start.server, end.server);
     let (addr, startup) = (server.addr, server.startup);
     server.stop()?;
@@ -533,6 +540,7 @@ impl ServerProcess {
         if let Some(cpus) = cpus {
             sys::pin_child(&mut command, cpus);
         }
+        sys::tie_child_to_this_process(&mut command);
         let started = Instant::now();
         let mut child = command.spawn().context("cannot start bulkbench serve")?;
         let stdout = child.stdout.take().context("no stdout from the server")?;

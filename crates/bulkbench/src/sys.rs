@@ -126,6 +126,42 @@ pub fn pin_child(command: &mut std::process::Command, cpus: bulk_loadgen::CpuSet
     }
 }
 
+/// Makes `command`'s process belong to this one, not to the terminal:
+///
+/// - its own process group, so the Ctrl-C a terminal sends to its foreground group reaches
+///   only bulkbench, which then stops its run and the child in order (otherwise the child
+///   would start shutting down in the middle of the measurement, and could be gone before
+///   its peak memory is read);
+/// - a SIGTERM when this process dies (Linux `PR_SET_PDEATHSIG`), so a bulkbench killed
+///   outright leaves no server behind. The signal follows the *thread* that spawned the
+///   child: spawn from a thread that lives as long as the child (bulkbench spawns from its
+///   main thread).
+pub fn tie_child_to_this_process(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+
+    command.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpid is async-signal-safe and called before the fork.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the child between fork and exec and makes only
+        // async-signal-safe system calls (prctl, getppid); it allocates nothing, not even
+        // for its error.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died between the fork and the prctl: the signal will not come.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,15 @@
 //! `bulkbench bench`, `load`, `population` and `simulate` as a user runs them.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, build_population, run, serve, signal};
+use common::{
+    BIN, build_population, exits_within, first_child, run, serve, signal_group, stat_field,
+};
 
 const SCENARIO: &str = r#"
 name = "tiny"
@@ -275,6 +278,7 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
     )
     .unwrap();
     let out = dir.path().join("report");
+    // In a group of its own, like a job a shell runs in the foreground.
     let child = Command::new(BIN)
         .args([
             "bench",
@@ -285,10 +289,21 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
+    let server = first_child(child.id(), Duration::from_secs(60)).expect("the server starts");
+    // The server is in a group of its own, so a terminal's Ctrl-C does not reach it.
+    let group = |pid| stat_field(pid, 5).expect("running");
+    let separate = group(server) != group(child.id());
+    if !separate {
+        signal_group(&child, 9); // leave nothing running behind a failed test
+    }
+    assert!(separate, "the server is in bulkbench's process group");
     std::thread::sleep(Duration::from_secs(3));
-    signal(&child, 2); // SIGINT
+    // SIGINT to the whole group, as a terminal sends it: only bulkbench gets it, and it
+    // stops the server itself after the run.
+    signal_group(&child, 2);
     let started = Instant::now();
     let output = child.wait_with_output().unwrap();
     assert!(
@@ -305,4 +320,46 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
     let done = s["totals"]["sessions_completed"].as_u64().unwrap();
     assert!(done > 0 && done < 6000, "{done} sessions");
     assert_eq!(s["mismatches"]["total"], 0);
+    // The server served to the end of the run: nothing failed, and it was there to be
+    // measured.
+    assert_eq!(s["totals"]["sessions_failed"], 0, "{}", s["errors"]);
+    assert!(s["server"]["peak_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(exits_within(server, Duration::from_secs(5)));
+}
+
+#[test]
+fn a_bench_killed_outright_leaves_no_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.toml");
+    std::fs::write(
+        &path,
+        "name = \"long\"\n[population]\nmailboxes = 2000\ndomains = 10\n\
+         [workload]\nmode = \"open\"\nrate_per_sec = 100.0\nduration_secs = 60.0\n\
+         warmup_secs = 0.0\nrecipients_max = 5\n",
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let mut child = Command::new(BIN)
+        .args([
+            "bench",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = first_child(child.id(), Duration::from_secs(60)).expect("the server starts");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!exits_within(server, Duration::ZERO), "the server runs");
+    child.kill().unwrap(); // SIGKILL: no chance to stop the server itself
+    child.wait().unwrap();
+    let gone = exits_within(server, Duration::from_secs(10));
+    if !gone {
+        // SAFETY: kill(2) on the orphaned server this test started, so none is left behind.
+        unsafe { libc::kill(server as i32, libc::SIGKILL) };
+    }
+    assert!(gone, "the server outlived bulkbench");
 }

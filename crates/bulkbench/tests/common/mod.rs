@@ -90,6 +90,64 @@ pub fn signal(child: &Child, signal: i32) {
     unsafe { kill(child.id() as i32, signal) };
 }
 
+/// Sends `signal` to every process of `child`'s process group, as a terminal does with
+/// Ctrl-C to its foreground group (`child` must lead its own group).
+pub fn signal_group(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on the process group our own child leads.
+    unsafe { kill(-(child.id() as i32), signal) };
+}
+
+/// The pids of `pid`'s children, from /proc (every thread's list).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat; `None` once the process is gone.
+pub fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_owned)
+}
+
+/// Waits up to `limit` for `pid` to exit (gone, or a zombie nobody has reaped yet).
+pub fn exits_within(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        match stat_field(pid, 3).as_deref() {
+            None | Some("Z") | Some("X") => return true,
+            Some(_) if Instant::now() > deadline => return false,
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The first child `pid` starts, waiting up to `limit` for it.
+pub fn first_child(pid: u32, limit: Duration) -> Option<u32> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(&child) = children_of(pid).first() {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 unsafe extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
 }
