@@ -467,3 +467,41 @@ async fn a_cancelled_run_stops_even_when_every_session_fails_at_once() {
         result.totals.errors
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_kept_waiting_for_a_slot_count_from_their_intended_start() {
+    // Six sessions due within about 60 ms, one slot, and a server that takes 30 ms per
+    // reply (six replies a session): they run one after another, each later than it was
+    // due by the time the ones before it took.
+    let text = "name = \"lag\"\nseed = 3\n\
+                [population]\nmailboxes = 500\ndomains = 5\n\
+                [workload]\nmode = \"open\"\nrate_per_sec = 100.0\nsessions = 6\n\
+                recipients_min = 1\nrecipients_max = 1\nwarmup_secs = 0.0\n\
+                message_size_min = 200\nmessage_size_max = 200\n";
+    let prepared = prepare(bulk_population::Scenario::from_toml(text, "lag").unwrap());
+    let addr = start_plain(Plain::Slow(Duration::from_millis(30))).await;
+    let mut config = config(addr, Schedule::Open);
+    config.max_in_flight = 1;
+    config.verify = VerifyMode::Off;
+    let result = run(&prepared, config).await;
+    assert_eq!(
+        result.totals.sessions_completed, 6,
+        "{:?}",
+        result.totals.errors
+    );
+    let lag = result.measured.phase(Phase::ScheduleLag);
+    let session = result.measured.phase(Phase::Session);
+    let connect = result.measured.phase(Phase::Connect);
+    assert_eq!(lag.len(), 6);
+    // The last session waited for five others of at least 180 ms each.
+    assert!(lag.max() >= 500_000, "lag {} us", lag.max());
+    // Session and connect latencies include the wait: measured from when the session was
+    // due, not from when it got its slot (that would leave the session at ~200 ms).
+    assert!(
+        session.max() >= lag.max() + 150_000,
+        "session {} us, lag {} us",
+        session.max(),
+        lag.max()
+    );
+    assert!(connect.max() >= lag.max(), "connect {} us", connect.max());
+}
