@@ -1,14 +1,14 @@
 //! Validation of JSON documents against the committed JSON Schema.
 //!
 //! The schema uses a small subset of JSON Schema 2020-12: `type` (a name or a list),
-//! `properties`, `required`, `additionalProperties` (false or a schema), `items`, `enum`
-//! and `minimum`. This validator implements exactly that subset, and refuses a schema that
+//! `properties`, `required`, `additionalProperties` (false or a schema), `items`, `enum`,
+//! `minimum` and `maximum`. This validator implements exactly that subset, and refuses a schema that
 //! uses any other keyword, so the schema cannot grow a rule that is silently not checked.
 
 use serde_json::Value;
 
 /// Keywords this validator understands; annotations are accepted and ignored.
-const KEYWORDS: [&str; 7] = [
+const KEYWORDS: [&str; 8] = [
     "type",
     "properties",
     "required",
@@ -16,6 +16,7 @@ const KEYWORDS: [&str; 7] = [
     "items",
     "enum",
     "minimum",
+    "maximum",
 ];
 const ANNOTATIONS: [&str; 4] = ["$schema", "$id", "title", "description"];
 
@@ -79,6 +80,13 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
     {
         errors.push(format!("{path}: {number} is below the minimum {minimum}"));
     }
+    if let (Some(maximum), Some(number)) = (
+        schema.get("maximum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && number > maximum
+    {
+        errors.push(format!("{path}: {number} is above the maximum {maximum}"));
+    }
     if let Some(object) = value.as_object() {
         let properties = schema.get("properties").and_then(Value::as_object);
         if let Some(Value::Array(required)) = schema.get("required") {
@@ -120,6 +128,7 @@ mod tests {
             "type": "object",
             "properties": {
                 "n": {"type": "integer", "minimum": 0},
+                "share": {"type": "number", "minimum": 0, "maximum": 1},
                 "kind": {"type": "string", "enum": ["a", "b"]},
                 "maybe": {"type": ["string", "null"]},
                 "list": {"type": "array", "items": {"type": "number"}},
@@ -133,6 +142,10 @@ mod tests {
         let cases = [
             (json!({"kind": "a"}), "missing required property \"n\""),
             (json!({"n": -1, "kind": "a"}), "below the minimum"),
+            (
+                json!({"n": 1, "kind": "a", "share": 1.5}),
+                "above the maximum",
+            ),
             (json!({"n": 1.5, "kind": "a"}), "expected integer"),
             (json!({"n": 1, "kind": "c"}), "is not one of"),
             (

@@ -94,9 +94,7 @@ fn every_backend_benches_with_no_mismatch() {
             out.to_str().unwrap(),
             "--quiet",
         ]);
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
-                .unwrap();
+        let summary = common::summary(&out);
         assert_eq!(summary["mismatches"]["total"], 0, "{backend}");
         assert_eq!(summary["target"]["backend"], backend);
         assert_eq!(summary["totals"]["sessions_completed"], 300, "{backend}");
@@ -123,6 +121,7 @@ fn compare_runs_memory_fst_and_lmdb_on_one_workload() {
         out.to_str().unwrap(),
         "--quiet",
     ]);
+    assert_eq!(common::check_compare_runs(&out), 3, "one run per backend");
     let text = std::fs::read_to_string(out.join("comparison.json")).unwrap();
     let comparison: bulk_report::compare::Comparison = serde_json::from_str(&text).unwrap();
     assert_eq!(comparison.arms.len(), 3);

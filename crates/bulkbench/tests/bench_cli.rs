@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    BIN, build_population, exits_within, first_child, run, serve, signal_group, stat_field,
+    BIN, build_population, exits_within, first_child, run, serve, signal_group, stat_field, summary,
 };
 
 const SCENARIO: &str = r#"
@@ -33,16 +33,6 @@ fn write_scenario(dir: &Path) -> PathBuf {
     let path = dir.join("tiny.toml");
     std::fs::write(&path, SCENARIO).unwrap();
     path
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
-    if let Err(errors) = bulk_report::schema::validate(&schema, &value) {
-        panic!("summary.json does not match its schema: {errors:#?}");
-    }
-    value
 }
 
 #[test]

@@ -60,10 +60,6 @@ fn missing(tool: &str, how: &str) {
     eprintln!("\n*** SKIPPED: {tool} is not installed ({how}); this check did not run ***\n");
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// The test scenario with `warmup` seconds of warm-up (comparisons use none: a fast arm
 /// could otherwise finish inside the warm-up and have no window at all).
 fn scenario_with(dir: &Path, warmup: &str) -> PathBuf {
@@ -241,7 +237,7 @@ fn a_run_folder_has_every_file_and_each_reads_back() {
     // Each .hgrm parses back to the run's percentile distribution: row for row, the value,
     // percentile and count of the histogram's own percentile iteration (as HdrHistogram's
     // tools print it), and the last row's count is the phase's count.
-    let summary = json(&out.join("summary.json"));
+    let summary = common::summary(&out);
     let saved = bulk_report::RunData::load(&out).unwrap();
     for phase in bulk_loadgen::Phase::ALL {
         let text = std::fs::read_to_string(out.join(format!("{}.hgrm", phase.name()))).unwrap();
@@ -398,10 +394,7 @@ fn merged_shards_equal_one_unsharded_run() {
         a.to_str().unwrap(),
         b.to_str().unwrap(),
     ]);
-    let (w, m) = (
-        json(&whole.join("summary.json")),
-        json(&merged.join("summary.json")),
-    );
+    let (w, m) = (common::summary(&whole), common::summary(&merged));
     let both = |key: &str| {
         let (w, m) = (&w["totals"][key], &m["totals"][key]);
         assert_eq!(w, m, "totals.{key}");
@@ -486,6 +479,7 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
     for name in ["comparison.json", "comparison.md", "comparison.html"] {
         assert!(out.join(name).is_file(), "{name}");
     }
+    assert_eq!(common::check_compare_runs(&out), 4, "two arms, two repeats");
     let text = std::fs::read_to_string(out.join("comparison.json")).unwrap();
     let comparison: bulk_report::compare::Comparison = serde_json::from_str(&text).unwrap();
     let arm = |c: &bulk_report::compare::Comparison, name: &str| {

@@ -149,27 +149,24 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
     let summary = Summary::new(
         SummaryInput {
             command: "bench".into(),
-            scenario: serde_json::json!({
-                "name": spec.scenario,
-                "seed": 7,
-                "population": {"mailboxes": 100000, "domains": 200},
-                "workload": {
-                    "sessions": sessions,
-                    "mode": "closed",
-                    "concurrency": 64,
-                    "recipients_min": 1,
-                    "recipients_max": 50,
-                    "recipients_distribution": "uniform",
-                    "bulk_share": 0.9,
-                    "pipelining": true,
-                    "unknown_share": 0.05,
-                    "foreign_share": 0.02,
-                    "message_size_min": 500,
-                    "message_size_max": 5000,
-                    "warmup_secs": spec.warmup_secs
-                },
-                "server": {"max_recipients": 1000}
-            }),
+            // A real scenario, serialized as the binary does: a full copy, every default
+            // filled in, as the schema requires.
+            scenario: {
+                let text = format!(
+                    "seed = 7\n\
+                     [population]\nmailboxes = 100000\ndomains = 200\n\
+                     [workload]\nsessions = {sessions}\nconcurrency = 64\nrecipients_max = 50\n\
+                     message_size_min = 500\nmessage_size_max = 5000\nwarmup_secs = {}\n",
+                    spec.warmup_secs,
+                    // An empty run still had a scenario of at least one session.
+                    sessions = sessions.max(1),
+                );
+                let mut scenario = bulk_population::Scenario::from_toml(&text, "fixture")
+                    .expect("the fixture scenario is valid");
+                // Any name, even one TOML would need quoting for.
+                scenario.name = spec.scenario.clone();
+                serde_json::to_value(&scenario).unwrap()
+            },
             seed: 7,
             target: Target {
                 address: "127.0.0.1:2525".into(),

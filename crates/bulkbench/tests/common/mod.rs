@@ -151,3 +151,28 @@ pub fn first_child(pid: u32, limit: Duration) -> Option<u32> {
 unsafe extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
 }
+
+/// Reads the `summary.json` in `dir` and checks it against the committed JSON Schema: every
+/// summary a test reads goes through here.
+pub fn summary(dir: &std::path::Path) -> serde_json::Value {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} not written: {e}", path.display()));
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
+    if let Err(errors) = bulk_report::schema::validate(&schema, &value) {
+        panic!("{} does not match its schema: {errors:#?}", path.display());
+    }
+    value
+}
+
+/// [`summary`] of every run a `compare` saved under `out/runs/`; how many there were.
+pub fn check_compare_runs(out: &std::path::Path) -> usize {
+    let runs = std::fs::read_dir(out.join("runs")).expect("compare saves its runs");
+    let mut checked = 0;
+    for run in runs.flatten() {
+        summary(&run.path());
+        checked += 1;
+    }
+    checked
+}
