@@ -113,8 +113,25 @@ pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(path) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open trace {}", path.display()))?;
-            Workload::read_trace(std::io::BufReader::new(file))
-                .with_context(|| format!("invalid trace {}", path.display()))?
+            let workload = Workload::read_trace(std::io::BufReader::new(file))
+                .with_context(|| format!("invalid trace {}", path.display()))?;
+            // The replies are checked against the scenario's population: a trace drawn from
+            // another one would be judged by the wrong verdicts.
+            if (workload.scenario.as_str(), workload.seed)
+                != (scenario.name.as_str(), scenario.seed)
+            {
+                bail!(
+                    "trace {} was drawn from scenario {:?} with seed {}, not from {} \
+                     (scenario {:?}, seed {}); replay it with the scenario it was saved from",
+                    path.display(),
+                    workload.scenario,
+                    workload.seed,
+                    args.scenario.display(),
+                    scenario.name,
+                    scenario.seed
+                );
+            }
+            workload
         }
         None => Workload::generate(&scenario, &model),
     };

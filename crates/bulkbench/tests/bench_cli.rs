@@ -155,6 +155,24 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
     assert!(r["server"]["cpu_set"].is_null() && r["generator"]["cpu_set"].is_null());
     assert_eq!(r["expected"], s["expected"]);
     assert_eq!(r["totals"]["by_class"], s["totals"]["by_class"]);
+
+    // A trace replayed with another scenario (here: another seed, so another population)
+    // is refused before anything runs: its replies would be judged by the wrong verdicts.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, SCENARIO.replace("seed = ", "seed = 1")).unwrap();
+    let output = run(&[
+        "bench",
+        other.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--out",
+        dir.path().join("mixed").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("was drawn from scenario"), "{stderr}");
+    assert!(!stderr.contains("server ready"), "{stderr}");
 }
 
 /// `bulkbench load SCENARIO --target SERVER --out OUT --quiet`.
