@@ -195,12 +195,38 @@ async fn two_thousand_concurrent_sessions() {
 async fn falls_back_to_mail_when_bulk_is_not_advertised() {
     let prepared = prepare(scenario(40, 4, None));
     let addr = start_plain(Plain::NoBulk).await;
-    let mut config = config(addr, Schedule::Closed { concurrency: 4 });
-    // This server accepts every recipient: check 2xx/5xx only, and see the refusals the
-    // population predicts show up as mismatches rather than as failures.
-    config.verify = VerifyMode::Off;
+    // Strict checking: under MAIL FROM no preference applies, so an opted-out recipient
+    // is expected to be accepted. This server accepts every recipient, so the only
+    // mismatches are the unknown and foreign recipients it should have refused; an
+    // opted-out one accepted would be a mismatch only if the fallback were not taken into
+    // account.
+    let config = config(addr, Schedule::Closed { concurrency: 4 });
     let result = run(&prepared, config).await;
     assert_eq!(result.totals.error_count(), 0, "{:?}", result.totals.errors);
+    let by_class = &result.mismatches.by_class;
+    assert!(
+        by_class.get("unknown->accepted").copied().unwrap_or(0) > 0,
+        "{by_class:?}"
+    );
+    assert!(
+        by_class
+            .keys()
+            .all(|k| k == "unknown->accepted" || k == "not_local->accepted"),
+        "{by_class:?}"
+    );
+    let opted_out = prepared
+        .workload
+        .sessions
+        .iter()
+        .flat_map(|s| &s.recipients)
+        .filter(|r| r.verdict == Verdict::OptedOut)
+        .count();
+    assert!(opted_out > 0, "the workload has opted-out recipients");
+    // Every RCPT was answered 2xx, and all are counted as accepted.
+    assert_eq!(
+        result.totals.by_class.get(&ReplyClass::Accepted).copied(),
+        Some(prepared.workload.rcpt_count())
+    );
     let bulk_sessions = prepared
         .workload
         .sessions

@@ -256,11 +256,12 @@ pub fn table(summary: &Summary) -> String {
         summary.expected.rcpts,
         t.messages + summary.warmup_totals.messages,
     );
-    if t.bulk_fallback_sessions > 0 {
+    // Counted like the sessions above (warm-up included), as summary.md and report.html do.
+    let fallback = t.bulk_fallback_sessions + summary.warmup_totals.bulk_fallback_sessions;
+    if fallback > 0 {
         let _ = writeln!(
             out,
-            "server does not advertise BULK: {} sessions used MAIL FROM",
-            t.bulk_fallback_sessions
+            "server does not advertise BULK: {fallback} sessions used MAIL FROM"
         );
     }
     let _ = writeln!(

@@ -307,3 +307,28 @@ fn summaries_with_and_without_a_server_satisfy_the_schema() {
     broken["generator"]["cpu_set"]["busy_seconds"] = serde_json::json!("a lot");
     assert!(bulk_report::schema::validate(&schema, &broken).is_err());
 }
+
+#[test]
+fn every_report_says_when_the_server_did_not_advertise_bulk() {
+    let mut data = run(&Spec::default());
+    let plain = bulk_report::table(&data.summary);
+    data.summary.totals.bulk_fallback_sessions = 30;
+    data.summary.warmup_totals.bulk_fallback_sessions = 12;
+    let table = bulk_report::table(&data.summary);
+    assert!(!plain.contains("MAIL FROM"), "{plain}");
+    assert!(
+        table.contains("server does not advertise BULK: 42 sessions used MAIL FROM"),
+        "{table}"
+    );
+    let (_root, dir) = render(&data);
+    let markdown = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(
+        markdown.contains("**The server does not advertise BULK:** 42 sessions used MAIL FROM"),
+        "{markdown}"
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("42") && html.contains("MAIL FROM"),
+        "fallback missing from the page"
+    );
+}
