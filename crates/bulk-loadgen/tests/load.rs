@@ -85,20 +85,7 @@ async fn every_rcpt_is_answered_as_the_population_predicts() {
 async fn a_wrong_answer_is_reported_exactly() {
     let prepared = prepare(scenario(200, 10, None));
     // Pick a recipient the workload sends once, in a bulk session, and flip its verdict.
-    let mut counts = std::collections::HashMap::new();
-    for session in &prepared.workload.sessions {
-        for r in &session.recipients {
-            *counts.entry(r.address.clone()).or_insert(0) += 1;
-        }
-    }
-    let (session, victim) = prepared
-        .workload
-        .sessions
-        .iter()
-        .filter(|s| s.kind == bulk_population::Kind::Bulk && s.recipients.len() <= 20)
-        .flat_map(|s| s.recipients.iter().map(move |r| (s, r)))
-        .find(|(_, r)| r.verdict == Verdict::Accept && counts[&r.address] == 1)
-        .expect("an accepted recipient that occurs once");
+    let (session, victim) = common::lone_accepted_recipient(&prepared.workload);
     let policy = OneWrong {
         inner: memory_backend(&prepared.model),
         address: victim.address.clone(),

@@ -193,3 +193,23 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
     });
     addr
 }
+
+/// A recipient the workload sends exactly once, in a bulk session, that the population
+/// accepts; and its session. Flipping its verdict makes exactly one mismatch.
+pub fn lone_accepted_recipient(
+    workload: &Workload,
+) -> (&bulk_population::SessionSpec, &bulk_population::Recipient) {
+    let mut counts = std::collections::HashMap::new();
+    for session in &workload.sessions {
+        for r in &session.recipients {
+            *counts.entry(r.address.as_str()).or_insert(0) += 1;
+        }
+    }
+    workload
+        .sessions
+        .iter()
+        .filter(|s| s.kind == bulk_population::Kind::Bulk && s.recipients.len() <= 20)
+        .flat_map(|s| s.recipients.iter().map(move |r| (s, r)))
+        .find(|(_, r)| r.verdict == Verdict::Accept && counts[r.address.as_str()] == 1)
+        .expect("an accepted recipient that occurs once")
+}
