@@ -53,8 +53,7 @@ fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
     {
         return Err("the NAME must be letters, digits, '-', '_' or '.'".into());
     }
-    let addr = addr.parse().map_err(|e| format!("bad HOST:PORT: {e}"))?;
-    Ok((name.to_owned(), addr))
+    Ok((name.to_owned(), crate::load::resolve_target(addr)?))
 }
 
 /// Exit statuses beyond success: see main.rs.

@@ -78,9 +78,25 @@ fn parse_shard(value: &str) -> Result<(u32, u32), String> {
 pub struct LoadArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// The SMTP server to drive, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The SMTP server to drive, HOST:PORT (a name is resolved once, at start; the first
+    /// address it resolves to is used, and the report names it).
+    #[arg(long, value_name = "HOST:PORT", value_parser = resolve_target)]
     target: SocketAddr,
+}
+
+/// HOST:PORT to one socket address: an IP address as it is, a name through the system's
+/// resolver (its first address).
+pub(crate) fn resolve_target(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = value
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {value:?} as HOST:PORT: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{value:?} resolves to no address"))
 }
 
 /// `bulkbench bench`.
@@ -656,6 +672,26 @@ pub(crate) fn rcpts(progress: &Progress) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn targets_are_addresses_or_names_with_a_port() {
+        use super::resolve_target;
+        assert_eq!(
+            resolve_target("127.0.0.1:2525").unwrap(),
+            "127.0.0.1:2525".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_target("[::1]:25").unwrap(),
+            "[::1]:25".parse().unwrap()
+        );
+        // A name from the hosts file (no query leaves the machine).
+        let local = resolve_target("localhost:2525").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 2525, "{local}");
+        for bad in ["localhost", "localhost:99999", "127.0.0.1", ":25"] {
+            let error = resolve_target(bad).unwrap_err();
+            assert!(error.contains(bad), "{bad}: {error}");
+        }
+    }
+
     use super::*;
 
     #[test]
