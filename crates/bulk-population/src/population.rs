@@ -467,6 +467,12 @@ impl PopulationModel {
     /// Builds the whole population (every mailbox, `default` ones included) for
     /// [`NormalizeConfig::default`]. Generation runs on the rayon pool.
     pub fn build(&self) -> Population {
+        self.build_with_progress(|_| ())
+    }
+
+    /// [`build`](Self::build), calling `progress` with the number of mailboxes done after
+    /// each batch (of 262,144).
+    pub fn build_with_progress(&self, mut progress: impl FnMut(u64)) -> Population {
         let mut population = Population::new(NormalizeConfig::default());
         for (name, &regime) in self.inner.names.iter().zip(&self.inner.regimes) {
             population
@@ -498,6 +504,7 @@ impl PopulationModel {
                     .expect("generated addresses are valid and unique (see module docs)");
             }
             batch_start = batch_end;
+            progress(batch_end);
         }
         population
     }
@@ -508,6 +515,16 @@ impl PopulationModel {
     /// batches on the rayon pool and written in order, so the bytes do not depend on the
     /// number of threads; memory stays bounded whatever the population size.
     pub fn write_file(&self, w: impl Write) -> io::Result<()> {
+        self.write_file_with_progress(w, |_| ())
+    }
+
+    /// [`write_file`](Self::write_file), calling `progress` with the number of mailboxes
+    /// written after each batch.
+    pub fn write_file_with_progress(
+        &self,
+        w: impl Write,
+        mut progress: impl FnMut(u64),
+    ) -> io::Result<()> {
         let mut w = io::BufWriter::with_capacity(1 << 16, w);
         writeln!(
             w,
@@ -537,6 +554,7 @@ impl PopulationModel {
                 w.write_all(&chunk)?;
             }
             batch_start = batch_end;
+            progress(batch_end);
         }
         w.flush()
     }
@@ -554,6 +572,25 @@ mod tests {
             domain_size_zipf: zipf,
             ..PopulationConfig::default()
         }
+    }
+
+    #[test]
+    fn long_builds_report_progress_batch_by_batch() {
+        let model = PopulationModel::new(&config(300_000, 50, 1.0), 9);
+        let mut seen = Vec::new();
+        let population = model.build_with_progress(|done| seen.push(done));
+        assert_eq!(seen, [262_144, 300_000]);
+        assert_eq!(population.mailbox_count(), 300_000);
+        let mut written = Vec::new();
+        let mut bytes = Vec::new();
+        model
+            .write_file_with_progress(&mut bytes, |done| written.push(done))
+            .unwrap();
+        assert_eq!(written, seen);
+        // The same bytes as without a progress callback.
+        let mut plain = Vec::new();
+        model.write_file(&mut plain).unwrap();
+        assert!(bytes == plain);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use bulk_population::PopulationModel;
 use clap::ValueEnum;
 use tracing::info;
 
+use crate::progress::Steps;
+
 /// The policy backends this build knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
@@ -69,27 +71,44 @@ pub fn parse_spec(value: &str) -> Result<BackendSpec, String> {
 
 /// Builds the store of `kind` for a scenario's population at `path`: the population file
 /// for memory, the FST file, or the LMDB environment directory.
-pub fn build_store(kind: BackendKind, model: &PopulationModel, path: &Path) -> anyhow::Result<()> {
+///
+/// Shows its progress on standard error unless `quiet` (mailboxes generated, then a
+/// spinner while the fst or LMDB store is written): 10M mailboxes take tens of seconds.
+pub fn build_store(
+    kind: BackendKind,
+    model: &PopulationModel,
+    path: &Path,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    let total = usize::try_from(model.mailbox_count()).unwrap_or(usize::MAX);
+    let steps = Steps::start("generating mailboxes", quiet);
+    steps.set(0, total);
+    let generated = |done: u64| steps.set(usize::try_from(done).unwrap_or(usize::MAX), total);
     match kind {
         BackendKind::Memory => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
             model
-                .write_file(&mut writer)
+                .write_file_with_progress(&mut writer, generated)
                 .and_then(|()| std::io::Write::flush(&mut writer))
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         BackendKind::Fst => {
-            bulk_policy_fst::build(&model.build(), path)
+            let population = model.build_with_progress(generated);
+            steps.waiting("writing the fst store");
+            bulk_policy_fst::build(&population, path)
                 .with_context(|| format!("cannot build the fst store {}", path.display()))?;
         }
         BackendKind::Lmdb => {
-            bulk_policy_lmdb::build(&model.build(), path)
+            let population = model.build_with_progress(generated);
+            steps.waiting("writing the LMDB store");
+            bulk_policy_lmdb::build(&population, path)
                 .with_context(|| format!("cannot build the lmdb store {}", path.display()))?;
         }
     }
+    steps.finish();
     info!(
         backend = kind.name(),
         mailboxes = model.mailbox_count(),

@@ -405,7 +405,7 @@ fn run_with_server(
             .join(format!("population.{}", kind.name())),
     };
     if stores.is_none() || !store.path.exists() {
-        build_store(kind, &prepared.model, &store.path)?;
+        build_store(kind, &prepared.model, &store.path, args.quiet)?;
     }
     let pinning = if args.no_pin {
         None
@@ -417,6 +417,7 @@ fn run_with_server(
         prepared,
         &work.join("server.log"),
         pinning.as_ref().map(|p| p.server),
+        args.quiet,
     )?;
     info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
     let pid = server.child.id();
@@ -547,6 +548,7 @@ impl ServerProcess {
         prepared: &Prepared,
         log: &Path,
         cpus: Option<CpuSet>,
+        quiet: bool,
     ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("cannot find the bulkbench executable")?;
         let concurrency = max_in_flight(&prepared.scenario);
@@ -586,7 +588,12 @@ impl ServerProcess {
             // Keep draining so the server never blocks on a full pipe.
             let _ = reader.read_to_end(&mut Vec::new());
         });
-        let line = match rx.recv_timeout(Duration::from_secs(300)) {
+        // Loading a large population takes the server a while: show that it is waited for.
+        let waiting = crate::progress::Steps::start("", quiet);
+        waiting.waiting("starting the server (it loads the population)");
+        let line = rx.recv_timeout(Duration::from_secs(300));
+        waiting.finish();
+        let line = match line {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();

@@ -11,6 +11,7 @@ use clap::Args;
 use tracing::info;
 
 use crate::backend::{BackendKind, build_store};
+use crate::progress::Steps;
 
 #[derive(Debug, Args)]
 pub struct PopulationArgs {
@@ -35,12 +36,18 @@ pub fn run(args: PopulationArgs) -> anyhow::Result<()> {
             bail!("only the memory backend's population file can go to standard output");
         }
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let total = usize::try_from(model.mailbox_count()).unwrap_or(usize::MAX);
+        let steps = Steps::start("generating mailboxes", false);
+        steps.set(0, total);
         model
-            .write_file(&mut out)
+            .write_file_with_progress(&mut out, |done| {
+                steps.set(usize::try_from(done).unwrap_or(usize::MAX), total)
+            })
             .and_then(|()| out.flush())
             .context("cannot write to standard output")?;
+        steps.finish();
     } else {
-        build_store(args.backend, &model, &args.output)?;
+        build_store(args.backend, &model, &args.output, false)?;
     }
     info!(
         backend = args.backend.name(),

@@ -98,6 +98,16 @@ impl Steps {
         self.bar.set_position(done as u64);
     }
 
+    /// A step that counts nothing: a spinner, the message and the time it has taken.
+    pub fn waiting(&self, what: &str) {
+        self.bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        self.bar.set_message(what.to_owned());
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
+
     pub fn finish(self) {
         self.bar.finish_and_clear();
     }
