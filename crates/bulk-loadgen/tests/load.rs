@@ -162,6 +162,12 @@ async fn open_loop_exposes_a_stall_that_closed_loop_hides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_concurrent_sessions() {
+    // 2,000 sockets on each side, and the rest of this process's files.
+    let limit = bulk_server::raise_open_files_limit();
+    assert!(
+        limit >= 4_500,
+        "2,000 sessions need about 4,500 open files; the hard limit here is {limit}"
+    );
     let prepared = prepare(scenario(2000, 2000, None));
     let config_server = ServerConfig {
         max_connections: 2500,

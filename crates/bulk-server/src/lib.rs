@@ -104,6 +104,32 @@ pub enum ServerError {
     },
 }
 
+/// Raises this process's soft open-files limit to its hard limit and returns the limit
+/// now in force: every connection is a descriptor, and most systems start a process at
+/// 1,024. A server, a load generator, and a test with thousands of sessions all need it.
+pub fn raise_open_files_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    }
+}
+
 /// Binds a listener on `addr` with the given listen backlog. Tokio's own `bind` uses a
 /// fixed backlog, which drops connection bursts of a load test; the kernel still caps the
 /// value at `net.core.somaxconn`.

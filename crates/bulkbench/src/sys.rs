@@ -88,30 +88,7 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Raises the soft open-files limit to the hard one and returns the new soft limit: each
-/// connection is a descriptor.
-pub fn raise_open_files_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-        limit.rlim_cur
-    }
-}
+pub use bulk_server::raise_open_files_limit;
 
 /// Makes `command`'s process start pinned to `cpus` (set between fork and exec), so every
 /// thread it starts runs there and sizes itself to them.

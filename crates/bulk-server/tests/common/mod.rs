@@ -40,6 +40,10 @@ impl TestServer {
     }
 
     pub async fn start_with<P: PolicyBackend>(config: ServerConfig, policy: Arc<P>) -> TestServer {
+        // Tests open up to a thousand connections, both ends in this process, while other
+        // tests run beside them: lift the soft open-files limit (1,024 on most machines),
+        // as the bulkbench binary does for itself.
+        bulk_server::raise_open_files_limit();
         let listener = bulk_server::bind("127.0.0.1:0".parse().unwrap(), 1024).expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
