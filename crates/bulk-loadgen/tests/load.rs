@@ -97,12 +97,13 @@ async fn a_wrong_answer_is_reported_exactly() {
         config(addr, Schedule::Closed { concurrency: 10 }),
     )
     .await;
-    assert_eq!(result.mismatches.total, 1, "{:?}", result.mismatches);
-    assert_eq!(result.mismatches.by_class["accepted->opted_out"], 1);
-    let example = &result.mismatches.examples[0];
-    assert_eq!(example.session, session.index);
-    assert_eq!(example.recipient, victim.address);
-    assert!(example.reply.starts_with("550 5.7.1"), "{example:?}");
+    common::assert_the_one_mismatch(
+        &result.mismatches,
+        session,
+        victim,
+        "accepted->opted_out",
+        "550 5.7.1",
+    );
 }
 
 /// Sessions whose whole-session latency is at least `ms`.

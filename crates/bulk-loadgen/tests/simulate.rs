@@ -3,28 +3,37 @@
 
 mod common;
 
-use bulk_loadgen::simulate::{session_config, simulate};
+use bulk_loadgen::simulate::{SimulateResult, session_config, simulate};
 use bulk_loadgen::{Expectations, VerifyMode};
-use bulk_policy::Verdict;
+use bulk_policy::{PolicyBackend, Verdict};
 use common::{OneWrong, memory_backend, prepare, scenario};
 
-fn expectations(prepared: &common::Prepared) -> Expectations {
-    Expectations {
-        max_recipients: prepared.scenario.server.max_recipients,
-        harvest_resistant: prepared.scenario.server.harvest_resistant,
-    }
+/// Simulates the prepared workload against `policy` with the scenario's server settings.
+fn simulate_with<P: PolicyBackend>(
+    prepared: &common::Prepared,
+    policy: &P,
+    verify: VerifyMode,
+) -> SimulateResult {
+    let server = &prepared.scenario.server;
+    let expectations = Expectations {
+        max_recipients: server.max_recipients,
+        harvest_resistant: server.harvest_resistant,
+    };
+    simulate(
+        &prepared.workload,
+        policy,
+        session_config(server),
+        expectations,
+        verify,
+    )
 }
 
 #[test]
 fn every_session_and_rcpt_of_the_workload_is_simulated_and_checked() {
     let prepared = prepare(scenario(300, 1, None));
-    let policy = memory_backend(&prepared.model);
-    let config = session_config(&prepared.scenario.server);
-    let result = simulate(
-        &prepared.workload,
-        &policy,
-        config,
-        expectations(&prepared),
+    let result = simulate_with(
+        &prepared,
+        &memory_backend(&prepared.model),
         VerifyMode::Strict,
     );
     assert_eq!(result.sessions, 300);
@@ -44,27 +53,15 @@ fn a_wrong_verdict_is_caught_exactly_once() {
         address: victim.address.clone(),
         verdict: Verdict::UnknownMailbox,
     };
-    let config = session_config(&prepared.scenario.server);
-    let result = simulate(
-        &prepared.workload,
-        &policy,
-        config,
-        expectations(&prepared),
-        VerifyMode::Strict,
+    let result = simulate_with(&prepared, &policy, VerifyMode::Strict);
+    common::assert_the_one_mismatch(
+        &result.mismatches,
+        session,
+        victim,
+        "accepted->unknown",
+        "550 5.1.1",
     );
-    assert_eq!(result.mismatches.total, 1, "{:?}", result.mismatches);
-    assert_eq!(result.mismatches.by_class["accepted->unknown"], 1);
-    let example = &result.mismatches.examples[0];
-    assert_eq!(example.session, session.index);
-    assert_eq!(example.recipient, victim.address);
-    assert!(example.reply.starts_with("550 5.1.1"), "{example:?}");
     // Checking off counts nothing.
-    let unchecked = simulate(
-        &prepared.workload,
-        &policy,
-        config,
-        expectations(&prepared),
-        VerifyMode::Off,
-    );
+    let unchecked = simulate_with(&prepared, &policy, VerifyMode::Off);
     assert_eq!(unchecked.mismatches.total, 0);
 }

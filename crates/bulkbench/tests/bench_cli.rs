@@ -273,11 +273,11 @@ fn bad_scenarios_name_the_key_and_line() {
     );
 }
 
-#[test]
-fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("long.toml");
-    // An open loop of 60 s at a gentle rate: far longer than the test waits.
+/// Starts `bench` on an open loop of 60 s at a gentle rate (far longer than a test waits),
+/// in a process group of its own like a job a shell runs in the foreground; returns it and
+/// its report folder.
+fn start_long_bench(dir: &Path) -> (std::process::Child, PathBuf) {
+    let path = dir.join("long.toml");
     std::fs::write(
         &path,
         "name = \"long\"\n[population]\nmailboxes = 2000\ndomains = 10\n\
@@ -285,8 +285,7 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
          warmup_secs = 0.0\nrecipients_max = 5\n",
     )
     .unwrap();
-    let out = dir.path().join("report");
-    // In a group of its own, like a job a shell runs in the foreground.
+    let out = dir.join("report");
     let child = Command::new(BIN)
         .args([
             "bench",
@@ -300,6 +299,13 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
         .process_group(0)
         .spawn()
         .unwrap();
+    (child, out)
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, out) = start_long_bench(dir.path());
     let server = first_child(child.id(), Duration::from_secs(60)).expect("the server starts");
     // The server is in a group of its own, so a terminal's Ctrl-C does not reach it.
     let group = |pid| stat_field(pid, 5).expect("running");
@@ -338,27 +344,7 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
 #[test]
 fn a_bench_killed_outright_leaves_no_server_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("long.toml");
-    std::fs::write(
-        &path,
-        "name = \"long\"\n[population]\nmailboxes = 2000\ndomains = 10\n\
-         [workload]\nmode = \"open\"\nrate_per_sec = 100.0\nduration_secs = 60.0\n\
-         warmup_secs = 0.0\nrecipients_max = 5\n",
-    )
-    .unwrap();
-    let out = dir.path().join("report");
-    let mut child = Command::new(BIN)
-        .args([
-            "bench",
-            path.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, _out) = start_long_bench(dir.path());
     let server = first_child(child.id(), Duration::from_secs(60)).expect("the server starts");
     std::thread::sleep(Duration::from_secs(1));
     assert!(!exits_within(server, Duration::ZERO), "the server runs");

@@ -213,3 +213,20 @@ pub fn lone_accepted_recipient(
         .find(|(_, r)| r.verdict == Verdict::Accept && counts[r.address.as_str()] == 1)
         .expect("an accepted recipient that occurs once")
 }
+
+/// Checks that `mismatches` holds exactly one mismatch, of `class` (`expected->actual`),
+/// for `victim` in `session`, its reply starting with `reply`.
+pub fn assert_the_one_mismatch(
+    mismatches: &bulk_loadgen::Mismatches,
+    session: &bulk_population::SessionSpec,
+    victim: &bulk_population::Recipient,
+    class: &str,
+    reply: &str,
+) {
+    assert_eq!(mismatches.total, 1, "{mismatches:?}");
+    assert_eq!(mismatches.by_class[class], 1, "{mismatches:?}");
+    let example = &mismatches.examples[0];
+    assert_eq!(example.session, session.index);
+    assert_eq!(example.recipient, victim.address);
+    assert!(example.reply.starts_with(reply), "{example:?}");
+}
