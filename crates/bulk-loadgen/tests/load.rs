@@ -166,8 +166,8 @@ async fn two_thousand_concurrent_sessions() {
     // 2,000 sockets on each side, and the rest of this process's files.
     let limit = bulk_server::raise_open_files_limit();
     assert!(
-        limit >= 4_500,
-        "2,000 sessions need about 4,500 open files; the hard limit here is {limit}"
+        limit >= 4_100,
+        "2,000 sessions need about 4,100 open files; the hard limit here is {limit}"
     );
     let prepared = prepare(scenario(2000, 2000, None));
     let config_server = ServerConfig {
@@ -491,7 +491,8 @@ async fn a_cancelled_run_stops_even_when_every_session_fails_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_kept_waiting_for_a_slot_count_from_their_intended_start() {
     // Six sessions due within about 60 ms, one slot, and a server that takes 30 ms per
-    // reply (six replies a session): they run one after another, each later than it was
+    // reply (five delayed replies a session: EHLO, FROM, RCPT, DATA, end of data; QUIT is
+    // answered at once): they run one after another, each later than it was
     // due by the time the ones before it took.
     let text = "name = \"lag\"\nseed = 3\n\
                 [population]\nmailboxes = 500\ndomains = 5\n\
@@ -513,12 +514,12 @@ async fn sessions_kept_waiting_for_a_slot_count_from_their_intended_start() {
     let session = result.measured.phase(Phase::Session);
     let connect = result.measured.phase(Phase::Connect);
     assert_eq!(lag.len(), 6);
-    // The last session waited for five others of at least 180 ms each.
+    // The last session waited for five others of at least 150 ms each.
     assert!(lag.max() >= 500_000, "lag {} us", lag.max());
     // Session and connect latencies include the wait: measured from when the session was
-    // due, not from when it got its slot (that would leave the session at ~200 ms).
+    // due, not from when it got its slot (that would leave the session at ~150 ms).
     assert!(
-        session.max() >= lag.max() + 150_000,
+        session.max() >= lag.max() + 100_000,
         "session {} us, lag {} us",
         session.max(),
         lag.max()

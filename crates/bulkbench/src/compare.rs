@@ -87,6 +87,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
         })?),
         None => None,
     };
+    crate::load::watch_interrupts();
     // One workload for every arm and repeat: the same sessions, byte for byte.
     let prepared = crate::load::prepare(&args.run)?;
     crate::load::check_open_files(&prepared);
@@ -112,8 +113,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
             error: None,
         })
         .collect();
-    for repeat in 1..=args.repeat {
+    let interrupt = crate::load::interrupt();
+    'runs: for repeat in 1..=args.repeat {
         for (i, (name, target)) in arms.iter().enumerate() {
+            if interrupt.is_cancelled() {
+                warn!("interrupted: comparing the runs that completed");
+                break 'runs;
+            }
             if results[i].error.is_some() {
                 continue; // a failed arm is not retried: its error stands in the report
             }
@@ -139,7 +145,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
                     let data = RunData::new(summary, &result);
                     let dir = ReportDir::create_exact(&runs_dir.join(format!("{name}-{repeat}")))?;
                     dir.write_run(&data)?;
-                    results[i].runs.push(data);
+                    // A run cut short by Ctrl-C is kept under runs/ but not compared: it
+                    // did a different amount of work from the others.
+                    if result.interrupted {
+                        warn!(arm = %name, repeat, "interrupted run saved, left out of the comparison");
+                    } else {
+                        results[i].runs.push(data);
+                    }
                 }
                 Err(e) => {
                     error!(arm = %name, error = %format!("{e:#}"), "arm failed; the others go on");
@@ -149,6 +161,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
         }
     }
 
+    if interrupt.is_cancelled() {
+        for arm in results.iter_mut().filter(|arm| arm.runs.is_empty()) {
+            arm.error
+                .get_or_insert_with(|| "interrupted before a complete run".into());
+        }
+    }
     let _ = std::fs::remove_dir_all(&stores);
     let comparison = Comparison::new(&prepared.scenario.name, &results);
     comparison.save(report.path())?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -15,6 +16,7 @@ use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
 use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Target};
 use bulk_report::{ReportDir, Summary, SummaryInput};
 use clap::{Args, ValueEnum};
+use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -78,25 +80,37 @@ fn parse_shard(value: &str) -> Result<(u32, u32), String> {
 pub struct LoadArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// The SMTP server to drive, HOST:PORT (a name is resolved once, at start; the first
-    /// address it resolves to is used, and the report names it).
+    /// The SMTP server to drive, HOST:PORT (a name is resolved once, at start, to its
+    /// first IPv4 address if it has one; the report names the address used).
     #[arg(long, value_name = "HOST:PORT", value_parser = resolve_target)]
     target: SocketAddr,
 }
 
 /// HOST:PORT to one socket address: an IP address as it is, a name through the system's
-/// resolver (its first address).
+/// resolver ([`prefer_ipv4`] of what it returns).
 pub(crate) fn resolve_target(value: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs as _;
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }
-    let mut addrs = value
+    let addrs = value
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {value:?} as HOST:PORT: {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("{value:?} resolves to no address"))
+    prefer_ipv4(addrs).ok_or_else(|| format!("{value:?} resolves to no address"))
+}
+
+/// The first IPv4 address, else the first: `localhost` often resolves to `::1` first
+/// while servers (`bulkbench serve` among them) listen on 127.0.0.1, and the generator
+/// spreads its connections over source addresses only on IPv4 loopback.
+fn prefer_ipv4(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let mut first = None;
+    for addr in addrs {
+        if addr.is_ipv4() {
+            return Some(addr);
+        }
+        first.get_or_insert(addr);
+    }
+    first
 }
 
 /// `bulkbench bench`.
@@ -240,19 +254,12 @@ fn drive(
     quiet: bool,
 ) -> (RunResult, CpuSample, CpuSample) {
     let progress = Arc::new(Progress::default());
-    let cancel = CancellationToken::new();
+    let cancel = interrupt().child_token();
     let total = prepared.workload.sessions.len() as u64;
     let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
     let warmup = config.warmup;
     let workload = prepared.workload.clone();
     let (result, window_start, window_end) = runtime.block_on(async {
-        let ctrl_c = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                warn!("interrupted: stopping the load, reporting what was measured");
-                ctrl_c.cancel();
-            }
-        });
         let sampler_split = split.cloned();
         let sampler = tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
@@ -310,6 +317,57 @@ fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryI
         generator_cpu_seconds: 0.0,
         cpu_sets: None,
     }
+}
+
+/// Ctrl-C for the whole command, cancelled at the first SIGINT: each run's cancel token is
+/// its child, so the run in progress stops and reports what it measured, a run that has
+/// not started yet stops at once, and `compare` stops between runs. Before
+/// [`watch_interrupts`] a SIGINT ends the process as usual.
+pub(crate) fn interrupt() -> &'static CancellationToken {
+    static INTERRUPT: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    INTERRUPT.get_or_init(CancellationToken::new)
+}
+
+/// From now on a SIGINT cancels [`interrupt`] instead of ending the process; a second one
+/// ends it at once (the `bench` server child gets its SIGTERM from the kernel, see
+/// `sys::tie_child_to_this_process`). The signal is watched on a thread of its own, so a
+/// Ctrl-C is seen between runs too, while a store is built or the server starts.
+pub(crate) fn watch_interrupts() {
+    static WATCHING: std::sync::Once = std::sync::Once::new();
+    WATCHING.call_once(|| {
+        let watcher = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build();
+        let Ok(watcher) = watcher else {
+            warn!("cannot watch for Ctrl-C; it ends the process without a report");
+            return;
+        };
+        // Registered before this returns, so no SIGINT falls between two handlers.
+        let first =
+            watcher.block_on(async { tokio::signal::unix::signal(SignalKind::interrupt()) });
+        let Ok(mut sigint) = first else {
+            warn!("cannot watch for Ctrl-C; it ends the process without a report");
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("bulkbench-sigint".into())
+            .spawn(move || {
+                watcher.block_on(async {
+                    sigint.recv().await;
+                    warn!(
+                        "interrupted: stopping; what was measured is still reported \
+                         (Ctrl-C again to quit at once)"
+                    );
+                    interrupt().cancel();
+                    sigint.recv().await;
+                    warn!("interrupted again: quitting without a report");
+                    std::process::exit(130);
+                })
+            });
+        if let Err(error) = spawned {
+            warn!(%error, "cannot watch for Ctrl-C; it ends the process without a report");
+        }
+    });
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -460,6 +518,7 @@ fn run_with_server(
 
 /// `bulkbench load`: returns whether the run had no mismatch.
 pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
+    watch_interrupts();
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
     let (summary, result) = run_once(
@@ -589,18 +648,29 @@ impl ServerProcess {
             let _ = reader.read_to_end(&mut Vec::new());
         });
         // Loading a large population takes the server a while: show that it is waited for.
-        let waiting = crate::progress::Steps::start("", quiet);
-        waiting.waiting("starting the server (it loads the population)");
-        let line = rx.recv_timeout(Duration::from_secs(300));
+        let waiting =
+            crate::progress::Steps::spinner("starting the server (it loads the population)", quiet);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let line = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => break Ok(line),
+                Err(RecvTimeoutError::Disconnected) => break Ok(String::new()),
+                Err(RecvTimeoutError::Timeout) if interrupt().is_cancelled() => {
+                    break Err("interrupted while the server was starting");
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                    break Err("the server did not report `listening on` within 300 s");
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        };
         waiting.finish();
         let line = match line {
             Ok(line) => line,
-            Err(_) => {
+            Err(why) => {
                 let _ = child.kill();
-                bail!(
-                    "the server did not report `listening on` within 300 s (log: {})",
-                    log.display()
-                );
+                let _ = child.wait();
+                bail!("{why} (log: {})", log.display());
             }
         };
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
@@ -651,6 +721,7 @@ fn tail(log: &Path) -> String {
 
 /// `bulkbench bench`: returns whether the run had no mismatch.
 pub fn bench(args: BenchArgs) -> anyhow::Result<bool> {
+    watch_interrupts();
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
     let target = RunTarget::Backend(args.backend.name().to_owned());
@@ -693,6 +764,11 @@ mod tests {
         // A name from the hosts file (no query leaves the machine).
         let local = resolve_target("localhost:2525").unwrap();
         assert!(local.ip().is_loopback() && local.port() == 2525, "{local}");
+        let v6: SocketAddr = "[::1]:25".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:25".parse().unwrap();
+        assert_eq!(super::prefer_ipv4([v6, v4]), Some(v4));
+        assert_eq!(super::prefer_ipv4([v6]), Some(v6));
+        assert_eq!(super::prefer_ipv4([]), None);
         for bad in ["localhost", "localhost:99999", "127.0.0.1", ":25"] {
             let error = resolve_target(bad).unwrap_err();
             assert!(error.contains(bad), "{bad}: {error}");

@@ -69,21 +69,33 @@ impl Bar {
     }
 }
 
-/// Progress of a job counted in steps (rendering plots), on standard error.
+/// Progress of a job counted in steps (rendering plots, generating mailboxes) or of one
+/// that counts nothing (a spinner), on standard error. Cleared when finished or dropped
+/// (an error half-way leaves no stale bar above its message).
 pub struct Steps {
     bar: ProgressBar,
 }
 
 impl Steps {
+    fn target(quiet: bool) -> ProgressDrawTarget {
+        if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        }
+    }
+
+    /// A spinner from the start: `what`, and the time it has taken.
+    pub fn spinner(what: &str, quiet: bool) -> Steps {
+        let steps = Steps {
+            bar: ProgressBar::with_draw_target(None, Self::target(quiet)),
+        };
+        steps.waiting(what);
+        steps
+    }
+
     pub fn start(what: &str, quiet: bool) -> Steps {
-        let bar = ProgressBar::with_draw_target(
-            Some(0),
-            if quiet {
-                ProgressDrawTarget::hidden()
-            } else {
-                ProgressDrawTarget::stderr()
-            },
-        );
+        let bar = ProgressBar::with_draw_target(Some(0), Self::target(quiet));
         bar.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -109,6 +121,12 @@ impl Steps {
     }
 
     pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Steps {
+    fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
 }

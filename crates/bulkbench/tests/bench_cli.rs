@@ -277,6 +277,11 @@ fn bad_scenarios_name_the_key_and_line() {
 /// in a process group of its own like a job a shell runs in the foreground; returns it and
 /// its report folder.
 fn start_long_bench(dir: &Path) -> (std::process::Child, PathBuf) {
+    start_long(dir, &["bench"])
+}
+
+/// [`start_long_bench`] for any command that takes a scenario (`command` and its options).
+fn start_long(dir: &Path, command: &[&str]) -> (std::process::Child, PathBuf) {
     let path = dir.join("long.toml");
     std::fs::write(
         &path,
@@ -287,8 +292,8 @@ fn start_long_bench(dir: &Path) -> (std::process::Child, PathBuf) {
     .unwrap();
     let out = dir.join("report");
     let child = Command::new(BIN)
+        .args(command)
         .args([
-            "bench",
             path.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
@@ -307,6 +312,9 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
     let dir = tempfile::tempdir().unwrap();
     let (child, out) = start_long_bench(dir.path());
     let server = first_child(child.id(), Duration::from_secs(60)).expect("the server starts");
+    // (Looked at after the run got going: the child joins its own group just after the
+    // fork, so right at the fork it may not have yet.)
+    std::thread::sleep(Duration::from_secs(3));
     // The server is in a group of its own, so a terminal's Ctrl-C does not reach it.
     let group = |pid| stat_field(pid, 5).expect("running");
     let separate = group(server) != group(child.id());
@@ -314,7 +322,6 @@ fn ctrl_c_stops_the_run_and_still_writes_what_was_measured() {
         signal_group(&child, 9); // leave nothing running behind a failed test
     }
     assert!(separate, "the server is in bulkbench's process group");
-    std::thread::sleep(Duration::from_secs(3));
     // SIGINT to the whole group, as a terminal sends it: only bulkbench gets it, and it
     // stops the server itself after the run.
     signal_group(&child, 2);
@@ -356,4 +363,48 @@ fn a_bench_killed_outright_leaves_no_server_behind() {
         unsafe { libc::kill(server as i32, libc::SIGKILL) };
     }
     assert!(gone, "the server outlived bulkbench");
+}
+
+#[test]
+fn ctrl_c_stops_a_comparison_between_runs_too() {
+    // Two arms, two repeats of 60 s each: a Ctrl-C during the first run must end the
+    // comparison, not just that run.
+    let dir = tempfile::tempdir().unwrap();
+    let (child, out) = start_long(
+        dir.path(),
+        &[
+            "compare",
+            "--backend",
+            "memory",
+            "--backend",
+            "fst",
+            "--repeat",
+            "2",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    signal_group(&child, 2); // SIGINT, as a terminal sends it
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the comparison went on after Ctrl-C"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // No arm completed a run, so each is reported as failed by the interruption.
+    assert_eq!(output.status.code(), Some(5), "{stdout}");
+    let text = std::fs::read_to_string(out.join("comparison.json")).unwrap();
+    let comparison: bulk_report::compare::Comparison = serde_json::from_str(&text).unwrap();
+    for arm in &comparison.arms {
+        let error = arm.error.as_deref().unwrap_or("");
+        assert!(error.contains("interrupted"), "{}: {text}", arm.name);
+    }
+    // The run that was cut short is kept, marked as such; none was started after it.
+    let runs: Vec<_> = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|run| run.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(summary(&runs[0])["window"]["interrupted"], true);
 }
