@@ -77,6 +77,18 @@ pub struct PopulationConfig {
     pub explicit_opt_in_share: f64,
 }
 
+impl PopulationConfig {
+    /// A fingerprint of these parameters (64-bit FNV-1a of their JSON form), stable across
+    /// builds and machines: a trace records it, so a replay against a population drawn
+    /// with other parameters can be refused.
+    pub fn fingerprint(&self) -> u64 {
+        let json = serde_json::to_string(self).expect("plain numbers serialize");
+        json.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+}
+
 impl Default for PopulationConfig {
     fn default() -> Self {
         PopulationConfig {

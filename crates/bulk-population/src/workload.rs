@@ -4,6 +4,11 @@
 //! Expected verdicts come from [`PopulationModel::verdict`], i.e. from the scenario alone:
 //! the generator needs neither the server nor the exported population file to know what
 //! every RCPT should get.
+//!
+//! A trace is a header line (`bulkbench_trace` version, `scenario` name, `seed`, the
+//! `population` parameters' fingerprint, `sessions` count) and then one [`SessionSpec`]
+//! per line. Replaying it with a scenario of another name, seed or population is refused
+//! by `bulkbench`: the verdicts it carries would not be that population's.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
@@ -93,6 +98,10 @@ pub struct Workload {
     pub scenario: String,
     /// Its seed.
     pub seed: u64,
+    /// [`PopulationConfig::fingerprint`](crate::PopulationConfig::fingerprint) of the
+    /// population the recipients' verdicts were drawn from (`None`: a trace written before
+    /// traces recorded it).
+    pub population: Option<u64>,
     /// The sessions, by increasing index.
     pub sessions: Vec<SessionSpec>,
 }
@@ -159,6 +168,8 @@ struct TraceHeader {
     bulkbench_trace: u32,
     scenario: String,
     seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    population: Option<u64>,
     sessions: u64,
 }
 
@@ -449,6 +460,7 @@ impl Workload {
         Workload {
             scenario: scenario.name.clone(),
             seed: scenario.seed,
+            population: Some(scenario.population.fingerprint()),
             sessions,
         }
     }
@@ -468,6 +480,7 @@ impl Workload {
         Workload {
             scenario: self.scenario.clone(),
             seed: self.seed,
+            population: self.population,
             sessions,
         }
     }
@@ -489,6 +502,7 @@ impl Workload {
             bulkbench_trace: TRACE_VERSION,
             scenario: self.scenario.clone(),
             seed: self.seed,
+            population: self.population,
             sessions: self.sessions.len() as u64,
         };
         serde_json::to_writer(&mut w, &header)?;
@@ -556,6 +570,7 @@ impl Workload {
         Ok(Workload {
             scenario: header.scenario,
             seed: header.seed,
+            population: header.population,
             sessions,
         })
     }

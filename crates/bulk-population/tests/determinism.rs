@@ -117,7 +117,8 @@ fn trace_round_trips_for_whole_and_shards() {
         assert_eq!(
             header,
             format!(
-                r#"{{"bulkbench_trace":1,"scenario":"det","seed":2024,"sessions":{}}}"#,
+                r#"{{"bulkbench_trace":1,"scenario":"det","seed":2024,"population":{},"sessions":{}}}"#,
+                scenario.population.fingerprint(),
                 workload.sessions.len()
             )
         );
@@ -125,6 +126,20 @@ fn trace_round_trips_for_whole_and_shards() {
         assert_eq!(read, workload);
         assert_eq!(read.rcpt_count(), workload.rcpt_count());
     }
+}
+
+#[test]
+fn the_population_fingerprint_is_pinned_and_sees_every_parameter() {
+    // Saved traces carry it: a change here makes every saved trace unreplayable.
+    let scenario = Scenario::from_toml(CLOSED, "det").unwrap();
+    let population = &scenario.population;
+    assert_eq!(population.fingerprint(), 12_588_427_969_619_453_085);
+    let mut other = population.clone();
+    other.mailboxes += 1;
+    assert_ne!(other.fingerprint(), population.fingerprint());
+    let mut other = population.clone();
+    other.explicit_opt_in_share = (other.explicit_opt_in_share + 0.25) % 1.0;
+    assert_ne!(other.fingerprint(), population.fingerprint());
 }
 
 #[test]

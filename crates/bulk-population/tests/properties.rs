@@ -46,13 +46,14 @@ proptest! {
         gaps in prop::collection::vec(1u64..1000, 6),
         scenario in ".*",
         seed in any::<u64>(),
+        population in any::<Option<u64>>(),
     ) {
         let mut index = 0;
         for (session, gap) in sessions.iter_mut().zip(gaps) {
             index += gap;
             session.index = index;
         }
-        let workload = Workload { scenario, seed, sessions };
+        let workload = Workload { scenario, seed, population, sessions };
         let mut bytes = Vec::new();
         workload.write_trace(&mut bytes).unwrap();
         prop_assert_eq!(Workload::read_trace(bytes.as_slice()).unwrap(), workload);

@@ -161,6 +161,17 @@ pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
                     scenario.seed
                 );
             }
+            // Same name and seed, other population parameters (an edited file): the same.
+            if let Some(drawn) = workload.population
+                && drawn != scenario.population.fingerprint()
+            {
+                bail!(
+                    "trace {} was drawn from a population with other parameters than \
+                     [population] in {}; replay it with the scenario it was saved from",
+                    path.display(),
+                    args.scenario.display()
+                );
+            }
             workload
         }
         None => Workload::generate(&scenario, &model),

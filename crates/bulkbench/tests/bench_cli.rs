@@ -173,6 +173,28 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("was drawn from scenario"), "{stderr}");
     assert!(!stderr.contains("server ready"), "{stderr}");
+    // Same name and seed, but the population edited: refused too.
+    let edited = dir.path().join("edited.toml");
+    std::fs::write(
+        &edited,
+        SCENARIO.replace("mailboxes = 3000", "mailboxes = 3001"),
+    )
+    .unwrap();
+    let output = run(&[
+        "bench",
+        edited.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--out",
+        dir.path().join("edited").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("population with other parameters"),
+        "{stderr}"
+    );
 }
 
 /// `bulkbench load SCENARIO --target SERVER --out OUT --quiet`.
