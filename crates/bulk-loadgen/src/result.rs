@@ -104,8 +104,10 @@ impl ErrorKind {
     /// of input is the server's, after accepting.
     pub fn from_first_read(error: &io::Error) -> ErrorKind {
         match error.kind() {
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
-            io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => ErrorKind::Closed,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof => ErrorKind::from_io(error),
             _ => ErrorKind::from_connect_io(error),
         }
     }

@@ -186,7 +186,7 @@ fn figures(out: &mut String, plots: &[RenderedPlot]) {
 fn problems(out: &mut String, data: &RunData) {
     let s = &data.summary;
     let failed = failed_kinds(s);
-    let fallback = s.totals.bulk_fallback_sessions + s.warmup_totals.bulk_fallback_sessions;
+    let fallback = s.fallback_sessions();
     let any = s.mismatches.total > 0 || !failed.is_empty() || s.window.interrupted || fallback > 0;
     if !any {
         out.push_str(

@@ -256,8 +256,7 @@ pub fn table(summary: &Summary) -> String {
         summary.expected.rcpts,
         t.messages + summary.warmup_totals.messages,
     );
-    // Counted like the sessions above (warm-up included), as summary.md and report.html do.
-    let fallback = t.bulk_fallback_sessions + summary.warmup_totals.bulk_fallback_sessions;
+    let fallback = summary.fallback_sessions();
     if fallback > 0 {
         let _ = writeln!(
             out,

@@ -474,7 +474,7 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
             "**INTERRUPTED:** the run was stopped before its workload finished.\n"
         );
     }
-    let fallback = s.totals.bulk_fallback_sessions + s.warmup_totals.bulk_fallback_sessions;
+    let fallback = s.fallback_sessions();
     if fallback > 0 {
         problems += 1;
         let _ = writeln!(

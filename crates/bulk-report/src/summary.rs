@@ -436,6 +436,12 @@ pub fn per_rcpt_us(cpu_seconds: f64, rcpts: u64) -> f64 {
 }
 
 impl Summary {
+    /// Sessions that fell back to MAIL FROM (the server did not advertise BULK), warm-up
+    /// included, as the session counts of the reports are.
+    pub fn fallback_sessions(&self) -> u64 {
+        self.totals.bulk_fallback_sessions + self.warmup_totals.bulk_fallback_sessions
+    }
+
     /// Builds the summary of `result`.
     pub fn new(input: SummaryInput, result: &RunResult) -> Summary {
         let rcpts = result.totals.rcpts;

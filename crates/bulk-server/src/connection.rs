@@ -28,28 +28,32 @@ const READ_CHUNK: usize = 4096;
 /// after our last reply, so that closing with unread input (which makes the kernel send RST)
 /// does not destroy the reply before the client reads it.
 const LINGER: Duration = Duration::from_secs(2);
+/// Bytes a lingering connection discards at most before it closes anyway.
+const LINGER_MAX_BYTES: usize = 64 * 1024;
 
-/// Whether the kernel holds received bytes not read yet: a non-blocking peek, a system
-/// call every time (tokio's `try_read` answers from its cached readiness without asking
-/// the kernel, which could miss bytes that came after the last read).
-fn input_waiting(stream: &TcpStream) -> bool {
+/// One `recv(2)` on `stream`'s socket with `flags`, past tokio's cached readiness.
+fn recv(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     use std::os::fd::AsRawFd as _;
-    let mut byte = 0u8;
-    // SAFETY: recv writes at most one byte into `byte`, which outlives the call, on a
-    // descriptor `stream` keeps open; MSG_PEEK leaves the byte in the socket.
+    // SAFETY: recv writes at most buf.len() bytes into `buf`, which outlives the call, on a
+    // descriptor `stream` keeps open.
     let n = unsafe {
         libc::recv(
             stream.as_raw_fd(),
-            (&raw mut byte).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags,
         )
     };
-    // 1: a byte waits; 0: the client closed too; -1: nothing (EAGAIN) or an error, and
-    // either way there is nothing a close could reset.
-    n > 0
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
-const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// Whether the kernel holds received bytes not read yet: a non-blocking peek, a system
+/// call every time (tokio's `try_read` answers from its cached readiness without asking
+/// the kernel, which could miss bytes that came after the last read). End of input, no
+/// input and errors all say no: there is nothing a close could reset.
+fn input_waiting(stream: &TcpStream) -> bool {
+    recv(stream, &mut [0u8], libc::MSG_PEEK | libc::MSG_DONTWAIT).is_ok_and(|n| n > 0)
+}
 
 /// Reads what the kernel holds for `stream`, up to `chunk`'s length; `Ok(0)` is end of
 /// input, and `WouldBlock` means nothing was there.
@@ -64,20 +68,9 @@ const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// use), leaves that client waiting for its next bytes or the idle timeout, as with
 /// tokio's `poll_read`.
 fn read_chunk(stream: &TcpStream, chunk: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd as _;
     let mut short = 0;
     let read = stream.try_io(tokio::io::Interest::READABLE, || {
-        // SAFETY: recv writes at most chunk.len() bytes into `chunk`, which outlives the
-        // call, on a descriptor `stream` keeps open.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                chunk.as_mut_ptr().cast(),
-                chunk.len(),
-                0,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let n = recv(stream, chunk, 0)?;
         if n > 0 && n < chunk.len() {
             // Tell tokio the queue is empty: it clears readiness on WouldBlock only.
             short = n;

@@ -81,10 +81,8 @@ pub fn build_store(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let total = usize::try_from(model.mailbox_count()).unwrap_or(usize::MAX);
-    let steps = Steps::start("generating mailboxes", quiet);
-    steps.set(0, total);
-    let generated = |done: u64| steps.set(usize::try_from(done).unwrap_or(usize::MAX), total);
+    let steps = Steps::counting("generating mailboxes", model.mailbox_count(), quiet);
+    let generated = |done: u64| steps.at(done);
     match kind {
         BackendKind::Memory => {
             let file = std::fs::File::create(path)

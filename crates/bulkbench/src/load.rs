@@ -761,9 +761,10 @@ pub(crate) fn rcpts(progress: &Progress) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn targets_are_addresses_or_names_with_a_port() {
-        use super::resolve_target;
         assert_eq!(
             resolve_target("127.0.0.1:2525").unwrap(),
             "127.0.0.1:2525".parse().unwrap()
@@ -777,16 +778,14 @@ mod tests {
         assert!(local.ip().is_loopback() && local.port() == 2525, "{local}");
         let v6: SocketAddr = "[::1]:25".parse().unwrap();
         let v4: SocketAddr = "127.0.0.1:25".parse().unwrap();
-        assert_eq!(super::prefer_ipv4([v6, v4]), Some(v4));
-        assert_eq!(super::prefer_ipv4([v6]), Some(v6));
-        assert_eq!(super::prefer_ipv4([]), None);
+        assert_eq!(prefer_ipv4([v6, v4]), Some(v4));
+        assert_eq!(prefer_ipv4([v6]), Some(v6));
+        assert_eq!(prefer_ipv4([]), None);
         for bad in ["localhost", "localhost:99999", "127.0.0.1", ":25"] {
             let error = resolve_target(bad).unwrap_err();
             assert!(error.contains(bad), "{bad}: {error}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn cpus_split_in_halves_with_the_odd_one_to_the_server() {

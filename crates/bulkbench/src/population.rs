@@ -36,13 +36,9 @@ pub fn run(args: PopulationArgs) -> anyhow::Result<()> {
             bail!("only the memory backend's population file can go to standard output");
         }
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        let total = usize::try_from(model.mailbox_count()).unwrap_or(usize::MAX);
-        let steps = Steps::start("generating mailboxes", false);
-        steps.set(0, total);
+        let steps = Steps::counting("generating mailboxes", model.mailbox_count(), false);
         model
-            .write_file_with_progress(&mut out, |done| {
-                steps.set(usize::try_from(done).unwrap_or(usize::MAX), total)
-            })
+            .write_file_with_progress(&mut out, |done| steps.at(done))
             .and_then(|()| out.flush())
             .context("cannot write to standard output")?;
         steps.finish();

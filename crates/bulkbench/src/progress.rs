@@ -105,6 +105,17 @@ impl Steps {
         Steps { bar }
     }
 
+    /// A bar counting to `total`, for a job that reports `done` with [`at`](Self::at).
+    pub fn counting(what: &str, total: u64, quiet: bool) -> Steps {
+        let steps = Steps::start(what, quiet);
+        steps.bar.set_length(total);
+        steps
+    }
+
+    pub fn at(&self, done: u64) {
+        self.bar.set_position(done);
+    }
+
     pub fn set(&self, done: usize, total: usize) {
         self.bar.set_length(total as u64);
         self.bar.set_position(done as u64);

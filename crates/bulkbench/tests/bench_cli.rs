@@ -156,45 +156,37 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
     assert_eq!(r["expected"], s["expected"]);
     assert_eq!(r["totals"]["by_class"], s["totals"]["by_class"]);
 
-    // A trace replayed with another scenario (here: another seed, so another population)
-    // is refused before anything runs: its replies would be judged by the wrong verdicts.
-    let other = dir.path().join("other.toml");
-    std::fs::write(&other, SCENARIO.replace("seed = ", "seed = 1")).unwrap();
-    let output = run(&[
-        "bench",
-        other.to_str().unwrap(),
-        "--trace",
-        trace.to_str().unwrap(),
-        "--out",
-        dir.path().join("mixed").to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("was drawn from scenario"), "{stderr}");
-    assert!(!stderr.contains("server ready"), "{stderr}");
-    // Same name and seed, but the population edited: refused too.
-    let edited = dir.path().join("edited.toml");
-    std::fs::write(
-        &edited,
-        SCENARIO.replace("mailboxes = 3000", "mailboxes = 3001"),
-    )
-    .unwrap();
-    let output = run(&[
-        "bench",
-        edited.to_str().unwrap(),
-        "--trace",
-        trace.to_str().unwrap(),
-        "--out",
-        dir.path().join("edited").to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("population with other parameters"),
-        "{stderr}"
-    );
+    // A trace replayed with another scenario is refused before anything runs: its replies
+    // would be judged by the wrong verdicts. Another seed (so another population), and the
+    // same name and seed with the population edited.
+    for (name, text, refusal) in [
+        (
+            "other",
+            SCENARIO.replace("seed = ", "seed = 1"),
+            "was drawn from scenario",
+        ),
+        (
+            "edited",
+            SCENARIO.replace("mailboxes = 3000", "mailboxes = 3001"),
+            "population with other parameters",
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let output = run(&[
+            "bench",
+            path.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--out",
+            dir.path().join(name).to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(!output.status.success(), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(refusal), "{stderr}");
+        assert!(!stderr.contains("server ready"), "{stderr}");
+    }
 }
 
 /// `bulkbench load SCENARIO --target SERVER --out OUT --quiet`.
