@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    BIN, build_population, exits_within, first_child, run, serve, signal_group, stat_field, summary,
+    BIN, build_population, exits_within, first_child, load, run, serve, signal_group, stat_field,
+    summary,
 };
 
 const SCENARIO: &str = r#"
@@ -189,19 +190,6 @@ fn bench_answers_every_rcpt_with_no_mismatch_and_writes_a_valid_report() {
     }
 }
 
-/// `bulkbench load SCENARIO --target SERVER --out OUT --quiet`.
-fn load(scenario: &Path, server: &common::Server, out: &Path) -> std::process::Output {
-    run(&[
-        "load",
-        scenario.to_str().unwrap(),
-        "--target",
-        &server.addr,
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ])
-}
-
 #[test]
 fn load_drives_an_external_server_and_reports_no_server_cost() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,7 +198,7 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
     build_population(&scenario, None, &population);
     let server = serve(&["--population", population.to_str().unwrap()]);
     let out = dir.path().join("report");
-    let output = load(&scenario, &server, &out);
+    let output = load(&scenario, &server, &out, &[]);
     drop(server);
     assert!(
         output.status.success(),
@@ -239,7 +227,7 @@ fn mismatches_make_the_run_fail_and_are_printed_first() {
         population.to_str().unwrap(),
     ]);
     let out = dir.path().join("report");
-    let output = load(&scenario, &server, &out);
+    let output = load(&scenario, &server, &out, &[]);
     drop(server);
     assert_eq!(
         output.status.code(),

@@ -367,19 +367,16 @@ fn merged_shards_equal_one_unsharded_run() {
     let server = serve(&["--population", population.to_str().unwrap()]);
     let load = |name: &str, shard: Option<&str>| -> PathBuf {
         let out = dir.path().join(name);
-        let mut args = vec![
-            "load",
-            scenario.to_str().unwrap(),
-            "--target",
-            &server.addr,
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ];
-        if let Some(shard) = shard {
-            args.extend(["--shard", shard]);
-        }
-        ok(&args);
+        let extra = match shard {
+            Some(shard) => vec!["--shard", shard],
+            None => Vec::new(),
+        };
+        let output = common::load(&scenario, &server, &out, &extra);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         out
     };
     let whole = load("whole", None);

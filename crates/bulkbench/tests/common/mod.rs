@@ -176,3 +176,23 @@ pub fn check_compare_runs(out: &std::path::Path) -> usize {
     }
     checked
 }
+
+/// `bulkbench load SCENARIO --target SERVER --out OUT --quiet EXTRA...`.
+pub fn load(
+    scenario: &std::path::Path,
+    server: &Server,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "load",
+        scenario.to_str().unwrap(),
+        "--target",
+        &server.addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend(extra);
+    run(&args)
+}
