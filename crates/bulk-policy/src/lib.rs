@@ -11,6 +11,8 @@
 //!   with their [`Preference`], built in code or parsed from a population file
 //!   (format in [`population`]). [`Population::verdict_of`] is the reference semantics.
 //! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time.
+//! - [`CannedBackend`]: no store and no lookup, every RCPT answered by a fixed
+//!   [`AcceptShare`] rule: the cheapest backend, for measuring a machine's ceiling.
 //! - [`conformance`]: the suite every backend passes; backends with heavy dependencies
 //!   live in their own `bulk-policy-<name>` crates and run it from their tests.
 //!
@@ -44,6 +46,7 @@
 
 pub mod address;
 pub mod batch;
+pub mod canned;
 pub mod conformance;
 pub mod keys;
 pub mod memory;
@@ -51,6 +54,7 @@ pub mod population;
 
 pub use address::{AddressError, MAX_ADDRESS_LEN, NormalizeConfig};
 pub use batch::AddressBatch;
+pub use canned::{AcceptShare, CannedBackend, ShareError};
 pub use keys::{Key, KeyBatch};
 pub use memory::MemoryBackend;
 pub use population::{EntryError, MAX_DOMAIN_LEN, Population, PopulationError, Preference, Regime};
@@ -86,7 +90,8 @@ pub enum PolicyError {
 
 /// Where recipients' preferences live. Implementations must agree with
 /// [`Population::verdict_of`] for the population they were built from; [`conformance::run`]
-/// checks that.
+/// checks that. The one exception is [`CannedBackend`], built from no population: it
+/// answers by a fixed rule, and runs against it are not verified.
 pub trait PolicyBackend: Send + Sync + 'static {
     /// Short name for logs and reports ("memory").
     fn name(&self) -> &'static str;
