@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use bulk_policy::AcceptShare;
 use bulk_population::PopulationModel;
 use clap::ValueEnum;
 use tracing::info;
@@ -58,14 +59,53 @@ pub fn parse_spec(value: &str) -> Result<BackendSpec, String> {
     let (kind, path) = value
         .split_once(':')
         .ok_or("expected KIND:PATH, as in memory:pop.tsv, fst:pop.fst or lmdb:pop.lmdb")?;
-    let kind = BackendKind::from_name(kind)
-        .ok_or_else(|| format!("unknown backend {kind:?}; known: memory, fst, lmdb"))?;
+    let kind = BackendKind::from_name(kind).ok_or_else(|| match kind {
+        "canned" => "canned has no store: it answers by a fixed rule".to_owned(),
+        _ => format!("unknown backend {kind:?}; known: memory, fst, lmdb"),
+    })?;
     if path.is_empty() {
         return Err(format!("{}: needs a path", kind.name()));
     }
     Ok(BackendSpec {
         kind,
         path: PathBuf::from(path),
+    })
+}
+
+/// What `serve --backend` runs: a backend with its store, or the canned rule, which has
+/// none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServeBackend {
+    /// `memory:FILE`, `fst:PATH` or `lmdb:PATH`.
+    Store(BackendSpec),
+    /// `canned` or `canned:SHARE`: every RCPT answered by the rule, no lookup
+    /// ([`bulk_policy::CannedBackend`]).
+    Canned(AcceptShare),
+}
+
+impl std::fmt::Display for ServeBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeBackend::Store(spec) => spec.fmt(f),
+            ServeBackend::Canned(share) => write!(f, "canned:{share}"),
+        }
+    }
+}
+
+/// Parses `serve --backend`: `KIND:PATH` ([`parse_spec`]), `canned` (accept every RCPT)
+/// or `canned:SHARE` (accept that share of them, a number in [0, 1]).
+pub fn parse_serve_backend(value: &str) -> Result<ServeBackend, String> {
+    if value == "canned" {
+        return Ok(ServeBackend::Canned(AcceptShare::ALL));
+    }
+    if let Some(share) = value.strip_prefix("canned:") {
+        return share
+            .parse()
+            .map(ServeBackend::Canned)
+            .map_err(|error| format!("canned:SHARE: {error}"));
+    }
+    parse_spec(value).map(ServeBackend::Store).map_err(|error| {
+        format!("{error} (or canned[:SHARE], every RCPT answered by a fixed rule)")
     })
 }
 
@@ -115,4 +155,60 @@ pub fn build_store(
         "store built"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_backends_are_stores_or_the_canned_rule() {
+        let store = |kind, path: &str| {
+            ServeBackend::Store(BackendSpec {
+                kind,
+                path: PathBuf::from(path),
+            })
+        };
+        let canned = |share: f64| ServeBackend::Canned(AcceptShare::new(share).unwrap());
+        for (text, parsed, printed) in [
+            (
+                "memory:pop.tsv",
+                store(BackendKind::Memory, "pop.tsv"),
+                None,
+            ),
+            ("fst:/a:b.fst", store(BackendKind::Fst, "/a:b.fst"), None),
+            ("lmdb:x", store(BackendKind::Lmdb, "x"), None),
+            ("canned", canned(1.0), Some("canned:1")),
+            ("canned:1", canned(1.0), None),
+            ("canned:0", canned(0.0), None),
+            ("canned:0.25", canned(0.25), None),
+            ("canned:.5", canned(0.5), Some("canned:0.5")),
+        ] {
+            assert_eq!(parse_serve_backend(text), Ok(parsed.clone()), "{text}");
+            let printed = printed.unwrap_or(text);
+            assert_eq!(parsed.to_string(), printed, "{text}");
+            assert_eq!(
+                parse_serve_backend(printed),
+                Ok(parsed),
+                "{text} round trip"
+            );
+        }
+        for (bad, needle) in [
+            ("canned:1.5", "1.5 is not a share"),
+            ("canned:-1", "-1 is not a share"),
+            ("canned:x", "\"x\" is not a number"),
+            ("canned:", "\"\" is not a number"),
+            ("canned:NaN", "NaN is not a share"),
+            ("memory:", "needs a path"),
+            ("redis:x", "unknown backend \"redis\""),
+            ("redis:x", "canned[:SHARE]"),
+            ("memory", "expected KIND:PATH"),
+        ] {
+            let error = parse_serve_backend(bad).unwrap_err();
+            assert!(error.contains(needle), "{bad}: {error}");
+        }
+        // A store flag (`policy --store`) says why canned is not one.
+        let error = parse_spec("canned:0.5").unwrap_err();
+        assert!(error.contains("no store"), "{error}");
+    }
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bulk_policy::PolicyBackend;
-use bulk_policy::{MemoryBackend, NormalizeConfig, Population};
+use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Population};
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
 use bulk_server::{ServerConfig, SinkConfig};
 
-use crate::backend::{BackendKind, BackendSpec};
+use crate::backend::{BackendKind, BackendSpec, ServeBackend};
 use clap::Args;
 use tracing::{info, warn};
 
@@ -33,8 +33,11 @@ pub struct ServeArgs {
     /// The policy backend and its store: `memory:FILE` (a population file), `fst:PATH` (an
     /// FST built by `bulkbench population --backend fst`; SIGHUP re-opens it) or
     /// `lmdb:PATH` (an LMDB environment; `bulkbench policy set` changes it while serving).
-    #[arg(long, value_name = "KIND:PATH", value_parser = crate::backend::parse_spec)]
-    backend: Option<BackendSpec>,
+    /// Or `canned[:SHARE]`: no store and no lookup, every RCPT accepted or refused (550
+    /// 5.7.1) by a fixed rule accepting SHARE of them (default 1), whatever its address:
+    /// this machine's ceiling for `bench --ceiling`.
+    #[arg(long, value_name = "KIND:PATH", value_parser = crate::backend::parse_serve_backend)]
+    backend: Option<ServeBackend>,
     /// Name in the greeting and EHLO reply [default: this machine's hostname].
     #[arg(long, value_name = "H")]
     hostname: Option<String>,
@@ -151,10 +154,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let spec = match (&args.backend, &args.population) {
         (Some(spec), _) => spec.clone(),
-        (None, Some(file)) => BackendSpec {
+        (None, Some(file)) => ServeBackend::Store(BackendSpec {
             kind: BackendKind::Memory,
             path: file.clone(),
-        },
+        }),
         (None, None) => bail!("give --population FILE or --backend KIND:PATH"),
     };
     let config = ServerConfig {
@@ -187,6 +190,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let delay = Duration::from_micros(args.lookup_delay_us);
     let listen = (args.listen, args.backlog);
     let started = Instant::now();
+    let spec = match spec {
+        ServeBackend::Store(spec) => spec,
+        ServeBackend::Canned(share) => {
+            info!(
+                accept_share = %share,
+                "canned backend: every RCPT answered by its rule, no lookup, no population"
+            );
+            return serve_with(&runtime, CannedBackend::new(share), delay, listen, config);
+        }
+    };
     match spec.kind {
         BackendKind::Memory => {
             let population = Population::load(&spec.path, normalize).map_err(|error| {

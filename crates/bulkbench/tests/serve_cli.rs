@@ -81,6 +81,16 @@ fn bad_flags_and_bad_populations_fail_clearly() {
         ),
         (vec!["serve"], "--population"),
         (
+            vec!["serve", "--backend", "canned:1.5"],
+            "1.5 is not a share: expected a number in [0, 1]",
+        ),
+        (
+            vec!["serve", "--backend", "canned:x"],
+            "\"x\" is not a number",
+        ),
+        (vec!["serve", "--backend", "canned:"], "canned:SHARE"),
+        (vec!["serve", "--backend", "cannned:0.5"], "canned[:SHARE]"),
+        (
             vec![
                 "serve",
                 "--population",
@@ -226,4 +236,81 @@ fn harvest_resistant_flag_and_spool_sink_take_effect() {
     exchange(&mut stream, &mut reader, "QUIT");
     drop((stream, reader));
     assert!(server.terminate().success());
+}
+
+/// `serve --backend canned:SHARE` needs no population and answers every RCPT by its rule,
+/// in the order the RCPTs arrive, whatever the address: served or not, known or not.
+#[test]
+fn the_canned_backend_answers_every_rcpt_by_its_rule() {
+    let server = common::serve(&["--backend", "canned:0.5", "--hostname", "mx.test"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
+    let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
+    assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
+    assert!(
+        exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>").starts_with("250 2.1.0")
+    );
+    // Half of the stream, from its first RCPT: refused, accepted, refused, ...
+    let rcpts = [
+        "ann@example.org",
+        "bob@example.org",
+        "nobody@example.org",
+        "x@elsewhere.example",
+        "Carol+tag@EXAMPLE.ORG",
+        "postmaster@example.org",
+    ];
+    for (k, rcpt) in rcpts.iter().enumerate() {
+        let reply = exchange(&mut stream, &mut reader, &format!("RCPT TO:<{rcpt}>"));
+        let expected = if k % 2 == 1 { "250 2.1.5" } else { "550 5.7.1" };
+        assert!(reply.starts_with(expected), "RCPT {k} <{rcpt}>: {reply}");
+    }
+    // Accepted ones make DATA go through, as with any backend.
+    assert!(exchange(&mut stream, &mut reader, "DATA").starts_with("354"));
+    assert!(exchange(&mut stream, &mut reader, "hi\r\n.").starts_with("250 2.0.0"));
+    // Pipelined, the rule goes on where it was (RCPT 6 is refused, 7 accepted).
+    stream
+        .write_all(
+            b"BULK FROM:<n@shop.example>\r\nRCPT TO:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n",
+        )
+        .unwrap();
+    for expected in ["250 2.1.0", "550 5.7.1", "250 2.1.5"] {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with(expected), "{expected}: {line}");
+    }
+    assert!(exchange(&mut stream, &mut reader, "RSET").starts_with("250"));
+    // In a MAIL transaction preferences are not consulted: a refusal by the rule is a 250.
+    assert!(exchange(&mut stream, &mut reader, "MAIL FROM:<n@shop.example>").starts_with("250"));
+    for k in 8..10 {
+        let reply = exchange(
+            &mut stream,
+            &mut reader,
+            &format!("RCPT TO:<r{k}@x.example>"),
+        );
+        assert!(reply.starts_with("250 2.1.5"), "RCPT {k}: {reply}");
+    }
+    assert!(exchange(&mut stream, &mut reader, "QUIT").starts_with("221"));
+    drop((stream, reader));
+
+    // Plain `canned` accepts every RCPT.
+    let server = common::serve(&["--backend", "canned"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    exchange(&mut stream, &mut reader, "EHLO c.example");
+    exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>");
+    for rcpt in ["a@example.org", "b@nowhere.example", "c@example.org"] {
+        let reply = exchange(&mut stream, &mut reader, &format!("RCPT TO:<{rcpt}>"));
+        assert!(reply.starts_with("250 2.1.5"), "<{rcpt}>: {reply}");
+    }
 }
