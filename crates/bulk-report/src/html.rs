@@ -15,9 +15,10 @@ use base64::Engine as _;
 
 use crate::compare::{Comparison, comparison_machine, plot_files};
 use crate::markdown::{
-    class_names, comparison_cell, comparison_rows, cpu_set_text, failed_kinds, fmt_count, fmt_mib,
-    fmt_num, fmt_share, latency_rows, machine_text, run_date, run_files, scenario_figures,
-    scenario_name, target_text, window_text,
+    ceiling_method, ceiling_notes, ceiling_rows, ceiling_text, class_names, comparison_cell,
+    comparison_rows, cpu_set_text, failed_kinds, fmt_count, fmt_mib, fmt_num, fmt_share,
+    latency_rows, machine_text, run_date, run_files, scenario_figures, scenario_name, target_text,
+    upper_first, window_text,
 };
 use crate::plot::{self, HEIGHT, Progress, RenderedPlot, WIDTH};
 use crate::{ReportError, RunData};
@@ -321,6 +322,20 @@ pub fn run_html(data: &RunData, date: &str, plots: &[RenderedPlot]) -> String {
         ),
         None => card(&mut out, "server cost", "external target", "not measured"),
     }
+    if let Some(ceiling) = &s.ceiling {
+        card(
+            &mut out,
+            "share of the ceiling",
+            &ceiling
+                .ratios
+                .rcpt_per_sec
+                .map_or_else(|| "n/a".to_owned(), |r| format!("{}%", fmt_num(r * 100.0))),
+            &format!(
+                "of {} RCPT/s canned (unverified)",
+                fmt_num(ceiling.rcpt_per_sec)
+            ),
+        );
+    }
     card(
         &mut out,
         "machine",
@@ -449,6 +464,32 @@ pub fn run_html(data: &RunData, date: &str, plots: &[RenderedPlot]) -> String {
         fmt_num(s.generator.cpu_us_per_rcpt),
         escape(&cpu_set_text(s.generator.cpu_set.as_ref()))
     );
+    if let Some(ceiling) = &s.ceiling {
+        let _ = writeln!(
+            out,
+            "<section id=\"ceiling\"><h2>Ceiling</h2>\n<p><strong>{}.</strong></p>",
+            escape(&upper_first(&ceiling_text(ceiling)))
+        );
+        let rows: Vec<Vec<String>> = ceiling_rows(s, ceiling)
+            .into_iter()
+            .map(|r| r.into_iter().map(|c| escape(&c)).collect())
+            .collect();
+        table(
+            &mut out,
+            &header(&["", "this server", "canned ceiling", "ratio"]),
+            &rows,
+        );
+        let _ = writeln!(out, "<p>{}</p>", escape(&ceiling_method(ceiling)));
+        let notes = ceiling_notes(s, ceiling);
+        if !notes.is_empty() {
+            out.push_str("<ul>\n");
+            for note in notes {
+                let _ = writeln!(out, "<li>{}</li>", escape(&note));
+            }
+            out.push_str("</ul>\n");
+        }
+        out.push_str("</section>\n");
+    }
     out.push_str("<section><h2>Files</h2>\n<ul>\n");
     for (file, what) in run_files(data) {
         let _ = writeln!(

@@ -317,7 +317,38 @@ pub fn table(summary: &Summary) -> String {
         summary.generator.cpu_seconds, summary.generator.cpu_us_per_rcpt
     );
     cpu_set_line(&mut out, summary.generator.cpu_set.as_ref());
+    if let Some(ceiling) = &summary.ceiling {
+        ceiling_lines(&mut out, summary, ceiling);
+    }
     out
+}
+
+/// The ceiling: its headline, the canned arm's figures with this run's ratios, caveats.
+fn ceiling_lines(out: &mut String, summary: &Summary, ceiling: &summary::Ceiling) {
+    let ratio = |r: Option<f64>| r.map_or_else(String::new, |r| format!(" (this server x{r:.2})"));
+    let _ = writeln!(out, "\nceiling: {}", markdown::ceiling_text(ceiling));
+    let server = match ceiling.server_cpu_us_per_rcpt {
+        Some(us) => format!(
+            "server {us:.2} us CPU/RCPT{}",
+            ratio(ceiling.ratios.server_cpu_per_rcpt)
+        ),
+        None => "server CPU not measured".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "  canned arm ({}, {} RCPTs in {:.1} s): {server}, generator {:.2} us CPU/RCPT{}, \
+         RCPT p50 {} ms, p99 {} ms",
+        ceiling.backend,
+        ceiling.rcpts,
+        ceiling.measured_secs,
+        ceiling.generator_cpu_us_per_rcpt,
+        ratio(ceiling.ratios.generator_cpu_per_rcpt),
+        markdown::fmt_ms(ceiling.rcpt_p50_us),
+        markdown::fmt_ms(ceiling.rcpt_p99_us),
+    );
+    for note in markdown::ceiling_notes(summary, ceiling) {
+        let _ = writeln!(out, "  {note}");
+    }
 }
 
 /// `  CPU 0: 4.10 busy s, 37.90 us/RCPT (user 18%, system 52%, softirq 30%)`.

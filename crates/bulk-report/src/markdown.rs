@@ -11,9 +11,18 @@ use serde_json::Value;
 use crate::RunData;
 use crate::compare::{ArmFigures, Comparison, Spread};
 use crate::plot::RenderedPlot;
-use crate::summary::{Counts, Machine, Summary};
+use crate::summary::{Ceiling, Counts, Machine, Summary};
 
 // ---- number formats ------------------------------------------------------------------
+
+/// `text` with its first letter upper-cased, to open a sentence.
+pub(crate) fn upper_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
 
 /// `1234567` as `1,234,567`.
 pub(crate) fn fmt_count(n: u64) -> String {
@@ -352,6 +361,123 @@ pub(crate) fn run_files(data: &RunData) -> Vec<(String, String)> {
     files
 }
 
+/// The ceiling's headline: `this server reached 61.3% of this machine's canned-reply
+/// ceiling (52,100 RCPT/s); the canned arm's replies come from a fixed rule and were not
+/// verified`.
+pub(crate) fn ceiling_text(ceiling: &Ceiling) -> String {
+    let reached = match ceiling.ratios.rcpt_per_sec {
+        Some(ratio) => format!(
+            "this server reached {}% of this machine's canned-reply ceiling ({} RCPT/s)",
+            fmt_num(ratio * 100.0),
+            fmt_num(ceiling.rcpt_per_sec)
+        ),
+        None => "the canned arm measured no RCPT/s, so there is no share of it to state".to_owned(),
+    };
+    format!("{reached}; the canned arm's replies come from a fixed rule and were not verified")
+}
+
+/// What the reader must know before trusting the ceiling's figures.
+pub(crate) fn ceiling_notes(summary: &Summary, ceiling: &Ceiling) -> Vec<String> {
+    let mut notes = Vec::new();
+    if ceiling.interrupted {
+        notes.push("The canned arm was interrupted before its workload was done.".to_owned());
+    }
+    if ceiling.sessions_failed > 0 {
+        notes.push(format!(
+            "{} sessions of the canned arm failed.",
+            fmt_count(ceiling.sessions_failed)
+        ));
+    }
+    let open_loop = summary
+        .scenario
+        .get("workload")
+        .and_then(|w| w.get("mode"))
+        .and_then(Value::as_str)
+        == Some("open");
+    if open_loop {
+        notes.push(
+            "In open loop both arms were offered the scenario's arrival rate, so the share \
+             of RCPT/s says little: compare CPU per RCPT."
+                .to_owned(),
+        );
+    }
+    if let Some(busy) = ceiling.generator_cpus_busy.filter(|b| *b >= 0.9) {
+        notes.push(format!(
+            "The generator's CPUs were {}% busy in the canned arm: the ceiling's rate may be \
+             the generator's limit rather than the server's.",
+            fmt_num(busy * 100.0)
+        ));
+    }
+    notes
+}
+
+/// The ceiling's table: figure, this server, the canned arm, this server's ratio to it.
+pub(crate) fn ceiling_rows(summary: &Summary, ceiling: &Ceiling) -> Vec<Vec<String>> {
+    let ratio = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), fmt_ratio);
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), fmt_num);
+    let rcpt = summary.latency_us.get(Phase::Rcpt.name());
+    let accepted = summary
+        .totals
+        .by_class
+        .get(ReplyClass::Accepted.name())
+        .copied()
+        .unwrap_or(0);
+    vec![
+        vec![
+            "RCPT/s".to_owned(),
+            fmt_num(summary.throughput.rcpt_per_sec),
+            fmt_num(ceiling.rcpt_per_sec),
+            ratio(ceiling.ratios.rcpt_per_sec),
+        ],
+        vec![
+            "server CPU µs/RCPT".to_owned(),
+            num(summary.server.as_ref().map(|s| s.cpu_us_per_rcpt)),
+            num(ceiling.server_cpu_us_per_rcpt),
+            ratio(ceiling.ratios.server_cpu_per_rcpt),
+        ],
+        vec![
+            "generator CPU µs/RCPT".to_owned(),
+            fmt_num(summary.generator.cpu_us_per_rcpt),
+            fmt_num(ceiling.generator_cpu_us_per_rcpt),
+            ratio(ceiling.ratios.generator_cpu_per_rcpt),
+        ],
+        vec![
+            "RCPT p50 (ms)".to_owned(),
+            rcpt.map_or_else(|| "-".to_owned(), |l| fmt_ms(l.p50)),
+            fmt_ms(ceiling.rcpt_p50_us),
+            String::new(),
+        ],
+        vec![
+            "RCPT p99 (ms)".to_owned(),
+            rcpt.map_or_else(|| "-".to_owned(), |l| fmt_ms(l.p99)),
+            fmt_ms(ceiling.rcpt_p99_us),
+            String::new(),
+        ],
+        vec![
+            "RCPTs accepted".to_owned(),
+            fmt_share(accepted, summary.totals.rcpts),
+            fmt_share(ceiling.rcpts_accepted, ceiling.rcpts),
+            String::new(),
+        ],
+    ]
+}
+
+/// The sentence under the ceiling's table: how the canned arm ran.
+pub(crate) fn ceiling_method(ceiling: &Ceiling) -> String {
+    format!(
+        "The canned arm ran the same workload against bulkbench serve --backend {}, the \
+         same server with the same flags and pinning, answering every RCPT by a fixed rule \
+         without any lookup: it accepts {} of the RCPTs (the workload's expected share in \
+         BULK transactions) and refuses the rest as opted out, so its reply mix, and the DATA \
+         that follows, resemble this run's. Its {} RCPTs over {} s were not checked against \
+         the population. Ratios are this server's figure over the canned arm's.",
+        ceiling.backend,
+        fmt_num(ceiling.accept_share),
+        fmt_count(ceiling.rcpts),
+        fmt_num(ceiling.measured_secs)
+    )
+}
+
 // ---- Markdown -------------------------------------------------------------------------
 
 /// Escapes text from data for Markdown (tables included): no markup, no raw HTML.
@@ -377,7 +503,8 @@ pub(crate) fn md(text: &str) -> String {
 /// missing figure counts as one.
 fn is_figure(cell: &str) -> bool {
     let cell = cell.trim();
-    cell.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+    let ratio = cell.strip_prefix('x').unwrap_or(cell);
+    ratio.starts_with(|c: char| c.is_ascii_digit() || c == '-')
         || ["failed", "external", "n/a"].contains(&cell)
 }
 
@@ -615,6 +742,24 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
         fmt_num(s.generator.cpu_us_per_rcpt),
         md(&cpu_set_text(s.generator.cpu_set.as_ref()))
     );
+
+    if let Some(ceiling) = &s.ceiling {
+        let _ = writeln!(out, "## Ceiling\n");
+        let _ = writeln!(out, "**{}.**\n", md(&upper_first(&ceiling_text(ceiling))));
+        table(
+            &mut out,
+            &["", "this server", "canned ceiling", "ratio"],
+            &ceiling_rows(s, ceiling),
+        );
+        let _ = writeln!(out, "{}\n", md(&ceiling_method(ceiling)));
+        let notes = ceiling_notes(s, ceiling);
+        for note in &notes {
+            let _ = writeln!(out, "- {}", md(note));
+        }
+        if !notes.is_empty() {
+            out.push('\n');
+        }
+    }
 
     plots_section(&mut out, plots);
 

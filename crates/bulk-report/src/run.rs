@@ -240,6 +240,8 @@ pub fn merge(runs: &[RunData]) -> Result<RunData, ReportError> {
         if s.server.is_some() || b.server.is_some() {
             s.server = None;
         }
+        // Nor does a ceiling measured against one of them describe the merged run.
+        s.ceiling = None;
     }
     merged
         .intervals

@@ -391,6 +391,125 @@ pub struct Summary {
     pub server: Option<ServerCost>,
     /// The generator's cost.
     pub generator: GeneratorCost,
+    /// This machine's canned-reply ceiling on the same workload (`bench --ceiling`), and
+    /// this run's figures as ratios to it; null when not measured.
+    #[serde(default)]
+    pub ceiling: Option<Ceiling>,
+}
+
+/// This machine's canned-reply ceiling: the same workload, with the same server flags and
+/// pinning, against `bulkbench serve --backend canned:SHARE`, the same server answering
+/// every RCPT by a fixed rule without any lookup (`bulk_policy::CannedBackend`). The
+/// measured server's figures as ratios to these carry from one machine to another where
+/// absolute RCPT/s do not. The canned arm's replies come from its rule, not the
+/// population, so they were not verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ceiling {
+    /// What the canned server ran, as its `--backend` flag: `canned:0.873`.
+    pub backend: String,
+    /// The rule's share of accepted RCPTs: the workload's expected share of accepted
+    /// RCPTs among those of its BULK transactions.
+    pub accept_share: f64,
+    /// Always false: the canned arm's replies were not checked (they come from the rule).
+    pub verified: bool,
+    /// The canned arm's measurement window, after the same warm-up.
+    pub measured_secs: f64,
+    /// The canned arm was stopped before its workload was done (Ctrl-C).
+    pub interrupted: bool,
+    /// RCPT replies in the canned arm's window.
+    pub rcpts: u64,
+    /// Of which accepted (250): the reply mix the rule gave.
+    pub rcpts_accepted: u64,
+    /// Failed sessions of the canned arm, warm-up included.
+    pub sessions_failed: u64,
+    /// The canned arm's RCPT replies per second.
+    pub rcpt_per_sec: f64,
+    /// The canned server's CPU microseconds per RCPT (null: not measured).
+    pub server_cpu_us_per_rcpt: Option<f64>,
+    /// The generator's CPU microseconds per RCPT in the canned arm.
+    pub generator_cpu_us_per_rcpt: f64,
+    /// The busy share of the server's pinned CPUs in the canned arm (null: not pinned).
+    pub server_cpus_busy: Option<f64>,
+    /// The busy share of the generator's pinned CPUs in the canned arm (null: not pinned):
+    /// near 1, the generator, not the server, set the ceiling's rate.
+    pub generator_cpus_busy: Option<f64>,
+    /// The canned arm's RCPT latency, median, in microseconds.
+    pub rcpt_p50_us: u64,
+    /// The canned arm's RCPT latency, 99th percentile, in microseconds.
+    pub rcpt_p99_us: u64,
+    /// This run's figures divided by the canned arm's (null where either is missing or
+    /// the canned one is 0).
+    pub ratios: CeilingRatios,
+}
+
+/// The measured run's figures as ratios to the canned arm's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CeilingRatios {
+    /// Measured RCPT/s over the ceiling's: the share of the ceiling this server reached.
+    pub rcpt_per_sec: Option<f64>,
+    /// Measured server CPU per RCPT over the canned server's: what deciding by a store
+    /// costs on top of the session (1: nothing).
+    pub server_cpu_per_rcpt: Option<f64>,
+    /// Measured generator CPU per RCPT over the canned arm's (near 1: the two arms drove
+    /// the same work).
+    pub generator_cpu_per_rcpt: Option<f64>,
+}
+
+impl Ceiling {
+    /// The ceiling measured by `canned` (the canned arm's summary, run with `backend`
+    /// accepting `accept_share`), with `measured`'s figures as ratios to it.
+    pub fn new(
+        backend: String,
+        accept_share: f64,
+        measured: &Summary,
+        canned: &Summary,
+    ) -> Ceiling {
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => Some(a / b),
+            _ => None,
+        };
+        let server_cpu = |s: &Summary| s.server.as_ref().map(|c| c.cpu_us_per_rcpt);
+        let busy = |set: Option<&CpuSetCost>| {
+            set.and_then(|set| {
+                let span = set.busy_seconds + set.idle_seconds + set.steal_seconds;
+                (span > 0.0).then(|| set.busy_seconds / span)
+            })
+        };
+        let rcpt = canned.latency_us.get(Phase::Rcpt.name());
+        Ceiling {
+            backend,
+            accept_share,
+            verified: false,
+            measured_secs: canned.window.measured_secs,
+            interrupted: canned.window.interrupted,
+            rcpts: canned.totals.rcpts,
+            rcpts_accepted: canned
+                .totals
+                .by_class
+                .get(ReplyClass::Accepted.name())
+                .copied()
+                .unwrap_or(0),
+            sessions_failed: canned.errors.values().sum(),
+            rcpt_per_sec: canned.throughput.rcpt_per_sec,
+            server_cpu_us_per_rcpt: server_cpu(canned),
+            generator_cpu_us_per_rcpt: canned.generator.cpu_us_per_rcpt,
+            server_cpus_busy: busy(canned.server.as_ref().and_then(|s| s.cpu_set.as_ref())),
+            generator_cpus_busy: busy(canned.generator.cpu_set.as_ref()),
+            rcpt_p50_us: rcpt.map_or(0, |l| l.p50),
+            rcpt_p99_us: rcpt.map_or(0, |l| l.p99),
+            ratios: CeilingRatios {
+                rcpt_per_sec: ratio(
+                    Some(measured.throughput.rcpt_per_sec),
+                    Some(canned.throughput.rcpt_per_sec),
+                ),
+                server_cpu_per_rcpt: ratio(server_cpu(measured), server_cpu(canned)),
+                generator_cpu_per_rcpt: ratio(
+                    Some(measured.generator.cpu_us_per_rcpt),
+                    Some(canned.generator.cpu_us_per_rcpt),
+                ),
+            },
+        }
+    }
 }
 
 /// What a summary is built from besides the run's result.
@@ -502,6 +621,7 @@ impl Summary {
                     .as_ref()
                     .map(|s| CpuSetCost::new(s.generator.0.clone(), &s.generator.1, rcpts)),
             },
+            ceiling: None,
         }
     }
 }

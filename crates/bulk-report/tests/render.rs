@@ -332,3 +332,120 @@ fn every_report_says_when_the_server_did_not_advertise_bulk() {
         "fallback missing from the page"
     );
 }
+
+/// A run with a ceiling: the canned arm twice as fast, at half the server CPU per RCPT.
+fn with_ceiling() -> bulk_report::RunData {
+    let mut data = run(&Spec::default());
+    let mut canned = run(&Spec {
+        latency_scale: 1,
+        ..Spec::default()
+    })
+    .summary;
+    canned.throughput.rcpt_per_sec = data.summary.throughput.rcpt_per_sec * 2.0;
+    let server = canned.server.as_mut().unwrap();
+    server.cpu_us_per_rcpt = data.summary.server.as_ref().unwrap().cpu_us_per_rcpt / 2.0;
+    data.summary.ceiling = Some(bulk_report::summary::Ceiling::new(
+        "canned:0.8".into(),
+        0.8,
+        &data.summary,
+        &canned,
+    ));
+    data
+}
+
+#[test]
+fn a_ceiling_is_schema_valid_and_every_report_says_it_is_unverified() {
+    let data = with_ceiling();
+    let ceiling = data.summary.ceiling.as_ref().unwrap();
+    assert_eq!(ceiling.ratios.rcpt_per_sec, Some(0.5));
+    assert_eq!(ceiling.ratios.server_cpu_per_rcpt, Some(2.0));
+    assert!(!ceiling.verified);
+
+    let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
+    let value = serde_json::to_value(&data.summary).unwrap();
+    if let Err(errors) = bulk_report::schema::validate(&schema, &value) {
+        panic!("{errors:#?}");
+    }
+    assert_eq!(value["ceiling"]["ratios"]["rcpt_per_sec"], 0.5);
+    // A ceiling claiming verification, or missing a figure, is refused.
+    let mut claimed = value.clone();
+    claimed["ceiling"]["verified"] = true.into();
+    assert!(bulk_report::schema::validate(&schema, &claimed).is_err());
+    let mut partial = value.clone();
+    partial["ceiling"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rcpt_per_sec");
+    assert!(bulk_report::schema::validate(&schema, &partial).is_err());
+    // Summaries written before the ceiling existed still validate and load.
+    let mut older = serde_json::to_value(&run(&Spec::default()).summary).unwrap();
+    assert!(older["ceiling"].is_null());
+    older.as_object_mut().unwrap().remove("ceiling");
+    assert!(bulk_report::schema::validate(&schema, &older).is_ok());
+    let loaded: bulk_report::Summary = serde_json::from_value(older).unwrap();
+    assert_eq!(loaded.ceiling, None);
+
+    let headline = "this server reached 50% of this machine's canned-reply ceiling";
+    let unverified = "the canned arm's replies come from a fixed rule and were not verified";
+    let table = bulk_report::table(&data.summary);
+    assert!(table.contains(&format!("ceiling: {headline}")), "{table}");
+    assert!(table.contains(unverified), "{table}");
+    assert!(table.contains("canned arm (canned:0.8"), "{table}");
+    assert!(table.contains("(this server x2.00)"), "{table}");
+    let (_root, dir) = render(&data);
+    let markdown = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(markdown.contains("## Ceiling\n"), "{markdown}");
+    assert!(markdown.contains("**This server reached 50%"), "{markdown}");
+    assert!(markdown.contains(unverified), "{markdown}");
+    assert!(markdown.contains("| server CPU µs/RCPT |"), "{markdown}");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Ceiling</h2>"), "ceiling section missing");
+    assert!(html.contains("This server reached 50%"));
+    assert!(html.contains(&unverified.replace('\'', "&#39;")));
+    assert!(html.contains("share of the ceiling"));
+    check_html(&html, RUN_PLOTS.len());
+
+    // Saved with the run and loaded back (floats to JSON's precision).
+    let saved = tempfile::tempdir().unwrap();
+    data.save(saved.path()).unwrap();
+    let loaded = bulk_report::RunData::load(saved.path()).unwrap();
+    let loaded = loaded.summary.ceiling.expect("the ceiling is saved");
+    assert_eq!(
+        (&loaded.backend, loaded.rcpts, &loaded.ratios),
+        (&ceiling.backend, ceiling.rcpts, &ceiling.ratios)
+    );
+
+    // Without a ceiling, no report mentions one.
+    let plain = run(&Spec::default());
+    assert!(!bulk_report::table(&plain.summary).contains("ceiling"));
+    let (_root, dir) = render(&plain);
+    let markdown = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(!markdown.contains("Ceiling"), "{markdown}");
+}
+
+#[test]
+fn ceiling_notes_say_when_its_rate_means_little() {
+    let mut data = with_ceiling();
+    let ceiling = data.summary.ceiling.as_mut().unwrap();
+    ceiling.generator_cpus_busy = Some(0.97);
+    ceiling.sessions_failed = 3;
+    let table = bulk_report::table(&data.summary);
+    assert!(
+        table.contains("The generator's CPUs were 97% busy in the canned arm"),
+        "{table}"
+    );
+    assert!(
+        table.contains("3 sessions of the canned arm failed"),
+        "{table}"
+    );
+    assert!(!table.contains("open loop"), "{table}");
+    data.summary.scenario["workload"]["mode"] = "open".into();
+    let table = bulk_report::table(&data.summary);
+    assert!(table.contains("In open loop both arms"), "{table}");
+    // A canned arm with no rate at all states no share.
+    let ceiling = data.summary.ceiling.as_mut().unwrap();
+    ceiling.rcpt_per_sec = 0.0;
+    ceiling.ratios.rcpt_per_sec = None;
+    let table = bulk_report::table(&data.summary);
+    assert!(table.contains("no share of it to state"), "{table}");
+}
