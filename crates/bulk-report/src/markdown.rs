@@ -401,6 +401,20 @@ pub(crate) fn ceiling_notes(summary: &Summary, ceiling: &Ceiling) -> Vec<String>
                 .to_owned(),
         );
     }
+    let harvest_resistant = summary
+        .scenario
+        .get("server")
+        .and_then(|s| s.get("harvest_resistant"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if harvest_resistant {
+        notes.push(
+            "The server is harvest-resistant: the measured one delays RCPTs after too many \
+             unknown mailboxes in a session, while the canned one never finds a mailbox \
+             unknown, so it has none to delay."
+                .to_owned(),
+        );
+    }
     if let Some(busy) = ceiling.generator_cpus_busy.filter(|b| *b >= 0.9) {
         notes.push(format!(
             "The generator's CPUs were {}% busy in the canned arm: the ceiling's rate may be \

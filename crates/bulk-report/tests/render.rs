@@ -439,9 +439,12 @@ fn ceiling_notes_say_when_its_rate_means_little() {
         "{table}"
     );
     assert!(!table.contains("open loop"), "{table}");
+    assert!(!table.contains("harvest-resistant"), "{table}");
     data.summary.scenario["workload"]["mode"] = "open".into();
+    data.summary.scenario["server"]["harvest_resistant"] = true.into();
     let table = bulk_report::table(&data.summary);
     assert!(table.contains("In open loop both arms"), "{table}");
+    assert!(table.contains("The server is harvest-resistant"), "{table}");
     // A canned arm with no rate at all states no share.
     let ceiling = data.summary.ceiling.as_mut().unwrap();
     ceiling.rcpt_per_sec = 0.0;
