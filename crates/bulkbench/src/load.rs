@@ -20,11 +20,11 @@ use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backend::{BackendKind, BackendSpec, build_store};
+use crate::backend::{BackendKind, BackendSpec, ServeBackend, build_store};
 use crate::sys;
 
 /// Flags shared by `load` and `bench`.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     /// The scenario file (TOML; see scenarios/README.md).
     pub(crate) scenario: PathBuf,
@@ -121,6 +121,11 @@ pub struct BenchArgs {
     /// The policy backend the server runs; its store is built from the scenario.
     #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
     backend: BackendKind,
+    /// Then run the same workload against `serve --backend canned:SHARE` (the same server
+    /// answering every RCPT by a fixed rule accepting the workload's expected share, no
+    /// lookup; not verified) and report this server's figures as shares of that ceiling.
+    #[arg(long)]
+    ceiling: bool,
 }
 
 /// The scenario and its workload, ready to run.
@@ -415,6 +420,8 @@ pub(crate) enum RunTarget {
     External(SocketAddr),
     /// `bulkbench serve` started for this run with this policy backend.
     Backend(String),
+    /// `bulkbench serve --backend canned:SHARE` started for this run (`bench --ceiling`).
+    Canned(bulk_policy::AcceptShare),
 }
 
 /// Runs the workload once against `target`; returns the summary and the raw result.
@@ -447,35 +454,64 @@ pub(crate) fn run_once(
         }
         RunTarget::Backend(backend) => {
             let work = tempdir()?;
-            let outcome =
-                run_with_server(args, prepared, backend, command, &runtime, &work, stores);
+            let outcome = run_with_server(
+                args,
+                prepared,
+                Served::Store(backend),
+                command,
+                &runtime,
+                &work,
+                stores,
+            );
+            let _ = std::fs::remove_dir_all(&work);
+            outcome
+        }
+        RunTarget::Canned(share) => {
+            let work = tempdir()?;
+            let served = Served::Canned(*share);
+            let outcome = run_with_server(args, prepared, served, command, &runtime, &work, None);
             let _ = std::fs::remove_dir_all(&work);
             outcome
         }
     }
 }
 
+/// What the server `run_with_server` starts serves by.
+enum Served<'a> {
+    /// This backend, on a store built from the scenario's population.
+    Store(&'a str),
+    /// The canned rule: no store.
+    Canned(bulk_policy::AcceptShare),
+}
+
 fn run_with_server(
     args: &RunArgs,
     prepared: &Prepared,
-    backend: &str,
+    served: Served<'_>,
     command: &str,
     runtime: &tokio::runtime::Runtime,
     work: &Path,
     stores: Option<&Path>,
 ) -> anyhow::Result<(Summary, RunResult)> {
-    let kind = BackendKind::from_name(backend)
-        .with_context(|| format!("unknown backend {backend:?}; known: memory, fst, lmdb"))?;
-    // A comparison builds each backend's store once and reuses it for every repeat.
-    let store = BackendSpec {
-        kind,
-        path: stores
-            .unwrap_or(work)
-            .join(format!("population.{}", kind.name())),
+    let (store, backend) = match served {
+        Served::Canned(share) => (ServeBackend::Canned(share), format!("canned:{share}")),
+        Served::Store(backend) => {
+            let kind = BackendKind::from_name(backend).with_context(|| {
+                format!("unknown backend {backend:?}; known: memory, fst, lmdb")
+            })?;
+            // A comparison builds each backend's store once and reuses it for every repeat.
+            let store = BackendSpec {
+                kind,
+                path: stores
+                    .unwrap_or(work)
+                    .join(format!("population.{}", kind.name())),
+            };
+            if stores.is_none() || !store.path.exists() {
+                build_store(kind, &prepared.model, &store.path, args.quiet)?;
+            }
+            (ServeBackend::Store(store), backend.to_owned())
+        }
     };
-    if stores.is_none() || !store.path.exists() {
-        build_store(kind, &prepared.model, &store.path, args.quiet)?;
-    }
     let pinning = if args.no_pin {
         None
     } else {
@@ -515,7 +551,7 @@ fn run_with_server(
         Target {
             address: addr.to_string(),
             external: false,
-            backend: Some(backend.to_owned()),
+            backend: Some(backend),
             server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
             generator_cpus: pinning.map(|p| p.split.generator),
         },
@@ -614,7 +650,7 @@ impl ServerProcess {
     /// Spawns `bulkbench serve` on 127.0.0.1:0 and waits for its `listening on` line.
     /// `cpus`: pin the server to these (it then sizes its runtime to them).
     fn spawn(
-        store: &BackendSpec,
+        store: &ServeBackend,
         prepared: &Prepared,
         log: &Path,
         cpus: Option<CpuSet>,
@@ -736,8 +772,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
     let target = RunTarget::Backend(args.backend.name().to_owned());
-    let (summary, result) = run_once(&args.run, &prepared, &target, "bench", None)?;
-    report(&args.run, &prepared, summary, &result)
+    let (mut summary, result) = run_once(&args.run, &prepared, &target, "bench", None)?;
+    let ceiling = if args.ceiling {
+        crate::ceiling::measure_into(&mut summary, &args.run, &prepared)
+    } else {
+        Ok(())
+    };
+    let clean = report(&args.run, &prepared, summary, &result)?;
+    // The measured run is reported either way; a failed ceiling still fails the command.
+    ceiling.context("the run above is reported without its ceiling")?;
+    Ok(clean)
 }
 
 /// A fresh private folder under the system's temporary directory.

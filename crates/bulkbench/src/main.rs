@@ -4,6 +4,7 @@
 //! the library crates, and decides exit codes. No protocol or policy logic lives here.
 
 mod backend;
+mod ceiling;
 mod compare;
 mod load;
 mod policy;
