@@ -473,7 +473,22 @@ pub(crate) fn ceiling_rows(summary: &Summary, ceiling: &Ceiling) -> Vec<Vec<Stri
             fmt_share(ceiling.rcpts_accepted, ceiling.rcpts),
             String::new(),
         ],
+        vec![
+            "messages per 100 RCPTs".to_owned(),
+            per_hundred(summary.totals.messages, summary.totals.rcpts),
+            per_hundred(ceiling.messages, ceiling.rcpts),
+            String::new(),
+        ],
     ]
+}
+
+/// `count` per 100 of `of`, or `-`.
+fn per_hundred(count: u64, of: u64) -> String {
+    if of == 0 {
+        "-".to_owned()
+    } else {
+        fmt_num(count as f64 * 100.0 / of as f64)
+    }
 }
 
 /// The sentence under the ceiling's table: how the canned arm ran.

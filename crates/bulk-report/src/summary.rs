@@ -420,6 +420,8 @@ pub struct Ceiling {
     pub rcpts: u64,
     /// Of which accepted (250): the reply mix the rule gave.
     pub rcpts_accepted: u64,
+    /// Messages accepted in the canned arm's window: the DATA traffic the mix led to.
+    pub messages: u64,
     /// Failed sessions of the canned arm, warm-up included.
     pub sessions_failed: u64,
     /// The canned arm's RCPT replies per second.
@@ -489,6 +491,7 @@ impl Ceiling {
                 .get(ReplyClass::Accepted.name())
                 .copied()
                 .unwrap_or(0),
+            messages: canned.totals.messages,
             sessions_failed: canned.errors.values().sum(),
             rcpt_per_sec: canned.throughput.rcpt_per_sec,
             server_cpu_us_per_rcpt: server_cpu(canned),

@@ -398,6 +398,10 @@ fn a_ceiling_is_schema_valid_and_every_report_says_it_is_unverified() {
     assert!(markdown.contains("**This server reached 50%"), "{markdown}");
     assert!(markdown.contains(unverified), "{markdown}");
     assert!(markdown.contains("| server CPU µs/RCPT |"), "{markdown}");
+    assert!(
+        markdown.contains("| messages per 100 RCPTs | 10 | 10 |"),
+        "{markdown}"
+    );
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("<h2>Ceiling</h2>"), "ceiling section missing");
     assert!(html.contains("This server reached 50%"));

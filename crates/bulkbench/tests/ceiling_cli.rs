@@ -76,6 +76,15 @@ fn bench_ceiling_records_the_canned_arm_and_every_report_says_it_is_unverified()
         u128::from(rcpts) * ppb / 1_000_000_000
     );
     assert!(canned_accepted.abs_diff(measured_accepted) <= 1);
+    // So the DATA traffic is alike: a message in most sessions, in both arms.
+    let (messages, canned_messages) = (
+        s["totals"]["messages"].as_u64().unwrap(),
+        c["messages"].as_u64().unwrap(),
+    );
+    assert!(
+        messages > 200 && canned_messages > 200,
+        "{messages} {canned_messages}"
+    );
     for key in [
         "rcpt_per_sec",
         "generator_cpu_us_per_rcpt",
