@@ -368,19 +368,20 @@ pub(crate) async fn run_session(
     log.sample(Phase::From, sent);
     Connection::expect(from, 2)?;
     if pipelined {
+        let mut accepted = 0u32;
         for i in 0..spec.recipients.len() {
             let reply = conn.read_reply().await?;
             log.sample(Phase::Rcpt, sent);
-            // DATA is already sent: its reply says whether any recipient was accepted.
-            verify_rcpt(ctx, spec, use_bulk, i, reply, &conn, log)?;
+            accepted += u32::from(verify_rcpt(ctx, spec, use_bulk, i, reply, &conn, log)?);
         }
         if with_data {
+            // DATA was sent with the group: with a recipient accepted it must get 354,
+            // without one a refusal (RFC 2920 section 3.1).
             let data = conn.read_reply().await?;
             log.sample(Phase::Data, sent);
+            expect_data(data, accepted > 0)?;
             if data.code == 354 {
                 send_message(&mut conn, spec, scratch, log).await?;
-            } else if data.code == 421 {
-                return Err(ErrorKind::ServerClosed421);
             }
         }
     } else {
@@ -406,7 +407,7 @@ pub(crate) async fn run_session(
             conn.send(scratch).await?;
             let data = conn.read_reply().await?;
             log.sample(Phase::Data, sent);
-            Connection::expect(data, 3)?;
+            expect_data(data, true)?;
             send_message(&mut conn, spec, scratch, log).await?;
         }
     }
@@ -434,9 +435,28 @@ async fn send_message(
     conn.send(scratch).await?;
     let end = conn.read_reply().await?;
     log.sample(Phase::EndOfData, sent);
-    Connection::expect(end, 2)?;
+    match end.code {
+        200..=299 => {}
+        421 => return Err(ErrorKind::ServerClosed421),
+        400..=499 => return Err(ErrorKind::MessageTempfail),
+        _ => return Err(ErrorKind::MessageRefused),
+    }
     log.messages += 1;
     Ok(())
+}
+
+/// Checks the reply to DATA: 354 when a recipient was accepted (a 4xx then is a temporary
+/// failure of the message, anything else a refusal), and anything but 354 when none was:
+/// a server that invites a message with no recipient to deliver it to is wrong.
+fn expect_data(reply: Reply, any_accepted: bool) -> Result<(), ErrorKind> {
+    match (reply.code, any_accepted) {
+        (421, _) => Err(ErrorKind::ServerClosed421),
+        (354, true) => Ok(()),
+        (354, false) => Err(ErrorKind::DataRefused),
+        (_, false) => Ok(()),
+        (400..=499, true) => Err(ErrorKind::DataTempfail),
+        (_, true) => Err(ErrorKind::DataRefused),
+    }
 }
 
 /// Classifies, counts and checks one RCPT reply; returns whether it was accepted. A 421

@@ -297,11 +297,19 @@ impl<P: PolicyBackend> Driver<'_, P> {
             if self.parsed.len() != expected_len || self.parsed[0].0 / 100 != 2 {
                 return Err(());
             }
+            let mut accepted = 0;
             for i in 0..spec.recipients.len() {
-                self.check(spec, bulk, i, self.parsed[1 + i], tally);
+                accepted += usize::from(self.check(spec, bulk, i, self.parsed[1 + i], tally));
             }
-            if with_data && self.parsed[expected_len - 1].0 == 354 {
-                self.message(&mut session, &bytes[script.message.clone()], tally)?;
+            // DATA must get 354 when a recipient was accepted, and only then.
+            if with_data {
+                match (self.parsed[expected_len - 1].0 == 354, accepted > 0) {
+                    (true, true) => {
+                        self.message(&mut session, &bytes[script.message.clone()], tally)?
+                    }
+                    (false, false) => {}
+                    _ => return Err(()),
+                }
             }
         } else {
             let mut accepted = 0;

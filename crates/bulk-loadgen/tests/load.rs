@@ -526,3 +526,50 @@ async fn sessions_kept_waiting_for_a_slot_count_from_their_intended_start() {
     );
     assert!(connect.max() >= lag.max(), "connect {} us", connect.max());
 }
+
+/// The workload of `prepared` with pipelining on or off in every session.
+fn with_pipelining(prepared: &common::Prepared, pipelining: bool) -> common::Prepared {
+    let mut workload = (*prepared.workload).clone();
+    for session in &mut workload.sessions {
+        session.pipelining = pipelining;
+    }
+    common::Prepared {
+        scenario: prepared.scenario.clone(),
+        model: prepared.model.clone(),
+        workload: Arc::new(workload),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_and_end_of_data_replies_are_checked_pipelined_or_not() {
+    let prepared = prepare(scenario(20, 4, None));
+    for (mode, kind) in [
+        (Plain::DataTempfail, ErrorKind::DataTempfail),
+        (Plain::MessageRefused, ErrorKind::MessageRefused),
+    ] {
+        let addr = start_plain(mode).await;
+        for pipelining in [true, false] {
+            let prepared = with_pipelining(&prepared, pipelining);
+            let mut config = config(addr, Schedule::Closed { concurrency: 4 });
+            // The plain server accepts every recipient: only DATA and its end are wrong.
+            config.verify = VerifyMode::Off;
+            let result = run(&prepared, config).await;
+            let case = format!("{mode:?}, pipelining {pipelining}");
+            // Every session sends a message (sizes 200 to 2,000 bytes), and every one
+            // fails at the reply that refused it.
+            assert_eq!(result.totals.sessions, 20, "{case}");
+            assert_eq!(result.totals.sessions_completed, 0, "{case}");
+            assert_eq!(
+                result.totals.errors,
+                [(kind, 20)].into_iter().collect(),
+                "{case}"
+            );
+            assert_eq!(result.totals.messages, 0, "{case}");
+            assert_eq!(
+                result.totals.rcpts,
+                prepared.workload.rcpt_count(),
+                "{case}"
+            );
+        }
+    }
+}

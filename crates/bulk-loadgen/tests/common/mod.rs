@@ -131,6 +131,10 @@ pub enum Plain {
     SilentAfterEhlo,
     /// Waits this long before every reply line after the greeting.
     Slow(Duration),
+    /// Accepts every recipient, then answers DATA with `451 4.3.0`.
+    DataTempfail,
+    /// Accepts every message's DATA, then refuses it at its end with `554 5.6.0`.
+    MessageRefused,
 }
 
 /// A minimal line-based SMTP server for behaviours bulkbench's server never shows.
@@ -152,7 +156,11 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
                     let mut reply: &[u8] = if in_data {
                         if line == "." {
                             in_data = false;
-                            b"250 2.0.0 queued\r\n"
+                            if let Plain::MessageRefused = mode {
+                                b"554 5.6.0 content refused\r\n"
+                            } else {
+                                b"250 2.0.0 queued\r\n"
+                            }
                         } else {
                             continue;
                         }
@@ -169,6 +177,9 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
                                     return;
                                 }
                                 b"250 2.1.5 ok\r\n"
+                            }
+                            "DATA" if matches!(mode, Plain::DataTempfail) => {
+                                b"451 4.3.0 try again later\r\n"
                             }
                             "DATA" => {
                                 in_data = true;
