@@ -19,6 +19,7 @@
 mod client;
 mod event_loops;
 pub mod message;
+mod precise_timer;
 pub mod record;
 pub mod result;
 pub mod simulate;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Buffers, SessionContext, SessionLog, micros, run_session};
 use crate::event_loops::EventLoops;
 pub use crate::event_loops::{CpuSet, allowed_cpus};
+use crate::precise_timer::PreciseTimer;
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
 pub use crate::verify::{
@@ -404,11 +406,14 @@ pub async fn run(
                 tasks.spawn_on(
                     async move {
                         let mut sessions = tokio::task::JoinSet::new();
+                        // Not tokio's millisecond timer: it would start every session up
+                        // to a millisecond late (see precise_timer.rs).
+                        let mut timer = PreciseTimer::new();
                         for i in (lane..workload.sessions.len()).step_by(lanes) {
                             let offset = workload.sessions[i].start_offset_us;
                             let intended = run.start + Duration::from_micros(offset);
                             tokio::select! {
-                                () = tokio::time::sleep_until(intended.into()) => {}
+                                () = timer.sleep_until(intended) => {}
                                 () = cancel.cancelled() => break,
                             }
                             let permit = tokio::select! {
