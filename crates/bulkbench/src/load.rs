@@ -53,6 +53,79 @@ pub struct RunArgs {
     /// and the generator's event loops to the other half (pinning needs at least 2 CPUs).
     #[arg(long)]
     pub(crate) no_pin: bool,
+    /// The share of sessions (0 to 1, warm-up included) that may fail before the run
+    /// exits with status 6; by default none may.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0, value_parser = parse_share)]
+    pub(crate) max_failed_share: f64,
+}
+
+fn parse_share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "{value:?} is not a share from 0 to 1 (0.01 allows 1%)"
+        )),
+    }
+}
+
+/// How a `load` or `bench` run ended, for its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every reply as expected, no more failed sessions than allowed.
+    Clean,
+    /// Replies contradicted the population.
+    Mismatches,
+    /// More sessions failed than `--max-failed-share` allows.
+    Failed,
+}
+
+impl RunOutcome {
+    /// The outcome of a run, printing why it is not clean to stderr. Mismatches come first:
+    /// a wrong answer is worse than no answer.
+    pub(crate) fn of(summary: &Summary, max_failed_share: f64) -> RunOutcome {
+        let started = summary.totals.sessions + summary.warmup_totals.sessions;
+        let failed = summary.totals.sessions_failed + summary.warmup_totals.sessions_failed;
+        let share = if started > 0 {
+            failed as f64 / started as f64
+        } else {
+            0.0
+        };
+        if summary.mismatches.total > 0 {
+            eprintln!(
+                "MISMATCHES: {} RCPT replies contradicted the population",
+                summary.mismatches.total
+            );
+            RunOutcome::Mismatches
+        } else if share > max_failed_share {
+            eprintln!(
+                "FAILED: {failed} of {started} sessions failed ({:.2}%), more than \
+                 --max-failed-share {max_failed_share} allows; the report lists them by kind",
+                share * 100.0
+            );
+            RunOutcome::Failed
+        } else {
+            RunOutcome::Clean
+        }
+    }
+}
+
+/// Refuses a run whose measurement window holds no session: its figures would all be
+/// zero, and a zero is not a measurement.
+fn check_window(summary: &Summary) -> anyhow::Result<()> {
+    if summary.totals.sessions > 0 {
+        return Ok(());
+    }
+    if summary.window.interrupted {
+        bail!(
+            "the run was interrupted during its warm-up ({:.1} s): nothing was measured",
+            summary.window.warmup_secs
+        );
+    }
+    bail!(
+        "the run ended during its warm-up ({:.1} s; every session started before it ended): \
+         lower warmup_secs or raise sessions/duration_secs",
+        summary.window.warmup_secs
+    )
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -180,6 +253,18 @@ pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some((i, n)) => workload.shard(i, n),
         None => workload,
     };
+    // An open loop knows before it starts whether any session falls after the warm-up.
+    let warmup_us = (scenario.workload.warmup_secs * 1e6) as u64;
+    if let (Arrival::Open { .. }, Some(last)) = (scenario.arrival(), workload.sessions.last())
+        && last.start_offset_us < warmup_us
+    {
+        bail!(
+            "every session starts during the warm-up ({:.1} s; the last at {:.1} s), so nothing \
+             would be measured: lower warmup_secs or raise sessions/duration_secs",
+            scenario.workload.warmup_secs,
+            last.start_offset_us as f64 / 1e6
+        );
+    }
     info!(
         sessions = workload.sessions.len(),
         rcpts = workload.rcpt_count(),
@@ -301,7 +386,7 @@ fn report(
     prepared: &Prepared,
     summary: Summary,
     result: &RunResult,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<RunOutcome> {
     let dir = match &args.out {
         Some(out) => ReportDir::create_exact(out)?,
         None => ReportDir::create_dated(&args.reports, &prepared.scenario.name, SystemTime::now())?,
@@ -310,7 +395,7 @@ fn report(
     crate::report::render_into(dir.path(), &data, args.quiet)?;
     println!("{}", bulk_report::table(&data.summary));
     println!("report: {}", dir.path().join("report.html").display());
-    Ok(data.summary.mismatches.total == 0)
+    Ok(RunOutcome::of(&data.summary, args.max_failed_share))
 }
 
 fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryInput {
@@ -443,7 +528,9 @@ pub(crate) fn run_once(
             );
             input.generator_cpu_seconds =
                 cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-            Ok((Summary::new(input, &result), result))
+            let summary = Summary::new(input, &result);
+            check_window(&summary)?;
+            Ok((summary, result))
         }
         RunTarget::Backend(backend) => {
             let work = tempdir()?;
@@ -524,11 +611,13 @@ fn run_with_server(
     input.cpu_sets = cpu_sets;
     input.generator_cpu_seconds =
         cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-    Ok((Summary::new(input, &result), result))
+    let summary = Summary::new(input, &result);
+    check_window(&summary)?;
+    Ok((summary, result))
 }
 
-/// `bulkbench load`: returns whether the run had no mismatch.
-pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
+/// `bulkbench load`.
+pub fn load(args: LoadArgs) -> anyhow::Result<RunOutcome> {
     watch_interrupts();
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
@@ -730,8 +819,8 @@ fn tail(log: &Path) -> String {
     lines.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-/// `bulkbench bench`: returns whether the run had no mismatch.
-pub fn bench(args: BenchArgs) -> anyhow::Result<bool> {
+/// `bulkbench bench`.
+pub fn bench(args: BenchArgs) -> anyhow::Result<RunOutcome> {
     watch_interrupts();
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);

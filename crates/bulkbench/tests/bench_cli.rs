@@ -410,3 +410,106 @@ fn ctrl_c_stops_a_comparison_between_runs_too() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(summary(&runs[0])["window"]["interrupted"], true);
 }
+
+/// `load` against `target` (HOST:PORT) with the report in `out`.
+fn load_at(scenario: &Path, target: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "load",
+        scenario.to_str().unwrap(),
+        "--target",
+        target,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
+#[test]
+fn failed_sessions_fail_the_run_unless_a_share_of_them_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    // A port nothing listens on: every session is refused.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let out = dir.path().join("dead");
+    let output = load_at(&scenario, &dead, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("FAILED: 400 of 400 sessions failed"),
+        "{stderr}"
+    );
+    // The report is written and says why.
+    let s = summary(&out);
+    assert_eq!(s["errors"]["connect_refused"], 400);
+    // Allowing every session to fail makes the same run pass.
+    let out = dir.path().join("allowed");
+    let output = load_at(&scenario, &dead, &out, &["--max-failed-share", "1"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for bad in ["1.5", "-0.1", "x"] {
+        let out = dir.path().join(format!("bad{bad}"));
+        let flag = format!("--max-failed-share={bad}");
+        let output = load_at(&scenario, &dead, &out, &[&flag]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("is not a share from 0 to 1"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_run_that_ends_during_its_warm_up_is_an_error_not_a_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let population = dir.path().join("population.tsv");
+    let closed = dir.path().join("closed.toml");
+    // 400 sessions take well under the 60 s of warm-up.
+    std::fs::write(
+        &closed,
+        SCENARIO.replace("warmup_secs = 0.0", "warmup_secs = 60.0"),
+    )
+    .unwrap();
+    build_population(&closed, None, &population);
+    let server = serve(&["--population", population.to_str().unwrap()]);
+    let out = dir.path().join("closed-report");
+    let output = load(&closed, &server, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the run ended during its warm-up")
+            && stderr.contains("lower warmup_secs or raise sessions/duration_secs"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no report of a run that measured nothing");
+    // An open loop whose every session starts within the warm-up is refused before it
+    // runs: 10 sessions at 1,000/s all start in the first 60 s.
+    let open = dir.path().join("open.toml");
+    std::fs::write(
+        &open,
+        SCENARIO
+            .replace("warmup_secs = 0.0", "warmup_secs = 60.0")
+            .replace("mode = \"closed\"", "mode = \"open\"\nrate_per_sec = 1000")
+            .replace("sessions = 400\nconcurrency = 20", "sessions = 10"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = dir.path().join("open-report");
+    let output = load(&open, &server, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("every session starts during the warm-up"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused before the run"
+    );
+    drop(server);
+}
