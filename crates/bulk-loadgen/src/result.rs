@@ -216,6 +216,11 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// The run was stopped before its workload finished (Ctrl-C).
     pub interrupted: bool,
+    /// Sessions of the workload taken to run, by their place in it: a closed loop sized in
+    /// time ran its first `drawn` sessions ([`Workload::drawn`](bulk_population::Workload::drawn)).
+    pub drawn: u64,
+    /// RCPTs of those sessions.
+    pub drawn_rcpts: u64,
 }
 
 impl RunResult {

@@ -390,7 +390,11 @@ pub fn session_config(server: &bulk_population::ServerConfig) -> SessionConfig {
 /// counted as protocol and policy.
 const CHUNK: usize = 64;
 
-/// Simulates every session of `workload` against `policy` on the current rayon pool.
+/// Sessions drawn at a time when simulating a workload sized in time.
+const TIMED_BATCH: u64 = 16 * 1024;
+
+/// Simulates every session of `workload` against `policy` on the current rayon pool; a
+/// workload sized in time is drawn and simulated batch by batch until its time is up.
 pub fn simulate<P: PolicyBackend>(
     workload: &Workload,
     policy: &P,
@@ -404,14 +408,52 @@ pub fn simulate<P: PolicyBackend>(
     };
     let threads = rayon::current_num_threads();
     let wall_start = Instant::now();
-    let tally = workload
-        .sessions
+    let run = |sessions: &[SessionSpec]| {
+        simulate_sessions(sessions, policy, &identity, config, expectations, verify)
+    };
+    let tally = match workload.duration() {
+        None => run(&workload.sessions),
+        Some(duration) => {
+            let mut tally = Tally::default();
+            let mut next = 0u64;
+            while wall_start.elapsed() < duration {
+                let batch: Vec<SessionSpec> = (next..next + TIMED_BATCH)
+                    .into_par_iter()
+                    .filter_map(|k| workload.session(k).map(std::borrow::Cow::into_owned))
+                    .collect();
+                next += TIMED_BATCH;
+                tally = tally.merge(run(&batch));
+            }
+            tally
+        }
+    };
+    SimulateResult {
+        sessions: tally.sessions,
+        rcpts: tally.rcpts,
+        messages: tally.messages,
+        failed_sessions: tally.failed,
+        mismatches: tally.mismatches,
+        wall: wall_start.elapsed(),
+        cpu: tally.cpu,
+        threads,
+    }
+}
+
+fn simulate_sessions<P: PolicyBackend>(
+    sessions: &[SessionSpec],
+    policy: &P,
+    identity: &ServerIdentity,
+    config: SessionConfig,
+    expectations: Expectations,
+    verify: VerifyMode,
+) -> Tally {
+    sessions
         .par_chunks(CHUNK)
         .fold(
             || {
                 let driver = Driver {
                     policy,
-                    identity: &identity,
+                    identity,
                     config,
                     verifier: Verifier {
                         expectations,
@@ -435,15 +477,5 @@ pub fn simulate<P: PolicyBackend>(
             },
         )
         .map(|(_, _, tally)| tally)
-        .reduce(Tally::default, Tally::merge);
-    SimulateResult {
-        sessions: tally.sessions,
-        rcpts: tally.rcpts,
-        messages: tally.messages,
-        failed_sessions: tally.failed,
-        mismatches: tally.mismatches,
-        wall: wall_start.elapsed(),
-        cpu: tally.cpu,
-        threads,
-    }
+        .reduce(Tally::default, Tally::merge)
 }

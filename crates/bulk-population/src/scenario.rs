@@ -143,12 +143,14 @@ pub enum Popularity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkloadConfig {
-    /// Number of sessions (1..=[`MAX_SESSIONS`]). Required, except in open loop where
-    /// `duration_secs` may be given instead (exactly one of the two).
+    /// Number of sessions (1..=[`MAX_SESSIONS`]). Exactly one of `sessions` and
+    /// `duration_secs` is required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<u64>,
-    /// Open loop only: run length in seconds; the session count is
-    /// `round(rate_per_sec * duration_secs)`. Finite, > 0; no default.
+    /// Run length in seconds (finite, > `warmup_secs`; no default), instead of
+    /// `sessions`. Open loop: the session count is `round(rate_per_sec * duration_secs)`.
+    /// Closed loop: sessions are drawn by index, each still from its own (seed, index) RNG,
+    /// and started until the time is up; those in flight then finish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<f64>,
     /// `"closed"` or `"open"`; default closed.
@@ -405,13 +407,25 @@ impl Scenario {
         }
     }
 
+    /// A closed loop sized in time: how long sessions are started for.
+    pub fn timed_duration(&self) -> Option<std::time::Duration> {
+        let w = &self.workload;
+        match (w.mode, w.sessions, w.duration_secs) {
+            (LoopMode::Closed, None, Some(secs)) if secs.is_finite() && secs > 0.0 => {
+                Some(std::time::Duration::from_secs_f64(secs))
+            }
+            _ => None,
+        }
+    }
+
     /// Number of sessions of the workload: `workload.sessions`, or in open loop
-    /// `round(rate_per_sec * duration_secs)`. 0 for an invalid scenario without either.
+    /// `round(rate_per_sec * duration_secs)`. 0 for a closed loop sized in time (sessions
+    /// are drawn until the time is up) and for an invalid scenario without either.
     pub fn session_count(&self) -> u64 {
         let w = &self.workload;
         match (w.sessions, w.rate_per_sec, w.duration_secs) {
             (Some(n), _, _) => n,
-            (None, Some(rate), Some(secs)) => {
+            (None, Some(rate), Some(secs)) if w.mode == LoopMode::Open => {
                 let n = (rate * secs).round();
                 if n.is_finite() && n >= 0.0 {
                     n as u64
@@ -539,21 +553,12 @@ impl Scenario {
                     w.max_in_flight.is_some(),
                     "in closed loop: use concurrency",
                 )?;
-                absent(
-                    "workload",
-                    "duration_secs",
-                    w.duration_secs.is_some(),
-                    "in closed loop: give sessions",
-                )?;
                 if w.concurrency == Some(0) {
                     return Err(invalid(
                         Some("workload"),
                         "concurrency",
                         "must be >= 1".into(),
                     ));
-                }
-                if w.sessions.is_none() {
-                    return Err(invalid(Some("workload"), "sessions", "required".into()));
                 }
             }
             LoopMode::Open => {
@@ -587,34 +592,45 @@ impl Scenario {
                         "must be >= 1".into(),
                     ));
                 }
-                match (w.sessions, w.duration_secs) {
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "duration_secs",
-                            "give either sessions or duration_secs, not both".into(),
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "sessions",
-                            "required (or duration_secs in open loop)".into(),
-                        ));
-                    }
-                    (None, Some(secs)) if !(secs.is_finite() && secs > 0.0) => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "duration_secs",
-                            format!("{secs} must be finite and > 0"),
-                        ));
-                    }
-                    _ => {}
-                }
             }
         }
+        match (w.sessions, w.duration_secs) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    Some("workload"),
+                    "duration_secs",
+                    "give either sessions or duration_secs, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    Some("workload"),
+                    "sessions",
+                    "required (or duration_secs, to size the run in time)".into(),
+                ));
+            }
+            (None, Some(secs)) if !(secs.is_finite() && secs > 0.0) => {
+                return Err(invalid(
+                    Some("workload"),
+                    "duration_secs",
+                    format!("{secs} must be finite and > 0"),
+                ));
+            }
+            (None, Some(secs)) if secs <= w.warmup_secs => {
+                return Err(invalid(
+                    Some("workload"),
+                    "duration_secs",
+                    format!(
+                        "{secs} s is not longer than warmup_secs ({} s): nothing would be \
+                         measured",
+                        w.warmup_secs
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let sessions = self.session_count();
-        if !(1..=MAX_SESSIONS).contains(&sessions) {
+        if self.timed_duration().is_none() && !(1..=MAX_SESSIONS).contains(&sessions) {
             let key = if w.sessions.is_some() {
                 "sessions"
             } else {
@@ -816,6 +832,36 @@ mod tests {
         assert_eq!(s.arrival(), Arrival::Closed { concurrency: 50 });
         assert_eq!(s.session_count(), 10);
         assert_eq!(s.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn a_closed_loop_can_be_sized_in_time() {
+        let text = "[workload]\nduration_secs = 12.0\nwarmup_secs = 2.0\n";
+        let s = Scenario::from_toml(text, "timed").unwrap();
+        assert_eq!(s.timed_duration(), Some(std::time::Duration::from_secs(12)));
+        assert_eq!(s.session_count(), 0, "drawn until the time is up");
+        // Not both, not neither, and longer than the warm-up.
+        for (text, key, words) in [
+            (
+                "[workload]\nsessions = 5\nduration_secs = 3.0\n",
+                "workload.duration_secs",
+                "not both",
+            ),
+            (
+                "[workload]\nconcurrency = 5\n",
+                "workload.sessions",
+                "required",
+            ),
+            (
+                "[workload]\nduration_secs = 1.0\nwarmup_secs = 1.0\n",
+                "workload.duration_secs",
+                "not longer than warmup_secs",
+            ),
+        ] {
+            let error = Scenario::from_toml(text, "timed").unwrap_err();
+            assert_eq!(error.key(), Some(key), "{text}: {error}");
+            assert!(error.to_string().contains(words), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -92,7 +92,13 @@ pub struct SessionSpec {
 }
 
 /// The sessions of a scenario (or of one shard of it), in index order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Either a list drawn up front ([`sessions`](Self::sessions): a scenario sized in
+/// sessions, an open loop, a trace), or, for a closed loop sized in time, a drawer that
+/// draws session after session by index for as long as the run lasts
+/// ([`duration`](Self::duration), [`session`](Self::session)); each session is the same
+/// either way, since it depends only on (seed, index).
+#[derive(Clone, Debug)]
 pub struct Workload {
     /// Name of the scenario the sessions were drawn from.
     pub scenario: String,
@@ -102,9 +108,40 @@ pub struct Workload {
     /// population the recipients' verdicts were drawn from (`None`: a trace written before
     /// traces recorded it).
     pub population: Option<u64>,
-    /// The sessions, by increasing index.
+    /// The sessions, by increasing index (empty for a workload sized in time).
     pub sessions: Vec<SessionSpec>,
+    /// Sized in time: draws sessions on demand.
+    timed: Option<Timed>,
 }
+
+/// A closed loop sized in time: the drawer, how long, and which shard of the indices.
+#[derive(Clone, Debug)]
+struct Timed {
+    generator: std::sync::Arc<Generator>,
+    duration: std::time::Duration,
+    /// This workload runs the sessions whose index is `shard.0` modulo `shard.1`.
+    shard: (u32, u32),
+}
+
+impl PartialEq for Workload {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.scenario,
+            self.seed,
+            self.population,
+            &self.sessions,
+            self.duration(),
+        ) == (
+            &other.scenario,
+            other.seed,
+            other.population,
+            &other.sessions,
+            other.duration(),
+        ) && self.timed.as_ref().map(|t| t.shard) == other.timed.as_ref().map(|t| t.shard)
+    }
+}
+
+impl Eq for Workload {}
 
 /// A trace could not be read. Every variant about content names the 1-based line.
 #[derive(Debug, thiserror::Error)]
@@ -213,9 +250,10 @@ fn probability(x: f64) -> f64 {
 
 /// Everything a session draw needs, computed once per workload. Values an invalid scenario
 /// could carry are sanitized here, so generation never panics.
-struct Generator<'a> {
+#[derive(Debug)]
+struct Generator {
     seed: u64,
-    model: &'a PopulationModel,
+    model: PopulationModel,
     bulk_share: f64,
     recipients: (u32, u32),
     geometric: Option<Geometric>,
@@ -233,8 +271,8 @@ struct Generator<'a> {
     rate_per_sec: Option<f64>,
 }
 
-impl<'a> Generator<'a> {
-    fn new(scenario: &Scenario, model: &'a PopulationModel) -> Self {
+impl Generator {
+    fn new(scenario: &Scenario, model: &PopulationModel) -> Self {
         let w: &WorkloadConfig = &scenario.workload;
         let hi = w.recipients_max.clamp(1, MAX_RECIPIENTS_PER_SESSION);
         let lo = w.recipients_min.clamp(1, hi);
@@ -258,7 +296,7 @@ impl<'a> Generator<'a> {
         };
         Generator {
             seed: scenario.seed,
-            model,
+            model: model.clone(),
             bulk_share: probability(w.bulk_share),
             recipients: (lo, hi),
             geometric,
@@ -354,7 +392,7 @@ impl<'a> Generator<'a> {
 
     fn recipient(&self, rng: &mut ItemRng, chosen: &mut HashSet<u64>) -> Recipient {
         let class = rng.random::<f64>();
-        let model = self.model;
+        let model = &self.model;
         let (mut local, domain, verdict) = if class < self.unknown_share {
             // A served domain, weighted by size, and a local part with two '-': the mailbox
             // generator never writes one (population.rs, "Uniqueness").
@@ -433,6 +471,22 @@ fn mix_case(address: &mut String, at: usize, style: u8) {
 }
 
 impl Workload {
+    /// A workload of these sessions (a list, as a trace holds).
+    pub fn from_sessions(
+        scenario: String,
+        seed: u64,
+        population: Option<u64>,
+        sessions: Vec<SessionSpec>,
+    ) -> Workload {
+        Workload {
+            scenario,
+            seed,
+            population,
+            sessions,
+            timed: None,
+        }
+    }
+
     /// Draws every session of `scenario` against `model` (which must be the scenario's
     /// population: [`PopulationModel::from_scenario`]). Sessions are drawn in parallel on
     /// the rayon pool; each uses only its own RNG, so the result is identical for any
@@ -443,6 +497,19 @@ impl Workload {
     /// refused; call [`Scenario::validate`] first to report it.
     pub fn generate(scenario: &Scenario, model: &PopulationModel) -> Workload {
         let generator = Generator::new(scenario, model);
+        if let Some(duration) = scenario.timed_duration() {
+            return Workload {
+                scenario: scenario.name.clone(),
+                seed: scenario.seed,
+                population: Some(scenario.population.fingerprint()),
+                sessions: Vec::new(),
+                timed: Some(Timed {
+                    generator: std::sync::Arc::new(generator),
+                    duration,
+                    shard: (0, 1),
+                }),
+            };
+        }
         let count = scenario.session_count().min(MAX_SESSIONS);
         let drawn: Vec<(SessionSpec, u64)> = (0..count)
             .into_par_iter()
@@ -462,12 +529,71 @@ impl Workload {
             seed: scenario.seed,
             population: Some(scenario.population.fingerprint()),
             sessions,
+            timed: None,
+        }
+    }
+
+    /// A closed loop sized in time: how long sessions are started for. `None`: the
+    /// workload is the list [`sessions`](Self::sessions).
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        self.timed.as_ref().map(|t| t.duration)
+    }
+
+    /// The `k`-th session this workload runs (0-based): `sessions[k]` of a list (`None`
+    /// past its end), or, sized in time, the session of index `i + k * n` of shard `i/n`,
+    /// drawn now (never `None`: the run's clock ends it).
+    pub fn session(&self, k: u64) -> Option<std::borrow::Cow<'_, SessionSpec>> {
+        match &self.timed {
+            None => usize::try_from(k)
+                .ok()
+                .and_then(|k| self.sessions.get(k))
+                .map(std::borrow::Cow::Borrowed),
+            Some(timed) => {
+                let (i, n) = timed.shard;
+                if n == 0 {
+                    return None; // an empty shard
+                }
+                let index = u64::from(i).saturating_add(k.saturating_mul(u64::from(n)));
+                Some(std::borrow::Cow::Owned(timed.generator.session(index)))
+            }
+        }
+    }
+
+    /// The first `count` sessions of a workload sized in time, as a list (what a run that
+    /// started that many ran, to save as a trace); a list workload is returned whole.
+    pub fn drawn(&self, count: u64) -> Workload {
+        let sessions = match &self.timed {
+            None => self.sessions.clone(),
+            Some(_) => (0..count)
+                .into_par_iter()
+                .filter_map(|k| self.session(k).map(std::borrow::Cow::into_owned))
+                .collect(),
+        };
+        Workload {
+            scenario: self.scenario.clone(),
+            seed: self.seed,
+            population: self.population,
+            sessions,
+            timed: None,
         }
     }
 
     /// Shard `i` of `n`: the sessions whose index is `i` modulo `n`, with their offsets
     /// unchanged (shards run side by side on one schedule). Empty if `n == 0` or `i >= n`.
     pub fn shard(&self, i: u32, n: u32) -> Workload {
+        if let Some(timed) = &self.timed {
+            // Shard i of shard (j, m) is every n-th of its indices, j + (i + k n) m: for a
+            // whole workload (0, 1), the indices equal to i modulo n, as a list's shard.
+            let (j, m) = timed.shard;
+            let (i, n) = if n == 0 || i >= n { (0, 0) } else { (i, n) };
+            return Workload {
+                timed: Some(Timed {
+                    shard: (j + i * m, n.saturating_mul(m)),
+                    ..timed.clone()
+                }),
+                ..self.clone()
+            };
+        }
         let sessions = if n == 0 || i >= n {
             Vec::new()
         } else {
@@ -482,10 +608,12 @@ impl Workload {
             seed: self.seed,
             population: self.population,
             sessions,
+            timed: None,
         }
     }
 
-    /// Total RCPTs over all sessions.
+    /// Total RCPTs over all sessions (0 for a workload sized in time: unknown before the
+    /// run).
     pub fn rcpt_count(&self) -> u64 {
         self.sessions
             .iter()
@@ -572,6 +700,7 @@ impl Workload {
             seed: header.seed,
             population: header.population,
             sessions,
+            timed: None,
         })
     }
 }
@@ -635,6 +764,38 @@ mixed_case_share = 0.3
             assert!(session.sender.ends_with(".test"), "{}", session.sender);
             assert!((500..=5000).contains(&session.message_size));
         }
+    }
+
+    #[test]
+    fn a_closed_loop_sized_in_time_draws_the_same_sessions_by_index() {
+        let counted = scenario(SMALL);
+        let timed = scenario(&SMALL.replace("sessions = 300", "duration_secs = 5.0"));
+        assert_eq!(
+            timed.timed_duration(),
+            Some(std::time::Duration::from_secs(5))
+        );
+        let model = PopulationModel::from_scenario(&counted);
+        let list = Workload::generate(&counted, &model);
+        let drawer = Workload::generate(&timed, &model);
+        assert!(drawer.sessions.is_empty());
+        assert_eq!(drawer.duration(), Some(std::time::Duration::from_secs(5)));
+        // Session k of the timed workload is session k of the counted one, drawn on demand,
+        // and far past any count.
+        for k in [0u64, 1, 150, 299] {
+            assert_eq!(*drawer.session(k).unwrap(), list.sessions[k as usize]);
+        }
+        assert_eq!(drawer.session(1_000_000).unwrap().index, 1_000_000);
+        assert_eq!(list.session(300), None, "a list ends");
+        // The first n drawn, as a list (a trace), are the counted workload's first n.
+        let drawn = drawer.drawn(120);
+        assert_eq!(drawn.duration(), None);
+        assert_eq!(drawn.sessions, list.sessions[..120]);
+        // A shard holds the indices a shard of the list holds.
+        let shard = drawer.shard(1, 3);
+        let indices: Vec<u64> = (0..4).map(|k| shard.session(k).unwrap().index).collect();
+        assert_eq!(indices, [1, 4, 7, 10]);
+        let list_shard = list.shard(1, 3);
+        assert_eq!(*shard.session(3).unwrap(), list_shard.sessions[3]);
     }
 
     #[test]

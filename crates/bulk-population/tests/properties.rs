@@ -53,7 +53,7 @@ proptest! {
             index += gap;
             session.index = index;
         }
-        let workload = Workload { scenario, seed, population, sessions };
+        let workload = Workload::from_sessions(scenario, seed, population, sessions);
         let mut bytes = Vec::new();
         workload.write_trace(&mut bytes).unwrap();
         prop_assert_eq!(Workload::read_trace(bytes.as_slice()).unwrap(), workload);

@@ -338,7 +338,7 @@ pub(crate) fn run_files(data: &RunData) -> Vec<(String, String)> {
         ),
         (
             "intervals.hlog".to_owned(),
-            "one-second histograms per phase (HdrHistogram log)".to_owned(),
+            "interval histograms per phase (HdrHistogram log)".to_owned(),
         ),
     ];
     for phase in Phase::ALL {

@@ -4,7 +4,8 @@
 //! - `summary.json`: counts, figures, the scenario ([`Summary`]).
 //! - `run.hlog`: the whole measurement window, one histogram per phase (3 significant
 //!   digits), tagged with the phase name.
-//! - `intervals.hlog`: one-second interval histograms per phase (2 significant digits),
+//! - `intervals.hlog`: interval histograms per phase (2 significant digits; 100 ms
+//!   intervals, doubled as often as needed to keep at most 600),
 //!   tagged likewise, warm-up included, timestamps in seconds since the run's start.
 //!
 //! Both `.hlog` files are in the HdrHistogram interval log format (V2, deflate-compressed
@@ -30,7 +31,8 @@ use crate::summary::Summary;
 pub struct IntervalData {
     /// Seconds since the run's start.
     pub start_secs: f64,
-    /// Length in seconds (1.0, but for a run's last partial second).
+    /// Length in seconds (the series' interval length, but for a run's last, partial
+    /// interval).
     pub duration_secs: f64,
     /// Latencies completed in this interval, by phase (phases with no sample omitted).
     pub phases: BTreeMap<Phase, Histogram<u64>>,
@@ -84,14 +86,15 @@ impl RunData {
         let mut series = result.warmup.clone();
         series.merge(&result.measured);
         let end = result.elapsed.as_secs_f64();
+        let length = series.interval_ms() as f64 / 1000.0;
         let intervals = series
             .intervals()
             .iter()
-            .map(|(second, interval)| {
-                let start = *second as f64;
+            .map(|(n, interval)| {
+                let start = *n as f64 * length;
                 // Millisecond precision: what an interval log keeps, so a report renders the
                 // same before and after saving.
-                let duration = ((end - start).clamp(0.001, 1.0) * 1000.0).round() / 1000.0;
+                let duration = ((end - start).clamp(0.001, length) * 1000.0).round() / 1000.0;
                 IntervalData {
                     start_secs: start,
                     duration_secs: duration,
@@ -343,12 +346,12 @@ mod tests {
         let mut measured = Recorder::default();
         let mut warmup = Recorder::default();
         for v in 1..=3000u64 {
-            let second = v / 1000;
+            let second_us = (v / 1000) * 1_000_000;
             measured.record(Phase::Rcpt, v * 7);
-            measured.record_interval(second + 1, Phase::Rcpt, v * 7);
+            measured.record_interval(second_us + 1_000_000, Phase::Rcpt, v * 7);
             if v % 10 == 0 {
                 measured.record(Phase::Session, v * 100);
-                measured.record_interval(second + 1, Phase::Session, v * 100);
+                measured.record_interval(second_us + 1_000_000, Phase::Session, v * 100);
             }
             if v % 100 == 0 {
                 warmup.record(Phase::Rcpt, v);
@@ -369,6 +372,8 @@ mod tests {
             window: Duration::from_secs(3),
             elapsed: Duration::from_millis(3500),
             interrupted: false,
+            drawn: 0,
+            drawn_rcpts: 0,
         }
     }
 

@@ -30,7 +30,7 @@ fn run_data() -> RunData {
     for v in 1..=5000u64 {
         for (phase, scale) in [(Phase::Rcpt, 3), (Phase::Session, 40), (Phase::Connect, 1)] {
             measured.record(phase, v * scale);
-            measured.record_interval(1 + v / 1000, phase, v * scale);
+            measured.record_interval((1 + v / 1000) * 1_000_000, phase, v * scale);
         }
         if v % 50 == 0 {
             warmup.record(Phase::Rcpt, v);
@@ -46,6 +46,8 @@ fn run_data() -> RunData {
         window: Duration::from_secs(6),
         elapsed: Duration::from_secs(6),
         interrupted: false,
+        drawn: 0,
+        drawn_rcpts: 0,
     };
     let summary = Summary::new(
         SummaryInput {

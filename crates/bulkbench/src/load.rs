@@ -265,26 +265,51 @@ pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
             last.start_offset_us as f64 / 1e6
         );
     }
-    info!(
-        sessions = workload.sessions.len(),
-        rcpts = workload.rcpt_count(),
-        ms = started.elapsed().as_millis() as u64,
-        "workload ready"
-    );
-    if let Some(path) = &args.save_trace {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create trace {}", path.display()))?;
-        let mut writer = BufWriter::new(file);
-        workload
-            .write_trace(&mut writer)
-            .and_then(|()| std::io::Write::flush(&mut writer))
-            .with_context(|| format!("cannot write trace {}", path.display()))?;
+    match workload.duration() {
+        Some(duration) => info!(
+            secs = duration.as_secs_f64(),
+            "workload sized in time: sessions are drawn until the time is up"
+        ),
+        None => info!(
+            sessions = workload.sessions.len(),
+            rcpts = workload.rcpt_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "workload ready"
+        ),
+    }
+    // A workload sized in time is saved once the run knows how many sessions it started.
+    if let Some(path) = args
+        .save_trace
+        .as_ref()
+        .filter(|_| workload.duration().is_none())
+    {
+        save_trace(path, &workload)?;
     }
     Ok(Prepared {
         scenario,
         model,
         workload: Arc::new(workload),
     })
+}
+
+fn save_trace(path: &Path, workload: &Workload) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create trace {}", path.display()))?;
+    let mut writer = BufWriter::new(file);
+    workload
+        .write_trace(&mut writer)
+        .and_then(|()| std::io::Write::flush(&mut writer))
+        .with_context(|| format!("cannot write trace {}", path.display()))
+}
+
+/// `--save-trace` of a run sized in time: the sessions it started, which replay exactly.
+fn save_timed_trace(args: &RunArgs, prepared: &Prepared, result: &RunResult) -> anyhow::Result<()> {
+    match &args.save_trace {
+        Some(path) if prepared.workload.duration().is_some() => {
+            save_trace(path, &prepared.workload.drawn(result.drawn))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> LoadConfig {
@@ -351,7 +376,10 @@ fn drive(
 ) -> (RunResult, CpuSample, CpuSample) {
     let progress = Arc::new(Progress::default());
     let cancel = interrupt().child_token();
-    let total = prepared.workload.sessions.len() as u64;
+    let total = match prepared.workload.duration() {
+        Some(duration) => crate::progress::Total::Time(duration),
+        None => crate::progress::Total::Sessions(prepared.workload.sessions.len() as u64),
+    };
     let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
     let warmup = config.warmup;
     let workload = prepared.workload.clone();
@@ -398,15 +426,27 @@ fn report(
     Ok(RunOutcome::of(&data.summary, args.max_failed_share))
 }
 
-fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryInput {
+fn summary_input(
+    command: &str,
+    prepared: &Prepared,
+    target: Target,
+    result: &RunResult,
+) -> SummaryInput {
     SummaryInput {
         command: command.to_owned(),
         scenario: serde_json::to_value(&prepared.scenario).unwrap_or(serde_json::Value::Null),
         seed: prepared.scenario.seed,
         target,
-        expected: Expected {
-            sessions: prepared.workload.sessions.len() as u64,
-            rcpts: prepared.workload.rcpt_count(),
+        // Sized in time, the plan is what was drawn before the time was up.
+        expected: match prepared.workload.duration() {
+            Some(_) => Expected {
+                sessions: result.drawn,
+                rcpts: result.drawn_rcpts,
+            },
+            None => Expected {
+                sessions: prepared.workload.sessions.len() as u64,
+                rcpts: prepared.workload.rcpt_count(),
+            },
         },
         warmup_secs: prepared.scenario.workload.warmup_secs,
         server: None,
@@ -525,6 +565,7 @@ pub(crate) fn run_once(
                     server_cpus: None,
                     generator_cpus: None,
                 },
+                &result,
             );
             input.generator_cpu_seconds =
                 cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
@@ -606,6 +647,7 @@ fn run_with_server(
             server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
             generator_cpus: pinning.map(|p| p.split.generator),
         },
+        &result,
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
     input.cpu_sets = cpu_sets;
@@ -628,6 +670,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<RunOutcome> {
         "load",
         None,
     )?;
+    save_timed_trace(&args.run, &prepared, &result)?;
     report(&args.run, &prepared, summary, &result)
 }
 
@@ -826,6 +869,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<RunOutcome> {
     check_open_files(&prepared);
     let target = RunTarget::Backend(args.backend.name().to_owned());
     let (summary, result) = run_once(&args.run, &prepared, &target, "bench", None)?;
+    save_timed_trace(&args.run, &prepared, &result)?;
     report(&args.run, &prepared, summary, &result)
 }
 

@@ -513,3 +513,80 @@ fn a_run_that_ends_during_its_warm_up_is_an_error_not_a_zero() {
     );
     drop(server);
 }
+
+#[test]
+fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("timed.toml");
+    std::fs::write(
+        &scenario,
+        SCENARIO
+            .replace("sessions = 400", "duration_secs = 2.5")
+            .replace("warmup_secs = 0.0", "warmup_secs = 0.5"),
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let trace = dir.path().join("trace.jsonl");
+    let started = Instant::now();
+    let output = run(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--save-trace",
+        trace.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let s = summary(&out);
+    // Sessions start until 2.5 s; those in flight then finish: a window of 2 s and a bit.
+    let window = s["window"]["measured_secs"].as_f64().unwrap();
+    assert!((2.0..4.0).contains(&window), "window {window} s");
+    let started_sessions = s["totals"]["sessions"].as_u64().unwrap()
+        + s["warmup_totals"]["sessions"].as_u64().unwrap();
+    assert_eq!(s["expected"]["sessions"].as_u64(), Some(started_sessions));
+    assert!(
+        started_sessions > 20,
+        "{started_sessions} sessions in 2.5 s"
+    );
+    // The trace holds the sessions that ran, 0 to n-1, and replays as a list.
+    let lines = std::fs::read_to_string(&trace).unwrap().lines().count() as u64;
+    assert_eq!(
+        lines,
+        started_sessions + 1,
+        "a header and one line per session"
+    );
+    // The interval series resolves the short window: 100 ms intervals, 20 and more of them
+    // after the warm-up.
+    let hlog = std::fs::read_to_string(out.join("intervals.hlog")).unwrap();
+    let in_window = hlog
+        .lines()
+        .filter_map(|l| l.strip_prefix("Tag=rcpt,"))
+        .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
+        .filter(|start| *start >= 0.5)
+        .count();
+    assert!(in_window >= 20, "{in_window} RCPT intervals in the window");
+    let replay = dir.path().join("replay");
+    let output = run(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--out",
+        replay.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = summary(&replay);
+    assert_eq!(r["expected"]["sessions"].as_u64(), Some(started_sessions));
+    assert_eq!(r["totals"]["sessions_completed"], r["totals"]["sessions"]);
+}

@@ -90,15 +90,15 @@ pub fn run(spec: &Spec) -> RunData {
                 for k in 0..count {
                     let v = (base + 13 * k) * jitter * tail * spec.latency_scale;
                     rec.record(phase, v);
-                    rec.record_interval(second, phase, v);
+                    rec.record_interval(second * 1_000_000, phase, v);
                     step = step.max(v);
                 }
                 total += step;
             }
             rec.record(Phase::Session, total);
-            rec.record_interval(second, Phase::Session, total);
+            rec.record_interval(second * 1_000_000, Phase::Session, total);
             rec.record(Phase::ScheduleLag, 5 * jitter);
-            rec.record_interval(second, Phase::ScheduleLag, 5 * jitter);
+            rec.record_interval(second * 1_000_000, Phase::ScheduleLag, 5 * jitter);
             tot.sessions += 1;
             tot.sessions_completed += 1;
             tot.rcpts += spec.rcpts_per_session;
@@ -140,6 +140,8 @@ pub fn run(spec: &Spec) -> RunData {
         window: Duration::from_secs_f64(measured_secs),
         elapsed: Duration::from_secs(spec.secs),
         interrupted: false,
+        drawn: 0,
+        drawn_rcpts: 0,
     };
     summarize(spec, &result)
 }
@@ -228,6 +230,8 @@ pub fn empty_run() -> RunData {
         window: Duration::ZERO,
         elapsed: Duration::ZERO,
         interrupted: true,
+        drawn: 0,
+        drawn_rcpts: 0,
     };
     summarize(
         &Spec {
