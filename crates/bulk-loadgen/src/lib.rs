@@ -22,6 +22,7 @@ pub mod message;
 mod precise_timer;
 pub mod record;
 pub mod result;
+mod script;
 pub mod simulate;
 pub mod verify;
 
@@ -300,14 +301,14 @@ impl Run {
             recorder.record_interval(at_us, phase, latency_us);
         }
         totals.sessions += 1;
-        totals.rcpts += log.rcpts;
-        totals.messages += log.messages;
-        for (class, count) in ReplyClass::ALL.iter().zip(log.by_class) {
+        totals.rcpts += log.counts.rcpts;
+        totals.messages += log.counts.messages;
+        for (class, count) in ReplyClass::ALL.iter().zip(log.counts.by_class) {
             if count > 0 {
                 *totals.by_class.entry(*class).or_default() += count;
             }
         }
-        totals.bulk_fallback_sessions += u64::from(log.bulk_fallback);
+        totals.bulk_fallback_sessions += u64::from(log.counts.bulk_fallback);
         match outcome {
             Ok(()) => totals.sessions_completed += 1,
             Err(kind) => {
@@ -316,12 +317,14 @@ impl Run {
                 self.progress.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        shard.mismatches.merge(&log.mismatches);
+        shard.mismatches.merge(&log.counts.mismatches);
         self.progress.sessions.fetch_add(1, Ordering::Relaxed);
-        self.progress.rcpts.fetch_add(log.rcpts, Ordering::Relaxed);
+        self.progress
+            .rcpts
+            .fetch_add(log.counts.rcpts, Ordering::Relaxed);
         self.progress
             .mismatches
-            .fetch_add(log.mismatches.total, Ordering::Relaxed);
+            .fetch_add(log.counts.mismatches.total, Ordering::Relaxed);
     }
 }
 
@@ -386,7 +389,7 @@ pub async fn run(
                         else {
                             break;
                         };
-                        drawn_rcpts.fetch_add(spec.recipients.len() as u64, Ordering::Relaxed);
+                        drawn_rcpts.fetch_add(spec.rcpt_count(), Ordering::Relaxed);
                         run.session(&spec, Instant::now(), None, &mut state).await;
                         tokio::task::coop::consume_budget().await;
                     }

@@ -35,6 +35,9 @@ pub enum Phase {
     Greeting,
     /// EHLO to its reply.
     Ehlo,
+    /// RSET to its reply: between transactions of a session, after one that sent no
+    /// message (pipelined: from the write of the next transaction's group).
+    Rset,
     /// BULK FROM / MAIL FROM to its reply (pipelined: from the batch's write).
     From,
     /// Each RCPT, from the write that carried it to its reply.
@@ -51,11 +54,12 @@ pub enum Phase {
 
 impl Phase {
     /// All phases, in session order.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::ScheduleLag,
         Phase::Connect,
         Phase::Greeting,
         Phase::Ehlo,
+        Phase::Rset,
         Phase::From,
         Phase::Rcpt,
         Phase::Data,
@@ -71,6 +75,7 @@ impl Phase {
             Phase::Connect => "connect",
             Phase::Greeting => "greeting",
             Phase::Ehlo => "ehlo",
+            Phase::Rset => "rset",
             Phase::From => "from",
             Phase::Rcpt => "rcpt",
             Phase::Data => "data",

@@ -18,8 +18,10 @@ pub const MAX_MAILBOXES: u64 = 1_000_000_000;
 pub const MAX_DOMAINS: u64 = 1_000_000;
 /// Largest number of sessions a workload may hold (`workload.sessions`, or rate x duration).
 pub const MAX_SESSIONS: u64 = 100_000_000;
-/// Largest `workload.recipients_max` accepted.
+/// Largest `workload.recipients_max` accepted (RCPTs per transaction).
 pub const MAX_RECIPIENTS_PER_SESSION: u32 = 100_000;
+/// Largest `workload.transactions_max` accepted.
+pub const MAX_TRANSACTIONS_PER_SESSION: u32 = 100_000;
 /// Default closed-loop `workload.concurrency`.
 pub const DEFAULT_CONCURRENCY: u32 = 50;
 /// Default open-loop `workload.max_in_flight`: the open-files limit here is 20,000 per
@@ -165,13 +167,19 @@ pub struct WorkloadConfig {
     /// reached wait, and the wait shows as schedule lag. Default [`DEFAULT_MAX_IN_FLIGHT`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
-    /// Share of sessions that use `BULK FROM` (the rest use `MAIL FROM`), in [0, 1];
+    /// Fewest transactions per session (>= 1); default 1.
+    pub transactions_min: u32,
+    /// Most transactions per session (>= transactions_min, <=
+    /// [`MAX_TRANSACTIONS_PER_SESSION`]); uniform in between; default 1. A session sends
+    /// its transactions one after the other over one connection, as bulk senders do.
+    pub transactions_max: u32,
+    /// Share of transactions that use `BULK FROM` (the rest use `MAIL FROM`), in [0, 1];
     /// default 0.9.
     pub bulk_share: f64,
-    /// Fewest recipients per session (>= 1); default 1.
+    /// Fewest recipients per transaction (>= 1); default 1.
     pub recipients_min: u32,
-    /// Most recipients per session (>= recipients_min, <= [`MAX_RECIPIENTS_PER_SESSION`]);
-    /// default 50.
+    /// Most recipients per transaction (>= recipients_min, <=
+    /// [`MAX_RECIPIENTS_PER_SESSION`]); default 50.
     pub recipients_max: u32,
     /// `"uniform"`, `"geometric"` or `"fixed"`; default uniform.
     pub recipients_distribution: RecipientsDistribution,
@@ -216,6 +224,8 @@ impl Default for WorkloadConfig {
             concurrency: None,
             rate_per_sec: None,
             max_in_flight: None,
+            transactions_min: 1,
+            transactions_max: 1,
             bulk_share: 0.9,
             recipients_min: 1,
             recipients_max: 50,
@@ -640,6 +650,33 @@ impl Scenario {
                 Some("workload"),
                 key,
                 format!("gives {sessions} sessions, not in 1..={MAX_SESSIONS}"),
+            ));
+        }
+        if w.transactions_min == 0 {
+            return Err(invalid(
+                Some("workload"),
+                "transactions_min",
+                "must be >= 1".into(),
+            ));
+        }
+        if w.transactions_max > MAX_TRANSACTIONS_PER_SESSION {
+            return Err(invalid(
+                Some("workload"),
+                "transactions_max",
+                format!(
+                    "{} is over {MAX_TRANSACTIONS_PER_SESSION}",
+                    w.transactions_max
+                ),
+            ));
+        }
+        if w.transactions_min > w.transactions_max {
+            return Err(invalid(
+                Some("workload"),
+                "transactions_min",
+                format!(
+                    "{} is greater than workload.transactions_max ({})",
+                    w.transactions_min, w.transactions_max
+                ),
             ));
         }
         share("workload", "bulk_share", w.bulk_share)?;

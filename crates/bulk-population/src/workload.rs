@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::names::{DOMAIN_SUFFIXES, DOMAIN_WORDS, FIRST, LAST, SENDER_ROLES, SENDER_WORDS, TAGS};
 use crate::population::PopulationModel;
 use crate::scenario::{
-    LoopMode, MAX_RECIPIENTS_PER_SESSION, MAX_SESSIONS, Popularity, RecipientsDistribution,
-    Scenario, WorkloadConfig,
+    LoopMode, MAX_RECIPIENTS_PER_SESSION, MAX_SESSIONS, MAX_TRANSACTIONS_PER_SESSION, Popularity,
+    RecipientsDistribution, Scenario, WorkloadConfig,
 };
 use crate::seeding::{
     ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_SESSION, affine, item_rng, mix,
@@ -31,7 +31,9 @@ use crate::seeding::{
 };
 
 /// Version written in, and required of, a trace header.
-pub const TRACE_VERSION: u32 = 1;
+pub const TRACE_VERSION: u32 = 2;
+/// The oldest trace version this build reads: version 1 held one transaction per session.
+pub const OLDEST_TRACE_VERSION: u32 = 1;
 
 /// Attempts at drawing a known recipient not yet in the session before a duplicate is
 /// accepted (a small population or a steep Zipf law can make distinct draws rare).
@@ -79,16 +81,72 @@ pub struct SessionSpec {
     /// Open loop: intended start, in microseconds from the run's start (Poisson arrivals;
     /// session 0 at 0). Closed loop: 0.
     pub start_offset_us: u64,
+    /// Send commands pipelined (RFC 2920).
+    pub pipelining: bool,
+    /// The transactions the session sends over its one connection, in order (at least
+    /// one): each starts with BULK or MAIL FROM after the previous one's end of data, or
+    /// after RSET when the previous one sent no message.
+    pub transactions: Vec<Transaction>,
+}
+
+/// One transaction of a session: sender, recipients with their expected verdicts, message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Transaction {
     /// BULK or MAIL.
     pub kind: Kind,
     /// Reverse path (`news@shop7.test`), never in a served domain.
     pub sender: String,
     /// RCPTs in order.
     pub recipients: Vec<Recipient>,
-    /// Send commands pipelined (RFC 2920).
-    pub pipelining: bool,
-    /// Message body size in bytes; 0 means the session sends no DATA.
+    /// Message body size in bytes; 0 means the transaction sends no DATA.
     pub message_size: u32,
+}
+
+impl SessionSpec {
+    /// RCPTs over all its transactions.
+    pub fn rcpt_count(&self) -> u64 {
+        self.transactions
+            .iter()
+            .map(|t| t.recipients.len() as u64)
+            .sum()
+    }
+
+    /// Every RCPT of the session, with its transaction's kind, in order.
+    pub fn recipients(&self) -> impl Iterator<Item = (Kind, &Recipient)> {
+        self.transactions
+            .iter()
+            .flat_map(|t| t.recipients.iter().map(move |r| (t.kind, r)))
+    }
+}
+
+/// A session as trace version 1 wrote it: one transaction, its fields at the top level.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionSpecV1 {
+    index: u64,
+    start_offset_us: u64,
+    kind: Kind,
+    sender: String,
+    recipients: Vec<Recipient>,
+    pipelining: bool,
+    message_size: u32,
+}
+
+impl From<SessionSpecV1> for SessionSpec {
+    fn from(v1: SessionSpecV1) -> Self {
+        SessionSpec {
+            index: v1.index,
+            start_offset_us: v1.start_offset_us,
+            pipelining: v1.pipelining,
+            transactions: vec![Transaction {
+                kind: v1.kind,
+                sender: v1.sender,
+                recipients: v1.recipients,
+                message_size: v1.message_size,
+            }],
+        }
+    }
 }
 
 /// The sessions of a scenario (or of one shard of it), in index order.
@@ -165,7 +223,7 @@ pub enum TraceError {
     },
     /// The header announces a version this build does not read.
     #[error(
-        "trace line 1: trace version {found} is not supported (this build reads version {TRACE_VERSION})"
+        "trace line 1: trace version {found} is not supported (this build reads versions {OLDEST_TRACE_VERSION} to {TRACE_VERSION})"
     )]
     Version {
         /// The version found.
@@ -267,6 +325,8 @@ struct Generator {
     mixed_case_share: f64,
     pipelining: bool,
     message_size: (u32, u32),
+    /// Fewest and most transactions per session.
+    transactions: (u32, u32),
     /// Open loop arrival rate (sessions per second), if any.
     rate_per_sec: Option<f64>,
 }
@@ -313,6 +373,10 @@ impl Generator {
                 w.message_size_min.min(w.message_size_max),
                 w.message_size_max.max(w.message_size_min),
             ),
+            transactions: {
+                let hi = w.transactions_max.clamp(1, MAX_TRANSACTIONS_PER_SESSION);
+                (w.transactions_min.clamp(1, hi), hi)
+            },
             rate_per_sec,
         }
     }
@@ -356,6 +420,24 @@ impl Generator {
 
     fn session(&self, index: u64) -> SessionSpec {
         let mut rng = item_rng(self.seed, STREAM_SESSION, index);
+        // Drawn only when there is a choice, so that sessions of one transaction are the
+        // same as before transactions could be several.
+        let (lo, hi) = self.transactions;
+        let count = if lo == hi {
+            lo
+        } else {
+            rng.random_range(lo..=hi)
+        };
+        let transactions = (0..count).map(|_| self.transaction(&mut rng)).collect();
+        SessionSpec {
+            index,
+            start_offset_us: 0,
+            pipelining: self.pipelining,
+            transactions,
+        }
+    }
+
+    fn transaction(&self, rng: &mut ItemRng) -> Transaction {
         let kind = if rng.random::<f64>() < self.bulk_share {
             Kind::Bulk
         } else {
@@ -367,11 +449,11 @@ impl Generator {
             SENDER_WORDS[rng.random_range(0..SENDER_WORDS.len())],
             rng.random_range(1..=500u32)
         );
-        let count = self.recipient_count(&mut rng);
+        let count = self.recipient_count(rng);
         let mut recipients = Vec::with_capacity(count as usize);
         let mut chosen = HashSet::new();
         for _ in 0..count {
-            recipients.push(self.recipient(&mut rng, &mut chosen));
+            recipients.push(self.recipient(rng, &mut chosen));
         }
         let (lo, hi) = self.message_size;
         let message_size = if hi == 0 {
@@ -379,13 +461,10 @@ impl Generator {
         } else {
             rng.random_range(lo..=hi)
         };
-        SessionSpec {
-            index,
-            start_offset_us: 0,
+        Transaction {
             kind,
             sender,
             recipients,
-            pipelining: self.pipelining,
             message_size,
         }
     }
@@ -615,10 +694,7 @@ impl Workload {
     /// Total RCPTs over all sessions (0 for a workload sized in time: unknown before the
     /// run).
     pub fn rcpt_count(&self) -> u64 {
-        self.sessions
-            .iter()
-            .map(|s| s.recipients.len() as u64)
-            .sum()
+        self.sessions.iter().map(SessionSpec::rcpt_count).sum()
     }
 
     /// Writes the trace: JSON Lines, first a header object
@@ -659,7 +735,7 @@ impl Workload {
         }
         let header: TraceHeader =
             serde_json::from_str(&line).map_err(|source| TraceError::Header { source })?;
-        if header.bulkbench_trace != TRACE_VERSION {
+        if !(OLDEST_TRACE_VERSION..=TRACE_VERSION).contains(&header.bulkbench_trace) {
             return Err(TraceError::Version {
                 found: header.bulkbench_trace,
             });
@@ -673,11 +749,14 @@ impl Workload {
             if line.trim().is_empty() {
                 continue;
             }
-            let session: SessionSpec =
-                serde_json::from_str(&line).map_err(|source| TraceError::Session {
-                    line: number,
-                    source,
-                })?;
+            let session = match header.bulkbench_trace {
+                1 => serde_json::from_str::<SessionSpecV1>(&line).map(SessionSpec::from),
+                _ => serde_json::from_str::<SessionSpec>(&line),
+            }
+            .map_err(|source| TraceError::Session {
+                line: number,
+                source,
+            })?;
             if let Some(previous) = sessions.last()
                 && session.index <= previous.index
             {
@@ -707,6 +786,11 @@ impl Workload {
 
 #[cfg(test)]
 mod tests {
+    /// The one transaction of a session of a scenario without transactions_*.
+    fn tx(s: &SessionSpec) -> &Transaction {
+        assert_eq!(s.transactions.len(), 1);
+        &s.transactions[0]
+    }
     use super::*;
 
     fn scenario(text: &str) -> Scenario {
@@ -743,10 +827,10 @@ mixed_case_share = 0.3
         assert!(
             w.sessions
                 .iter()
-                .all(|s| (1..=40).contains(&s.recipients.len()))
+                .all(|s| (1..=40).contains(&tx(s).recipients.len()))
         );
         assert!(w.sessions.iter().all(|s| s.start_offset_us == 0));
-        let all: Vec<&Recipient> = w.sessions.iter().flat_map(|s| &s.recipients).collect();
+        let all: Vec<&Recipient> = w.sessions.iter().flat_map(|s| &tx(s).recipients).collect();
         let share = |f: &dyn Fn(&Recipient) -> bool| {
             all.iter().filter(|r| f(r)).count() as f64 / all.len() as f64
         };
@@ -758,11 +842,19 @@ mixed_case_share = 0.3
         assert!((foreign - 0.05).abs() < 0.015, "{foreign}");
         assert!((tagged - 0.2).abs() < 0.03, "{tagged}");
         assert!((mixed - 0.3).abs() < 0.03, "{mixed}");
-        let bulk = w.sessions.iter().filter(|s| s.kind == Kind::Bulk).count();
+        let bulk = w
+            .sessions
+            .iter()
+            .filter(|s| tx(s).kind == Kind::Bulk)
+            .count();
         assert!((240..=300).contains(&bulk), "{bulk}");
         for session in &w.sessions {
-            assert!(session.sender.ends_with(".test"), "{}", session.sender);
-            assert!((500..=5000).contains(&session.message_size));
+            assert!(
+                tx(session).sender.ends_with(".test"),
+                "{}",
+                tx(session).sender
+            );
+            assert!((500..=5000).contains(&tx(session).message_size));
         }
     }
 
@@ -799,6 +891,39 @@ mixed_case_share = 0.3
     }
 
     #[test]
+    fn sessions_hold_their_drawn_transactions_each_drawn_whole() {
+        let s = scenario(&SMALL.replace(
+            "sessions = 300",
+            "sessions = 300\ntransactions_min = 2\ntransactions_max = 6",
+        ));
+        let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
+        let counts: Vec<usize> = w.sessions.iter().map(|s| s.transactions.len()).collect();
+        assert!(counts.iter().all(|n| (2..=6).contains(n)), "{counts:?}");
+        assert!(
+            counts.contains(&2) && counts.contains(&6),
+            "the whole range is drawn"
+        );
+        for session in &w.sessions {
+            for t in &session.transactions {
+                assert!((1..=40).contains(&t.recipients.len()));
+                assert!((500..=5000).contains(&t.message_size));
+                assert!(t.sender.ends_with(".test"));
+            }
+            // Each transaction is drawn on its own: senders differ within a session.
+            let senders: HashSet<&str> = session
+                .transactions
+                .iter()
+                .map(|t| t.sender.as_str())
+                .collect();
+            assert!(senders.len() > 1, "session {}", session.index);
+        }
+        assert_eq!(
+            w.rcpt_count(),
+            w.sessions.iter().map(SessionSpec::rcpt_count).sum::<u64>()
+        );
+    }
+
+    #[test]
     fn open_loop_offsets_are_poisson() {
         let s = scenario(
             "[population]\nmailboxes = 100\ndomains = 3\n[workload]\nmode = \"open\"\nrate_per_sec = 1000.0\nduration_secs = 5.0\n",
@@ -824,7 +949,7 @@ mixed_case_share = 0.3
             let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
             w.sessions
                 .iter()
-                .map(|s| s.recipients.len())
+                .map(|s| tx(s).recipients.len())
                 .collect::<Vec<_>>()
         };
         assert!(
@@ -849,7 +974,7 @@ mixed_case_share = 0.3
         let model = PopulationModel::from_scenario(&s);
         let w = Workload::generate(&s, &model);
         let mut hits = std::collections::HashMap::<&str, usize>::new();
-        for r in w.sessions.iter().flat_map(|s| &s.recipients) {
+        for r in w.sessions.iter().flat_map(|s| &tx(s).recipients) {
             *hits.entry(r.address.as_str()).or_default() += 1;
         }
         let mut top: Vec<(&str, usize)> = hits.into_iter().collect();
@@ -873,7 +998,7 @@ mixed_case_share = 0.3
         );
         let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
         for session in &w.sessions {
-            let distinct: HashSet<&str> = session
+            let distinct: HashSet<&str> = tx(session)
                 .recipients
                 .iter()
                 .map(|r| r.address.as_str())
@@ -925,8 +1050,17 @@ mixed_case_share = 0.3
         let header = r#"{"bulkbench_trace":1,"scenario":"t","seed":1,"sessions":1}"#;
         let session = r#"{"index":0,"start_offset_us":0,"kind":"bulk","sender":"a@b.test","recipients":[{"address":"x@y.example","verdict":"opted_out"}],"pipelining":true,"message_size":0}"#;
         let ok = format!("{header}\n{session}\n");
+        // A version 1 trace (one transaction per session) still reads.
         let w = Workload::read_trace(ok.as_bytes()).unwrap();
-        assert_eq!(w.sessions[0].recipients[0].verdict, Verdict::OptedOut);
+        assert_eq!(
+            w.sessions[0].transactions[0].recipients[0].verdict,
+            Verdict::OptedOut
+        );
+        // Version 2 writes and reads it back with its transactions.
+        let mut again = Vec::new();
+        w.write_trace(&mut again).unwrap();
+        assert!(again.starts_with(br#"{"bulkbench_trace":2,"#));
+        assert_eq!(Workload::read_trace(again.as_slice()).unwrap(), w);
 
         let cases: Vec<(String, &str)> = vec![
             (String::new(), "empty"),
@@ -935,8 +1069,8 @@ mixed_case_share = 0.3
                 "line 1: not a bulkbench trace header",
             ),
             (
-                ok.replace("\"bulkbench_trace\":1", "\"bulkbench_trace\":2"),
-                "version 2",
+                ok.replace("\"bulkbench_trace\":1", "\"bulkbench_trace\":3"),
+                "version 3 is not supported (this build reads versions 1 to 2)",
             ),
             (
                 format!("{header}\n\n{}\n", session.replace("opted_out", "maybe")),

@@ -85,7 +85,7 @@ fn no_pipelining_replays_quick_without_pipelining() {
     let strip = |w: &Workload| {
         w.sessions
             .iter()
-            .map(|s| (s.sender.clone(), s.recipients.clone(), s.message_size))
+            .map(|s| s.transactions.clone())
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&a), strip(&b));

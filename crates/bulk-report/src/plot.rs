@@ -1145,10 +1145,11 @@ fn verdicts(data: &RunData) -> Plot {
 }
 
 /// The steps of a session in order, as the breakdown shows them.
-const SESSION_STEPS: [Phase; 8] = [
+const SESSION_STEPS: [Phase; 9] = [
     Phase::Connect,
     Phase::Greeting,
     Phase::Ehlo,
+    Phase::Rset,
     Phase::From,
     Phase::Rcpt,
     Phase::Data,
