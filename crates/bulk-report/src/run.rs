@@ -7,13 +7,16 @@
 //! - `intervals.hlog`: one-second interval histograms per phase (2 significant digits),
 //!   tagged likewise, warm-up included, timestamps in seconds since the run's start.
 //!
-//! Both `.hlog` files are in the HdrHistogram interval log format (V2, deflate-compressed
-//! histograms, base64), readable by the HdrHistogram tools of other languages.
+//! Both `.hlog` files are in the HdrHistogram interval log format, version 1.3 (V2,
+//! deflate-compressed histograms, base64), with the header HdrHistogram's own writers put
+//! there: the format version, the run's start as `StartTime` (seconds since the epoch and
+//! a date) and the same instant as `BaseTime`, so interval timestamps are seconds since the
+//! run's start and the tools of other languages place them in time.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bulk_loadgen::{Phase, RunResult};
 use hdrhistogram::Histogram;
@@ -117,6 +120,7 @@ impl RunData {
             serde_json::to_vec_pretty(&self.summary).map_err(|e| invalid(&path, e.to_string()))?;
         std::fs::write(&path, json).map_err(io_error(&path))?;
 
+        let start = self.start_epoch_secs();
         let window = Duration::from_secs_f64(self.summary.window.measured_secs.max(0.0));
         let warmup = self.summary.window.warmup_secs.max(0.0);
         let whole: Vec<(f64, f64, Phase, &Histogram<u64>)> = self
@@ -124,7 +128,7 @@ impl RunData {
             .iter()
             .map(|(phase, h)| (warmup, window.as_secs_f64(), *phase, h))
             .collect();
-        write_hlog(&dir.join("run.hlog"), &whole)?;
+        write_hlog(&dir.join("run.hlog"), start, &whole)?;
         let series: Vec<(f64, f64, Phase, &Histogram<u64>)> = self
             .intervals
             .iter()
@@ -134,7 +138,17 @@ impl RunData {
                     .map(move |(phase, h)| (i.start_secs, i.duration_secs, *phase, h))
             })
             .collect();
-        write_hlog(&dir.join("intervals.hlog"), &series)
+        write_hlog(&dir.join("intervals.hlog"), start, &series)
+    }
+
+    /// The run's start in seconds since the epoch: as recorded, else (a summary written
+    /// before it was) from the `started_at` stamp, to the second.
+    fn start_epoch_secs(&self) -> f64 {
+        let s = &self.summary;
+        s.started_at_epoch_secs
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .or_else(|| crate::parse_utc_stamp(&s.started_at).map(|secs| secs as f64))
+            .unwrap_or(0.0)
     }
 
     /// Reads what [`save`](Self::save) wrote.
@@ -233,6 +247,13 @@ pub fn merge(runs: &[RunData]) -> Result<RunData, ReportError> {
         s.window.measured_secs = s.window.measured_secs.max(b.window.measured_secs);
         s.window.elapsed_secs = s.window.elapsed_secs.max(b.window.elapsed_secs);
         s.window.interrupted |= b.window.interrupted;
+        // The shards ran together: the merged run started with the first of them.
+        if let Some(start) = b.started_at_epoch_secs
+            && s.started_at_epoch_secs.is_none_or(|first| start < first)
+        {
+            s.started_at_epoch_secs = Some(start);
+            s.started_at = b.started_at.clone();
+        }
         s.generator.cpu_seconds += b.generator.cpu_seconds;
         // Neither do the CPUs of separate runs (they may even be the same CPUs).
         s.generator.cpu_set = None;
@@ -258,20 +279,32 @@ pub fn merge(runs: &[RunData]) -> Result<RunData, ReportError> {
 /// One histogram of an interval log: start and duration in seconds, phase, histogram.
 type LoggedHistogram = (f64, f64, Phase, Histogram<u64>);
 
-/// Writes histograms as an interval log: (start secs, duration secs, phase, histogram).
+/// The version of the interval log format written, as HdrHistogram's writers state it.
+pub const HLOG_FORMAT_VERSION: &str = "1.3";
+
+/// Writes histograms as an interval log: (start secs, duration secs, phase, histogram),
+/// starts relative to `start_epoch_secs`, the log's `StartTime` and `BaseTime`.
 fn write_hlog(
     path: &Path,
+    start_epoch_secs: f64,
     entries: &[(f64, f64, Phase, &Histogram<u64>)],
 ) -> Result<(), ReportError> {
-    let mut out = Vec::new();
+    // The header as HdrHistogram's Java writer has it (the Rust crate's writer leaves out
+    // the version and the StartTime's date).
+    let mut out = format!(
+        "#bulkbench latency histograms, microseconds; tags are phases\n\
+         #[Histogram log format version {HLOG_FORMAT_VERSION}]\n\
+         #[StartTime: {start_epoch_secs:.3} (seconds since epoch), {}]\n\
+         #[BaseTime: {start_epoch_secs:.3} (seconds since epoch)]\n",
+        crate::java_date(start_epoch_secs as u64)
+    )
+    .into_bytes();
+    let mut body = Vec::new();
     {
         let mut serializer = V2DeflateSerializer::new();
         let mut writer = IntervalLogWriterBuilder::new()
-            .add_comment("bulkbench latency histograms, microseconds; tags are phases")
-            .with_start_time(SystemTime::UNIX_EPOCH)
-            .with_base_time(SystemTime::UNIX_EPOCH)
             .with_max_value_divisor(1000.0)
-            .begin_log_with(&mut out, &mut serializer)
+            .begin_log_with(&mut body, &mut serializer)
             .map_err(io_error(path))?;
         for (start, duration, phase, histogram) in entries {
             writer
@@ -284,6 +317,16 @@ fn write_hlog(
                 .map_err(|e| invalid(path, format!("{e:?}")))?;
         }
     }
+    // The writer's one header line (`#[MaxValueDivisor: 1000.000]`), then the legend.
+    let header_end = match body.first() {
+        Some(b'#') => body.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1),
+        _ => 0,
+    };
+    out.extend_from_slice(&body[..header_end]);
+    out.extend_from_slice(
+        b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+    );
+    out.extend_from_slice(&body[header_end..]);
     let mut file = std::fs::File::create(path).map_err(io_error(path))?;
     file.write_all(&out).map_err(io_error(path))
 }
@@ -376,6 +419,7 @@ mod tests {
         Summary::new(
             SummaryInput {
                 command: "bench".into(),
+                started_at: std::time::UNIX_EPOCH + Duration::from_millis(1_795_811_045_250),
                 scenario: serde_json::json!({"name": "sample"}),
                 seed: 1,
                 target: Target {
@@ -432,13 +476,74 @@ mod tests {
         assert_eq!(data.intervals[0].count(Phase::Rcpt), 30);
         assert_eq!(data.intervals[1].count(Phase::Rcpt), 999);
         assert_eq!(data.phases[&Phase::Rcpt].len(), 3000);
-        let log = std::fs::read_to_string(dir.path().join("intervals.hlog")).unwrap();
+        // The header HdrHistogram's own writers put there, the run's start in it.
+        for name in ["run.hlog", "intervals.hlog"] {
+            let log = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            let header: Vec<&str> = log.lines().take(6).collect();
+            assert_eq!(
+                header[1..],
+                [
+                    "#[Histogram log format version 1.3]",
+                    "#[StartTime: 1795811045.250 (seconds since epoch), Fri Nov 27 20:24:05 UTC 2026]",
+                    "#[BaseTime: 1795811045.250 (seconds since epoch)]",
+                    "#[MaxValueDivisor: 1000.000]",
+                    "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"",
+                ],
+                "{name}"
+            );
+            assert!(log.contains("Tag=rcpt,"));
+        }
+    }
+
+    /// A folder as bulkbench wrote it before the logs had a version and a start time.
+    fn write_old_folder(data: &RunData, dir: &Path) {
+        data.save(dir).unwrap();
+        let mut summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+        summary
+            .as_object_mut()
+            .unwrap()
+            .remove("started_at_epoch_secs");
+        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+        for name in ["run.hlog", "intervals.hlog"] {
+            let log = std::fs::read_to_string(dir.join(name)).unwrap();
+            let body: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.starts_with("#[") && !l.starts_with('"'))
+                .skip(1)
+                .collect();
+            let old = format!(
+                "#bulkbench latency histograms, microseconds; tags are phases\n\
+                 #[StartTime: 0.000 (seconds since epoch)]\n\
+                 #[BaseTime: 0.000 (seconds since epoch)]\n\
+                 #[MaxValueDivisor: 1000.000]\n{}\n",
+                body.join("\n")
+            );
+            std::fs::write(dir.join(name), old).unwrap();
+        }
+    }
+
+    #[test]
+    fn logs_written_before_the_start_time_was_recorded_still_load() {
+        let result = sample_result();
+        let data = RunData::new(sample_summary(&result), &result);
+        let dir = tempfile::tempdir().unwrap();
+        write_old_folder(&data, dir.path());
+        let loaded = RunData::load(dir.path()).unwrap();
+        assert_eq!(loaded.summary.started_at_epoch_secs, None);
+        assert_eq!(loaded.phases[&Phase::Rcpt].len(), 3000);
+        assert_eq!(loaded.intervals.len(), data.intervals.len());
+        for (a, b) in data.intervals.iter().zip(&loaded.intervals) {
+            assert_eq!(a.start_secs, b.start_secs);
+            assert_eq!(a.count(Phase::Rcpt), b.count(Phase::Rcpt));
+        }
+        // Saved again (`report render`), the logs get the start from the stamp.
+        loaded.save(dir.path()).unwrap();
+        let log = std::fs::read_to_string(dir.path().join("run.hlog")).unwrap();
         assert!(
-            log.contains("#[StartTime: "),
-            "{}",
-            &log[..200.min(log.len())]
+            log.contains("#[StartTime: 1795811045.000 (seconds since epoch), Fri Nov 27"),
+            "{log:.300}"
         );
-        assert!(log.contains("Tag=rcpt,"));
     }
 
     #[test]

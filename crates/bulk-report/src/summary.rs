@@ -2,6 +2,7 @@
 //! (`summary.schema.json` beside this crate, documented in `reports/README.md`).
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bulk_loadgen::{ErrorKind, Mismatches, Phase, Recorder, ReplyClass, RunResult, Totals};
 use hdrhistogram::Histogram;
@@ -363,6 +364,10 @@ pub struct Summary {
     pub command: String,
     /// When the run started, UTC, as `YYYYMMDDTHHMMSSZ`.
     pub started_at: String,
+    /// When the run started, in seconds since the Unix epoch (the `StartTime` and
+    /// `BaseTime` of its `.hlog` files); `None` in summaries written before it was recorded.
+    #[serde(default)]
+    pub started_at_epoch_secs: Option<f64>,
     /// The scenario, a full copy.
     pub scenario: serde_json::Value,
     /// The seed of population and workload.
@@ -398,6 +403,9 @@ pub struct Summary {
 pub struct SummaryInput {
     /// `bench` or `load`.
     pub command: String,
+    /// When the run started: taken just before the generator starts, the zero of its
+    /// interval timestamps.
+    pub started_at: SystemTime,
     /// The scenario as JSON.
     pub scenario: serde_json::Value,
     /// Its seed.
@@ -459,10 +467,12 @@ impl Summary {
             schema_version: SCHEMA_VERSION,
             bulkbench_version: env!("CARGO_PKG_VERSION").to_owned(),
             command: input.command,
-            started_at: crate::utc_stamp(
-                std::time::SystemTime::now()
-                    .checked_sub(result.elapsed)
-                    .unwrap_or(std::time::UNIX_EPOCH),
+            started_at: crate::utc_stamp(input.started_at),
+            started_at_epoch_secs: Some(
+                input
+                    .started_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
             ),
             scenario: input.scenario,
             seed: input.seed,

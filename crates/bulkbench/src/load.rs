@@ -255,7 +255,8 @@ fn pinned_times(split: &CpuSplit, start: &CpuSample, end: &CpuSample) -> Option<
 }
 
 /// Runs the workload with a progress bar; samples CPU at the end of the warm-up and at the
-/// end of the run, so costs cover the measurement window only.
+/// end of the run, so costs cover the measurement window only. Also returns the wall-clock
+/// time the generator started at, the zero of its interval timestamps.
 fn drive(
     runtime: &tokio::runtime::Runtime,
     prepared: &Prepared,
@@ -263,20 +264,21 @@ fn drive(
     server_pid: Option<u32>,
     split: Option<&CpuSplit>,
     quiet: bool,
-) -> (RunResult, CpuSample, CpuSample) {
+) -> (RunResult, CpuSample, CpuSample, SystemTime) {
     let progress = Arc::new(Progress::default());
     let cancel = interrupt().child_token();
     let total = prepared.workload.sessions.len() as u64;
     let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
     let warmup = config.warmup;
     let workload = prepared.workload.clone();
-    let (result, window_start, window_end) = runtime.block_on(async {
+    let (result, window_start, window_end, started_at) = runtime.block_on(async {
         let sampler_split = split.cloned();
         let sampler = tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
             sample_cpu(server_pid, sampler_split.as_ref())
         });
         let start_sample = sample_cpu(server_pid, split);
+        let started_at = SystemTime::now();
         let result = bulk_loadgen::run(workload, config, progress, cancel).await;
         let end = sample_cpu(server_pid, split);
         // A run shorter than its warm-up has no window: its start is the end.
@@ -286,10 +288,10 @@ fn drive(
             sampler.abort();
             end
         };
-        (result, window_start, end)
+        (result, window_start, end, started_at)
     });
     bar.finish();
-    (result, window_start, window_end)
+    (result, window_start, window_end, started_at)
 }
 
 fn cpu_delta(start: Option<Duration>, end: Option<Duration>) -> Option<f64> {
@@ -313,9 +315,15 @@ fn report(
     Ok(data.summary.mismatches.total == 0)
 }
 
-fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryInput {
+fn summary_input(
+    command: &str,
+    prepared: &Prepared,
+    target: Target,
+    started_at: SystemTime,
+) -> SummaryInput {
     SummaryInput {
         command: command.to_owned(),
+        started_at,
         scenario: serde_json::to_value(&prepared.scenario).unwrap_or(serde_json::Value::Null),
         seed: prepared.scenario.seed,
         target,
@@ -429,7 +437,8 @@ pub(crate) fn run_once(
     match target {
         RunTarget::External(addr) => {
             let config = load_config(prepared, *addr, args.verify);
-            let (result, start, end) = drive(&runtime, prepared, config, None, None, args.quiet);
+            let (result, start, end, started_at) =
+                drive(&runtime, prepared, config, None, None, args.quiet);
             let mut input = summary_input(
                 command,
                 prepared,
@@ -440,6 +449,7 @@ pub(crate) fn run_once(
                     server_cpus: None,
                     generator_cpus: None,
                 },
+                started_at,
             );
             input.generator_cpu_seconds =
                 cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
@@ -496,7 +506,8 @@ fn run_with_server(
         config.cpus = Some(pinning.generator);
     }
     let split = pinning.as_ref().map(|p| &p.split);
-    let (result, start, end) = drive(runtime, prepared, config, Some(pid), split, args.quiet);
+    let (result, start, end, started_at) =
+        drive(runtime, prepared, config, Some(pid), split, args.quiet);
     let cpu_sets = split.and_then(|split| pinned_times(split, &start, &end));
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or_else(|| {
         warn!(
@@ -519,6 +530,7 @@ fn run_with_server(
             server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
             generator_cpus: pinning.map(|p| p.split.generator),
         },
+        started_at,
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
     input.cpu_sets = cpu_sets;

@@ -299,6 +299,19 @@ fn a_run_folder_has_every_file_and_each_reads_back() {
                 "run.hlog {phase}"
             );
         }
+        // The logs carry the format version and the run's real start time.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = totals["start_time_sec"].as_f64().unwrap();
+        assert!(
+            (now - start).abs() < 86_400.0,
+            "StartTime {start}, now {now}"
+        );
+        assert_eq!(totals["version"], "1.3");
+        let recorded = summary["started_at_epoch_secs"].as_f64().unwrap();
+        assert!((start - recorded).abs() < 0.001, "{start} vs {recorded}");
         let series = python_totals(&out.join("intervals.hlog")).unwrap();
         let all_rcpts = summary["totals"]["rcpts"].as_u64().unwrap()
             + summary["warmup_totals"]["rcpts"].as_u64().unwrap();
