@@ -423,6 +423,16 @@ impl Scenario {
         }
     }
 
+    /// A fingerprint of the whole scenario, name and seed included (64-bit FNV-1a of its
+    /// JSON form, as [`PopulationConfig::fingerprint`]): a run's summary records it, so
+    /// runs of different workloads are not merged as shards of one.
+    pub fn fingerprint(&self) -> u64 {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        json.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
     /// How sessions start, with defaults applied.
     pub fn arrival(&self) -> Arrival {
         let w = &self.workload;
@@ -816,6 +826,25 @@ mod tests {
         assert_eq!(s.arrival(), Arrival::Closed { concurrency: 50 });
         assert_eq!(s.session_count(), 10);
         assert_eq!(s.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn the_scenario_fingerprint_is_pinned_and_sees_every_section() {
+        // Summaries record it: a change here stops old shards from merging with new ones.
+        let s = Scenario::from_toml(MINIMAL, "mini").unwrap();
+        assert_eq!(s.fingerprint(), 8_601_245_814_930_140_707);
+        let mut other = s.clone();
+        other.seed += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.workload.recipients_max += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.server.harvest_resistant = !other.server.harvest_resistant;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.population.mailboxes += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
     }
 
     #[test]

@@ -307,13 +307,14 @@ pub fn table(summary: &Summary) -> String {
         }
         out.push('\n');
     }
+    if let Some(partial) = markdown::partial_text(summary) {
+        let _ = writeln!(out, "PARTIAL MERGE: {partial}\n");
+    }
     let _ = writeln!(
         out,
-        "target {} ({}), {} cores{}, window {:.1} s after {:.1} s warm-up{}",
-        summary.target.address,
-        summary.target.backend.as_deref().unwrap_or("external"),
+        "target {}, {} cores, window {:.1} s after {:.1} s warm-up{}",
+        markdown::target_text(summary),
         summary.machine.cores,
-        markdown::pinning_text(&summary.target),
         summary.window.measured_secs,
         summary.window.warmup_secs,
         if summary.window.interrupted {
@@ -322,6 +323,9 @@ pub fn table(summary: &Summary) -> String {
             ""
         }
     );
+    if let Some(shards) = markdown::shards_text(summary) {
+        let _ = writeln!(out, "{shards}");
+    }
     let _ = writeln!(
         out,
         "sessions {} ({} completed, {} failed) of {} planned; RCPTs {} of {} planned; messages {}",
@@ -385,7 +389,7 @@ pub fn table(summary: &Summary) -> String {
             cpu_set_line(&mut out, server.cpu_set.as_ref());
         }
         None => {
-            let _ = writeln!(out, "server: external, cost not measured");
+            let _ = writeln!(out, "server: {}", markdown::no_server_text(summary));
         }
     }
     let _ = writeln!(

@@ -147,6 +147,14 @@ pub(crate) fn target_text(summary: &Summary) -> String {
     let target = &summary.target;
     if target.external {
         format!("{} (external server)", target.address)
+    } else if let Some(merged) = summary.merged.as_ref().filter(|m| m.addresses.len() > 1) {
+        format!(
+            "{} bulkbench servers, one per shard, backend {}: {}{}",
+            merged.addresses.len(),
+            target.backend.as_deref().unwrap_or("unknown"),
+            merged.addresses.join(", "),
+            pinning_text(target)
+        )
     } else {
         format!(
             "{} (bulkbench server, backend {}){}",
@@ -154,6 +162,50 @@ pub(crate) fn target_text(summary: &Summary) -> String {
             target.backend.as_deref().unwrap_or("unknown"),
             pinning_text(target)
         )
+    }
+}
+
+/// Which part of the workload the figures cover: `shard 1/3 of the workload`, `merged
+/// shards 0/3, 1/3, 2/3`; `None` for a whole run.
+pub(crate) fn shards_text(summary: &Summary) -> Option<String> {
+    if let Some(merged) = &summary.merged {
+        let mut text = format!("merged shards {}", merged.shards_text());
+        if !merged.missing.is_empty() {
+            text.push_str(&format!(" (missing {})", merged.missing_text()));
+        }
+        return Some(text);
+    }
+    summary.shard.map(|shard| {
+        format!(
+            "shard {shard} of the workload (its sessions whose index % {} is {})",
+            shard.count, shard.index
+        )
+    })
+}
+
+/// For a merge that left shards out (`--partial`): which, and what that means.
+pub(crate) fn partial_text(summary: &Summary) -> Option<String> {
+    let merged = summary.merged.as_ref().filter(|m| !m.missing.is_empty())?;
+    Some(format!(
+        "shard{} {} of {} missing (merged with --partial): the figures, planned counts \
+         included, cover shards {} only",
+        if merged.missing.len() == 1 { "" } else { "s" },
+        merged.missing_text(),
+        merged.shard_count,
+        merged.shards_text()
+    ))
+}
+
+/// Why a summary has no server figures.
+pub(crate) fn no_server_text(summary: &Summary) -> String {
+    match summary
+        .merged
+        .as_ref()
+        .and_then(|m| m.server_note.as_deref())
+    {
+        Some(note) => note.to_owned(),
+        None if summary.target.external => "external target, cost not measured".to_owned(),
+        None => "not measured".to_owned(),
     }
 }
 
@@ -474,6 +526,10 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
             "**INTERRUPTED:** the run was stopped before its workload finished.\n"
         );
     }
+    if let Some(partial) = partial_text(s) {
+        problems += 1;
+        let _ = writeln!(out, "**PARTIAL MERGE:** {}.\n", md(&partial));
+    }
     let fallback = s.fallback_sessions();
     if fallback > 0 {
         problems += 1;
@@ -494,11 +550,16 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
     let mut rows = vec![
         vec!["command".to_owned(), md(&s.command)],
         vec!["target".to_owned(), md(&target_text(s))],
+    ];
+    if let Some(shards) = shards_text(s) {
+        rows.push(vec!["shards".to_owned(), md(&shards)]);
+    }
+    rows.extend([
         vec!["machine".to_owned(), md(&machine_text(&s.machine))],
         vec!["window".to_owned(), md(&window_text(s))],
         vec!["seed".to_owned(), s.seed.to_string()],
         vec!["bulkbench".to_owned(), md(&s.bulkbench_version)],
-    ];
+    ]);
     for (label, value) in scenario_figures(&s.scenario) {
         rows.push(vec![format!("scenario: {}", md(&label)), md(&value)]);
     }
@@ -605,7 +666,7 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
             );
         }
         None => {
-            let _ = writeln!(out, "- server: external target, cost not measured");
+            let _ = writeln!(out, "- server: {}", md(&no_server_text(s)));
         }
     }
     let _ = writeln!(

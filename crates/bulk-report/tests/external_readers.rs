@@ -53,6 +53,9 @@ fn run_data() -> RunData {
             started_at: std::time::SystemTime::now(),
             scenario: serde_json::json!({"name": "external"}),
             seed: 1,
+            scenario_fingerprint: 0x0123_4567_89ab_cdef,
+            trace: None,
+            shard: None,
             target: Target {
                 address: "127.0.0.1:25".into(),
                 external: true,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use bulk_loadgen::{CpuSet, Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
 use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
-use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Target};
+use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Shard, Target};
 use bulk_report::{ReportDir, Summary, SummaryInput};
 use clap::{Args, ValueEnum};
 use tokio::signal::unix::SignalKind;
@@ -317,6 +317,7 @@ fn report(
 
 fn summary_input(
     command: &str,
+    args: &RunArgs,
     prepared: &Prepared,
     target: Target,
     started_at: SystemTime,
@@ -326,6 +327,14 @@ fn summary_input(
         started_at,
         scenario: serde_json::to_value(&prepared.scenario).unwrap_or(serde_json::Value::Null),
         seed: prepared.scenario.seed,
+        scenario_fingerprint: prepared.scenario.fingerprint(),
+        trace: args.trace.as_ref().map(|path| {
+            path.file_name()
+                .unwrap_or(path.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        }),
+        shard: args.shard.map(|(index, count)| Shard { index, count }),
         target,
         expected: Expected {
             sessions: prepared.workload.sessions.len() as u64,
@@ -441,6 +450,7 @@ pub(crate) fn run_once(
                 drive(&runtime, prepared, config, None, None, args.quiet);
             let mut input = summary_input(
                 command,
+                args,
                 prepared,
                 Target {
                     address: addr.to_string(),
@@ -522,6 +532,7 @@ fn run_with_server(
     server.stop()?;
     let mut input = summary_input(
         command,
+        args,
         prepared,
         Target {
             address: addr.to_string(),

@@ -455,6 +455,124 @@ fn merged_shards_equal_one_unsharded_run() {
         );
     }
     assert!(merged.join("report.html").is_file());
+    // The merged report says what it is made of, and the server the shards ran against.
+    assert_eq!(m["merged"]["shards"], serde_json::json!([0, 1]));
+    assert_eq!(m["shard"], serde_json::Value::Null);
+    assert_eq!(
+        common::summary(&a)["shard"],
+        serde_json::json!({"index": 0, "count": 2})
+    );
+    assert_eq!(w["shard"], serde_json::Value::Null);
+    assert_eq!(w["scenario_fingerprint"].as_str().unwrap().len(), 16);
+    let report = std::fs::read_to_string(merged.join("summary.md")).unwrap();
+    assert!(report.contains("merged shards 0/2, 1/2"), "{report}");
+    assert!(report.contains(&format!("{} (external server)", server.addr)));
+
+    // What would count sessions twice, or add up different workloads, is refused.
+    let refused = |dirs: &[&Path], partial: bool, why: &str| {
+        let out = dir.path().join(format!("refused-{}", why.len()));
+        let mut args = vec!["report", "merge", "-o", out.to_str().unwrap()];
+        if partial {
+            args.push("--partial");
+        }
+        args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        assert!(!out.exists(), "a refused merge writes no report");
+    };
+    refused(&[&a, &b, &a], true, "shard 0/2 is given twice");
+    refused(&[&whole, &b], true, "is a whole run");
+    refused(&[&b], false, "shard 0/2 of the workload is missing");
+    let other_text = SCENARIO
+        .replace("WARMUP", "0.2")
+        .replace("recipients_max = 20", "recipients_max = 19");
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other_scenario = other_dir.join("reports.toml");
+    std::fs::write(&other_scenario, other_text).unwrap();
+    let other = dir.path().join("other-run");
+    let output = common::load(&other_scenario, &server, &other, &["--shard", "1/2"]);
+    assert!(output.status.success());
+    refused(&[&a, &other], false, "different scenarios");
+
+    // With --partial a missing shard is merged and said, in every rendering.
+    let partial = dir.path().join("partial");
+    let output = ok(&[
+        "report",
+        "merge",
+        "--partial",
+        "-o",
+        partial.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for text in [
+        stdout.into_owned(),
+        std::fs::read_to_string(partial.join("summary.md")).unwrap(),
+        std::fs::read_to_string(partial.join("report.html")).unwrap(),
+    ] {
+        assert!(text.contains("PARTIAL MERGE"), "{text}");
+        assert!(
+            text.to_lowercase().contains("shard 0/2 of 2 missing"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        common::summary(&partial)["merged"]["missing"],
+        serde_json::json!([0])
+    );
+}
+
+#[test]
+fn merged_bench_shards_name_their_servers_not_an_external_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    let bench = |name: &str, shard: &str| -> PathBuf {
+        let out = dir.path().join(name);
+        ok(&[
+            "bench",
+            scenario.to_str().unwrap(),
+            "--shard",
+            shard,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        out
+    };
+    let (a, b) = (bench("a", "0/2"), bench("b", "1/2"));
+    let merged = dir.path().join("merged");
+    let output = ok(&[
+        "report",
+        "merge",
+        "-o",
+        merged.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let m = common::summary(&merged);
+    assert_eq!(m["server"], serde_json::Value::Null);
+    assert!(
+        m["merged"]["server_note"]
+            .as_str()
+            .unwrap()
+            .contains("do not add up")
+    );
+    for text in [
+        stdout.into_owned(),
+        std::fs::read_to_string(merged.join("summary.md")).unwrap(),
+        std::fs::read_to_string(merged.join("report.html")).unwrap(),
+    ] {
+        assert!(
+            text.contains("2 bulkbench servers, one per shard, backend memory"),
+            "{text}"
+        );
+        assert!(text.contains("merged shards 0/2, 1/2"), "{text}");
+        assert!(!text.contains("external"), "{text}");
+    }
 }
 
 #[test]

@@ -170,6 +170,9 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
                 serde_json::to_value(&scenario).unwrap()
             },
             seed: 7,
+            scenario_fingerprint: 0x0123_4567_89ab_cdef,
+            trace: None,
+            shard: None,
             target: Target {
                 address: "127.0.0.1:2525".into(),
                 external: spec.server.is_none(),
