@@ -15,9 +15,10 @@ use base64::Engine as _;
 
 use crate::compare::{Comparison, comparison_machine, plot_files};
 use crate::markdown::{
-    class_names, comparison_cell, comparison_rows, cpu_set_text, failed_kinds, fmt_count, fmt_mib,
-    fmt_num, fmt_share, latency_rows, machine_text, no_server_text, partial_text, run_date,
-    run_files, scenario_figures, scenario_name, shards_text, target_text, window_text,
+    VERDICT_HEADER, class_names, comparison_cell, comparison_legend, comparison_rows, cpu_set_text,
+    failed_kinds, fmt_count, fmt_mib, fmt_num, fmt_ratio, fmt_share, latency_rows, machine_text,
+    no_server_text, partial_text, run_date, run_files, run_order_text, scenario_figures,
+    scenario_name, shards_text, target_text, verdict_rows, window_text,
 };
 use crate::plot::{self, HEIGHT, Progress, RenderedPlot, WIDTH};
 use crate::{ReportError, RunData};
@@ -525,7 +526,8 @@ pub fn comparison_html(comparison: &Comparison, plots: &[RenderedPlot]) -> Strin
                 || a.metric("failed_sessions").is_some_and(|s| s.max > 0.0)
         })
         .collect();
-    if failed.is_empty() && troubled.is_empty() {
+    let regressed = comparison.verdict.as_ref().filter(|v| !v.passed);
+    if failed.is_empty() && troubled.is_empty() && regressed.is_none() {
         out.push_str(
             "<section class=\"box ok\"><h2>No problems</h2><p>Every arm ran, with no \
              mismatch and no failed session.</p></section>\n",
@@ -550,7 +552,37 @@ pub fn comparison_html(comparison: &Comparison, plots: &[RenderedPlot]) -> Strin
                 fmt_num(arm.metric("failed_sessions").map_or(0.0, |s| s.max))
             );
         }
+        for check in regressed.iter().flat_map(|v| v.failures()) {
+            let _ = writeln!(
+                out,
+                "<li><strong>REGRESSION against the baseline</strong>: arm {}, {} ratio {} \
+                 (95% interval {}), past the limit {}</li>",
+                escape(&check.arm),
+                escape(&check.metric),
+                escape(&fmt_ratio(check.ratio)),
+                escape(&check.interval_text()),
+                escape(&fmt_num(check.limit))
+            );
+        }
         out.push_str("</ul></section>\n");
+    }
+    if let Some(verdict) = &comparison.verdict {
+        let _ = writeln!(
+            out,
+            "<section class=\"box {}\"><h2>Against the baseline</h2><p><strong>{}</strong></p>",
+            if verdict.passed { "ok" } else { "problem" },
+            escape(&verdict.headline())
+        );
+        let rows: Vec<Vec<String>> = verdict_rows(verdict)
+            .into_iter()
+            .map(|row| row.iter().map(|c| escape(c)).collect())
+            .collect();
+        if rows.is_empty() {
+            out.push_str("<p>No arm of this comparison ran in the baseline.</p>\n");
+        } else {
+            table(&mut out, &header(&VERDICT_HEADER), &rows);
+        }
+        out.push_str("</section>\n");
     }
 
     out.push_str("<section><div class=\"cards\">\n");
@@ -582,14 +614,17 @@ pub fn comparison_html(comparison: &Comparison, plots: &[RenderedPlot]) -> Strin
 
     let _ = writeln!(
         out,
-        "<section><h2>Side by side</h2><p>Median over repeats (min–max), and the ratio of \
-         the median to the baseline arm's ({}).</p>",
+        "<section><h2>Side by side</h2><p>Baseline arm: {}. {}</p>{}",
         escape(
             comparison
                 .baseline
                 .as_deref()
                 .unwrap_or("none: no arm completed")
-        )
+        ),
+        escape(&comparison_legend(comparison)),
+        run_order_text(comparison)
+            .map(|order| format!("<p>Run order ({}).</p>", escape(&order)))
+            .unwrap_or_default()
     );
     let mut head = vec![String::new()];
     head.extend(comparison.arms.iter().map(|a| escape(&a.name)));

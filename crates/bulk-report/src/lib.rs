@@ -10,7 +10,8 @@
 //! - [`render_run`]: a run's plots ([`plot`]), `summary.md` ([`markdown`]) and the
 //!   self-contained `report.html` ([`html`]).
 //! - [`Comparison`] (in [`compare`]): arms of repeated runs side by side, their saved
-//!   figures, regressions against a baseline, and [`render_comparison`].
+//!   figures with confidence intervals, the verdict against a baseline, and
+//!   [`render_comparison`].
 #![warn(missing_docs)]
 
 pub mod compare;
@@ -30,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bulk_loadgen::Phase;
 use hdrhistogram::Histogram;
 
-pub use crate::compare::{Arm, Comparison, Regression, render_comparison};
+pub use crate::compare::{Arm, Comparison, Verdict, render_comparison};
 pub use crate::html::{render_run, render_run_with_progress};
 pub use crate::run::{IntervalData, RunData};
 pub use crate::summary::{Summary, SummaryInput};

@@ -600,6 +600,8 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         &slow_arm,
         "--repeat",
         "2",
+        "--order-seed",
+        "5",
         "--out",
         out.to_str().unwrap(),
         "--quiet",
@@ -628,25 +630,46 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         s.ratios["rcpt_per_sec"] < 0.67,
         "ratio to the first arm: {text}"
     );
+    // Two repeats each: the ratio has its interval, far from 1.
+    let interval = s.intervals["rcpt_per_sec"];
+    assert!(interval.high < 0.8 && !interval.is_noise(), "{text}");
+    // The arms ran in the order the seed draws, recorded.
+    let order = comparison.run_order.as_ref().expect("run order recorded");
+    let names = ["fast", "slow"];
+    let drawn: Vec<Vec<String>> = bulk_report::compare::run_order(2, 2, 5)
+        .iter()
+        .map(|repeat| repeat.iter().map(|&i| names[i].to_owned()).collect())
+        .collect();
+    assert_eq!((order.seed, &order.repeats), (5, &drawn));
+    let markdown = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    assert!(
+        markdown.contains("run order (seed 5: repeat 1: "),
+        "{markdown}"
+    );
 
-    // Against the fast arm as a baseline, the slow server under the same name regresses.
+    // Against the fast arm as a baseline, the slow server under the same name regresses:
+    // the whole interval of its RCPT/s ratio lies below 0.8. The verdict is in every file.
     let regressed = dir.path().join("cmp2");
     let renamed = format!("fast={}", slow.addr);
-    let output = run(&[
-        "compare",
-        scenario.to_str().unwrap(),
-        "--target",
-        &renamed,
-        "--repeat",
-        "1",
-        "--baseline",
-        out.to_str().unwrap(),
-        "--max-regression",
-        "20",
-        "--out",
-        regressed.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let baseline = out.to_str().unwrap().to_owned();
+    let against_baseline = |repeat: &str, out: &Path| {
+        run(&[
+            "compare",
+            scenario.to_str().unwrap(),
+            "--target",
+            &renamed,
+            "--repeat",
+            repeat,
+            "--baseline",
+            &baseline,
+            "--max-regression",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+    };
+    let output = against_baseline("2", &regressed);
     assert_eq!(
         output.status.code(),
         Some(4),
@@ -654,6 +677,44 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         String::from_utf8_lossy(&output.stdout)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("REGRESSIONS"));
+    let saved = bulk_report::Comparison::load(&regressed).unwrap();
+    let verdict = saved.verdict.expect("the verdict is saved");
+    assert!(!verdict.passed);
+    let check = verdict
+        .checks
+        .iter()
+        .find(|c| c.metric == "rcpt_per_sec")
+        .unwrap();
+    assert_eq!(check.outcome, bulk_report::compare::Outcome::Fail);
+    assert!(check.interval.unwrap().high < 0.8, "{check:?}");
+    for name in ["comparison.md", "comparison.html"] {
+        let text = std::fs::read_to_string(regressed.join(name)).unwrap();
+        assert!(text.contains("Against the baseline"), "{name}");
+        assert!(text.contains("FAIL: "), "{name}");
+        assert!(text.contains("REGRESSION against the baseline"), "{name}");
+    }
+
+    // One repeat has no interval: the same drop is not judged, and the reports say why.
+    let single = dir.path().join("cmp-single");
+    let output = against_baseline("1", &single);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let verdict = bulk_report::Comparison::load(&single)
+        .unwrap()
+        .verdict
+        .unwrap();
+    assert!(verdict.passed);
+    assert!(
+        verdict
+            .checks
+            .iter()
+            .all(|c| c.outcome == bulk_report::compare::Outcome::NoInterval)
+    );
+    for name in ["comparison.md", "comparison.html"] {
+        let text = std::fs::read_to_string(single.join(name)).unwrap();
+        assert!(text.contains("PASS: "), "{name}");
+        assert!(text.contains(bulk_report::compare::ONE_REPEAT), "{name}");
+    }
 
     // An arm that cannot run is reported as failed; the others complete.
     let failing = dir.path().join("cmp3");
