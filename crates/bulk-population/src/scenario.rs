@@ -447,6 +447,16 @@ impl Scenario {
         }
     }
 
+    /// A fingerprint of the whole scenario, name and seed included (64-bit FNV-1a of its
+    /// JSON form, as [`PopulationConfig::fingerprint`]): a run's summary records it, so
+    /// runs of different workloads are not merged as shards of one.
+    pub fn fingerprint(&self) -> u64 {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        json.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
     /// How sessions start, with defaults applied.
     pub fn arrival(&self) -> Arrival {
         let w = &self.workload;
@@ -899,6 +909,28 @@ mod tests {
             assert_eq!(error.key(), Some(key), "{text}: {error}");
             assert!(error.to_string().contains(words), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn the_scenario_fingerprint_is_pinned_and_sees_every_section() {
+        // Summaries record it: a change here stops old shards from merging with new ones.
+        let s = Scenario::from_toml(MINIMAL, "mini").unwrap();
+        assert_eq!(s.fingerprint(), 8_923_055_715_844_355_899);
+        let mut other = s.clone();
+        other.seed += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.workload.recipients_max += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.workload.transactions_max += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.server.harvest_resistant = !other.server.harvest_resistant;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.population.mailboxes += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use bulk_loadgen::{CpuSet, Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
 use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
-use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Target};
+use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Shard, Target};
 use bulk_report::{ReportDir, Summary, SummaryInput};
 use clap::{Args, ValueEnum};
 use tokio::signal::unix::SignalKind;
@@ -365,7 +365,8 @@ fn pinned_times(split: &CpuSplit, start: &CpuSample, end: &CpuSample) -> Option<
 }
 
 /// Runs the workload with a progress bar; samples CPU at the end of the warm-up and at the
-/// end of the run, so costs cover the measurement window only.
+/// end of the run, so costs cover the measurement window only. Also returns the wall-clock
+/// time the generator started at, the zero of its interval timestamps.
 fn drive(
     runtime: &tokio::runtime::Runtime,
     prepared: &Prepared,
@@ -373,7 +374,7 @@ fn drive(
     server_pid: Option<u32>,
     split: Option<&CpuSplit>,
     quiet: bool,
-) -> (RunResult, CpuSample, CpuSample) {
+) -> (RunResult, CpuSample, CpuSample, SystemTime) {
     let progress = Arc::new(Progress::default());
     let cancel = interrupt().child_token();
     let total = match prepared.workload.duration() {
@@ -383,13 +384,14 @@ fn drive(
     let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
     let warmup = config.warmup;
     let workload = prepared.workload.clone();
-    let (result, window_start, window_end) = runtime.block_on(async {
+    let (result, window_start, window_end, started_at) = runtime.block_on(async {
         let sampler_split = split.cloned();
         let sampler = tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
             sample_cpu(server_pid, sampler_split.as_ref())
         });
         let start_sample = sample_cpu(server_pid, split);
+        let started_at = SystemTime::now();
         let result = bulk_loadgen::run(workload, config, progress, cancel).await;
         let end = sample_cpu(server_pid, split);
         // A run shorter than its warm-up has no window: its start is the end.
@@ -399,10 +401,10 @@ fn drive(
             sampler.abort();
             end
         };
-        (result, window_start, end)
+        (result, window_start, end, started_at)
     });
     bar.finish();
-    (result, window_start, window_end)
+    (result, window_start, window_end, started_at)
 }
 
 fn cpu_delta(start: Option<Duration>, end: Option<Duration>) -> Option<f64> {
@@ -428,14 +430,25 @@ fn report(
 
 fn summary_input(
     command: &str,
+    args: &RunArgs,
     prepared: &Prepared,
     target: Target,
+    started_at: SystemTime,
     result: &RunResult,
 ) -> SummaryInput {
     SummaryInput {
         command: command.to_owned(),
+        started_at,
         scenario: serde_json::to_value(&prepared.scenario).unwrap_or(serde_json::Value::Null),
         seed: prepared.scenario.seed,
+        scenario_fingerprint: prepared.scenario.fingerprint(),
+        trace: args.trace.as_ref().map(|path| {
+            path.file_name()
+                .unwrap_or(path.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        }),
+        shard: args.shard.map(|(index, count)| Shard { index, count }),
         target,
         // Sized in time, the plan is what was drawn before the time was up.
         expected: match prepared.workload.duration() {
@@ -554,9 +567,11 @@ pub(crate) fn run_once(
     match target {
         RunTarget::External(addr) => {
             let config = load_config(prepared, *addr, args.verify);
-            let (result, start, end) = drive(&runtime, prepared, config, None, None, args.quiet);
+            let (result, start, end, started_at) =
+                drive(&runtime, prepared, config, None, None, args.quiet);
             let mut input = summary_input(
                 command,
+                args,
                 prepared,
                 Target {
                     address: addr.to_string(),
@@ -565,6 +580,7 @@ pub(crate) fn run_once(
                     server_cpus: None,
                     generator_cpus: None,
                 },
+                started_at,
                 &result,
             );
             input.generator_cpu_seconds =
@@ -624,7 +640,8 @@ fn run_with_server(
         config.cpus = Some(pinning.generator);
     }
     let split = pinning.as_ref().map(|p| &p.split);
-    let (result, start, end) = drive(runtime, prepared, config, Some(pid), split, args.quiet);
+    let (result, start, end, started_at) =
+        drive(runtime, prepared, config, Some(pid), split, args.quiet);
     let cpu_sets = split.and_then(|split| pinned_times(split, &start, &end));
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or_else(|| {
         warn!(
@@ -639,6 +656,7 @@ fn run_with_server(
     server.stop()?;
     let mut input = summary_input(
         command,
+        args,
         prepared,
         Target {
             address: addr.to_string(),
@@ -647,6 +665,7 @@ fn run_with_server(
             server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
             generator_cpus: pinning.map(|p| p.split.generator),
         },
+        started_at,
         &result,
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
