@@ -648,13 +648,7 @@ impl Workload {
                 .filter_map(|k| self.session(k).map(std::borrow::Cow::into_owned))
                 .collect(),
         };
-        Workload {
-            scenario: self.scenario.clone(),
-            seed: self.seed,
-            population: self.population,
-            sessions,
-            timed: None,
-        }
+        Workload::from_sessions(self.scenario.clone(), self.seed, self.population, sessions)
     }
 
     /// Shard `i` of `n`: the sessions whose index is `i` modulo `n`, with their offsets
@@ -682,13 +676,7 @@ impl Workload {
                 .cloned()
                 .collect()
         };
-        Workload {
-            scenario: self.scenario.clone(),
-            seed: self.seed,
-            population: self.population,
-            sessions,
-            timed: None,
-        }
+        Workload::from_sessions(self.scenario.clone(), self.seed, self.population, sessions)
     }
 
     /// Total RCPTs over all sessions (0 for a workload sized in time: unknown before the

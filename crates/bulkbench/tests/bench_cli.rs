@@ -528,7 +528,7 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
     let out = dir.path().join("report");
     let trace = dir.path().join("trace.jsonl");
     let started = Instant::now();
-    let output = run(&[
+    common::ok(&[
         "bench",
         scenario.to_str().unwrap(),
         "--out",
@@ -537,11 +537,6 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
         trace.to_str().unwrap(),
         "--quiet",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert!(started.elapsed() < Duration::from_secs(60));
     let s = summary(&out);
     // Sessions start until 2.5 s; those in flight then finish: a window of 2 s and a bit.
@@ -572,7 +567,7 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
         .count();
     assert!(in_window >= 20, "{in_window} RCPT intervals in the window");
     let replay = dir.path().join("replay");
-    let output = run(&[
+    common::ok(&[
         "bench",
         scenario.to_str().unwrap(),
         "--trace",
@@ -581,11 +576,6 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
         replay.to_str().unwrap(),
         "--quiet",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let r = summary(&replay);
     assert_eq!(r["expected"]["sessions"].as_u64(), Some(started_sessions));
     assert_eq!(r["totals"]["sessions_completed"], r["totals"]["sessions"]);
