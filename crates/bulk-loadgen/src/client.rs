@@ -1,5 +1,5 @@
-//! One client session over TCP: the commands of a [`SessionSpec`], every reply parsed with
-//! `bulk_proto::parse_reply`, timed and verified.
+//! One client session over TCP: the [`Script`] of a [`SessionSpec`] driven over a socket,
+//! every reply parsed with `bulk_proto::parse_reply` and timed.
 
 use std::future::Future;
 use std::io;
@@ -7,16 +7,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
 
-use bulk_population::{Kind, SessionSpec};
-use bulk_proto::{Command, EnhancedCode, ForwardPath, MailParams, ReversePath, TransactionKind};
+use bulk_population::SessionSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::message::write_message;
 use crate::record::Phase;
 use crate::result::ErrorKind;
-use crate::verify::{Mismatches, ReplyClass, Verifier};
+use crate::script::{Counts, Script};
+use crate::verify::Verifier;
 
 /// What a session needs besides its spec.
 #[derive(Clone, Debug)]
@@ -33,22 +32,14 @@ pub(crate) struct SessionContext {
 pub(crate) struct SessionLog {
     /// (phase, latency in µs, completion time as Instant).
     pub samples: Vec<(Phase, u64, Instant)>,
-    pub rcpts: u64,
-    pub by_class: [u64; 6],
-    pub mismatches: Mismatches,
-    /// The server did not advertise BULK; the session used MAIL FROM.
-    pub bulk_fallback: bool,
-    pub messages: u64,
+    /// Replies by class, mismatches, messages, fallback.
+    pub counts: Counts,
 }
 
 impl SessionLog {
     pub fn clear(&mut self) {
         self.samples.clear();
-        self.rcpts = 0;
-        self.by_class = [0; 6];
-        self.mismatches = Mismatches::default();
-        self.bulk_fallback = false;
-        self.messages = 0;
+        self.counts.clear();
     }
 
     fn sample(&mut self, phase: Phase, since: Instant) -> Instant {
@@ -67,13 +58,6 @@ pub(crate) fn micros(d: Duration) -> u64 {
 pub(crate) struct Buffers {
     pub write: Vec<u8>,
     pub read: Vec<u8>,
-}
-
-/// A parsed reply: what verification and flow control need, without the text.
-#[derive(Clone, Copy, Debug)]
-struct Reply {
-    code: u16,
-    enhanced: Option<EnhancedCode>,
 }
 
 /// The connect and per-command timeouts of one session, on one timer for the whole session.
@@ -129,34 +113,23 @@ struct Connection<'a> {
     /// The worker's read buffer, reused from session to session.
     buf: &'a mut Vec<u8>,
     pos: usize,
-    /// Byte range of the last reply in `buf`, for mismatch examples.
-    last: (usize, usize),
     /// Whether a read has succeeded yet: until then an error may be the connect's.
     confirmed: bool,
     deadline: Deadline<'a>,
 }
 
 impl Connection<'_> {
-    async fn read_reply(&mut self) -> Result<Reply, ErrorKind> {
-        self.read_reply_with(|_| ()).await.map(|(reply, ())| reply)
-    }
-
-    /// Reads one reply, letting `inspect` look at it while it is borrowed from the buffer.
+    /// Reads one reply and hands it to `take` while it is borrowed from the buffer.
     async fn read_reply_with<T>(
         &mut self,
-        mut inspect: impl FnMut(&bulk_proto::ServerReply<'_>) -> T,
-    ) -> Result<(Reply, T), ErrorKind> {
+        mut take: impl FnMut(&bulk_proto::ServerReply<'_>) -> T,
+    ) -> Result<T, ErrorKind> {
         loop {
             match bulk_proto::parse_reply(&self.buf[self.pos..]) {
                 Ok(Some((reply, used))) => {
-                    let seen = inspect(&reply);
-                    let parsed = Reply {
-                        code: reply.code,
-                        enhanced: reply.enhanced,
-                    };
-                    self.last = (self.pos, self.pos + used);
+                    let taken = take(&reply);
                     self.pos += used;
-                    return Ok((parsed, seen));
+                    return Ok(taken);
                 }
                 Ok(None) => {}
                 Err(_) => return Err(ErrorKind::Protocol),
@@ -180,28 +153,11 @@ impl Connection<'_> {
         }
     }
 
-    fn last_text(&self) -> String {
-        let raw = &self.buf[self.last.0..self.last.1.min(self.buf.len())];
-        String::from_utf8_lossy(raw).trim_end().to_owned()
-    }
-
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ErrorKind> {
         match self.deadline.within(self.stream.write_all(bytes)).await {
             None => Err(ErrorKind::Timeout),
             Some(Err(error)) => Err(ErrorKind::from_io(&error)),
             Some(Ok(())) => Ok(()),
-        }
-    }
-
-    /// Expects a reply of `class` (2, 3 or 4/5 first digit); a 421 means the server ended
-    /// the session.
-    fn expect(reply: Reply, first_digit: u16) -> Result<(), ErrorKind> {
-        if reply.code / 100 == first_digit {
-            Ok(())
-        } else if reply.code == 421 {
-            Err(ErrorKind::ServerClosed421)
-        } else {
-            Err(ErrorKind::UnexpectedReply)
         }
     }
 }
@@ -296,175 +252,39 @@ pub(crate) async fn run_session(
         stream,
         buf: read,
         pos: 0,
-        last: (0, 0),
         confirmed: false,
         deadline,
     };
-    let greeting = conn.read_reply().await;
-    // A connect that failed shows first here, as the read's error: then it has no
-    // connect latency. Anything else means the connection was made.
-    if !matches!(greeting, Err(kind) if kind.is_connect()) {
-        log.samples.push((
-            Phase::Connect,
-            micros(connected.saturating_duration_since(intended)),
-            connected,
-        ));
-    }
-    let greeting = greeting?;
-    log.sample(Phase::Greeting, connected);
-    Connection::expect(greeting, 2)?;
-
-    scratch.clear();
-    Command::Ehlo {
-        domain: ctx.helo_name.as_bytes(),
-    }
-    .encode(scratch);
-    let sent = Instant::now();
-    conn.send(scratch).await?;
-    let (ehlo, (bulk, pipelining)) = conn
-        .read_reply_with(|r| (r.has_keyword("BULK"), r.has_keyword("PIPELINING")))
-        .await?;
-    log.sample(Phase::Ehlo, sent);
-    Connection::expect(ehlo, 2)?;
-
-    let wants_bulk = spec.kind == Kind::Bulk;
-    let use_bulk = wants_bulk && bulk;
-    log.bulk_fallback = wants_bulk && !bulk;
-    let kind = if use_bulk {
-        TransactionKind::Bulk
-    } else {
-        TransactionKind::Mail
-    };
-    let pipelined = spec.pipelining && pipelining;
-    let with_data = spec.message_size > 0;
-
-    // The FROM command, then the RCPTs (and DATA) either in one write (PIPELINING,
-    // RFC 2920: DATA ends the group) or one at a time.
-    scratch.clear();
-    Command::Mail {
-        kind,
-        from: ReversePath::Mailbox(spec.sender.as_bytes()),
-        params: MailParams {
-            size: with_data.then_some(u64::from(spec.message_size)),
-            body: None,
-        },
-    }
-    .encode(scratch);
-    if pipelined {
-        for recipient in &spec.recipients {
-            Command::Rcpt {
-                to: ForwardPath::Mailbox(recipient.address.as_bytes()),
-            }
-            .encode(scratch);
-        }
-        if with_data {
-            Command::Data.encode(scratch);
-        }
-    }
-    // Pipelined, every reply of the group (FROM, RCPTs, DATA) is timed from this write.
-    let sent = Instant::now();
-    conn.send(scratch).await?;
-    let from = conn.read_reply().await?;
-    log.sample(Phase::From, sent);
-    Connection::expect(from, 2)?;
-    if pipelined {
-        for i in 0..spec.recipients.len() {
-            let reply = conn.read_reply().await?;
-            log.sample(Phase::Rcpt, sent);
-            // DATA is already sent: its reply says whether any recipient was accepted.
-            verify_rcpt(ctx, spec, use_bulk, i, reply, &conn, log)?;
-        }
-        if with_data {
-            let data = conn.read_reply().await?;
-            log.sample(Phase::Data, sent);
-            if data.code == 354 {
-                send_message(&mut conn, spec, scratch, log).await?;
-            } else if data.code == 421 {
-                return Err(ErrorKind::ServerClosed421);
-            }
-        }
-    } else {
-        let mut accepted = 0u32;
-        for (i, recipient) in spec.recipients.iter().enumerate() {
-            scratch.clear();
-            Command::Rcpt {
-                to: ForwardPath::Mailbox(recipient.address.as_bytes()),
-            }
-            .encode(scratch);
-            let sent = Instant::now();
+    let mut script = Script::new(spec, &ctx.verifier, ctx.helo_name.as_bytes());
+    // Every reply is timed from the write that carried its command (pipelined: the
+    // group's), the greeting from the connect.
+    let mut since = connected;
+    let mut first = true;
+    while let Some(phase) = script.expecting() {
+        scratch.clear();
+        if script.take_write(scratch) {
+            since = Instant::now();
             conn.send(scratch).await?;
-            let reply = conn.read_reply().await?;
-            log.sample(Phase::Rcpt, sent);
-            accepted += u32::from(verify_rcpt(ctx, spec, use_bulk, i, reply, &conn, log)?);
         }
-        // Without pipelining a client sends DATA only when a recipient was accepted, as
-        // real clients do.
-        if with_data && accepted > 0 {
-            scratch.clear();
-            Command::Data.encode(scratch);
-            let sent = Instant::now();
-            conn.send(scratch).await?;
-            let data = conn.read_reply().await?;
-            log.sample(Phase::Data, sent);
-            Connection::expect(data, 3)?;
-            send_message(&mut conn, spec, scratch, log).await?;
+        let counts = &mut log.counts;
+        let outcome = conn
+            .read_reply_with(|reply| script.on_reply(reply, counts))
+            .await;
+        if std::mem::take(&mut first) {
+            // A connect that failed shows first here, as the read's error: then it has no
+            // connect latency. Anything else means the connection was made.
+            if !matches!(outcome, Err(kind) if kind.is_connect()) {
+                log.samples.push((
+                    Phase::Connect,
+                    micros(connected.saturating_duration_since(intended)),
+                    connected,
+                ));
+            }
         }
+        let judged = outcome?;
+        log.sample(phase, since);
+        judged?;
     }
-
-    scratch.clear();
-    Command::Quit.encode(scratch);
-    let sent = Instant::now();
-    conn.send(scratch).await?;
-    let quit = conn.read_reply().await?;
-    log.sample(Phase::Quit, sent);
-    Connection::expect(quit, 2)?;
     log.sample(Phase::Session, intended);
     Ok(())
-}
-
-async fn send_message(
-    conn: &mut Connection<'_>,
-    spec: &SessionSpec,
-    scratch: &mut Vec<u8>,
-    log: &mut SessionLog,
-) -> Result<(), ErrorKind> {
-    scratch.clear();
-    write_message(spec, scratch);
-    let sent = Instant::now();
-    conn.send(scratch).await?;
-    let end = conn.read_reply().await?;
-    log.sample(Phase::EndOfData, sent);
-    Connection::expect(end, 2)?;
-    log.messages += 1;
-    Ok(())
-}
-
-/// Classifies, counts and checks one RCPT reply; returns whether it was accepted. A 421
-/// ends the session (the server closes after it).
-fn verify_rcpt(
-    ctx: &SessionContext,
-    spec: &SessionSpec,
-    bulk: bool,
-    index: usize,
-    reply: Reply,
-    conn: &Connection<'_>,
-    log: &mut SessionLog,
-) -> Result<bool, ErrorKind> {
-    if reply.code == 421 {
-        return Err(ErrorKind::ServerClosed421);
-    }
-    let actual = ReplyClass::of(reply.code, reply.enhanced);
-    log.rcpts += 1;
-    log.by_class[ReplyClass::ALL
-        .iter()
-        .position(|c| *c == actual)
-        .unwrap_or(5)] += 1;
-    Ok(ctx.verifier.check_rcpt(
-        spec,
-        bulk,
-        index,
-        actual,
-        || conn.last_text(),
-        &mut log.mismatches,
-    ))
 }

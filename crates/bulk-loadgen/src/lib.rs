@@ -19,13 +19,15 @@
 mod client;
 mod event_loops;
 pub mod message;
+mod precise_timer;
 pub mod record;
 pub mod result;
+mod script;
 pub mod simulate;
 pub mod verify;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Buffers, SessionContext, SessionLog, micros, run_session};
 use crate::event_loops::EventLoops;
 pub use crate::event_loops::{CpuSet, allowed_cpus};
+use crate::precise_timer::PreciseTimer;
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
 pub use crate::verify::{
@@ -294,32 +297,34 @@ impl Run {
         };
         for &(phase, latency_us, at) in &log.samples {
             recorder.record(phase, latency_us);
-            let second = at.saturating_duration_since(self.start).as_secs();
-            recorder.record_interval(second, phase, latency_us);
+            let at_us = micros(at.saturating_duration_since(self.start));
+            recorder.record_interval(at_us, phase, latency_us);
         }
         totals.sessions += 1;
-        totals.rcpts += log.rcpts;
-        totals.messages += log.messages;
-        for (class, count) in ReplyClass::ALL.iter().zip(log.by_class) {
+        totals.rcpts += log.counts.rcpts;
+        totals.messages += log.counts.messages;
+        for (class, count) in ReplyClass::ALL.iter().zip(log.counts.by_class) {
             if count > 0 {
                 *totals.by_class.entry(*class).or_default() += count;
             }
         }
-        totals.bulk_fallback_sessions += u64::from(log.bulk_fallback);
+        totals.bulk_fallback_sessions += u64::from(log.counts.bulk_fallback);
         match outcome {
             Ok(()) => totals.sessions_completed += 1,
             Err(kind) => {
                 *totals.errors.entry(kind).or_default() += 1;
-                recorder.record_error(end_us / 1_000_000);
+                recorder.record_error(end_us);
                 self.progress.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        shard.mismatches.merge(&log.mismatches);
+        shard.mismatches.merge(&log.counts.mismatches);
         self.progress.sessions.fetch_add(1, Ordering::Relaxed);
-        self.progress.rcpts.fetch_add(log.rcpts, Ordering::Relaxed);
+        self.progress
+            .rcpts
+            .fetch_add(log.counts.rcpts, Ordering::Relaxed);
         self.progress
             .mismatches
-            .fetch_add(log.mismatches.total, Ordering::Relaxed);
+            .fetch_add(log.counts.mismatches.total, Ordering::Relaxed);
     }
 }
 
@@ -358,26 +363,34 @@ pub async fn run(
     let loop_cancel: Vec<CancellationToken> =
         (0..loops.len()).map(|_| cancel.child_token()).collect();
     let mut tasks = tokio::task::JoinSet::new();
+    // Closed loop: the next session to start, by its place in the workload.
+    let drawn = Arc::new(AtomicU64::new(0));
+    let drawn_rcpts = Arc::new(AtomicU64::new(0));
     match run.config.schedule {
         Schedule::Closed { concurrency } => {
-            let next = Arc::new(AtomicUsize::new(0));
+            // Sized in time: no session starts after this (those in flight finish).
+            let end = workload.duration().map(|d| run.start + d);
             for worker in 0..concurrency.max(1) {
-                let (run, workload, next) = (run.clone(), workload.clone(), next.clone());
+                let (run, workload) = (run.clone(), workload.clone());
+                let (drawn, drawn_rcpts) = (drawn.clone(), drawn_rcpts.clone());
                 let lane = worker % loop_cancel.len();
                 let mut state = Worker::new(lane);
                 let cancel = loop_cancel[lane].clone();
                 let stop = cancel.clone();
                 let sessions = async move {
-                    while let Some(spec) =
-                        workload.sessions.get(next.fetch_add(1, Ordering::Relaxed))
-                    {
+                    loop {
                         // A session can fail without ever waiting (no file descriptor or
                         // port left): then neither the cancel below nor the loop's other
                         // tasks would get a turn.
-                        if stop.is_cancelled() {
+                        if stop.is_cancelled() || end.is_some_and(|end| Instant::now() >= end) {
                             break;
                         }
-                        run.session(spec, Instant::now(), None, &mut state).await;
+                        let Some(spec) = workload.session(drawn.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            break;
+                        };
+                        drawn_rcpts.fetch_add(spec.rcpt_count(), Ordering::Relaxed);
+                        run.session(&spec, Instant::now(), None, &mut state).await;
                         tokio::task::coop::consume_budget().await;
                     }
                 };
@@ -404,11 +417,14 @@ pub async fn run(
                 tasks.spawn_on(
                     async move {
                         let mut sessions = tokio::task::JoinSet::new();
+                        // Not tokio's millisecond timer: it would start every session up
+                        // to a millisecond late (see precise_timer.rs).
+                        let mut timer = PreciseTimer::new();
                         for i in (lane..workload.sessions.len()).step_by(lanes) {
                             let offset = workload.sessions[i].start_offset_us;
                             let intended = run.start + Duration::from_micros(offset);
                             tokio::select! {
-                                () = tokio::time::sleep_until(intended.into()) => {}
+                                () = timer.sleep_until(intended) => {}
                                 () = cancel.cancelled() => break,
                             }
                             let permit = tokio::select! {
@@ -458,6 +474,18 @@ pub async fn run(
         window: Duration::ZERO,
         elapsed: Duration::ZERO,
         interrupted: cancel.is_cancelled(),
+        // A number is taken only to start a session, but past the end of a list.
+        drawn: match (run.config.schedule, workload.duration()) {
+            (Schedule::Closed { .. }, Some(_)) => drawn.load(Ordering::Relaxed),
+            (Schedule::Closed { .. }, None) => drawn
+                .load(Ordering::Relaxed)
+                .min(workload.sessions.len() as u64),
+            (Schedule::Open, _) => workload.sessions.len() as u64,
+        },
+        drawn_rcpts: match run.config.schedule {
+            Schedule::Closed { .. } => drawn_rcpts.load(Ordering::Relaxed),
+            Schedule::Open => workload.rcpt_count(),
+        },
     };
     for shard in run.shards {
         let shard = shard

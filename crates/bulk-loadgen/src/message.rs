@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::sync::OnceLock;
 
-use bulk_population::SessionSpec;
+use bulk_population::Transaction;
 
 /// Words for body text: plain ASCII, so the content is valid for any server.
 const WORDS: [&str; 16] = [
@@ -79,14 +79,15 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// Appends the message of `spec` to `out`: headers, then a body of text lines (at most
-/// [`MAX_LINE`] octets each) up to `spec.message_size` octets in all, dot-stuffed, then
-/// `.<CRLF>`. The message before the final `.<CRLF>` is `message_size` octets long, or one
-/// less (a line cannot be a single octet), or just the headers if they are longer.
-/// Deterministic: the same spec gives the same bytes.
-pub fn write_message(spec: &SessionSpec, out: &mut Vec<u8>) {
+/// Appends the message of transaction number `number` of session `session` to `out`:
+/// headers, then a body of text lines (at most [`MAX_LINE`] octets each) up to
+/// `transaction.message_size` octets in all, dot-stuffed, then `.<CRLF>`. The message
+/// before the final `.<CRLF>` is `message_size` octets long, or one less (a line cannot be
+/// a single octet), or just the headers if they are longer. Deterministic: the same
+/// arguments give the same bytes.
+pub fn write_message(session: u64, number: usize, transaction: &Transaction, out: &mut Vec<u8>) {
     let start = out.len();
-    let domain = spec
+    let domain = transaction
         .sender
         .rsplit('@')
         .next()
@@ -94,15 +95,18 @@ pub fn write_message(spec: &SessionSpec, out: &mut Vec<u8>) {
     // Writing to a Vec cannot fail.
     let _ = write!(
         out,
-        "From: <{sender}>\r\nTo: undisclosed-recipients:;\r\nSubject: bulkbench session {index}\r\n\
-         Message-ID: <{index}.bulkbench@{domain}>\r\nMIME-Version: 1.0\r\n\
+        "From: <{sender}>\r\nTo: undisclosed-recipients:;\r\n\
+         Subject: bulkbench session {session} message {number}\r\n\
+         Message-ID: <{session}.{number}.bulkbench@{domain}>\r\nMIME-Version: 1.0\r\n\
          Content-Type: text/plain; charset=us-ascii\r\n\r\n",
-        sender = spec.sender,
-        index = spec.index,
+        sender = transaction.sender,
     );
-    let target = start + spec.message_size as usize;
+    let target = start + transaction.message_size as usize;
     let pool = pool();
-    let mut line = (spec.index as usize).wrapping_mul(7919) % POOL_LINES;
+    let mut line = (session as usize)
+        .wrapping_mul(7919)
+        .wrapping_add(number.wrapping_mul(31))
+        % POOL_LINES;
     // Whole lines, as many at a time as fit before the pool's end.
     while out.len() < target {
         let want_end = pool.starts[line] + (target - out.len());
@@ -125,19 +129,16 @@ pub fn write_message(spec: &SessionSpec, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use bulk_population::{Kind, SessionSpec};
+    use bulk_population::{Kind, Transaction};
     use bulk_proto::{DataReceiver, DataVerdict};
 
     use super::*;
 
-    fn spec(index: u64, message_size: u32) -> SessionSpec {
-        SessionSpec {
-            index,
-            start_offset_us: 0,
+    fn transaction(message_size: u32) -> Transaction {
+        Transaction {
             kind: Kind::Bulk,
             sender: "news@shop.example".to_owned(),
             recipients: Vec::new(),
-            pipelining: true,
             message_size,
         }
     }
@@ -148,7 +149,7 @@ mod tests {
         for index in [0, 1, 2, 77, 1023, 1024, 40_000, u64::from(u32::MAX)] {
             for size in (0..3_000).step_by(7).chain([5_000, 64_000, 300_000]) {
                 let mut out = Vec::new();
-                write_message(&spec(index, size), &mut out);
+                write_message(index, 0, &transaction(size), &mut out);
                 let message = out.strip_suffix(b".\r\n").expect("ends with the marker");
                 let header_end = message
                     .windows(4)
@@ -191,15 +192,17 @@ mod tests {
     }
 
     #[test]
-    fn the_same_spec_gives_the_same_bytes_and_sessions_differ() {
-        let write = |index, size| {
+    fn the_same_arguments_give_the_same_bytes_and_messages_differ() {
+        let write = |index, number, size| {
             let mut out = b"kept".to_vec();
-            write_message(&spec(index, size), &mut out);
+            write_message(index, number, &transaction(size), &mut out);
             out
         };
-        assert_eq!(write(9, 4_000), write(9, 4_000));
-        assert!(write(9, 4_000).starts_with(b"kept"), "appends");
+        assert_eq!(write(9, 0, 4_000), write(9, 0, 4_000));
+        assert!(write(9, 0, 4_000).starts_with(b"kept"), "appends");
         let body = |bytes: Vec<u8>| bytes[bytes.len() - 2_000..].to_vec();
-        assert_ne!(body(write(9, 4_000)), body(write(10, 4_000)));
+        assert_ne!(body(write(9, 0, 4_000)), body(write(10, 0, 4_000)));
+        // The messages of one session's transactions differ too.
+        assert_ne!(body(write(9, 0, 4_000)), body(write(9, 1, 4_000)));
     }
 }

@@ -1,5 +1,10 @@
 //! Latency recording: per-phase HdrHistograms, sharded so sessions rarely contend, merged
-//! at the end; and one-second interval histograms per phase for the time series.
+//! at the end; and interval histograms per phase for the time series.
+//!
+//! Intervals start at [`FIRST_INTERVAL_MS`] (100 ms), so even a window of a few seconds
+//! has dozens of points, and double in length (adjacent pairs added, exactly) whenever a
+//! recorder holds more than [`MAX_INTERVALS`]: a run of any length keeps between 300 and
+//! 600 of them, in bounded memory.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +15,13 @@ use serde::{Deserialize, Serialize};
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Significant digits of the main histograms (DESIGN.md section 5).
 pub const SIGNIFICANT_DIGITS: u8 = 3;
-/// Significant digits of the one-second interval histograms (every phase): two keep a run
-/// of many minutes in tens of megabytes, and percentiles over time need no more.
+/// Significant digits of the interval histograms (every phase): two keep a run's series in
+/// tens of megabytes, and percentiles over time need no more.
 pub const INTERVAL_SIGNIFICANT_DIGITS: u8 = 2;
+/// Length of a recorder's intervals until it has too many of them.
+pub const FIRST_INTERVAL_MS: u64 = 100;
+/// Intervals a recorder holds at most: past this it doubles their length.
+pub const MAX_INTERVALS: usize = 600;
 
 /// A measured step of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,6 +35,9 @@ pub enum Phase {
     Greeting,
     /// EHLO to its reply.
     Ehlo,
+    /// RSET to its reply: between transactions of a session, after one that sent no
+    /// message (pipelined: from the write of the next transaction's group).
+    Rset,
     /// BULK FROM / MAIL FROM to its reply (pipelined: from the batch's write).
     From,
     /// Each RCPT, from the write that carried it to its reply.
@@ -42,11 +54,12 @@ pub enum Phase {
 
 impl Phase {
     /// All phases, in session order.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::ScheduleLag,
         Phase::Connect,
         Phase::Greeting,
         Phase::Ehlo,
+        Phase::Rset,
         Phase::From,
         Phase::Rcpt,
         Phase::Data,
@@ -62,6 +75,7 @@ impl Phase {
             Phase::Connect => "connect",
             Phase::Greeting => "greeting",
             Phase::Ehlo => "ehlo",
+            Phase::Rset => "rset",
             Phase::From => "from",
             Phase::Rcpt => "rcpt",
             Phase::Data => "data",
@@ -91,14 +105,14 @@ fn new_interval_histogram() -> Histogram<u64> {
     histogram
 }
 
-/// One second of the run, by completion time: a histogram per phase, and counts.
+/// One interval of the run, by completion time: a histogram per phase, and counts.
 #[derive(Clone, Debug)]
 pub struct Interval {
-    /// RCPT replies received in this second.
+    /// RCPT replies received in this interval.
     pub rcpts: u64,
-    /// Sessions completed in this second.
+    /// Sessions completed in this interval.
     pub sessions: u64,
-    /// Sessions failed in this second.
+    /// Sessions failed in this interval.
     pub errors: u64,
     phases: Vec<Histogram<u64>>,
 }
@@ -116,7 +130,7 @@ impl Interval {
         }
     }
 
-    /// The latencies of `phase` completed in this second.
+    /// The latencies of `phase` completed in this interval.
     pub fn phase(&self, phase: Phase) -> &Histogram<u64> {
         &self.phases[phase.index()]
     }
@@ -136,7 +150,9 @@ impl Interval {
 #[derive(Clone, Debug)]
 pub struct Recorder {
     phases: Vec<Histogram<u64>>,
-    /// By second since the run's start.
+    /// Length of every interval: [`FIRST_INTERVAL_MS`] times a power of two.
+    interval_ms: u64,
+    /// By interval number since the run's start (interval n starts at n x interval_ms).
     intervals: BTreeMap<u64, Interval>,
 }
 
@@ -147,6 +163,7 @@ impl Default for Recorder {
                 .iter()
                 .map(|_| new_histogram(SIGNIFICANT_DIGITS))
                 .collect(),
+            interval_ms: FIRST_INTERVAL_MS,
             intervals: BTreeMap::new(),
         }
     }
@@ -158,9 +175,10 @@ impl Recorder {
         self.phases[phase.index()].saturating_record(latency_us.clamp(1, MAX_LATENCY_US));
     }
 
-    /// Records one latency into the interval series: the second in which it completed.
-    pub fn record_interval(&mut self, second: u64, phase: Phase, latency_us: u64) {
-        let interval = self.intervals.entry(second).or_insert_with(Interval::new);
+    /// Records one latency into the interval series: the interval in which it completed,
+    /// `at_us` microseconds after the run's start.
+    pub fn record_interval(&mut self, at_us: u64, phase: Phase, latency_us: u64) {
+        let interval = self.interval_at(at_us);
         // `record`, not `saturating_record`: an auto-resizing histogram grows on record,
         // while saturating_record would clamp to its current (tiny) range.
         let _ = interval.phases[phase.index()].record(latency_us.clamp(1, MAX_LATENCY_US));
@@ -171,12 +189,43 @@ impl Recorder {
         }
     }
 
-    /// Counts a failed session in the interval series.
-    pub fn record_error(&mut self, second: u64) {
-        self.intervals
-            .entry(second)
-            .or_insert_with(Interval::new)
-            .errors += 1;
+    /// Counts a failed session in the interval series, `at_us` after the run's start.
+    pub fn record_error(&mut self, at_us: u64) {
+        self.interval_at(at_us).errors += 1;
+    }
+
+    /// The interval holding `at_us`, made room for.
+    fn interval_at(&mut self, at_us: u64) -> &mut Interval {
+        if !self
+            .intervals
+            .contains_key(&(at_us / (self.interval_ms * 1000)))
+            && self.intervals.len() >= MAX_INTERVALS
+        {
+            self.double_intervals();
+        }
+        let n = at_us / (self.interval_ms * 1000);
+        self.intervals.entry(n).or_insert_with(Interval::new)
+    }
+
+    /// Doubles the interval length: intervals 2n and 2n+1 become interval n.
+    fn double_intervals(&mut self) {
+        self.interval_ms *= 2;
+        let old = std::mem::take(&mut self.intervals);
+        for (n, interval) in old {
+            match self.intervals.entry(n / 2) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(interval);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    slot.get_mut().merge(&interval)
+                }
+            }
+        }
+    }
+
+    /// The length of every interval of the series, in milliseconds.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms
     }
 
     /// The histogram of `phase`.
@@ -184,21 +233,31 @@ impl Recorder {
         &self.phases[phase.index()]
     }
 
-    /// The interval series, by second since the run's start.
+    /// The interval series, by interval number since the run's start: interval `n` covers
+    /// `n * interval_ms()` to `(n + 1) * interval_ms()` milliseconds.
     pub fn intervals(&self) -> &BTreeMap<u64, Interval> {
         &self.intervals
     }
 
-    /// Adds another recorder's samples (HdrHistograms add exactly).
+    /// Adds another recorder's samples (HdrHistograms add exactly); the series takes the
+    /// longer of the two interval lengths.
     pub fn merge(&mut self, other: &Recorder) {
         for (mine, theirs) in self.phases.iter_mut().zip(&other.phases) {
             let _ = mine.add(theirs);
         }
-        for (second, interval) in &other.intervals {
+        while self.interval_ms < other.interval_ms {
+            self.double_intervals();
+        }
+        // The other's intervals are as long or shorter, by a power of two.
+        let shift = self.interval_ms / other.interval_ms.max(1);
+        for (n, interval) in &other.intervals {
             self.intervals
-                .entry(*second)
+                .entry(n / shift.max(1))
                 .or_insert_with(Interval::new)
                 .merge(interval);
+        }
+        while self.intervals.len() > MAX_INTERVALS {
+            self.double_intervals();
         }
     }
 }
@@ -214,17 +273,53 @@ mod tests {
         for v in 1..=1000 {
             a.record(Phase::Rcpt, v);
             b.record(Phase::Rcpt, v * 10);
-            a.record_interval(v / 500, Phase::Rcpt, v);
+            a.record_interval(v / 500 * 100_000, Phase::Rcpt, v);
         }
         b.record_interval(0, Phase::Session, 5000);
-        b.record_error(3);
+        b.record_error(300_000);
         a.merge(&b);
         assert_eq!(a.phase(Phase::Rcpt).len(), 2000);
         let rcpt = a.phase(Phase::Rcpt);
         assert!(rcpt.equivalent(rcpt.max(), 10_000), "{}", rcpt.max());
+        assert_eq!(a.interval_ms(), FIRST_INTERVAL_MS);
         assert_eq!(a.intervals()[&0].rcpts, 499);
         assert_eq!(a.intervals()[&0].sessions, 1);
         assert_eq!(a.intervals()[&3].errors, 1);
+    }
+
+    #[test]
+    fn intervals_start_at_100_ms_and_double_past_the_cap() {
+        let mut r = Recorder::default();
+        // 20 s at one sample per 10 ms: 200 intervals of 100 ms.
+        for at_ms in (0..20_000u64).step_by(10) {
+            r.record_interval(at_ms * 1000, Phase::Rcpt, 10);
+        }
+        assert_eq!((r.interval_ms(), r.intervals().len()), (100, 200));
+        assert!(r.intervals().values().all(|i| i.rcpts == 10));
+        // Up to 2 minutes: 1,200 intervals of 100 ms would be too many; 600 of 200 ms.
+        for at_ms in (20_000..120_000u64).step_by(10) {
+            r.record_interval(at_ms * 1000, Phase::Rcpt, 10);
+        }
+        assert_eq!((r.interval_ms(), r.intervals().len()), (200, 600));
+        assert!(r.intervals().values().all(|i| i.rcpts == 20));
+        // One more interval doubles the length again.
+        r.record_interval(120_000_000, Phase::Rcpt, 10);
+        assert_eq!((r.interval_ms(), r.intervals().len()), (400, 301));
+        assert!(r.intervals().values().take(300).all(|i| i.rcpts == 40));
+        let total: u64 = r.intervals().values().map(|i| i.rcpts).sum();
+        assert_eq!(total, 12_001, "no sample lost in doubling");
+        // Merging a recorder of shorter intervals brings it to the longer length.
+        let mut fine = Recorder::default();
+        fine.record_interval(150_000, Phase::Rcpt, 10);
+        fine.record_error(1_250_000);
+        let mut merged = fine.clone();
+        merged.merge(&r);
+        assert_eq!(merged.interval_ms(), 400);
+        assert_eq!(merged.intervals()[&0].rcpts, 41);
+        assert_eq!(merged.intervals()[&3].errors, 1);
+        r.merge(&fine);
+        assert_eq!(r.intervals()[&0].rcpts, 41);
+        assert_eq!(r.intervals()[&3].errors, 1);
     }
 
     #[test]

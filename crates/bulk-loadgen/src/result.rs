@@ -34,6 +34,15 @@ pub enum ErrorKind {
     ServerClosed421,
     /// A reply of the wrong class (greeting not 2xx, FROM refused, ...).
     UnexpectedReply,
+    /// DATA answered with a 4xx although a recipient was accepted.
+    DataTempfail,
+    /// DATA answered with neither 354 nor a 4xx although a recipient was accepted, or
+    /// with 354 although none was.
+    DataRefused,
+    /// The end of the message answered with a 4xx.
+    MessageTempfail,
+    /// The end of the message answered with neither a 2xx nor a 4xx.
+    MessageRefused,
     /// Bytes that are not an SMTP reply.
     Protocol,
     /// Another I/O error.
@@ -42,7 +51,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, in report order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::AddressUnavailable,
@@ -53,6 +62,10 @@ impl ErrorKind {
         ErrorKind::Reset,
         ErrorKind::ServerClosed421,
         ErrorKind::UnexpectedReply,
+        ErrorKind::DataTempfail,
+        ErrorKind::DataRefused,
+        ErrorKind::MessageTempfail,
+        ErrorKind::MessageRefused,
         ErrorKind::Protocol,
         ErrorKind::Io,
     ];
@@ -70,6 +83,10 @@ impl ErrorKind {
             ErrorKind::Reset => "reset",
             ErrorKind::ServerClosed421 => "server_closed_421",
             ErrorKind::UnexpectedReply => "unexpected_reply",
+            ErrorKind::DataTempfail => "data_tempfail",
+            ErrorKind::DataRefused => "data_refused",
+            ErrorKind::MessageTempfail => "message_tempfail",
+            ErrorKind::MessageRefused => "message_refused",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Io => "io",
         }
@@ -199,6 +216,11 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// The run was stopped before its workload finished (Ctrl-C).
     pub interrupted: bool,
+    /// Sessions of the workload taken to run, by their place in it: a closed loop sized in
+    /// time ran its first `drawn` sessions ([`Workload::drawn`](bulk_population::Workload::drawn)).
+    pub drawn: u64,
+    /// RCPTs of those sessions.
+    pub drawn_rcpts: u64,
 }
 
 impl RunResult {

@@ -2,26 +2,22 @@
 //! backend in process, across all cores, no sockets: the CPU that protocol plus policy
 //! cost per RCPT, the ceiling a server on this machine could reach.
 //!
-//! Each session is driven exactly as the load generator drives a real server: the same
-//! commands (`Command::encode`), the same pipelining groups, the same message bytes, and
-//! every reply parsed (`parse_reply`) and verified against the population.
+//! Each session is driven by the load generator's own client script (`script.rs`), so it
+//! sends the same bytes in the same groups and checks every reply (`parse_reply`, verified
+//! against the population) as a session over TCP does: by construction, not by a copy.
 
 use std::future::Future;
-use std::ops::Range;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bulk_policy::{PolicyBackend, Verdict};
-use bulk_population::{Kind, SessionSpec, Workload};
-use bulk_proto::{
-    Command, Event, ForwardPath, MailParams, QueueId, ReversePath, ServerIdentity, Session,
-    SessionConfig, TransactionKind,
-};
+use bulk_population::{SessionSpec, Workload};
+use bulk_proto::{Event, QueueId, ServerIdentity, Session, SessionConfig};
 use rayon::prelude::*;
 
-use crate::message::write_message;
-use crate::verify::{Expectations, Mismatches, ReplyClass, Verifier, VerifyMode};
+use crate::script::{Counts, Script};
+use crate::verify::{Expectations, Mismatches, Verifier, VerifyMode};
 
 /// What a simulation measured.
 #[derive(Clone, Debug)]
@@ -38,8 +34,8 @@ pub struct SimulateResult {
     pub mismatches: Mismatches,
     /// Wall-clock time of the parallel section.
     pub wall: Duration,
-    /// Thread CPU time spent feeding the sessions and checking their replies, summed over
-    /// threads (building the client's bytes excluded).
+    /// Thread CPU time of the sessions, summed over threads: the server's protocol and
+    /// policy, and the client script's encoding and checking of replies.
     pub cpu: Duration,
     /// Threads used.
     pub threads: usize,
@@ -105,78 +101,18 @@ fn ready<F: Future>(future: F) -> Option<F::Output> {
     }
 }
 
-/// The client's bytes of one session, built before the measured part: exactly what the
-/// load generator writes (`Command::encode`, `write_message`), in one arena.
-#[derive(Default)]
-struct Script {
-    bytes: Vec<u8>,
-    ehlo: Range<usize>,
-    from: Range<usize>,
-    /// One range per RCPT; contiguous after `from`, then `data`, so that the pipelined
-    /// group is `from.start..data.end`.
-    rcpts: Vec<Range<usize>>,
-    data: Range<usize>,
-    message: Range<usize>,
-    quit: Range<usize>,
-}
-
-impl Script {
-    fn build(&mut self, spec: &SessionSpec) {
-        let bytes = &mut self.bytes;
-        bytes.clear();
-        self.rcpts.clear();
-        let span = |bytes: &mut Vec<u8>, write: &dyn Fn(&mut Vec<u8>)| {
-            let start = bytes.len();
-            write(bytes);
-            start..bytes.len()
-        };
-        self.ehlo = span(bytes, &|b| {
-            Command::Ehlo {
-                domain: b"bulkbench.invalid",
-            }
-            .encode(b)
-        });
-        let kind = match spec.kind {
-            Kind::Bulk => TransactionKind::Bulk,
-            Kind::Mail => TransactionKind::Mail,
-        };
-        let size = (spec.message_size > 0).then_some(u64::from(spec.message_size));
-        self.from = span(bytes, &|b| {
-            Command::Mail {
-                kind,
-                from: ReversePath::Mailbox(spec.sender.as_bytes()),
-                params: MailParams { size, body: None },
-            }
-            .encode(b)
-        });
-        for r in &spec.recipients {
-            let range = span(bytes, &|b| {
-                Command::Rcpt {
-                    to: ForwardPath::Mailbox(r.address.as_bytes()),
-                }
-                .encode(b)
-            });
-            self.rcpts.push(range);
-        }
-        self.data = span(bytes, &|b| Command::Data.encode(b));
-        self.message = span(bytes, &|b| write_message(spec, b));
-        self.quit = span(bytes, &|b| Command::Quit.encode(b));
-    }
-}
-
 /// Per-thread state, reused across sessions.
 struct Driver<'a, P> {
     policy: &'a P,
     identity: &'a ServerIdentity,
     config: SessionConfig,
     verifier: Verifier,
+    /// The client's current write, and the server's replies to it.
+    write: Vec<u8>,
     replies: Vec<u8>,
-    parsed: Vec<Parsed>,
     verdicts: Vec<Verdict>,
+    counts: Counts,
 }
-
-/// One reply of an exchange: its code, its class, and its byte range in the replies.
-type Parsed = (u16, ReplyClass, (usize, usize));
 
 #[derive(Default)]
 struct Tally {
@@ -200,14 +136,17 @@ impl Tally {
     }
 }
 
+/// The EHLO name `simulate` sends, as the load generator's default.
+const HELO: &[u8] = b"bulkbench.invalid";
+
 impl<P: PolicyBackend> Driver<'_, P> {
-    /// Feeds one client write to the session, as the server's connection does, and leaves
-    /// the replies, parsed, in `self.parsed`.
-    fn exchange(&mut self, session: &mut Session, write: &[u8]) -> Result<(), ()> {
+    /// Feeds the client's write to the session, as the server's connection does (one
+    /// batched lookup per command group), and leaves the replies in `self.replies`.
+    fn exchange(&mut self, session: &mut Session) -> Result<(), ()> {
         self.replies.clear();
         let mut pos = 0;
         loop {
-            let (used, event) = session.advance(&write[pos..]);
+            let (used, event) = session.advance(&self.write[pos..]);
             pos += used;
             match event {
                 Event::NeedInput | Event::Close => break,
@@ -217,19 +156,6 @@ impl<P: PolicyBackend> Driver<'_, P> {
         }
         self.resolve(session)?;
         session.flush(self.identity, &mut self.replies);
-        self.parsed.clear();
-        let mut at = 0;
-        while at < self.replies.len() {
-            let (reply, used) = bulk_proto::parse_reply(&self.replies[at..])
-                .map_err(|_| ())?
-                .ok_or(())?;
-            self.parsed.push((
-                reply.code,
-                ReplyClass::of(reply.code, reply.enhanced),
-                (at, at + used),
-            ));
-            at += used;
-        }
         Ok(())
     }
 
@@ -249,119 +175,52 @@ impl<P: PolicyBackend> Driver<'_, P> {
         }
     }
 
-    fn first_code(&self) -> Option<u16> {
-        self.parsed.first().map(|r| r.0)
-    }
-
-    /// The measured part: every session of a chunk, from its prepared script. Never
-    /// inlined, so that a profiler can select it by name (`valgrind --tool=callgrind
-    /// --toggle-collect='*run_all*'`).
+    /// The measured part: every session of a chunk. Never inlined, so that a profiler can
+    /// select it by name (`valgrind --tool=callgrind --toggle-collect='*run_all*'`).
     #[inline(never)]
-    fn run_all(&mut self, specs: &[SessionSpec], scripts: &[Script], tally: &mut Tally) {
-        for (script, spec) in scripts.iter().zip(specs) {
-            self.run(spec, script, tally);
+    fn run_all(&mut self, specs: &[SessionSpec], tally: &mut Tally) {
+        for spec in specs {
+            tally.sessions += 1;
+            self.counts.clear();
+            if self.session(spec).is_err() {
+                tally.failed += 1;
+            }
+            tally.rcpts += self.counts.rcpts;
+            tally.messages += self.counts.messages;
+            tally.mismatches.merge(&self.counts.mismatches);
         }
     }
 
-    fn run(&mut self, spec: &SessionSpec, script: &Script, tally: &mut Tally) {
-        tally.sessions += 1;
-        if self.session(spec, script, tally).is_err() {
-            tally.failed += 1;
-        }
-    }
-
-    fn session(
-        &mut self,
-        spec: &SessionSpec,
-        script: &Script,
-        tally: &mut Tally,
-    ) -> Result<(), ()> {
-        let bytes = &script.bytes;
+    /// One session: the client script the load generator drives over TCP, driven against
+    /// the server's state machine instead.
+    fn session(&mut self, spec: &SessionSpec) -> Result<(), ()> {
         let mut session = Session::new(self.config);
         session.greet();
-        self.exchange(&mut session, &bytes[script.ehlo.clone()])?;
-        // Greeting and EHLO: both 2xx. Our server advertises BULK and PIPELINING.
-        if self.parsed.len() != 2 || self.parsed.iter().any(|r| r.0 / 100 != 2) {
-            return Err(());
-        }
-        let bulk = spec.kind == Kind::Bulk;
-        let with_data = spec.message_size > 0;
-        if spec.pipelining {
-            let end = if with_data {
-                script.data.end
-            } else {
-                script.data.start
-            };
-            self.exchange(&mut session, &bytes[script.from.start..end])?;
-            let expected_len = 1 + spec.recipients.len() + usize::from(with_data);
-            if self.parsed.len() != expected_len || self.parsed[0].0 / 100 != 2 {
+        let verifier = self.verifier;
+        let mut script = Script::new(spec, &verifier, HELO);
+        self.write.clear();
+        self.exchange(&mut session)?;
+        loop {
+            let mut at = 0;
+            while at < self.replies.len() {
+                let (reply, used) = bulk_proto::parse_reply(&self.replies[at..])
+                    .map_err(|_| ())?
+                    .ok_or(())?;
+                // A reply the script did not ask for is a failure too.
+                script.expecting().ok_or(())?;
+                script.on_reply(&reply, &mut self.counts).map_err(|_| ())?;
+                at += used;
+            }
+            if script.expecting().is_none() {
+                return Ok(());
+            }
+            self.write.clear();
+            // Waiting for a reply the server did not send.
+            if !script.take_write(&mut self.write) {
                 return Err(());
             }
-            for i in 0..spec.recipients.len() {
-                self.check(spec, bulk, i, self.parsed[1 + i], tally);
-            }
-            if with_data && self.parsed[expected_len - 1].0 == 354 {
-                self.message(&mut session, &bytes[script.message.clone()], tally)?;
-            }
-        } else {
-            let mut accepted = 0;
-            self.exchange(&mut session, &bytes[script.from.clone()])?;
-            if self.first_code().is_none_or(|c| c / 100 != 2) {
-                return Err(());
-            }
-            for i in 0..spec.recipients.len() {
-                self.exchange(&mut session, &bytes[script.rcpts[i].clone()])?;
-                let reply = *self.parsed.first().ok_or(())?;
-                accepted += usize::from(self.check(spec, bulk, i, reply, tally));
-            }
-            if with_data && accepted > 0 {
-                self.exchange(&mut session, &bytes[script.data.clone()])?;
-                if self.first_code() != Some(354) {
-                    return Err(());
-                }
-                self.message(&mut session, &bytes[script.message.clone()], tally)?;
-            }
+            self.exchange(&mut session)?;
         }
-        self.exchange(&mut session, &bytes[script.quit.clone()])?;
-        match self.first_code() {
-            Some(221) => Ok(()),
-            _ => Err(()),
-        }
-    }
-
-    fn message(
-        &mut self,
-        session: &mut Session,
-        message: &[u8],
-        tally: &mut Tally,
-    ) -> Result<(), ()> {
-        self.exchange(session, message)?;
-        match self.first_code() {
-            Some(code) if code / 100 == 2 => {
-                tally.messages += 1;
-                Ok(())
-            }
-            _ => Err(()),
-        }
-    }
-
-    fn check(
-        &self,
-        spec: &SessionSpec,
-        bulk: bool,
-        index: usize,
-        reply: Parsed,
-        tally: &mut Tally,
-    ) -> bool {
-        tally.rcpts += 1;
-        let (_, actual, (start, end)) = reply;
-        let text = || {
-            String::from_utf8_lossy(&self.replies[start..end])
-                .trim_end()
-                .to_owned()
-        };
-        self.verifier
-            .check_rcpt(spec, bulk, index, actual, text, &mut tally.mismatches)
     }
 }
 
@@ -377,12 +236,15 @@ pub fn session_config(server: &bulk_population::ServerConfig) -> SessionConfig {
     }
 }
 
-/// Sessions per unit of parallel work: their client bytes are built, then the thread's CPU
-/// clock is read around feeding them, so building the bytes (the client's work) is not
-/// counted as protocol and policy.
+/// Sessions per unit of parallel work: the thread's CPU clock is read around each unit,
+/// so reading it costs nothing next to the work.
 const CHUNK: usize = 64;
 
-/// Simulates every session of `workload` against `policy` on the current rayon pool.
+/// Sessions drawn at a time when simulating a workload sized in time.
+const TIMED_BATCH: u64 = 16 * 1024;
+
+/// Simulates every session of `workload` against `policy` on the current rayon pool; a
+/// workload sized in time is drawn and simulated batch by batch until its time is up.
 pub fn simulate<P: PolicyBackend>(
     workload: &Workload,
     policy: &P,
@@ -396,38 +258,25 @@ pub fn simulate<P: PolicyBackend>(
     };
     let threads = rayon::current_num_threads();
     let wall_start = Instant::now();
-    let tally = workload
-        .sessions
-        .par_chunks(CHUNK)
-        .fold(
-            || {
-                let driver = Driver {
-                    policy,
-                    identity: &identity,
-                    config,
-                    verifier: Verifier {
-                        expectations,
-                        mode: verify,
-                    },
-                    replies: Vec::new(),
-                    parsed: Vec::new(),
-                    verdicts: Vec::new(),
-                };
-                let scripts: Vec<Script> = (0..CHUNK).map(|_| Script::default()).collect();
-                (driver, scripts, Tally::default())
-            },
-            |(mut driver, mut scripts, mut tally), chunk| {
-                for (script, spec) in scripts.iter_mut().zip(chunk) {
-                    script.build(spec);
-                }
-                let started = thread_cpu();
-                driver.run_all(chunk, &scripts, &mut tally);
-                tally.cpu += thread_cpu().saturating_sub(started);
-                (driver, scripts, tally)
-            },
-        )
-        .map(|(_, _, tally)| tally)
-        .reduce(Tally::default, Tally::merge);
+    let run = |sessions: &[SessionSpec]| {
+        simulate_sessions(sessions, policy, &identity, config, expectations, verify)
+    };
+    let tally = match workload.duration() {
+        None => run(&workload.sessions),
+        Some(duration) => {
+            let mut tally = Tally::default();
+            let mut next = 0u64;
+            while wall_start.elapsed() < duration {
+                let batch: Vec<SessionSpec> = (next..next + TIMED_BATCH)
+                    .into_par_iter()
+                    .filter_map(|k| workload.session(k).map(std::borrow::Cow::into_owned))
+                    .collect();
+                next += TIMED_BATCH;
+                tally = tally.merge(run(&batch));
+            }
+            tally
+        }
+    };
     SimulateResult {
         sessions: tally.sessions,
         rcpts: tally.rcpts,
@@ -438,4 +287,42 @@ pub fn simulate<P: PolicyBackend>(
         cpu: tally.cpu,
         threads,
     }
+}
+
+fn simulate_sessions<P: PolicyBackend>(
+    sessions: &[SessionSpec],
+    policy: &P,
+    identity: &ServerIdentity,
+    config: SessionConfig,
+    expectations: Expectations,
+    verify: VerifyMode,
+) -> Tally {
+    sessions
+        .par_chunks(CHUNK)
+        .fold(
+            || {
+                let driver = Driver {
+                    policy,
+                    identity,
+                    config,
+                    verifier: Verifier {
+                        expectations,
+                        mode: verify,
+                    },
+                    write: Vec::new(),
+                    replies: Vec::new(),
+                    verdicts: Vec::new(),
+                    counts: Counts::default(),
+                };
+                (driver, Tally::default())
+            },
+            |(mut driver, mut tally), chunk| {
+                let started = thread_cpu();
+                driver.run_all(chunk, &mut tally);
+                tally.cpu += thread_cpu().saturating_sub(started);
+                (driver, tally)
+            },
+        )
+        .map(|(_, tally)| tally)
+        .reduce(Tally::default, Tally::merge)
 }

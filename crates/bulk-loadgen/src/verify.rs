@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use bulk_policy::Verdict;
-use bulk_population::SessionSpec;
+use bulk_population::Transaction;
 use bulk_proto::EnhancedCode;
 use serde::{Deserialize, Serialize};
 
@@ -129,27 +129,29 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Checks the reply class `actual` of RCPT number `index` (0-based) of `spec`, sent in a
-    /// transaction of `bulk` kind (false: MAIL, also after a fallback): records a mismatch,
-    /// with `reply` (the reply line) as its example. Returns whether it was accepted. The
-    /// one check the load generator and `simulate` share.
+    /// Checks the reply class `actual` of RCPT number `index` (0-based) of `transaction`
+    /// (of session `session`), sent in a transaction of `bulk` kind (false: MAIL, also
+    /// after a fallback): records a mismatch, with `reply` (the reply line) as its example.
+    /// Returns whether it was accepted.
+    #[allow(clippy::too_many_arguments)]
     pub fn check_rcpt(
         &self,
-        spec: &SessionSpec,
+        session: u64,
+        transaction: &Transaction,
         bulk: bool,
         index: usize,
         actual: ReplyClass,
         reply: impl FnOnce() -> String,
         mismatches: &mut Mismatches,
     ) -> bool {
-        if let Some(recipient) = spec.recipients.get(index) {
+        if let Some(recipient) = transaction.recipients.get(index) {
             let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
             let expected = self
                 .expectations
                 .expected(bulk, recipient.verdict, position);
             if is_mismatch(self.mode, expected, actual) {
                 mismatches.record(expected, actual, || MismatchExample {
-                    session: spec.index,
+                    session,
                     recipient: recipient.address.clone(),
                     expected,
                     reply: reply(),

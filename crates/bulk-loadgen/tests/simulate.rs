@@ -65,3 +65,20 @@ fn a_wrong_verdict_is_caught_exactly_once() {
     let unchecked = simulate_with(&prepared, &policy, VerifyMode::Off);
     assert_eq!(unchecked.mismatches.total, 0);
 }
+
+#[test]
+fn sessions_of_several_transactions_simulate_as_they_run() {
+    for pipelining in [true, false] {
+        let prepared = prepare(common::transactions_scenario(pipelining));
+        let (messages, _) = common::transaction_counts(&prepared.workload);
+        let result = simulate_with(
+            &prepared,
+            &memory_backend(&prepared.model),
+            VerifyMode::Strict,
+        );
+        assert_eq!(result.failed_sessions, 0, "pipelining {pipelining}");
+        assert_eq!(result.mismatches.total, 0, "{:?}", result.mismatches);
+        assert_eq!(result.rcpts, prepared.workload.rcpt_count());
+        assert_eq!(result.messages, messages, "pipelining {pipelining}");
+    }
+}

@@ -10,10 +10,10 @@
 //!   [`Verdict`](bulk_policy::Verdict) are computed on demand from an RNG seeded by
 //!   (seed, i); [`PopulationModel::build`] makes a [`bulk_policy::Population`] and
 //!   [`PopulationModel::write_file`] streams the population file a server loads.
-//! - [`Workload`]: the sessions of a scenario ([`SessionSpec`]: start offset, [`Kind`]
-//!   BULK or MAIL, sender, [`Recipient`]s with expected verdicts, pipelining, message size),
-//!   each drawn from an RNG seeded by (seed, session index); sharding, and a JSON Lines
-//!   trace format to save and replay them.
+//! - [`Workload`]: the sessions of a scenario ([`SessionSpec`]: start offset, pipelining,
+//!   and its [`Transaction`]s: [`Kind`] BULK or MAIL, sender, [`Recipient`]s with expected
+//!   verdicts, message size), each drawn from an RNG seeded by (seed, session index);
+//!   sharding, and a JSON Lines trace format to save and replay them.
 //!
 //! Nothing here draws from a shared or per-worker RNG: the same scenario gives the same
 //! population file and the same trace, byte for byte, whatever the number of threads
@@ -41,7 +41,7 @@
 //!
 //! // The expected verdicts agree with the population a server would load.
 //! let population = model.build();
-//! for recipient in workload.sessions.iter().flat_map(|s| &s.recipients) {
+//! for (_, recipient) in workload.sessions.iter().flat_map(|s| s.recipients()) {
 //!     assert_eq!(population.verdict_of(recipient.address.as_bytes()), recipient.verdict);
 //! }
 //!
@@ -65,4 +65,4 @@ pub use scenario::{
     Arrival, LoopMode, Popularity, PopulationConfig, RecipientsDistribution, Scenario,
     ScenarioError, ServerConfig, WorkloadConfig,
 };
-pub use workload::{Kind, Recipient, SessionSpec, TraceError, Workload};
+pub use workload::{Kind, Recipient, SessionSpec, TraceError, Transaction, Workload};

@@ -18,8 +18,10 @@ pub const MAX_MAILBOXES: u64 = 1_000_000_000;
 pub const MAX_DOMAINS: u64 = 1_000_000;
 /// Largest number of sessions a workload may hold (`workload.sessions`, or rate x duration).
 pub const MAX_SESSIONS: u64 = 100_000_000;
-/// Largest `workload.recipients_max` accepted.
+/// Largest `workload.recipients_max` accepted (RCPTs per transaction).
 pub const MAX_RECIPIENTS_PER_SESSION: u32 = 100_000;
+/// Largest `workload.transactions_max` accepted.
+pub const MAX_TRANSACTIONS_PER_SESSION: u32 = 100_000;
 /// Default closed-loop `workload.concurrency`.
 pub const DEFAULT_CONCURRENCY: u32 = 50;
 /// Default open-loop `workload.max_in_flight`: the open-files limit here is 20,000 per
@@ -143,12 +145,14 @@ pub enum Popularity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkloadConfig {
-    /// Number of sessions (1..=[`MAX_SESSIONS`]). Required, except in open loop where
-    /// `duration_secs` may be given instead (exactly one of the two).
+    /// Number of sessions (1..=[`MAX_SESSIONS`]). Exactly one of `sessions` and
+    /// `duration_secs` is required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<u64>,
-    /// Open loop only: run length in seconds; the session count is
-    /// `round(rate_per_sec * duration_secs)`. Finite, > 0; no default.
+    /// Run length in seconds (finite, > `warmup_secs`; no default), instead of
+    /// `sessions`. Open loop: the session count is `round(rate_per_sec * duration_secs)`.
+    /// Closed loop: sessions are drawn by index, each still from its own (seed, index) RNG,
+    /// and started until the time is up; those in flight then finish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<f64>,
     /// `"closed"` or `"open"`; default closed.
@@ -163,13 +167,19 @@ pub struct WorkloadConfig {
     /// reached wait, and the wait shows as schedule lag. Default [`DEFAULT_MAX_IN_FLIGHT`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
-    /// Share of sessions that use `BULK FROM` (the rest use `MAIL FROM`), in [0, 1];
+    /// Fewest transactions per session (>= 1); default 1.
+    pub transactions_min: u32,
+    /// Most transactions per session (>= transactions_min, <=
+    /// [`MAX_TRANSACTIONS_PER_SESSION`]); uniform in between; default 1. A session sends
+    /// its transactions one after the other over one connection, as bulk senders do.
+    pub transactions_max: u32,
+    /// Share of transactions that use `BULK FROM` (the rest use `MAIL FROM`), in [0, 1];
     /// default 0.9.
     pub bulk_share: f64,
-    /// Fewest recipients per session (>= 1); default 1.
+    /// Fewest recipients per transaction (>= 1); default 1.
     pub recipients_min: u32,
-    /// Most recipients per session (>= recipients_min, <= [`MAX_RECIPIENTS_PER_SESSION`]);
-    /// default 50.
+    /// Most recipients per transaction (>= recipients_min, <=
+    /// [`MAX_RECIPIENTS_PER_SESSION`]); default 50.
     pub recipients_max: u32,
     /// `"uniform"`, `"geometric"` or `"fixed"`; default uniform.
     pub recipients_distribution: RecipientsDistribution,
@@ -214,6 +224,8 @@ impl Default for WorkloadConfig {
             concurrency: None,
             rate_per_sec: None,
             max_in_flight: None,
+            transactions_min: 1,
+            transactions_max: 1,
             bulk_share: 0.9,
             recipients_min: 1,
             recipients_max: 50,
@@ -405,13 +417,25 @@ impl Scenario {
         }
     }
 
+    /// A closed loop sized in time: how long sessions are started for.
+    pub fn timed_duration(&self) -> Option<std::time::Duration> {
+        let w = &self.workload;
+        match (w.mode, w.sessions, w.duration_secs) {
+            (LoopMode::Closed, None, Some(secs)) if secs.is_finite() && secs > 0.0 => {
+                Some(std::time::Duration::from_secs_f64(secs))
+            }
+            _ => None,
+        }
+    }
+
     /// Number of sessions of the workload: `workload.sessions`, or in open loop
-    /// `round(rate_per_sec * duration_secs)`. 0 for an invalid scenario without either.
+    /// `round(rate_per_sec * duration_secs)`. 0 for a closed loop sized in time (sessions
+    /// are drawn until the time is up) and for an invalid scenario without either.
     pub fn session_count(&self) -> u64 {
         let w = &self.workload;
         match (w.sessions, w.rate_per_sec, w.duration_secs) {
             (Some(n), _, _) => n,
-            (None, Some(rate), Some(secs)) => {
+            (None, Some(rate), Some(secs)) if w.mode == LoopMode::Open => {
                 let n = (rate * secs).round();
                 if n.is_finite() && n >= 0.0 {
                     n as u64
@@ -421,6 +445,16 @@ impl Scenario {
             }
             _ => 0,
         }
+    }
+
+    /// A fingerprint of the whole scenario, name and seed included (64-bit FNV-1a of its
+    /// JSON form, as [`PopulationConfig::fingerprint`]): a run's summary records it, so
+    /// runs of different workloads are not merged as shards of one.
+    pub fn fingerprint(&self) -> u64 {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        json.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
     }
 
     /// How sessions start, with defaults applied.
@@ -539,21 +573,12 @@ impl Scenario {
                     w.max_in_flight.is_some(),
                     "in closed loop: use concurrency",
                 )?;
-                absent(
-                    "workload",
-                    "duration_secs",
-                    w.duration_secs.is_some(),
-                    "in closed loop: give sessions",
-                )?;
                 if w.concurrency == Some(0) {
                     return Err(invalid(
                         Some("workload"),
                         "concurrency",
                         "must be >= 1".into(),
                     ));
-                }
-                if w.sessions.is_none() {
-                    return Err(invalid(Some("workload"), "sessions", "required".into()));
                 }
             }
             LoopMode::Open => {
@@ -587,34 +612,45 @@ impl Scenario {
                         "must be >= 1".into(),
                     ));
                 }
-                match (w.sessions, w.duration_secs) {
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "duration_secs",
-                            "give either sessions or duration_secs, not both".into(),
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "sessions",
-                            "required (or duration_secs in open loop)".into(),
-                        ));
-                    }
-                    (None, Some(secs)) if !(secs.is_finite() && secs > 0.0) => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "duration_secs",
-                            format!("{secs} must be finite and > 0"),
-                        ));
-                    }
-                    _ => {}
-                }
             }
         }
+        match (w.sessions, w.duration_secs) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    Some("workload"),
+                    "duration_secs",
+                    "give either sessions or duration_secs, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    Some("workload"),
+                    "sessions",
+                    "required (or duration_secs, to size the run in time)".into(),
+                ));
+            }
+            (None, Some(secs)) if !(secs.is_finite() && secs > 0.0) => {
+                return Err(invalid(
+                    Some("workload"),
+                    "duration_secs",
+                    format!("{secs} must be finite and > 0"),
+                ));
+            }
+            (None, Some(secs)) if secs <= w.warmup_secs => {
+                return Err(invalid(
+                    Some("workload"),
+                    "duration_secs",
+                    format!(
+                        "{secs} s is not longer than warmup_secs ({} s): nothing would be \
+                         measured",
+                        w.warmup_secs
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let sessions = self.session_count();
-        if !(1..=MAX_SESSIONS).contains(&sessions) {
+        if self.timed_duration().is_none() && !(1..=MAX_SESSIONS).contains(&sessions) {
             let key = if w.sessions.is_some() {
                 "sessions"
             } else {
@@ -624,6 +660,33 @@ impl Scenario {
                 Some("workload"),
                 key,
                 format!("gives {sessions} sessions, not in 1..={MAX_SESSIONS}"),
+            ));
+        }
+        if w.transactions_min == 0 {
+            return Err(invalid(
+                Some("workload"),
+                "transactions_min",
+                "must be >= 1".into(),
+            ));
+        }
+        if w.transactions_max > MAX_TRANSACTIONS_PER_SESSION {
+            return Err(invalid(
+                Some("workload"),
+                "transactions_max",
+                format!(
+                    "{} is over {MAX_TRANSACTIONS_PER_SESSION}",
+                    w.transactions_max
+                ),
+            ));
+        }
+        if w.transactions_min > w.transactions_max {
+            return Err(invalid(
+                Some("workload"),
+                "transactions_min",
+                format!(
+                    "{} is greater than workload.transactions_max ({})",
+                    w.transactions_min, w.transactions_max
+                ),
             ));
         }
         share("workload", "bulk_share", w.bulk_share)?;
@@ -816,6 +879,58 @@ mod tests {
         assert_eq!(s.arrival(), Arrival::Closed { concurrency: 50 });
         assert_eq!(s.session_count(), 10);
         assert_eq!(s.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn a_closed_loop_can_be_sized_in_time() {
+        let text = "[workload]\nduration_secs = 12.0\nwarmup_secs = 2.0\n";
+        let s = Scenario::from_toml(text, "timed").unwrap();
+        assert_eq!(s.timed_duration(), Some(std::time::Duration::from_secs(12)));
+        assert_eq!(s.session_count(), 0, "drawn until the time is up");
+        // Not both, not neither, and longer than the warm-up.
+        for (text, key, words) in [
+            (
+                "[workload]\nsessions = 5\nduration_secs = 3.0\n",
+                "workload.duration_secs",
+                "not both",
+            ),
+            (
+                "[workload]\nconcurrency = 5\n",
+                "workload.sessions",
+                "required",
+            ),
+            (
+                "[workload]\nduration_secs = 1.0\nwarmup_secs = 1.0\n",
+                "workload.duration_secs",
+                "not longer than warmup_secs",
+            ),
+        ] {
+            let error = Scenario::from_toml(text, "timed").unwrap_err();
+            assert_eq!(error.key(), Some(key), "{text}: {error}");
+            assert!(error.to_string().contains(words), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_scenario_fingerprint_is_pinned_and_sees_every_section() {
+        // Summaries record it: a change here stops old shards from merging with new ones.
+        let s = Scenario::from_toml(MINIMAL, "mini").unwrap();
+        assert_eq!(s.fingerprint(), 8_923_055_715_844_355_899);
+        let mut other = s.clone();
+        other.seed += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.workload.recipients_max += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.workload.transactions_max += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.server.harvest_resistant = !other.server.harvest_resistant;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.population.mailboxes += 1;
+        assert_ne!(other.fingerprint(), s.fingerprint());
     }
 
     #[test]

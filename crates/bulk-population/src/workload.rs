@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::names::{DOMAIN_SUFFIXES, DOMAIN_WORDS, FIRST, LAST, SENDER_ROLES, SENDER_WORDS, TAGS};
 use crate::population::PopulationModel;
 use crate::scenario::{
-    LoopMode, MAX_RECIPIENTS_PER_SESSION, MAX_SESSIONS, Popularity, RecipientsDistribution,
-    Scenario, WorkloadConfig,
+    LoopMode, MAX_RECIPIENTS_PER_SESSION, MAX_SESSIONS, MAX_TRANSACTIONS_PER_SESSION, Popularity,
+    RecipientsDistribution, Scenario, WorkloadConfig,
 };
 use crate::seeding::{
     ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_SESSION, affine, item_rng, mix,
@@ -31,7 +31,9 @@ use crate::seeding::{
 };
 
 /// Version written in, and required of, a trace header.
-pub const TRACE_VERSION: u32 = 1;
+pub const TRACE_VERSION: u32 = 2;
+/// The oldest trace version this build reads: version 1 held one transaction per session.
+pub const OLDEST_TRACE_VERSION: u32 = 1;
 
 /// Attempts at drawing a known recipient not yet in the session before a duplicate is
 /// accepted (a small population or a steep Zipf law can make distinct draws rare).
@@ -79,20 +81,82 @@ pub struct SessionSpec {
     /// Open loop: intended start, in microseconds from the run's start (Poisson arrivals;
     /// session 0 at 0). Closed loop: 0.
     pub start_offset_us: u64,
+    /// Send commands pipelined (RFC 2920).
+    pub pipelining: bool,
+    /// The transactions the session sends over its one connection, in order (at least
+    /// one): each starts with BULK or MAIL FROM after the previous one's end of data, or
+    /// after RSET when the previous one sent no message.
+    pub transactions: Vec<Transaction>,
+}
+
+/// One transaction of a session: sender, recipients with their expected verdicts, message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Transaction {
     /// BULK or MAIL.
     pub kind: Kind,
     /// Reverse path (`news@shop7.test`), never in a served domain.
     pub sender: String,
     /// RCPTs in order.
     pub recipients: Vec<Recipient>,
-    /// Send commands pipelined (RFC 2920).
-    pub pipelining: bool,
-    /// Message body size in bytes; 0 means the session sends no DATA.
+    /// Message body size in bytes; 0 means the transaction sends no DATA.
     pub message_size: u32,
 }
 
+impl SessionSpec {
+    /// RCPTs over all its transactions.
+    pub fn rcpt_count(&self) -> u64 {
+        self.transactions
+            .iter()
+            .map(|t| t.recipients.len() as u64)
+            .sum()
+    }
+
+    /// Every RCPT of the session, with its transaction's kind, in order.
+    pub fn recipients(&self) -> impl Iterator<Item = (Kind, &Recipient)> {
+        self.transactions
+            .iter()
+            .flat_map(|t| t.recipients.iter().map(move |r| (t.kind, r)))
+    }
+}
+
+/// A session as trace version 1 wrote it: one transaction, its fields at the top level.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionSpecV1 {
+    index: u64,
+    start_offset_us: u64,
+    kind: Kind,
+    sender: String,
+    recipients: Vec<Recipient>,
+    pipelining: bool,
+    message_size: u32,
+}
+
+impl From<SessionSpecV1> for SessionSpec {
+    fn from(v1: SessionSpecV1) -> Self {
+        SessionSpec {
+            index: v1.index,
+            start_offset_us: v1.start_offset_us,
+            pipelining: v1.pipelining,
+            transactions: vec![Transaction {
+                kind: v1.kind,
+                sender: v1.sender,
+                recipients: v1.recipients,
+                message_size: v1.message_size,
+            }],
+        }
+    }
+}
+
 /// The sessions of a scenario (or of one shard of it), in index order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Either a list drawn up front ([`sessions`](Self::sessions): a scenario sized in
+/// sessions, an open loop, a trace), or, for a closed loop sized in time, a drawer that
+/// draws session after session by index for as long as the run lasts
+/// ([`duration`](Self::duration), [`session`](Self::session)); each session is the same
+/// either way, since it depends only on (seed, index).
+#[derive(Clone, Debug)]
 pub struct Workload {
     /// Name of the scenario the sessions were drawn from.
     pub scenario: String,
@@ -102,9 +166,40 @@ pub struct Workload {
     /// population the recipients' verdicts were drawn from (`None`: a trace written before
     /// traces recorded it).
     pub population: Option<u64>,
-    /// The sessions, by increasing index.
+    /// The sessions, by increasing index (empty for a workload sized in time).
     pub sessions: Vec<SessionSpec>,
+    /// Sized in time: draws sessions on demand.
+    timed: Option<Timed>,
 }
+
+/// A closed loop sized in time: the drawer, how long, and which shard of the indices.
+#[derive(Clone, Debug)]
+struct Timed {
+    generator: std::sync::Arc<Generator>,
+    duration: std::time::Duration,
+    /// This workload runs the sessions whose index is `shard.0` modulo `shard.1`.
+    shard: (u32, u32),
+}
+
+impl PartialEq for Workload {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.scenario,
+            self.seed,
+            self.population,
+            &self.sessions,
+            self.duration(),
+        ) == (
+            &other.scenario,
+            other.seed,
+            other.population,
+            &other.sessions,
+            other.duration(),
+        ) && self.timed.as_ref().map(|t| t.shard) == other.timed.as_ref().map(|t| t.shard)
+    }
+}
+
+impl Eq for Workload {}
 
 /// A trace could not be read. Every variant about content names the 1-based line.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +223,7 @@ pub enum TraceError {
     },
     /// The header announces a version this build does not read.
     #[error(
-        "trace line 1: trace version {found} is not supported (this build reads version {TRACE_VERSION})"
+        "trace line 1: trace version {found} is not supported (this build reads versions {OLDEST_TRACE_VERSION} to {TRACE_VERSION})"
     )]
     Version {
         /// The version found.
@@ -213,9 +308,10 @@ fn probability(x: f64) -> f64 {
 
 /// Everything a session draw needs, computed once per workload. Values an invalid scenario
 /// could carry are sanitized here, so generation never panics.
-struct Generator<'a> {
+#[derive(Debug)]
+struct Generator {
     seed: u64,
-    model: &'a PopulationModel,
+    model: PopulationModel,
     bulk_share: f64,
     recipients: (u32, u32),
     geometric: Option<Geometric>,
@@ -229,12 +325,14 @@ struct Generator<'a> {
     mixed_case_share: f64,
     pipelining: bool,
     message_size: (u32, u32),
+    /// Fewest and most transactions per session.
+    transactions: (u32, u32),
     /// Open loop arrival rate (sessions per second), if any.
     rate_per_sec: Option<f64>,
 }
 
-impl<'a> Generator<'a> {
-    fn new(scenario: &Scenario, model: &'a PopulationModel) -> Self {
+impl Generator {
+    fn new(scenario: &Scenario, model: &PopulationModel) -> Self {
         let w: &WorkloadConfig = &scenario.workload;
         let hi = w.recipients_max.clamp(1, MAX_RECIPIENTS_PER_SESSION);
         let lo = w.recipients_min.clamp(1, hi);
@@ -258,7 +356,7 @@ impl<'a> Generator<'a> {
         };
         Generator {
             seed: scenario.seed,
-            model,
+            model: model.clone(),
             bulk_share: probability(w.bulk_share),
             recipients: (lo, hi),
             geometric,
@@ -275,6 +373,10 @@ impl<'a> Generator<'a> {
                 w.message_size_min.min(w.message_size_max),
                 w.message_size_max.max(w.message_size_min),
             ),
+            transactions: {
+                let hi = w.transactions_max.clamp(1, MAX_TRANSACTIONS_PER_SESSION);
+                (w.transactions_min.clamp(1, hi), hi)
+            },
             rate_per_sec,
         }
     }
@@ -318,6 +420,24 @@ impl<'a> Generator<'a> {
 
     fn session(&self, index: u64) -> SessionSpec {
         let mut rng = item_rng(self.seed, STREAM_SESSION, index);
+        // Drawn only when there is a choice, so that sessions of one transaction are the
+        // same as before transactions could be several.
+        let (lo, hi) = self.transactions;
+        let count = if lo == hi {
+            lo
+        } else {
+            rng.random_range(lo..=hi)
+        };
+        let transactions = (0..count).map(|_| self.transaction(&mut rng)).collect();
+        SessionSpec {
+            index,
+            start_offset_us: 0,
+            pipelining: self.pipelining,
+            transactions,
+        }
+    }
+
+    fn transaction(&self, rng: &mut ItemRng) -> Transaction {
         let kind = if rng.random::<f64>() < self.bulk_share {
             Kind::Bulk
         } else {
@@ -329,11 +449,11 @@ impl<'a> Generator<'a> {
             SENDER_WORDS[rng.random_range(0..SENDER_WORDS.len())],
             rng.random_range(1..=500u32)
         );
-        let count = self.recipient_count(&mut rng);
+        let count = self.recipient_count(rng);
         let mut recipients = Vec::with_capacity(count as usize);
         let mut chosen = HashSet::new();
         for _ in 0..count {
-            recipients.push(self.recipient(&mut rng, &mut chosen));
+            recipients.push(self.recipient(rng, &mut chosen));
         }
         let (lo, hi) = self.message_size;
         let message_size = if hi == 0 {
@@ -341,20 +461,17 @@ impl<'a> Generator<'a> {
         } else {
             rng.random_range(lo..=hi)
         };
-        SessionSpec {
-            index,
-            start_offset_us: 0,
+        Transaction {
             kind,
             sender,
             recipients,
-            pipelining: self.pipelining,
             message_size,
         }
     }
 
     fn recipient(&self, rng: &mut ItemRng, chosen: &mut HashSet<u64>) -> Recipient {
         let class = rng.random::<f64>();
-        let model = self.model;
+        let model = &self.model;
         let (mut local, domain, verdict) = if class < self.unknown_share {
             // A served domain, weighted by size, and a local part with two '-': the mailbox
             // generator never writes one (population.rs, "Uniqueness").
@@ -433,6 +550,22 @@ fn mix_case(address: &mut String, at: usize, style: u8) {
 }
 
 impl Workload {
+    /// A workload of these sessions (a list, as a trace holds).
+    pub fn from_sessions(
+        scenario: String,
+        seed: u64,
+        population: Option<u64>,
+        sessions: Vec<SessionSpec>,
+    ) -> Workload {
+        Workload {
+            scenario,
+            seed,
+            population,
+            sessions,
+            timed: None,
+        }
+    }
+
     /// Draws every session of `scenario` against `model` (which must be the scenario's
     /// population: [`PopulationModel::from_scenario`]). Sessions are drawn in parallel on
     /// the rayon pool; each uses only its own RNG, so the result is identical for any
@@ -443,6 +576,19 @@ impl Workload {
     /// refused; call [`Scenario::validate`] first to report it.
     pub fn generate(scenario: &Scenario, model: &PopulationModel) -> Workload {
         let generator = Generator::new(scenario, model);
+        if let Some(duration) = scenario.timed_duration() {
+            return Workload {
+                scenario: scenario.name.clone(),
+                seed: scenario.seed,
+                population: Some(scenario.population.fingerprint()),
+                sessions: Vec::new(),
+                timed: Some(Timed {
+                    generator: std::sync::Arc::new(generator),
+                    duration,
+                    shard: (0, 1),
+                }),
+            };
+        }
         let count = scenario.session_count().min(MAX_SESSIONS);
         let drawn: Vec<(SessionSpec, u64)> = (0..count)
             .into_par_iter()
@@ -462,12 +608,65 @@ impl Workload {
             seed: scenario.seed,
             population: Some(scenario.population.fingerprint()),
             sessions,
+            timed: None,
         }
+    }
+
+    /// A closed loop sized in time: how long sessions are started for. `None`: the
+    /// workload is the list [`sessions`](Self::sessions).
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        self.timed.as_ref().map(|t| t.duration)
+    }
+
+    /// The `k`-th session this workload runs (0-based): `sessions[k]` of a list (`None`
+    /// past its end), or, sized in time, the session of index `i + k * n` of shard `i/n`,
+    /// drawn now (never `None`: the run's clock ends it).
+    pub fn session(&self, k: u64) -> Option<std::borrow::Cow<'_, SessionSpec>> {
+        match &self.timed {
+            None => usize::try_from(k)
+                .ok()
+                .and_then(|k| self.sessions.get(k))
+                .map(std::borrow::Cow::Borrowed),
+            Some(timed) => {
+                let (i, n) = timed.shard;
+                if n == 0 {
+                    return None; // an empty shard
+                }
+                let index = u64::from(i).saturating_add(k.saturating_mul(u64::from(n)));
+                Some(std::borrow::Cow::Owned(timed.generator.session(index)))
+            }
+        }
+    }
+
+    /// The first `count` sessions of a workload sized in time, as a list (what a run that
+    /// started that many ran, to save as a trace); a list workload is returned whole.
+    pub fn drawn(&self, count: u64) -> Workload {
+        let sessions = match &self.timed {
+            None => self.sessions.clone(),
+            Some(_) => (0..count)
+                .into_par_iter()
+                .filter_map(|k| self.session(k).map(std::borrow::Cow::into_owned))
+                .collect(),
+        };
+        Workload::from_sessions(self.scenario.clone(), self.seed, self.population, sessions)
     }
 
     /// Shard `i` of `n`: the sessions whose index is `i` modulo `n`, with their offsets
     /// unchanged (shards run side by side on one schedule). Empty if `n == 0` or `i >= n`.
     pub fn shard(&self, i: u32, n: u32) -> Workload {
+        if let Some(timed) = &self.timed {
+            // Shard i of shard (j, m) is every n-th of its indices, j + (i + k n) m: for a
+            // whole workload (0, 1), the indices equal to i modulo n, as a list's shard.
+            let (j, m) = timed.shard;
+            let (i, n) = if n == 0 || i >= n { (0, 0) } else { (i, n) };
+            return Workload {
+                timed: Some(Timed {
+                    shard: (j + i * m, n.saturating_mul(m)),
+                    ..timed.clone()
+                }),
+                ..self.clone()
+            };
+        }
         let sessions = if n == 0 || i >= n {
             Vec::new()
         } else {
@@ -477,20 +676,13 @@ impl Workload {
                 .cloned()
                 .collect()
         };
-        Workload {
-            scenario: self.scenario.clone(),
-            seed: self.seed,
-            population: self.population,
-            sessions,
-        }
+        Workload::from_sessions(self.scenario.clone(), self.seed, self.population, sessions)
     }
 
-    /// Total RCPTs over all sessions.
+    /// Total RCPTs over all sessions (0 for a workload sized in time: unknown before the
+    /// run).
     pub fn rcpt_count(&self) -> u64 {
-        self.sessions
-            .iter()
-            .map(|s| s.recipients.len() as u64)
-            .sum()
+        self.sessions.iter().map(SessionSpec::rcpt_count).sum()
     }
 
     /// Writes the trace: JSON Lines, first a header object
@@ -531,7 +723,7 @@ impl Workload {
         }
         let header: TraceHeader =
             serde_json::from_str(&line).map_err(|source| TraceError::Header { source })?;
-        if header.bulkbench_trace != TRACE_VERSION {
+        if !(OLDEST_TRACE_VERSION..=TRACE_VERSION).contains(&header.bulkbench_trace) {
             return Err(TraceError::Version {
                 found: header.bulkbench_trace,
             });
@@ -545,11 +737,14 @@ impl Workload {
             if line.trim().is_empty() {
                 continue;
             }
-            let session: SessionSpec =
-                serde_json::from_str(&line).map_err(|source| TraceError::Session {
-                    line: number,
-                    source,
-                })?;
+            let session = match header.bulkbench_trace {
+                1 => serde_json::from_str::<SessionSpecV1>(&line).map(SessionSpec::from),
+                _ => serde_json::from_str::<SessionSpec>(&line),
+            }
+            .map_err(|source| TraceError::Session {
+                line: number,
+                source,
+            })?;
             if let Some(previous) = sessions.last()
                 && session.index <= previous.index
             {
@@ -572,12 +767,18 @@ impl Workload {
             seed: header.seed,
             population: header.population,
             sessions,
+            timed: None,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    /// The one transaction of a session of a scenario without transactions_*.
+    fn tx(s: &SessionSpec) -> &Transaction {
+        assert_eq!(s.transactions.len(), 1);
+        &s.transactions[0]
+    }
     use super::*;
 
     fn scenario(text: &str) -> Scenario {
@@ -614,10 +815,10 @@ mixed_case_share = 0.3
         assert!(
             w.sessions
                 .iter()
-                .all(|s| (1..=40).contains(&s.recipients.len()))
+                .all(|s| (1..=40).contains(&tx(s).recipients.len()))
         );
         assert!(w.sessions.iter().all(|s| s.start_offset_us == 0));
-        let all: Vec<&Recipient> = w.sessions.iter().flat_map(|s| &s.recipients).collect();
+        let all: Vec<&Recipient> = w.sessions.iter().flat_map(|s| &tx(s).recipients).collect();
         let share = |f: &dyn Fn(&Recipient) -> bool| {
             all.iter().filter(|r| f(r)).count() as f64 / all.len() as f64
         };
@@ -629,12 +830,85 @@ mixed_case_share = 0.3
         assert!((foreign - 0.05).abs() < 0.015, "{foreign}");
         assert!((tagged - 0.2).abs() < 0.03, "{tagged}");
         assert!((mixed - 0.3).abs() < 0.03, "{mixed}");
-        let bulk = w.sessions.iter().filter(|s| s.kind == Kind::Bulk).count();
+        let bulk = w
+            .sessions
+            .iter()
+            .filter(|s| tx(s).kind == Kind::Bulk)
+            .count();
         assert!((240..=300).contains(&bulk), "{bulk}");
         for session in &w.sessions {
-            assert!(session.sender.ends_with(".test"), "{}", session.sender);
-            assert!((500..=5000).contains(&session.message_size));
+            assert!(
+                tx(session).sender.ends_with(".test"),
+                "{}",
+                tx(session).sender
+            );
+            assert!((500..=5000).contains(&tx(session).message_size));
         }
+    }
+
+    #[test]
+    fn a_closed_loop_sized_in_time_draws_the_same_sessions_by_index() {
+        let counted = scenario(SMALL);
+        let timed = scenario(&SMALL.replace("sessions = 300", "duration_secs = 5.0"));
+        assert_eq!(
+            timed.timed_duration(),
+            Some(std::time::Duration::from_secs(5))
+        );
+        let model = PopulationModel::from_scenario(&counted);
+        let list = Workload::generate(&counted, &model);
+        let drawer = Workload::generate(&timed, &model);
+        assert!(drawer.sessions.is_empty());
+        assert_eq!(drawer.duration(), Some(std::time::Duration::from_secs(5)));
+        // Session k of the timed workload is session k of the counted one, drawn on demand,
+        // and far past any count.
+        for k in [0u64, 1, 150, 299] {
+            assert_eq!(*drawer.session(k).unwrap(), list.sessions[k as usize]);
+        }
+        assert_eq!(drawer.session(1_000_000).unwrap().index, 1_000_000);
+        assert_eq!(list.session(300), None, "a list ends");
+        // The first n drawn, as a list (a trace), are the counted workload's first n.
+        let drawn = drawer.drawn(120);
+        assert_eq!(drawn.duration(), None);
+        assert_eq!(drawn.sessions, list.sessions[..120]);
+        // A shard holds the indices a shard of the list holds.
+        let shard = drawer.shard(1, 3);
+        let indices: Vec<u64> = (0..4).map(|k| shard.session(k).unwrap().index).collect();
+        assert_eq!(indices, [1, 4, 7, 10]);
+        let list_shard = list.shard(1, 3);
+        assert_eq!(*shard.session(3).unwrap(), list_shard.sessions[3]);
+    }
+
+    #[test]
+    fn sessions_hold_their_drawn_transactions_each_drawn_whole() {
+        let s = scenario(&SMALL.replace(
+            "sessions = 300",
+            "sessions = 300\ntransactions_min = 2\ntransactions_max = 6",
+        ));
+        let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
+        let counts: Vec<usize> = w.sessions.iter().map(|s| s.transactions.len()).collect();
+        assert!(counts.iter().all(|n| (2..=6).contains(n)), "{counts:?}");
+        assert!(
+            counts.contains(&2) && counts.contains(&6),
+            "the whole range is drawn"
+        );
+        for session in &w.sessions {
+            for t in &session.transactions {
+                assert!((1..=40).contains(&t.recipients.len()));
+                assert!((500..=5000).contains(&t.message_size));
+                assert!(t.sender.ends_with(".test"));
+            }
+            // Each transaction is drawn on its own: senders differ within a session.
+            let senders: HashSet<&str> = session
+                .transactions
+                .iter()
+                .map(|t| t.sender.as_str())
+                .collect();
+            assert!(senders.len() > 1, "session {}", session.index);
+        }
+        assert_eq!(
+            w.rcpt_count(),
+            w.sessions.iter().map(SessionSpec::rcpt_count).sum::<u64>()
+        );
     }
 
     #[test]
@@ -663,7 +937,7 @@ mixed_case_share = 0.3
             let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
             w.sessions
                 .iter()
-                .map(|s| s.recipients.len())
+                .map(|s| tx(s).recipients.len())
                 .collect::<Vec<_>>()
         };
         assert!(
@@ -688,7 +962,7 @@ mixed_case_share = 0.3
         let model = PopulationModel::from_scenario(&s);
         let w = Workload::generate(&s, &model);
         let mut hits = std::collections::HashMap::<&str, usize>::new();
-        for r in w.sessions.iter().flat_map(|s| &s.recipients) {
+        for r in w.sessions.iter().flat_map(|s| &tx(s).recipients) {
             *hits.entry(r.address.as_str()).or_default() += 1;
         }
         let mut top: Vec<(&str, usize)> = hits.into_iter().collect();
@@ -712,7 +986,7 @@ mixed_case_share = 0.3
         );
         let w = Workload::generate(&s, &PopulationModel::from_scenario(&s));
         for session in &w.sessions {
-            let distinct: HashSet<&str> = session
+            let distinct: HashSet<&str> = tx(session)
                 .recipients
                 .iter()
                 .map(|r| r.address.as_str())
@@ -764,8 +1038,17 @@ mixed_case_share = 0.3
         let header = r#"{"bulkbench_trace":1,"scenario":"t","seed":1,"sessions":1}"#;
         let session = r#"{"index":0,"start_offset_us":0,"kind":"bulk","sender":"a@b.test","recipients":[{"address":"x@y.example","verdict":"opted_out"}],"pipelining":true,"message_size":0}"#;
         let ok = format!("{header}\n{session}\n");
+        // A version 1 trace (one transaction per session) still reads.
         let w = Workload::read_trace(ok.as_bytes()).unwrap();
-        assert_eq!(w.sessions[0].recipients[0].verdict, Verdict::OptedOut);
+        assert_eq!(
+            w.sessions[0].transactions[0].recipients[0].verdict,
+            Verdict::OptedOut
+        );
+        // Version 2 writes and reads it back with its transactions.
+        let mut again = Vec::new();
+        w.write_trace(&mut again).unwrap();
+        assert!(again.starts_with(br#"{"bulkbench_trace":2,"#));
+        assert_eq!(Workload::read_trace(again.as_slice()).unwrap(), w);
 
         let cases: Vec<(String, &str)> = vec![
             (String::new(), "empty"),
@@ -774,8 +1057,8 @@ mixed_case_share = 0.3
                 "line 1: not a bulkbench trace header",
             ),
             (
-                ok.replace("\"bulkbench_trace\":1", "\"bulkbench_trace\":2"),
-                "version 2",
+                ok.replace("\"bulkbench_trace\":1", "\"bulkbench_trace\":3"),
+                "version 3 is not supported (this build reads versions 1 to 2)",
             ),
             (
                 format!("{header}\n\n{}\n", session.replace("opted_out", "maybe")),

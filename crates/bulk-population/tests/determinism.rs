@@ -117,7 +117,7 @@ fn trace_round_trips_for_whole_and_shards() {
         assert_eq!(
             header,
             format!(
-                r#"{{"bulkbench_trace":1,"scenario":"det","seed":2024,"population":{},"sessions":{}}}"#,
+                r#"{{"bulkbench_trace":2,"scenario":"det","seed":2024,"population":{},"sessions":{}}}"#,
                 scenario.population.fingerprint(),
                 workload.sessions.len()
             )
@@ -147,7 +147,9 @@ fn workload_is_pinned() {
     // A change here changes every workload of every seed (saved traces, published runs).
     let scenario = Scenario::from_toml(CLOSED, "det").unwrap();
     let w = Workload::generate(&scenario, &PopulationModel::from_scenario(&scenario));
-    let first = &w.sessions[0];
+    // Sessions of one transaction are what they were before sessions could hold several.
+    let first = &w.sessions[0].transactions[0];
+    assert_eq!(w.sessions[0].transactions.len(), 1);
     let pinned = (
         first.sender.as_str(),
         first.recipients.len(),

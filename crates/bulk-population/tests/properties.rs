@@ -1,7 +1,9 @@
 //! Property tests: trace round trips, and populations that always load.
 
 use bulk_policy::{NormalizeConfig, Population, Verdict};
-use bulk_population::{Kind, PopulationConfig, PopulationModel, Recipient, SessionSpec, Workload};
+use bulk_population::{
+    Kind, PopulationConfig, PopulationModel, Recipient, SessionSpec, Transaction, Workload,
+};
 use proptest::prelude::*;
 
 fn verdict() -> impl Strategy<Value = Verdict> {
@@ -13,29 +15,36 @@ fn verdict() -> impl Strategy<Value = Verdict> {
     ]
 }
 
-fn session() -> impl Strategy<Value = SessionSpec> {
+fn transaction() -> impl Strategy<Value = Transaction> {
     (
-        any::<u64>(),
         prop_oneof![Just(Kind::Bulk), Just(Kind::Mail)],
         ".*",
         prop::collection::vec((".*", verdict()), 0..5),
-        any::<bool>(),
         any::<u32>(),
     )
-        .prop_map(
-            |(start_offset_us, kind, sender, recipients, pipelining, message_size)| SessionSpec {
-                index: 0,
-                start_offset_us,
-                kind,
-                sender,
-                recipients: recipients
-                    .into_iter()
-                    .map(|(address, verdict)| Recipient { address, verdict })
-                    .collect(),
-                pipelining,
-                message_size,
-            },
-        )
+        .prop_map(|(kind, sender, recipients, message_size)| Transaction {
+            kind,
+            sender,
+            recipients: recipients
+                .into_iter()
+                .map(|(address, verdict)| Recipient { address, verdict })
+                .collect(),
+            message_size,
+        })
+}
+
+fn session() -> impl Strategy<Value = SessionSpec> {
+    (
+        any::<u64>(),
+        any::<bool>(),
+        prop::collection::vec(transaction(), 1..4),
+    )
+        .prop_map(|(start_offset_us, pipelining, transactions)| SessionSpec {
+            index: 0,
+            start_offset_us,
+            pipelining,
+            transactions,
+        })
 }
 
 proptest! {
@@ -53,7 +62,7 @@ proptest! {
             index += gap;
             session.index = index;
         }
-        let workload = Workload { scenario, seed, population, sessions };
+        let workload = Workload::from_sessions(scenario, seed, population, sessions);
         let mut bytes = Vec::new();
         workload.write_trace(&mut bytes).unwrap();
         prop_assert_eq!(Workload::read_trace(bytes.as_slice()).unwrap(), workload);

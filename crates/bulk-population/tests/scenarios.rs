@@ -62,30 +62,30 @@ fn scenario_files_say_what_they_are_for() {
 }
 
 #[test]
-fn quick_is_small() {
+fn quick_is_sized_in_time_with_a_window_of_ten_seconds() {
     let quick = load("quick");
     assert_eq!(quick.arrival(), Arrival::Closed { concurrency: 50 });
-    let workload = Workload::generate(&quick, &PopulationModel::from_scenario(&quick));
-    assert_eq!(workload.sessions.len(), 40_000);
-    // About a million RCPTs: seconds of load on two cores, well under 30 s.
-    assert!(
-        workload.rcpt_count() < 1_200_000,
-        "{}",
-        workload.rcpt_count()
-    );
+    // Sized in time, so a faster machine measures more, not less: 12 s of sessions, the
+    // first 2 s warm-up.
+    let duration = quick.timed_duration().expect("quick is sized in time");
+    let window = duration.as_secs_f64() - quick.workload.warmup_secs;
+    assert!(window >= 10.0, "a window of {window} s");
+    assert!(duration.as_secs_f64() <= 20.0, "ends well within 30 s");
 }
 
 #[test]
 fn no_pipelining_replays_quick_without_pipelining() {
     let (quick, plain) = (load("quick"), load("no-pipelining"));
     assert_eq!(quick.population, plain.population);
-    let a = Workload::generate(&quick, &PopulationModel::from_scenario(&quick));
-    let b = Workload::generate(&plain, &PopulationModel::from_scenario(&plain));
+    assert_eq!(quick.timed_duration(), plain.timed_duration());
+    // Both draw the same sessions by index, so their first sessions are the same ones.
+    let a = Workload::generate(&quick, &PopulationModel::from_scenario(&quick)).drawn(2000);
+    let b = Workload::generate(&plain, &PopulationModel::from_scenario(&plain)).drawn(2000);
     assert!(b.sessions.iter().all(|s| !s.pipelining));
     let strip = |w: &Workload| {
         w.sessions
             .iter()
-            .map(|s| (s.sender.clone(), s.recipients.clone(), s.message_size))
+            .map(|s| s.transactions.clone())
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&a), strip(&b));

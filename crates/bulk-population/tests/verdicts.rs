@@ -57,7 +57,7 @@ fn every_recipient_verdict_matches_the_built_population() {
         let workload = Workload::generate(&scenario, &model);
         let mut seen = [0usize; 4];
         for session in &workload.sessions {
-            for r in &session.recipients {
+            for (_, r) in session.recipients() {
                 assert_eq!(
                     population.verdict_of(r.address.as_bytes()),
                     r.verdict,
@@ -87,7 +87,7 @@ fn exported_file_gives_the_same_verdicts() {
     for r in Workload::generate(&scenario, &model)
         .sessions
         .iter()
-        .flat_map(|s| &s.recipients)
+        .flat_map(|s| s.recipients().map(|(_, r)| r.clone()).collect::<Vec<_>>())
     {
         assert_eq!(
             population.verdict_of(r.address.as_bytes()),

@@ -2,9 +2,13 @@
 //!
 //! [`Comparison::new`] reduces each [`Arm`]'s repeats to the median, min and max of every
 //! figure, and the ratio of each median to the baseline arm's (the first arm that has
-//! runs); it is saved as `comparison.json` ([`Comparison::save`], [`Comparison::load`]) so
-//! a later comparison can be checked against it ([`Comparison::regressions`]).
-//! [`render_comparison`] writes `comparison.md`, `comparison.html` and overlaid plots.
+//! runs), with a 95% confidence interval from a bootstrap over the repeats
+//! ([`ratio_interval`]): a ratio whose interval holds 1 is noise. It keeps each repeat's
+//! figures, and is saved as `comparison.json` ([`Comparison::save`], [`Comparison::load`])
+//! so a later comparison can be checked against it ([`Comparison::verdict`], judged by the
+//! interval's bound, not by the medians). [`run_order`] draws the arms' order in each
+//! repeat. [`render_comparison`] writes `comparison.md`, `comparison.html` and overlaid
+//! plots.
 //!
 //! On the project's two-core machines server and generator share the cores, so absolute
 //! rates move with the machine; ratios measured in the same comparison hold better.
@@ -25,7 +29,24 @@ use crate::summary::{Latency, Machine};
 use crate::{ReportError, RunData};
 
 /// The version of `comparison.json`; bump it when a field changes meaning or goes away.
-pub const COMPARISON_SCHEMA_VERSION: u32 = 1;
+/// Version 2 added each repeat's figures (`values`), the ratios' intervals, the run order
+/// and the baseline verdict; [`Comparison::load`] reads version 1 too (without them).
+pub const COMPARISON_SCHEMA_VERSION: u32 = 2;
+
+/// Resamples of the bootstrap behind every interval of a comparison.
+pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
+
+/// The seed of the bootstrap's resampling: fixed, so a report of the same runs states the
+/// same intervals.
+pub const BOOTSTRAP_SEED: u64 = 0x0b0b_5eed;
+
+/// How the intervals of a comparison are made, as the reports state it.
+pub const INTERVAL_METHOD: &str = "95% percentile bootstrap over repeats: each arm's repeats \
+     resampled with replacement, the ratio of the resamples' medians, 10,000 resamples \
+     (fixed seed), its 2.5th and 97.5th percentiles";
+
+/// What the reports say where there is no interval for want of repeats.
+pub const ONE_REPEAT: &str = "1 repeat: no confidence interval; use --repeat 5 or more";
 
 /// The names of a comparison's plots; each is written as `NAME.svg` and `NAME.png`.
 pub const COMPARISON_PLOTS: [&str; 4] = [
@@ -109,6 +130,9 @@ pub struct PhaseFigures {
     pub max: Spread,
 }
 
+/// One statistic of a phase's latency.
+type LatencyStat = fn(&Latency) -> u64;
+
 /// An arm's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArmFigures {
@@ -137,6 +161,106 @@ pub struct ArmFigures {
     /// Each metric's median divided by the baseline arm's, by metric key (see
     /// [`ArmFigures::metric`]); absent where either is missing or the baseline's is 0.
     pub ratios: BTreeMap<String, f64>,
+    /// The 95% confidence interval of each ratio ([`ratio_interval`]), by metric key;
+    /// absent for the baseline arm, and where either arm has fewer than 2 repeats.
+    #[serde(default)]
+    pub intervals: BTreeMap<String, Interval>,
+    /// Each repeat's figure by metric key, in the order the repeats ran (repeats without
+    /// the figure left out); empty in a version 1 `comparison.json`.
+    #[serde(default)]
+    pub values: BTreeMap<String, Vec<f64>>,
+}
+
+/// A 95% confidence interval of a ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound.
+    pub high: f64,
+}
+
+impl Interval {
+    /// The interval holds 1: the difference is not told apart from run-to-run noise.
+    pub fn is_noise(&self) -> bool {
+        self.low <= 1.0 && 1.0 <= self.high
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `values` must not
+/// be empty.
+fn median_of(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The 95% confidence interval of `median(current) / median(base)` by a percentile
+/// bootstrap ([`INTERVAL_METHOD`]): both samples resampled with replacement
+/// [`BOOTSTRAP_RESAMPLES`] times from a fixed seed. A base of one value is held fixed.
+/// `None` with fewer than 2 current values, no base value, or a base value that is not
+/// positive and finite.
+pub fn ratio_interval(base: &[f64], current: &[f64]) -> Option<Interval> {
+    use rand::{RngExt as _, SeedableRng as _};
+    let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+    if current.len() < 2 || base.is_empty() || !finite(current) || !finite(base) {
+        return None;
+    }
+    if base.iter().any(|v| *v <= 0.0) {
+        return None;
+    }
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(BOOTSTRAP_SEED);
+    let mut resample = |sample: &[f64], into: &mut Vec<f64>| {
+        into.clear();
+        into.extend((0..sample.len()).map(|_| sample[rng.random_range(0..sample.len())]));
+        median_of(into)
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut ratios: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            let current = resample(current, &mut a);
+            current / resample(base, &mut b)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[(q * (ratios.len() - 1) as f64).round() as usize];
+    Some(Interval {
+        low: round_significant(at(0.025)),
+        high: round_significant(at(0.975)),
+    })
+}
+
+/// The order the arms run in, repeat by repeat: a shuffle of `0..arms` per repeat from an
+/// RNG seeded by `seed` (the same seed, the same orders), so that no arm always runs first
+/// or right after another; an order that would repeat the previous repeat's is rotated by
+/// one, so two arms alternate.
+pub fn run_order(arms: usize, repeats: u32, seed: u64) -> Vec<Vec<usize>> {
+    use rand::SeedableRng as _;
+    use rand::seq::SliceRandom as _;
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut orders: Vec<Vec<usize>> = Vec::with_capacity(repeats as usize);
+    for _ in 0..repeats {
+        let mut order: Vec<usize> = (0..arms).collect();
+        order.shuffle(&mut rng);
+        if orders.last() == Some(&order) {
+            order.rotate_left(1);
+        }
+        orders.push(order);
+    }
+    orders
+}
+
+/// The order a comparison's runs went in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunOrder {
+    /// The seed of the order (`--order-seed`).
+    pub seed: u64,
+    /// Each repeat's arms, by name, in the order they ran.
+    pub repeats: Vec<Vec<String>>,
 }
 
 impl ArmFigures {
@@ -200,10 +324,42 @@ impl ArmFigures {
 
     fn of(arm: &Arm) -> ArmFigures {
         let runs = &arm.runs;
-        let spread = |f: &dyn Fn(&RunData) -> Option<f64>| {
-            Spread::of(&runs.iter().filter_map(f).collect::<Vec<_>>())
+        let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut record = |key: String, per_run: Vec<f64>| {
+            let per_run: Vec<f64> = per_run
+                .into_iter()
+                .filter(|v| v.is_finite())
+                .map(round_significant)
+                .collect();
+            if !per_run.is_empty() {
+                values.insert(key, per_run);
+            }
         };
-        let mut latency_us = BTreeMap::new();
+        let each = |f: &dyn Fn(&RunData) -> Option<f64>| runs.iter().filter_map(f).collect();
+        record(
+            "rcpt_per_sec".into(),
+            each(&|r| Some(r.summary.throughput.rcpt_per_sec)),
+        );
+        record(
+            "sessions_per_sec".into(),
+            each(&|r| Some(r.summary.throughput.sessions_per_sec)),
+        );
+        record(
+            "server_cpu_us_per_rcpt".into(),
+            each(&|r| r.summary.server.as_ref().map(|s| s.cpu_us_per_rcpt)),
+        );
+        record(
+            "peak_rss_bytes".into(),
+            each(&|r| r.summary.server.as_ref().map(|s| s.peak_rss_bytes as f64)),
+        );
+        record(
+            "mismatches".into(),
+            each(&|r| Some(r.summary.mismatches.total as f64)),
+        );
+        record(
+            "failed_sessions".into(),
+            each(&|r| Some(r.summary.errors.values().sum::<u64>() as f64)),
+        );
         for phase in Phase::ALL {
             let per_run: Vec<Latency> = runs
                 .iter()
@@ -211,15 +367,26 @@ impl ArmFigures {
                 .filter(|h| !h.is_empty())
                 .map(Latency::of)
                 .collect();
-            let stat = |f: fn(&Latency) -> u64| {
-                Spread::of(&per_run.iter().map(|l| f(l) as f64).collect::<Vec<_>>())
-            };
-            if let (Some(p50), Some(p99), Some(p99_9), Some(max)) = (
-                stat(|l| l.p50),
-                stat(|l| l.p99),
-                stat(|l| l.p99_9),
-                stat(|l| l.max),
-            ) {
+            let stats: [(&str, LatencyStat); 4] = [
+                ("p50", |l| l.p50),
+                ("p99", |l| l.p99),
+                ("p99_9", |l| l.p99_9),
+                ("max", |l| l.max),
+            ];
+            for (stat, f) in stats {
+                record(
+                    Self::latency_key(phase.name(), stat),
+                    per_run.iter().map(|l| f(l) as f64).collect(),
+                );
+            }
+        }
+        let spread = |key: &str| values.get(key).and_then(|v| Spread::of(v));
+        let mut latency_us = BTreeMap::new();
+        for phase in Phase::ALL {
+            let stat = |stat: &str| spread(&Self::latency_key(phase.name(), stat));
+            if let (Some(p50), Some(p99), Some(p99_9), Some(max)) =
+                (stat("p50"), stat("p99"), stat("p99_9"), stat("max"))
+            {
                 latency_us.insert(
                     phase.name().to_owned(),
                     PhaseFigures {
@@ -236,16 +403,16 @@ impl ArmFigures {
             repeats: runs.len(),
             error: arm.error.clone(),
             target: runs.first().map(|r| target_text(&r.summary)),
-            rcpt_per_sec: spread(&|r| Some(r.summary.throughput.rcpt_per_sec)),
-            sessions_per_sec: spread(&|r| Some(r.summary.throughput.sessions_per_sec)),
+            rcpt_per_sec: spread("rcpt_per_sec"),
+            sessions_per_sec: spread("sessions_per_sec"),
             latency_us,
-            server_cpu_us_per_rcpt: spread(&|r| {
-                r.summary.server.as_ref().map(|s| s.cpu_us_per_rcpt)
-            }),
-            peak_rss_bytes: spread(&|r| r.summary.server.as_ref().map(|s| s.peak_rss_bytes as f64)),
-            mismatches: spread(&|r| Some(r.summary.mismatches.total as f64)),
-            failed_sessions: spread(&|r| Some(r.summary.errors.values().sum::<u64>() as f64)),
+            server_cpu_us_per_rcpt: spread("server_cpu_us_per_rcpt"),
+            peak_rss_bytes: spread("peak_rss_bytes"),
+            mismatches: spread("mismatches"),
+            failed_sessions: spread("failed_sessions"),
             ratios: BTreeMap::new(),
+            intervals: BTreeMap::new(),
+            values,
         }
     }
 }
@@ -263,39 +430,165 @@ pub struct Comparison {
     pub baseline: Option<String>,
     /// The arms in the order given.
     pub arms: Vec<ArmFigures>,
+    /// How the ratios' intervals were made ([`INTERVAL_METHOD`]); `None` in version 1.
+    #[serde(default)]
+    pub interval_method: Option<String>,
+    /// The order the runs went in; `None` when not recorded (version 1, a comparison
+    /// built from runs in memory).
+    #[serde(default)]
+    pub run_order: Option<RunOrder>,
+    /// The check against a baseline comparison (`--baseline`, `--max-regression`).
+    #[serde(default)]
+    pub verdict: Option<Verdict>,
 }
 
-/// A figure that got worse than a baseline comparison allows.
+/// How one figure of one arm fared against the baseline comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The interval's bound is within the tolerated regression.
+    Pass,
+    /// The interval's bound is past it: a regression beyond noise.
+    Fail,
+    /// No interval (1 repeat): not judged.
+    NoInterval,
+}
+
+impl Outcome {
+    /// `pass`, `FAIL`, `not judged`.
+    pub fn text(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "FAIL",
+            Outcome::NoInterval => "not judged",
+        }
+    }
+}
+
+/// One figure of one arm against the baseline comparison.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Regression {
+pub struct Check {
     /// The arm.
     pub arm: String,
     /// The metric key (`rcpt_per_sec`, `latency_us.rcpt.p99`, `server_cpu_us_per_rcpt`).
     pub metric: String,
+    /// Higher is better (RCPT/s); else lower is (latency, CPU).
+    pub higher_is_better: bool,
     /// The baseline's median.
     pub baseline: f64,
-    /// This comparison's median (0 RCPT/s for an arm that failed).
+    /// This comparison's median (0 RCPT/s for an arm without a run).
     pub current: f64,
-    /// `(current - baseline) / baseline * 100`: negative for a drop.
-    pub change_pct: f64,
+    /// `current / baseline`.
+    pub ratio: f64,
+    /// The ratio's 95% confidence interval; `None` when there is none (1 repeat).
+    pub interval: Option<Interval>,
+    /// The ratio past which the interval's bound fails: `1 - PCT/100` for a figure where
+    /// higher is better (the upper bound must not fall below it), `1 + PCT/100` otherwise
+    /// (the lower bound must not rise above it).
+    pub limit: f64,
+    /// Pass, fail, or not judged.
+    pub outcome: Outcome,
+    /// What qualifies the check (no interval, a baseline without per-repeat figures).
+    pub note: Option<String>,
 }
 
-impl fmt::Display for Regression {
+impl Check {
+    /// `(current - baseline) / baseline * 100`: negative for a drop.
+    pub fn change_pct(&self) -> f64 {
+        (self.ratio - 1.0) * 100.0
+    }
+
+    /// The interval as text, `0.41–0.52`, or why there is none.
+    pub fn interval_text(&self) -> String {
+        match self.interval {
+            Some(i) => format!("{}–{}", fmt_num(i.low), fmt_num(i.high)),
+            None => "none".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.change_pct < 0.0 {
+        let what = if self.change_pct() < 0.0 {
             "fell"
         } else {
             "rose"
         };
         write!(
             f,
-            "{}: {} {what} {:.1}% ({} -> {})",
+            "{}: {}: {} {what} {:.1}% ({} -> {}), ratio {}, 95% interval {}, limit {}",
+            self.outcome.text(),
             self.arm,
             self.metric,
-            self.change_pct.abs(),
+            self.change_pct().abs(),
             fmt_num(self.baseline),
-            fmt_num(self.current)
-        )
+            fmt_num(self.current),
+            fmt_num(self.ratio),
+            self.interval_text(),
+            fmt_num(self.limit)
+        )?;
+        if let Some(note) = &self.note {
+            write!(f, " ({note})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A comparison checked against a baseline comparison (`--baseline DIR --max-regression
+/// PCT`), saved in `comparison.json` and shown in its reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The baseline comparison (its folder, as given).
+    pub baseline: String,
+    /// The tolerated regression, in percent.
+    pub max_regression_pct: f64,
+    /// No check failed.
+    pub passed: bool,
+    /// Each checked figure of each arm present in both.
+    pub checks: Vec<Check>,
+}
+
+impl Verdict {
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.outcome == Outcome::Fail)
+    }
+
+    /// How many checks had no interval.
+    pub fn not_judged(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::NoInterval)
+            .count()
+    }
+
+    /// `PASS` or `FAIL` and what that rests on, in a line.
+    pub fn headline(&self) -> String {
+        let failed = self.failures().count();
+        let mut text = if self.passed {
+            format!(
+                "PASS: no figure regressed beyond {}% against {} (judged by the 95% \
+                 interval's bound)",
+                fmt_num(self.max_regression_pct),
+                self.baseline
+            )
+        } else {
+            format!(
+                "FAIL: {failed} figure{} regressed beyond {}% against {}, the whole 95% \
+                 interval past the limit",
+                if failed == 1 { "" } else { "s" },
+                fmt_num(self.max_regression_pct),
+                self.baseline
+            )
+        };
+        let unjudged = self.not_judged();
+        if unjudged > 0 {
+            text.push_str(&format!(
+                "; {unjudged} check{} not judged ({ONE_REPEAT})",
+                if unjudged == 1 { "" } else { "s" }
+            ));
+        }
+        text
     }
 }
 
@@ -322,6 +615,20 @@ impl Comparison {
                             .then(|| (key, round_significant(spread.median / base)))
                     })
                     .collect();
+                if arm.name == base.name {
+                    continue;
+                }
+                arm.intervals = arm
+                    .ratios
+                    .keys()
+                    .filter_map(|key| {
+                        let (ours, theirs) = (arm.values.get(key)?, base.values.get(key)?);
+                        if theirs.len() < 2 {
+                            return None;
+                        }
+                        Some((key.clone(), ratio_interval(theirs, ours)?))
+                    })
+                    .collect();
             }
         }
         Comparison {
@@ -334,7 +641,15 @@ impl Comparison {
                 .next(),
             baseline: baseline.map(|b| b.name),
             arms: figures,
+            interval_method: Some(INTERVAL_METHOD.to_owned()),
+            run_order: None,
+            verdict: None,
         }
+    }
+
+    /// Fewest repeats of an arm that ran: below 2 there is no interval.
+    pub fn fewest_repeats(&self) -> Option<usize> {
+        self.arms.iter().map(|a| a.repeats).filter(|r| *r > 0).min()
     }
 
     /// Writes `comparison.json` into `dir`.
@@ -347,7 +662,8 @@ impl Comparison {
         std::fs::write(&path, json).map_err(io_error(&path))
     }
 
-    /// Reads `comparison.json` from `dir`; refuses another schema version.
+    /// Reads `comparison.json` from `dir`: this version, or version 1 (which has no
+    /// per-repeat figures, intervals, run order or verdict); refuses any other.
     pub fn load(dir: &Path) -> Result<Comparison, ReportError> {
         let path = dir.join("comparison.json");
         let bytes = std::fs::read(&path).map_err(io_error(&path))?;
@@ -360,7 +676,7 @@ impl Comparison {
             .get("schema_version")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
-        if found != u64::from(COMPARISON_SCHEMA_VERSION) {
+        if !(1..=u64::from(COMPARISON_SCHEMA_VERSION)).contains(&found) {
             return Err(ReportError::SchemaVersion {
                 path,
                 found,
@@ -370,53 +686,96 @@ impl Comparison {
         serde_json::from_value(value).map_err(json_error)
     }
 
-    /// Regressions of `self` against `baseline` beyond `max_pct` percent, per arm present
-    /// in both (matched by name), comparing medians: RCPT/s lower, RCPT p99 higher, server
-    /// CPU per RCPT higher. An arm that ran in the baseline but has no run now counts as
-    /// a 100% RCPT/s drop.
-    pub fn regressions(&self, baseline: &Comparison, max_pct: f64) -> Vec<Regression> {
-        // (metric, worse when it rises)
+    /// Checks `self` against `baseline` (a comparison saved earlier, from `baseline_name`)
+    /// with `max_pct` percent of tolerated regression, per arm present in both (matched by
+    /// name): RCPT/s, RCPT p99 and server CPU per RCPT.
+    ///
+    /// Each check bootstraps the ratio of this comparison's median to the baseline's from
+    /// both sides' repeats ([`ratio_interval`]) and fails only when the whole interval is
+    /// past the limit: for RCPT/s its upper bound below `1 - max_pct/100`, for latency and
+    /// CPU its lower bound above `1 + max_pct/100`. An arm with one repeat has no interval
+    /// and is not judged. A baseline without per-repeat figures (version 1) or with one
+    /// repeat has its median held exact, as the check notes. An arm that ran in the
+    /// baseline but has no run now fails (RCPT/s 0).
+    pub fn verdict(&self, baseline: &Comparison, baseline_name: &str, max_pct: f64) -> Verdict {
         let rcpt_p99 = ArmFigures::latency_key(Phase::Rcpt.name(), "p99");
         let checks: [(&str, bool); 3] = [
-            ("rcpt_per_sec", false),
-            (rcpt_p99.as_str(), true),
-            ("server_cpu_us_per_rcpt", true),
+            ("rcpt_per_sec", true),
+            (rcpt_p99.as_str(), false),
+            ("server_cpu_us_per_rcpt", false),
         ];
         let mut out = Vec::new();
         for current in &self.arms {
             let Some(base) = baseline.arms.iter().find(|a| a.name == current.name) else {
                 continue;
             };
-            for (metric, rising_is_worse) in checks {
+            for (metric, higher_is_better) in checks {
                 let Some(before) = base.metric(metric).map(|s| s.median) else {
                     continue;
                 };
                 if !(before > 0.0 && before.is_finite()) {
                     continue;
                 }
-                let now = match current.metric(metric) {
-                    Some(spread) => spread.median,
-                    None if metric == "rcpt_per_sec" && current.repeats == 0 => 0.0,
-                    None => continue,
-                };
-                let change_pct = (now - before) / before * 100.0;
-                let worse = if rising_is_worse {
-                    change_pct > max_pct
+                let limit = round_significant(if higher_is_better {
+                    1.0 - max_pct / 100.0
                 } else {
-                    change_pct < -max_pct
+                    1.0 + max_pct / 100.0
+                });
+                let mut check = Check {
+                    arm: current.name.clone(),
+                    metric: metric.to_owned(),
+                    higher_is_better,
+                    baseline: before,
+                    current: 0.0,
+                    ratio: 0.0,
+                    interval: None,
+                    limit,
+                    outcome: Outcome::NoInterval,
+                    note: None,
                 };
-                if worse {
-                    out.push(Regression {
-                        arm: current.name.clone(),
-                        metric: metric.to_owned(),
-                        baseline: before,
-                        current: now,
-                        change_pct,
-                    });
-                }
+                let Some(now) = current.metric(metric).map(|s| s.median) else {
+                    if metric == "rcpt_per_sec" && current.repeats == 0 {
+                        check.outcome = Outcome::Fail;
+                        check.note = Some("no completed run; it ran in the baseline".into());
+                        out.push(check);
+                    }
+                    continue;
+                };
+                check.current = now;
+                check.ratio = round_significant(now / before);
+                let ours = current.values.get(metric).map_or(&[][..], Vec::as_slice);
+                let theirs = match base.values.get(metric) {
+                    Some(values) if values.len() >= 2 => values.clone(),
+                    _ => {
+                        check.note = Some(if base.values.is_empty() {
+                            "the baseline's comparison.json (version 1) keeps no per-repeat \
+                             figures: its median is held exact"
+                                .into()
+                        } else {
+                            "the baseline has 1 repeat: its figure is held exact".into()
+                        });
+                        vec![before]
+                    }
+                };
+                check.interval = ratio_interval(&theirs, ours);
+                check.outcome = match check.interval {
+                    None => {
+                        check.note = Some(ONE_REPEAT.into());
+                        Outcome::NoInterval
+                    }
+                    Some(i) if higher_is_better && i.high < limit => Outcome::Fail,
+                    Some(i) if !higher_is_better && i.low > limit => Outcome::Fail,
+                    Some(_) => Outcome::Pass,
+                };
+                out.push(check);
             }
         }
-        out
+        Verdict {
+            baseline: baseline_name.to_owned(),
+            max_regression_pct: max_pct,
+            passed: !out.iter().any(|c| c.outcome == Outcome::Fail),
+            checks: out,
+        }
     }
 }
 
@@ -633,6 +992,30 @@ mod tests {
     }
 
     #[test]
+    fn intervals_need_two_repeats_and_a_positive_base() {
+        assert_eq!(ratio_interval(&[1.0, 2.0], &[1.0]), None);
+        assert_eq!(ratio_interval(&[], &[1.0, 2.0]), None);
+        assert_eq!(ratio_interval(&[0.0, 2.0], &[1.0, 2.0]), None);
+        assert_eq!(ratio_interval(&[1.0, f64::NAN], &[1.0, 2.0]), None);
+        // No spread: a point.
+        let point = ratio_interval(&[4.0, 4.0], &[2.0, 2.0, 2.0]).unwrap();
+        assert_eq!((point.low, point.high), (0.5, 0.5));
+        assert!(!point.is_noise());
+        // A base of one value is held fixed: the interval is the current side's spread.
+        let one = ratio_interval(&[10.0], &[9.0, 10.0, 11.0]).unwrap();
+        assert!(
+            one.low >= 0.9 && one.high <= 1.1 && one.is_noise(),
+            "{one:?}"
+        );
+        // Reproducible: a fixed seed.
+        let sample = [3.0, 5.0, 4.0, 6.0, 5.5];
+        assert_eq!(
+            ratio_interval(&sample, &[1.0, 9.0, 4.0]),
+            ratio_interval(&sample, &[1.0, 9.0, 4.0])
+        );
+    }
+
+    #[test]
     fn metric_keys_round_trip() {
         let spread = Spread {
             median: 1.0,
@@ -652,6 +1035,8 @@ mod tests {
             mismatches: None,
             failed_sessions: None,
             ratios: BTreeMap::new(),
+            intervals: BTreeMap::new(),
+            values: BTreeMap::new(),
         };
         arm.latency_us.insert(
             "end_of_data".into(),

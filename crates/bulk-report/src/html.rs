@@ -15,10 +15,11 @@ use base64::Engine as _;
 
 use crate::compare::{Comparison, comparison_machine, plot_files};
 use crate::markdown::{
-    ceiling_method, ceiling_notes, ceiling_rows, ceiling_text, class_names, comparison_cell,
-    comparison_rows, cpu_set_text, failed_kinds, fmt_count, fmt_mib, fmt_num, fmt_share,
-    latency_rows, machine_text, run_date, run_files, scenario_figures, scenario_name, target_text,
-    upper_first, window_text,
+    VERDICT_HEADER, ceiling_method, ceiling_notes, ceiling_rows, ceiling_text, class_names,
+    comparison_cell, comparison_legend, comparison_rows, cpu_set_text, failed_kinds, fmt_count,
+    fmt_mib, fmt_num, fmt_ratio, fmt_share, latency_rows, machine_text, no_server_text,
+    partial_text, run_date, run_files, run_order_text, scenario_figures, scenario_name,
+    shards_text, target_text, upper_first, verdict_rows, window_text,
 };
 use crate::plot::{self, HEIGHT, Progress, RenderedPlot, WIDTH};
 use crate::{ReportError, RunData};
@@ -57,6 +58,15 @@ pub fn render_run_with_progress(
     files.push(write("report.html", run_html(data, &date, &rendered))?);
     progress.step();
     Ok(files)
+}
+
+/// `text` with its first letter upper-case.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -188,7 +198,12 @@ fn problems(out: &mut String, data: &RunData) {
     let s = &data.summary;
     let failed = failed_kinds(s);
     let fallback = s.fallback_sessions();
-    let any = s.mismatches.total > 0 || !failed.is_empty() || s.window.interrupted || fallback > 0;
+    let partial = partial_text(s);
+    let any = s.mismatches.total > 0
+        || !failed.is_empty()
+        || s.window.interrupted
+        || fallback > 0
+        || partial.is_some();
     if !any {
         out.push_str(
             "<section class=\"box ok\"><h2>No problems</h2><p>Every RCPT reply matched \
@@ -255,6 +270,13 @@ fn problems(out: &mut String, data: &RunData) {
             fmt_count(fallback)
         );
     }
+    if let Some(partial) = partial {
+        let _ = writeln!(
+            out,
+            "<h3>PARTIAL MERGE</h3><p>{}.</p>",
+            escape(&capitalized(&partial))
+        );
+    }
     out.push_str("</section>\n");
 }
 
@@ -265,11 +287,14 @@ pub fn run_html(data: &RunData, date: &str, plots: &[RenderedPlot]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "<header><h1>bulkbench: {}</h1><p class=\"sub\">{} · {} · {}</p></header>",
+        "<header><h1>bulkbench: {}</h1><p class=\"sub\">{} · {} · {}{}</p></header>",
         escape(&name),
         escape(date),
         escape(&s.command),
-        escape(&target_text(s))
+        escape(&target_text(s)),
+        shards_text(s)
+            .map(|shards| format!(" · {}", escape(&shards)))
+            .unwrap_or_default()
     );
     problems(&mut out, data);
 
@@ -320,7 +345,18 @@ pub fn run_html(data: &RunData, date: &str, plots: &[RenderedPlot]) -> String {
             &format!("{} µs", fmt_num(server.cpu_us_per_rcpt)),
             &format!("peak RSS {}", fmt_mib(server.peak_rss_bytes as f64)),
         ),
-        None => card(&mut out, "server cost", "external target", "not measured"),
+        None if s.target.external => {
+            card(&mut out, "server cost", "external target", "not measured");
+        }
+        None if s.merged.is_some() => {
+            card(
+                &mut out,
+                "server cost",
+                "per shard only",
+                &no_server_text(s),
+            );
+        }
+        None => card(&mut out, "server cost", "not measured", ""),
     }
     if let Some(ceiling) = &s.ceiling {
         card(
@@ -349,11 +385,16 @@ pub fn run_html(data: &RunData, date: &str, plots: &[RenderedPlot]) -> String {
         vec!["scenario".to_owned(), escape(&name)],
         vec!["command".to_owned(), escape(&s.command)],
         vec!["target".to_owned(), escape(&target_text(s))],
+    ];
+    if let Some(shards) = shards_text(s) {
+        rows.push(vec!["shards".to_owned(), escape(&shards)]);
+    }
+    rows.extend([
         vec!["machine".to_owned(), escape(&machine_text(&s.machine))],
         vec!["window".to_owned(), escape(&window_text(s))],
         vec!["seed".to_owned(), s.seed.to_string()],
         vec!["bulkbench".to_owned(), escape(&s.bulkbench_version)],
-    ];
+    ]);
     for (label, value) in scenario_figures(&s.scenario) {
         rows.push(vec![escape(&label), escape(&value)]);
     }
@@ -455,7 +496,9 @@ pub fn run_html(data: &RunData, date: &str, plots: &[RenderedPlot]) -> String {
                 escape(&cpu_set_text(server.cpu_set.as_ref()))
             );
         }
-        None => out.push_str("<li>server: external target, cost not measured</li>\n"),
+        None => {
+            let _ = writeln!(out, "<li>server: {}</li>", escape(&no_server_text(s)));
+        }
     }
     let _ = writeln!(
         out,
@@ -524,7 +567,8 @@ pub fn comparison_html(comparison: &Comparison, plots: &[RenderedPlot]) -> Strin
                 || a.metric("failed_sessions").is_some_and(|s| s.max > 0.0)
         })
         .collect();
-    if failed.is_empty() && troubled.is_empty() {
+    let regressed = comparison.verdict.as_ref().filter(|v| !v.passed);
+    if failed.is_empty() && troubled.is_empty() && regressed.is_none() {
         out.push_str(
             "<section class=\"box ok\"><h2>No problems</h2><p>Every arm ran, with no \
              mismatch and no failed session.</p></section>\n",
@@ -549,7 +593,37 @@ pub fn comparison_html(comparison: &Comparison, plots: &[RenderedPlot]) -> Strin
                 fmt_num(arm.metric("failed_sessions").map_or(0.0, |s| s.max))
             );
         }
+        for check in regressed.iter().flat_map(|v| v.failures()) {
+            let _ = writeln!(
+                out,
+                "<li><strong>REGRESSION against the baseline</strong>: arm {}, {} ratio {} \
+                 (95% interval {}), past the limit {}</li>",
+                escape(&check.arm),
+                escape(&check.metric),
+                escape(&fmt_ratio(check.ratio)),
+                escape(&check.interval_text()),
+                escape(&fmt_num(check.limit))
+            );
+        }
         out.push_str("</ul></section>\n");
+    }
+    if let Some(verdict) = &comparison.verdict {
+        let _ = writeln!(
+            out,
+            "<section class=\"box {}\"><h2>Against the baseline</h2><p><strong>{}</strong></p>",
+            if verdict.passed { "ok" } else { "problem" },
+            escape(&verdict.headline())
+        );
+        let rows: Vec<Vec<String>> = verdict_rows(verdict)
+            .into_iter()
+            .map(|row| row.iter().map(|c| escape(c)).collect())
+            .collect();
+        if rows.is_empty() {
+            out.push_str("<p>No arm of this comparison ran in the baseline.</p>\n");
+        } else {
+            table(&mut out, &header(&VERDICT_HEADER), &rows);
+        }
+        out.push_str("</section>\n");
     }
 
     out.push_str("<section><div class=\"cards\">\n");
@@ -581,14 +655,17 @@ pub fn comparison_html(comparison: &Comparison, plots: &[RenderedPlot]) -> Strin
 
     let _ = writeln!(
         out,
-        "<section><h2>Side by side</h2><p>Median over repeats (min–max), and the ratio of \
-         the median to the baseline arm's ({}).</p>",
+        "<section><h2>Side by side</h2><p>Baseline arm: {}. {}</p>{}",
         escape(
             comparison
                 .baseline
                 .as_deref()
                 .unwrap_or("none: no arm completed")
-        )
+        ),
+        escape(&comparison_legend(comparison)),
+        run_order_text(comparison)
+            .map(|order| format!("<p>Run order ({}).</p>", escape(&order)))
+            .unwrap_or_default()
     );
     let mut head = vec![String::new()];
     head.extend(comparison.arms.iter().map(|a| escape(&a.name)));

@@ -10,7 +10,8 @@
 //! - [`render_run`]: a run's plots ([`plot`]), `summary.md` ([`markdown`]) and the
 //!   self-contained `report.html` ([`html`]).
 //! - [`Comparison`] (in [`compare`]): arms of repeated runs side by side, their saved
-//!   figures, regressions against a baseline, and [`render_comparison`].
+//!   figures with confidence intervals, the verdict against a baseline, and
+//!   [`render_comparison`].
 #![warn(missing_docs)]
 
 pub mod compare;
@@ -30,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bulk_loadgen::Phase;
 use hdrhistogram::Histogram;
 
-pub use crate::compare::{Arm, Comparison, Regression, render_comparison};
+pub use crate::compare::{Arm, Comparison, Verdict, render_comparison};
 pub use crate::html::{render_run, render_run_with_progress};
 pub use crate::run::{IntervalData, RunData};
 pub use crate::summary::{Summary, SummaryInput};
@@ -88,11 +89,20 @@ pub enum ReportError {
     },
 }
 
-/// `YYYYMMDDTHHMMSSZ` for a time (UTC), as in report folder names.
-pub fn utc_stamp(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+/// A UTC calendar date and time of day.
+struct Civil {
+    year: i64,
+    month: i64,
+    day: i64,
+    /// Seconds since midnight.
+    secs: u64,
+    /// 0 for Sunday.
+    weekday: u64,
+}
+
+/// The UTC date and time `secs` seconds after the epoch (Howard Hinnant's algorithm).
+fn civil(secs: u64) -> Civil {
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -101,12 +111,80 @@ pub fn utc_stamp(time: SystemTime) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    Civil {
+        year: yoe + era * 400 + i64::from(month <= 2),
+        month,
+        day,
+        secs: rest,
+        // 1970-01-01 was a Thursday.
+        weekday: (days + 4) % 7,
+    }
+}
+
+/// Days from 1970-01-01 to a date (the inverse of [`civil`]'s date).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time (UTC), as in report folder names.
+pub fn utc_stamp(time: SystemTime) -> String {
+    let c = civil(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.secs / 3600,
+        c.secs % 3600 / 60,
+        c.secs % 60
+    )
+}
+
+/// Seconds since the epoch of a [`utc_stamp`]; `None` for anything else.
+pub fn parse_utc_stamp(stamp: &str) -> Option<u64> {
+    let b = stamp.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = stamp.get(range)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
+    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
+    let valid = (1..=12).contains(&month) && (1..=31).contains(&day);
+    if !valid || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
+/// A time as Java's `Date.toString()` writes it in UTC, `Fri Nov 27 20:24:05 UTC 2026`:
+/// the date of an HdrHistogram log's `StartTime` line, as HdrHistogram's own writer has it.
+pub(crate) fn java_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let c = civil(secs);
+    format!(
+        "{} {} {:02} {:02}:{:02}:{:02} UTC {}",
+        DAYS[c.weekday as usize],
+        MONTHS[(c.month - 1) as usize],
+        c.day,
+        c.secs / 3600,
+        c.secs % 3600 / 60,
+        c.secs % 60,
+        c.year
     )
 }
 
@@ -230,13 +308,14 @@ pub fn table(summary: &Summary) -> String {
         }
         out.push('\n');
     }
+    if let Some(partial) = markdown::partial_text(summary) {
+        let _ = writeln!(out, "PARTIAL MERGE: {partial}\n");
+    }
     let _ = writeln!(
         out,
-        "target {} ({}), {} cores{}, window {:.1} s after {:.1} s warm-up{}",
-        summary.target.address,
-        summary.target.backend.as_deref().unwrap_or("external"),
+        "target {}, {} cores, window {:.1} s after {:.1} s warm-up{}",
+        markdown::target_text(summary),
         summary.machine.cores,
-        markdown::pinning_text(&summary.target),
         summary.window.measured_secs,
         summary.window.warmup_secs,
         if summary.window.interrupted {
@@ -245,6 +324,9 @@ pub fn table(summary: &Summary) -> String {
             ""
         }
     );
+    if let Some(shards) = markdown::shards_text(summary) {
+        let _ = writeln!(out, "{shards}");
+    }
     let _ = writeln!(
         out,
         "sessions {} ({} completed, {} failed) of {} planned; RCPTs {} of {} planned; messages {}",
@@ -308,7 +390,7 @@ pub fn table(summary: &Summary) -> String {
             cpu_set_line(&mut out, server.cpu_set.as_ref());
         }
         None => {
-            let _ = writeln!(out, "server: external, cost not measured");
+            let _ = writeln!(out, "server: {}", markdown::no_server_text(summary));
         }
     }
     let _ = writeln!(
@@ -375,6 +457,20 @@ mod tests {
         assert_eq!(at(0), "19700101T000000Z");
         assert_eq!(at(951_782_400), "20000229T000000Z");
         assert_eq!(at(1_795_811_045), "20261127T202405Z");
+        for secs in [0, 951_782_400, 1_795_811_045, 4_102_444_799] {
+            assert_eq!(parse_utc_stamp(&at(secs)), Some(secs), "{secs}");
+        }
+        for bad in [
+            "",
+            "20261127T202405",
+            "2026112XT202405Z",
+            "20261327T202405Z",
+        ] {
+            assert_eq!(parse_utc_stamp(bad), None, "{bad}");
+        }
+        assert_eq!(java_date(0), "Thu Jan 01 00:00:00 UTC 1970");
+        assert_eq!(java_date(1_795_811_045), "Fri Nov 27 20:24:05 UTC 2026");
+        assert_eq!(java_date(951_782_400), "Tue Feb 29 00:00:00 UTC 2000");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use bulk_loadgen::{Phase, ReplyClass};
 use serde_json::Value;
 
 use crate::RunData;
-use crate::compare::{ArmFigures, Comparison, Spread};
+use crate::compare::{
+    ArmFigures, Comparison, INTERVAL_METHOD, Interval, ONE_REPEAT, Spread, Verdict,
+};
 use crate::plot::RenderedPlot;
 use crate::summary::{Ceiling, Counts, Machine, Summary};
 
@@ -156,6 +158,14 @@ pub(crate) fn target_text(summary: &Summary) -> String {
     let target = &summary.target;
     if target.external {
         format!("{} (external server)", target.address)
+    } else if let Some(merged) = summary.merged.as_ref().filter(|m| m.addresses.len() > 1) {
+        format!(
+            "{} bulkbench servers, one per shard, backend {}: {}{}",
+            merged.addresses.len(),
+            target.backend.as_deref().unwrap_or("unknown"),
+            merged.addresses.join(", "),
+            pinning_text(target)
+        )
     } else {
         format!(
             "{} (bulkbench server, backend {}){}",
@@ -163,6 +173,50 @@ pub(crate) fn target_text(summary: &Summary) -> String {
             target.backend.as_deref().unwrap_or("unknown"),
             pinning_text(target)
         )
+    }
+}
+
+/// Which part of the workload the figures cover: `shard 1/3 of the workload`, `merged
+/// shards 0/3, 1/3, 2/3`; `None` for a whole run.
+pub(crate) fn shards_text(summary: &Summary) -> Option<String> {
+    if let Some(merged) = &summary.merged {
+        let mut text = format!("merged shards {}", merged.shards_text());
+        if !merged.missing.is_empty() {
+            text.push_str(&format!(" (missing {})", merged.missing_text()));
+        }
+        return Some(text);
+    }
+    summary.shard.map(|shard| {
+        format!(
+            "shard {shard} of the workload (its sessions whose index % {} is {})",
+            shard.count, shard.index
+        )
+    })
+}
+
+/// For a merge that left shards out (`--partial`): which, and what that means.
+pub(crate) fn partial_text(summary: &Summary) -> Option<String> {
+    let merged = summary.merged.as_ref().filter(|m| !m.missing.is_empty())?;
+    Some(format!(
+        "shard{} {} of {} missing (merged with --partial): the figures, planned counts \
+         included, cover shards {} only",
+        if merged.missing.len() == 1 { "" } else { "s" },
+        merged.missing_text(),
+        merged.shard_count,
+        merged.shards_text()
+    ))
+}
+
+/// Why a summary has no server figures.
+pub(crate) fn no_server_text(summary: &Summary) -> String {
+    match summary
+        .merged
+        .as_ref()
+        .and_then(|m| m.server_note.as_deref())
+    {
+        Some(note) => note.to_owned(),
+        None if summary.target.external => "external target, cost not measured".to_owned(),
+        None => "not measured".to_owned(),
     }
 }
 
@@ -347,7 +401,7 @@ pub(crate) fn run_files(data: &RunData) -> Vec<(String, String)> {
         ),
         (
             "intervals.hlog".to_owned(),
-            "one-second histograms per phase (HdrHistogram log)".to_owned(),
+            "interval histograms per phase (HdrHistogram log)".to_owned(),
         ),
     ];
     for phase in Phase::ALL {
@@ -630,6 +684,10 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
             "**INTERRUPTED:** the run was stopped before its workload finished.\n"
         );
     }
+    if let Some(partial) = partial_text(s) {
+        problems += 1;
+        let _ = writeln!(out, "**PARTIAL MERGE:** {}.\n", md(&partial));
+    }
     let fallback = s.fallback_sessions();
     if fallback > 0 {
         problems += 1;
@@ -650,11 +708,16 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
     let mut rows = vec![
         vec!["command".to_owned(), md(&s.command)],
         vec!["target".to_owned(), md(&target_text(s))],
+    ];
+    if let Some(shards) = shards_text(s) {
+        rows.push(vec!["shards".to_owned(), md(&shards)]);
+    }
+    rows.extend([
         vec!["machine".to_owned(), md(&machine_text(&s.machine))],
         vec!["window".to_owned(), md(&window_text(s))],
         vec!["seed".to_owned(), s.seed.to_string()],
         vec!["bulkbench".to_owned(), md(&s.bulkbench_version)],
-    ];
+    ]);
     for (label, value) in scenario_figures(&s.scenario) {
         rows.push(vec![format!("scenario: {}", md(&label)), md(&value)]);
     }
@@ -761,7 +824,7 @@ pub fn run_markdown(data: &RunData, date: &str, plots: &[RenderedPlot]) -> Strin
             );
         }
         None => {
-            let _ = writeln!(out, "- server: external target, cost not measured");
+            let _ = writeln!(out, "- server: {}", md(&no_server_text(s)));
         }
     }
     let _ = writeln!(
@@ -915,11 +978,101 @@ pub(crate) fn comparison_cell(arm: &ArmFigures, key: &str, f: fn(f64) -> String)
             let mut cell = spread_text(&spread, f);
             if let Some(ratio) = arm.ratios.get(key) {
                 let _ = write!(cell, " {}", fmt_ratio(*ratio));
+                cell.push_str(&interval_suffix(arm.intervals.get(key)));
             }
             cell
         }
     }
 }
+
+/// ` [0.41–0.52]`, or ` [0.9–1.1] noise` when the interval holds 1; empty without one.
+pub(crate) fn interval_suffix(interval: Option<&Interval>) -> String {
+    match interval {
+        Some(i) => format!(
+            " [{}–{}]{}",
+            fmt_num(i.low),
+            fmt_num(i.high),
+            if i.is_noise() { " noise" } else { "" }
+        ),
+        None => String::new(),
+    }
+}
+
+/// What the side-by-side table shows, for its introduction.
+pub(crate) fn comparison_legend(comparison: &Comparison) -> String {
+    let mut text = "Median over repeats (min–max), the ratio of the median to the baseline \
+                    arm's, and in brackets the ratio's 95% confidence interval; \"noise\": \
+                    the interval holds 1, so the difference is not told apart from \
+                    run-to-run noise. Intervals: "
+        .to_owned();
+    text.push_str(
+        comparison
+            .interval_method
+            .as_deref()
+            .unwrap_or(INTERVAL_METHOD),
+    );
+    text.push('.');
+    if comparison.fewest_repeats() == Some(1) {
+        let _ = write!(text, " {ONE_REPEAT}.");
+    }
+    text
+}
+
+/// `seed 1: repeat 1: fast, slow; repeat 2: slow, fast`.
+pub(crate) fn run_order_text(comparison: &Comparison) -> Option<String> {
+    let order = comparison.run_order.as_ref()?;
+    let repeats: Vec<String> = order
+        .repeats
+        .iter()
+        .enumerate()
+        .map(|(i, arms)| format!("repeat {}: {}", i + 1, arms.join(", ")))
+        .collect();
+    Some(format!("seed {}: {}", order.seed, repeats.join("; ")))
+}
+
+/// The limit of a check, as the bound it applies to: `upper bound >= 0.9`.
+pub(crate) fn limit_text(higher_is_better: bool, limit: f64) -> String {
+    if higher_is_better {
+        format!("upper bound ≥ {}", fmt_num(limit))
+    } else {
+        format!("lower bound ≤ {}", fmt_num(limit))
+    }
+}
+
+/// The rows of a verdict's table: arm, figure, baseline, now, ratio, interval, limit,
+/// verdict, note.
+pub(crate) fn verdict_rows(verdict: &Verdict) -> Vec<Vec<String>> {
+    verdict
+        .checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.arm.clone(),
+                c.metric.clone(),
+                fmt_num(c.baseline),
+                fmt_num(c.current),
+                fmt_ratio(c.ratio),
+                c.interval_text(),
+                limit_text(c.higher_is_better, c.limit),
+                c.outcome.text().to_owned(),
+                c.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+/// The header of [`verdict_rows`].
+pub(crate) const VERDICT_HEADER: [&str; 9] = [
+    "arm",
+    "figure",
+    "baseline",
+    "now",
+    "ratio",
+    "95% interval",
+    "fails if not",
+    "verdict",
+    "note",
+];
 
 /// `comparison.md`: failed arms first, then the setup, the side-by-side table and plots.
 pub fn comparison_markdown(comparison: &Comparison, plots: &[RenderedPlot]) -> String {
@@ -963,10 +1116,39 @@ pub fn comparison_markdown(comparison: &Comparison, plots: &[RenderedPlot]) -> S
             );
         }
     }
+    if let Some(verdict) = comparison.verdict.as_ref().filter(|v| !v.passed) {
+        problems += 1;
+        for check in verdict.failures() {
+            let _ = writeln!(
+                out,
+                "- **REGRESSION against the baseline**: arm {}, {} ratio {} (95% interval \
+                 {}), past the limit {}",
+                md(&check.arm),
+                md(&check.metric),
+                fmt_ratio(check.ratio),
+                md(&check.interval_text()),
+                fmt_num(check.limit)
+            );
+        }
+    }
     if problems == 0 {
         out.push_str("None: every arm ran, no mismatch, no failed session.\n");
     }
     out.push('\n');
+
+    if let Some(verdict) = &comparison.verdict {
+        let _ = writeln!(out, "## Against the baseline\n");
+        let _ = writeln!(out, "**{}**\n", md(&verdict.headline()));
+        let rows: Vec<Vec<String>> = verdict_rows(verdict)
+            .into_iter()
+            .map(|row| row.iter().map(|c| md(c)).collect())
+            .collect();
+        if rows.is_empty() {
+            let _ = writeln!(out, "No arm of this comparison ran in the baseline.\n");
+        } else {
+            table(&mut out, &VERDICT_HEADER, &rows);
+        }
+    }
 
     let _ = writeln!(out, "## Setup\n");
     if let Some(machine) = &comparison.machine {
@@ -980,6 +1162,9 @@ pub fn comparison_markdown(comparison: &Comparison, plots: &[RenderedPlot]) -> S
             .as_deref()
             .map_or_else(|| "none (no arm completed)".to_owned(), md)
     );
+    if let Some(order) = run_order_text(comparison) {
+        let _ = writeln!(out, "- run order ({})", md(&order));
+    }
     for arm in &comparison.arms {
         let _ = writeln!(
             out,
@@ -996,8 +1181,8 @@ pub fn comparison_markdown(comparison: &Comparison, plots: &[RenderedPlot]) -> S
 
     let _ = writeln!(
         out,
-        "## Side by side\n\nMedian over repeats (min–max), and the ratio of the median to \
-         the baseline arm's.\n"
+        "## Side by side\n\n{}\n",
+        md(&comparison_legend(comparison))
     );
     let mut header: Vec<String> = vec!["".to_owned()];
     header.extend(comparison.arms.iter().map(|a| md(&a.name)));

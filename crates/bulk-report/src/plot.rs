@@ -7,7 +7,7 @@
 //!
 //! - `latency_spectrum`: latency by percentile per phase, on HdrHistogram's log "nines" axis;
 //! - `throughput`: RCPT replies per second over time, warm-up shaded;
-//! - `rcpt_latency_over_time`: RCPT p50 and p99 per second;
+//! - `rcpt_latency_over_time`: RCPT p50 and p99 per interval;
 //! - `verdicts`: RCPT replies by class;
 //! - `phase_breakdown`: mean latency of each step of a session beside the session's mean.
 
@@ -53,9 +53,10 @@ const SIDE_LEGEND_WIDTH: i32 = 190;
 /// Points per halving of the distance to 100% in the spectrum: HdrHistogram's default.
 const TICKS_PER_HALF_DISTANCE: u32 = 5;
 
-/// Intervals shorter than this (a run's last partial second) are left out of rates: a few
-/// replies in a few milliseconds would show as a spike that never happened.
-const MIN_RATE_INTERVAL_SECS: f64 = 0.2;
+/// Intervals shorter than this share of the series' interval length (a run's last, partial
+/// interval) are left out of rates: a few replies in a few milliseconds would show as a
+/// spike that never happened.
+const MIN_RATE_INTERVAL_SHARE: f64 = 0.2;
 
 /// Registers DejaVu Sans (regular and bold) as plotters' `sans-serif`, once per process.
 ///
@@ -880,46 +881,53 @@ fn latency_spectrum(data: &RunData) -> Plot {
     }
 }
 
-/// Seconds of the run with their intervals; seconds with none are absent.
+/// RCPT replies per second in each interval of the series: (interval middle, rate).
+/// Intervals in which nothing completed count as zero (a stall shows), from the run's
+/// start; a final partial interval shorter than a fifth of the others is left out, its
+/// rate being too noisy to draw.
 fn interval_rates(data: &RunData) -> Vec<(f64, f64)> {
-    let mut by_second: std::collections::BTreeMap<u64, (f64, u64)> = Default::default();
+    // The series' step: its full intervals' length (a merge of runs takes the longest).
+    let step = data
+        .intervals
+        .iter()
+        .map(|i| i.duration_secs)
+        .filter(|d| d.is_finite())
+        .fold(0f64, f64::max);
+    if step <= 0.0 {
+        return Vec::new();
+    }
+    let mut by_slot: std::collections::BTreeMap<u64, (f64, u64)> = Default::default();
     for interval in &data.intervals {
-        if interval.duration_secs < MIN_RATE_INTERVAL_SECS || !interval.start_secs.is_finite() {
+        let short = interval.duration_secs < (MIN_RATE_INTERVAL_SHARE * step).min(1.0);
+        if short || !interval.start_secs.is_finite() {
             continue;
         }
-        let second = interval.start_secs.max(0.0).floor() as u64;
-        let entry = by_second
-            .entry(second)
-            .or_insert((interval.duration_secs, 0));
+        let slot = (interval.start_secs.max(0.0) / step).round() as u64;
+        let entry = by_slot.entry(slot).or_insert((interval.duration_secs, 0));
         entry.1 += interval.count(Phase::Rcpt);
     }
     let (Some(first), Some(last)) = (
-        by_second.keys().next().copied(),
-        by_second.keys().next_back().copied(),
+        by_slot.keys().next().copied(),
+        by_slot.keys().next_back().copied(),
     ) else {
         return Vec::new();
     };
-    // A second without any completion is a stall, not a gap: it counts as zero, from the
-    // run's start. Only for a plausible span: a log with absolute timestamps (seconds
-    // since 1970) or a gap of days keeps its points as they are.
-    if last - first > MAX_FILLED_SECONDS {
-        return by_second
-            .iter()
-            .map(|(second, (duration, rcpts))| {
-                (*second as f64 + duration / 2.0, *rcpts as f64 / duration)
-            })
-            .collect();
+    let point = |slot: u64, (duration, rcpts): (f64, u64)| {
+        (slot as f64 * step + duration / 2.0, rcpts as f64 / duration)
+    };
+    // Only for a plausible span: a log with absolute timestamps (seconds since 1970) or a
+    // gap of days keeps its points as they are.
+    let span_secs = (last - first) as f64 * step;
+    if span_secs > MAX_FILLED_SECONDS as f64 {
+        return by_slot.iter().map(|(slot, v)| point(*slot, *v)).collect();
     }
-    let from = if first <= MAX_FILLED_SECONDS {
+    let from = if first as f64 * step <= MAX_FILLED_SECONDS as f64 {
         0
     } else {
         first
     };
     (from..=last)
-        .map(|second| {
-            let (duration, rcpts) = by_second.get(&second).copied().unwrap_or((1.0, 0));
-            (second as f64 + duration / 2.0, rcpts as f64 / duration)
-        })
+        .map(|slot| point(slot, by_slot.get(&slot).copied().unwrap_or((step, 0))))
         .collect()
 }
 
@@ -968,17 +976,19 @@ fn throughput(data: &RunData) -> Plot {
             fmt_num(data.summary.throughput.sessions_per_sec),
             data.summary.machine.cores
         ),
-        caption: "RCPT replies received in each second of the run (by completion time, \
-                  warm-up included and shaded), from the one-second interval histograms. A \
-                  second in which nothing completed is drawn as zero: a stall shows. The \
-                  dashed line is the mean over the measurement window, the figure reported; \
-                  a final partial second shorter than 0.2 s is left out."
+        caption: "RCPT replies received per second in each interval of the run (by \
+                  completion time, warm-up included and shaded), from the interval \
+                  histograms: 100 ms intervals, doubled as often as needed to keep at most \
+                  600. An interval in which nothing completed is drawn as zero: a stall \
+                  shows. The dashed line is the mean over the measurement window, the figure \
+                  reported; a final partial interval shorter than a fifth of the others is \
+                  left out."
             .to_owned(),
         alt: if rates.is_empty() {
             "RCPT replies per second over time: no samples.".to_owned()
         } else {
             format!(
-                "RCPT replies per second over {} seconds: window mean {}, peak {} per second.",
+                "RCPT replies per second in {} intervals: window mean {}, peak {} per second.",
                 rates.len(),
                 fmt_num(mean),
                 fmt_num(peak)
@@ -1016,7 +1026,7 @@ fn rcpt_latency_over_time(data: &RunData) -> Plot {
         "RCPT latency over time: no samples.".to_owned()
     } else {
         format!(
-            "RCPT latency per second over {} seconds: p50 between {} and {} ms, p99 up to {} ms.",
+            "RCPT latency in {} intervals: p50 between {} and {} ms, p99 up to {} ms.",
             p50.len(),
             fmt_num(lo),
             fmt_num(p50.iter().map(|p| p.1).fold(0f64, f64::max)),
@@ -1027,10 +1037,10 @@ fn rcpt_latency_over_time(data: &RunData) -> Plot {
         name: "rcpt_latency_over_time".to_owned(),
         title: "RCPT latency over time".to_owned(),
         subtitle: format!(
-            "p50 and p99 of the RCPT replies completed in each second{}",
+            "p50 and p99 of the RCPT replies completed in each interval{}",
             if y_log { " (log scale)" } else { "" }
         ),
-        caption: "Median and 99th percentile of the RCPT latencies completed in each second \
+        caption: "Median and 99th percentile of the RCPT latencies completed in each interval \
                   (interval histograms, 2 significant digits), warm-up shaded. With \
                   pipelining, RCPT k of a batch counts from the batch's write, so it \
                   includes the server's work on the RCPTs before it."
@@ -1135,10 +1145,11 @@ fn verdicts(data: &RunData) -> Plot {
 }
 
 /// The steps of a session in order, as the breakdown shows them.
-const SESSION_STEPS: [Phase; 8] = [
+const SESSION_STEPS: [Phase; 9] = [
     Phase::Connect,
     Phase::Greeting,
     Phase::Ehlo,
+    Phase::Rset,
     Phase::From,
     Phase::Rcpt,
     Phase::Data,

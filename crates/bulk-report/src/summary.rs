@@ -2,6 +2,7 @@
 //! (`summary.schema.json` beside this crate, documented in `reports/README.md`).
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bulk_loadgen::{ErrorKind, Mismatches, Phase, Recorder, ReplyClass, RunResult, Totals};
 use hdrhistogram::Histogram;
@@ -59,6 +60,59 @@ pub struct Target {
     /// The CPUs the generator's event loops were pinned to (`None`: not pinned).
     #[serde(default)]
     pub generator_cpus: Option<Vec<usize>>,
+}
+
+/// The part of a workload a run replayed: `load --shard INDEX/COUNT`, the sessions whose
+/// index % count == index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Shard {
+    /// I of I/N.
+    pub index: u32,
+    /// N of I/N.
+    pub count: u32,
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// What a merged report was merged from (`bulkbench report merge`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Merged {
+    /// N of the shards' I/N.
+    pub shard_count: u32,
+    /// The shards merged, by index, in order.
+    pub shards: Vec<u32>,
+    /// The workload's shards left out (`--partial`), by index, in order: the figures do
+    /// not cover their sessions.
+    pub missing: Vec<u32>,
+    /// The targets' addresses: the one external server the shards ran against, or each
+    /// shard's own server (`bench --shard`), in shard order.
+    pub addresses: Vec<String>,
+    /// Why the report has no server figures (`server` is null), when the shards had them.
+    pub server_note: Option<String>,
+}
+
+impl Merged {
+    /// `0/3, 1/3, 2/3`.
+    pub fn shards_text(&self) -> String {
+        Self::list(&self.shards, self.shard_count)
+    }
+
+    /// `2/3` (empty when none is missing).
+    pub fn missing_text(&self) -> String {
+        Self::list(&self.missing, self.shard_count)
+    }
+
+    fn list(indices: &[u32], count: u32) -> String {
+        indices
+            .iter()
+            .map(|&index| Shard { index, count }.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The time a run covers.
@@ -363,10 +417,29 @@ pub struct Summary {
     pub command: String,
     /// When the run started, UTC, as `YYYYMMDDTHHMMSSZ`.
     pub started_at: String,
+    /// When the run started, in seconds since the Unix epoch (the `StartTime` and
+    /// `BaseTime` of its `.hlog` files); `None` in summaries written before it was recorded.
+    #[serde(default)]
+    pub started_at_epoch_secs: Option<f64>,
     /// The scenario, a full copy.
     pub scenario: serde_json::Value,
     /// The seed of population and workload.
     pub seed: u64,
+    /// The scenario's fingerprint (`Scenario::fingerprint`, 16 hex digits): runs of one
+    /// workload have the same. `None` in summaries written before it was recorded, which
+    /// therefore cannot be merged.
+    #[serde(default)]
+    pub scenario_fingerprint: Option<String>,
+    /// The trace replayed (`--trace FILE`: its file name); `None` when the workload was
+    /// generated from the scenario.
+    #[serde(default)]
+    pub trace: Option<String>,
+    /// The part of the workload run (`--shard I/N`); `None` for the whole workload.
+    #[serde(default)]
+    pub shard: Option<Shard>,
+    /// For a merged report, what it was merged from; `None` for a run.
+    #[serde(default)]
+    pub merged: Option<Merged>,
     /// Where the load went.
     pub target: Target,
     /// The machine.
@@ -520,10 +593,19 @@ impl Ceiling {
 pub struct SummaryInput {
     /// `bench` or `load`.
     pub command: String,
+    /// When the run started: taken just before the generator starts, the zero of its
+    /// interval timestamps.
+    pub started_at: SystemTime,
     /// The scenario as JSON.
     pub scenario: serde_json::Value,
     /// Its seed.
     pub seed: u64,
+    /// `Scenario::fingerprint` of the scenario.
+    pub scenario_fingerprint: u64,
+    /// The trace replayed (its file name), if the workload came from one.
+    pub trace: Option<String>,
+    /// The part of the workload run (`--shard I/N`); `None`: all of it.
+    pub shard: Option<Shard>,
     /// Where the load went.
     pub target: Target,
     /// What the workload asked for.
@@ -581,13 +663,19 @@ impl Summary {
             schema_version: SCHEMA_VERSION,
             bulkbench_version: env!("CARGO_PKG_VERSION").to_owned(),
             command: input.command,
-            started_at: crate::utc_stamp(
-                std::time::SystemTime::now()
-                    .checked_sub(result.elapsed)
-                    .unwrap_or(std::time::UNIX_EPOCH),
+            started_at: crate::utc_stamp(input.started_at),
+            started_at_epoch_secs: Some(
+                input
+                    .started_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
             ),
             scenario: input.scenario,
             seed: input.seed,
+            scenario_fingerprint: Some(format!("{:016x}", input.scenario_fingerprint)),
+            trace: input.trace,
+            shard: input.shard,
+            merged: None,
             target: input.target,
             machine: Machine::current(),
             window: Window {

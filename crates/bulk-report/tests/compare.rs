@@ -2,8 +2,11 @@
 
 mod common;
 
-use bulk_report::compare::{COMPARISON_PLOTS, Spread, render_comparison_with_progress};
-use bulk_report::{Arm, Comparison, ReportError, render_comparison};
+use bulk_report::compare::{
+    COMPARISON_PLOTS, Check, ONE_REPEAT, Outcome, RunOrder, Spread,
+    render_comparison_with_progress, run_order,
+};
+use bulk_report::{Arm, Comparison, ReportError, Verdict, render_comparison};
 use common::{Spec, run};
 
 /// Three repeats of an arm, differing a little; `slowdown` doubles every latency and
@@ -56,57 +59,108 @@ fn ratios_rank_the_slower_arm_right() {
     // The same server CPU seconds for the same RCPTs: the same cost per RCPT.
     assert_eq!(ratio(&c, "slow", "server_cpu_us_per_rcpt"), 1.0);
     assert_eq!(ratio(&c, "slow", "peak_rss_bytes"), 1.0);
+
+    // Each ratio has its interval: the halved rate's lies below 1, the unchanged cost's
+    // holds 1 (noise); the baseline arm has none, being the base.
+    let slow = c.arms.iter().find(|a| a.name == "slow").unwrap();
+    let rate = slow.intervals["rcpt_per_sec"];
+    assert!(
+        rate.low <= 0.5 && 0.5 <= rate.high && rate.high < 0.6,
+        "{rate:?}"
+    );
+    assert!(!rate.is_noise());
+    assert!(slow.intervals["server_cpu_us_per_rcpt"].is_noise());
+    assert!(c.arms[0].intervals.is_empty());
+    assert_eq!(slow.values["rcpt_per_sec"].len(), 3);
+    // The same runs, the same intervals (a fixed bootstrap seed).
+    assert_eq!(Comparison::new("quick", &arms()), c);
 }
 
 #[test]
-fn regressions_beyond_the_threshold_only() {
-    let all = arms();
-    let fast = &all[0];
-    let baseline = Comparison::new("quick", std::slice::from_ref(fast));
-    // The same arm name, half the RCPT/s, the same latencies.
-    let mut halved = arm("fast", 1);
-    for (i, run_data) in halved.runs.iter_mut().enumerate() {
-        *run_data = run(&Spec {
-            window_scale: 2.0,
-            sessions_per_sec: 40 + i as u64,
-            secs: 6,
-            ..Spec::default()
-        });
+fn one_repeat_has_no_interval_and_the_report_says_so() {
+    let arms = vec![arm_stretched("a", &[1.0]), arm_stretched("b", &[2.0])];
+    let c = Comparison::new("quick", &arms);
+    assert!(c.arms[1].ratios.contains_key("rcpt_per_sec"));
+    assert!(c.arms[1].intervals.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    render_comparison(&c, &arms, dir.path()).unwrap();
+    for name in ["comparison.md", "comparison.html"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(text.contains(ONE_REPEAT), "{name}");
     }
-    let current = Comparison::new("quick", &[halved]);
-    let found = current.regressions(&baseline, 10.0);
-    let drop = found
-        .iter()
-        .find(|r| r.metric == "rcpt_per_sec")
-        .unwrap_or_else(|| panic!("no RCPT/s regression in {found:?}"));
-    assert!((drop.change_pct + 50.0).abs() < 1e-6, "{drop:?}");
-    assert_eq!(drop.arm, "fast");
-    let text = drop.to_string();
-    assert!(text.contains("fast") && text.contains("rcpt_per_sec") && text.contains("fell"));
-    assert!(
-        !found.iter().any(|r| r.metric == "latency_us.rcpt.p99"),
-        "{found:?}"
-    );
-    assert!(
-        current.regressions(&baseline, 60.0).is_empty(),
-        "{:?}",
-        current.regressions(&baseline, 60.0)
-    );
-    // Against itself: nothing.
-    assert!(baseline.regressions(&baseline, 0.0).is_empty());
+}
 
-    // Twice the latency: the RCPT p99 rises 100%.
-    let slow = Arm {
-        name: "fast".into(),
-        ..all[1].clone()
-    };
-    let slower = Comparison::new("quick", &[slow]);
-    let found = slower.regressions(&baseline, 60.0);
-    let p99 = found
+/// Arm `name` with one run per window stretch: a stretch of 2.0 halves that run's rates.
+fn arm_stretched(name: &str, stretches: &[f64]) -> Arm {
+    Arm {
+        name: name.into(),
+        runs: stretches
+            .iter()
+            .enumerate()
+            .map(|(i, &stretch)| {
+                run(&Spec {
+                    window_scale: stretch,
+                    sessions_per_sec: 40 + i as u64,
+                    secs: 6,
+                    ..Spec::default()
+                })
+            })
+            .collect(),
+        error: None,
+    }
+}
+
+fn check<'a>(verdict: &'a Verdict, arm: &str, metric: &str) -> &'a Check {
+    verdict
+        .checks
         .iter()
-        .find(|r| r.metric == "latency_us.rcpt.p99")
-        .unwrap_or_else(|| panic!("no p99 regression in {found:?}"));
-    assert!(p99.change_pct > 90.0, "{p99:?}");
+        .find(|c| c.arm == arm && c.metric == metric)
+        .unwrap_or_else(|| panic!("no check of {arm} {metric} in {verdict:#?}"))
+}
+
+#[test]
+fn a_real_regression_fails_by_its_interval() {
+    let baseline = Comparison::new("quick", &[arm("fast", 1)]);
+    // The same arm name, half the RCPT/s in every repeat, the same latencies.
+    let current = Comparison::new("quick", &[arm_stretched("fast", &[2.0, 2.0, 2.0])]);
+    let verdict = current.verdict(&baseline, "base", 10.0);
+    assert!(!verdict.passed, "{verdict:#?}");
+    let drop = check(&verdict, "fast", "rcpt_per_sec");
+    assert_eq!(drop.outcome, Outcome::Fail);
+    assert!((drop.change_pct() + 50.0).abs() < 2.0, "{drop:?}");
+    let interval = drop.interval.unwrap();
+    assert!(
+        interval.high < 0.9 && interval.low <= drop.ratio,
+        "{drop:?}"
+    );
+    assert_eq!(drop.limit, 0.9);
+    let text = drop.to_string();
+    assert!(text.contains("FAIL") && text.contains("rcpt_per_sec") && text.contains("fell"));
+    assert!(
+        verdict.headline().starts_with("FAIL"),
+        "{}",
+        verdict.headline()
+    );
+    assert_eq!(
+        check(&verdict, "fast", "latency_us.rcpt.p99").outcome,
+        Outcome::Pass
+    );
+    // Tolerating 60%, the same drop passes; against itself nothing fails even at 0%.
+    assert!(current.verdict(&baseline, "base", 60.0).passed);
+    assert!(baseline.verdict(&baseline, "base", 0.0).passed);
+
+    // Twice the latency: the RCPT p99's interval lies above 1.6.
+    let slower = Comparison::new(
+        "quick",
+        &[Arm {
+            name: "fast".into(),
+            ..arm("slow", 2)
+        }],
+    );
+    let verdict = slower.verdict(&baseline, "base", 60.0);
+    let p99 = check(&verdict, "fast", "latency_us.rcpt.p99");
+    assert_eq!(p99.outcome, Outcome::Fail, "{p99:?}");
+    assert!(p99.interval.unwrap().low > 1.6, "{p99:?}");
 
     // An arm that ran before and fails now is a regression; an unknown arm is not.
     let failed = Comparison::new(
@@ -124,9 +178,95 @@ fn regressions_beyond_the_threshold_only() {
             },
         ],
     );
-    let found = failed.regressions(&baseline, 10.0);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].change_pct, -100.0);
+    let verdict = failed.verdict(&baseline, "base", 10.0);
+    assert_eq!(verdict.checks.len(), 1, "{verdict:#?}");
+    assert_eq!(verdict.checks[0].outcome, Outcome::Fail);
+    assert_eq!(verdict.checks[0].change_pct(), -100.0);
+}
+
+#[test]
+fn a_noisy_drop_does_not_fail() {
+    let baseline = Comparison::new("quick", &[arm_stretched("a", &[1.0, 1.0, 1.0])]);
+    // One repeat, 30% down: no interval, so not judged, and the verdict says why.
+    let single = Comparison::new("quick", &[arm_stretched("a", &[1.0 / 0.7])]);
+    let verdict = single.verdict(&baseline, "base", 10.0);
+    assert!(verdict.passed, "{verdict:#?}");
+    let drop = check(&verdict, "a", "rcpt_per_sec");
+    assert!(drop.ratio < 0.75, "{drop:?}");
+    assert_eq!((drop.outcome, drop.interval), (Outcome::NoInterval, None));
+    assert_eq!(drop.note.as_deref(), Some(ONE_REPEAT));
+    assert!(
+        verdict.headline().contains(ONE_REPEAT),
+        "{}",
+        verdict.headline()
+    );
+    // Three repeats whose median is 20% down, but one of them as fast as the baseline:
+    // the interval reaches past the limit, so the drop is noise, not a regression.
+    let noisy = Comparison::new("quick", &[arm_stretched("a", &[1.0, 1.25, 1.6])]);
+    let verdict = noisy.verdict(&baseline, "base", 10.0);
+    let drop = check(&verdict, "a", "rcpt_per_sec");
+    assert!(drop.ratio < 0.85, "{drop:?}");
+    assert_eq!(drop.outcome, Outcome::Pass, "{drop:?}");
+    assert!(drop.interval.unwrap().high >= 0.9, "{drop:?}");
+    assert!(verdict.passed);
+}
+
+#[test]
+fn a_version_1_baseline_is_read_and_its_median_held_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    Comparison::new("quick", &[arm("fast", 1)])
+        .save(dir.path())
+        .unwrap();
+    // What version 1 saved: no per-repeat figures, intervals, order or verdict.
+    let path = dir.path().join("comparison.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["schema_version"] = 1.into();
+    for key in ["interval_method", "run_order", "verdict"] {
+        json.as_object_mut().unwrap().remove(key);
+    }
+    for arm in json["arms"].as_array_mut().unwrap() {
+        arm.as_object_mut().unwrap().remove("values");
+        arm.as_object_mut().unwrap().remove("intervals");
+    }
+    std::fs::write(&path, json.to_string()).unwrap();
+    let old = Comparison::load(dir.path()).unwrap();
+    assert!(old.arms[0].values.is_empty());
+    let current = Comparison::new("quick", &[arm_stretched("fast", &[2.0, 2.0, 2.0])]);
+    let verdict = current.verdict(&old, "old", 10.0);
+    let drop = check(&verdict, "fast", "rcpt_per_sec");
+    assert_eq!(drop.outcome, Outcome::Fail, "{drop:?}");
+    assert!(
+        drop.note.as_deref().unwrap().contains("version 1"),
+        "{drop:?}"
+    );
+}
+
+#[test]
+fn the_run_order_is_seeded_and_changes_from_repeat_to_repeat() {
+    for arms in [2, 3, 5] {
+        let order = run_order(arms, 6, 1);
+        assert_eq!(order, run_order(arms, 6, 1), "deterministic per seed");
+        assert_eq!(order.len(), 6);
+        for repeat in &order {
+            let mut sorted = repeat.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..arms).collect::<Vec<_>>(), "a permutation");
+        }
+        for pair in order.windows(2) {
+            assert_ne!(pair[0], pair[1], "{arms} arms: {order:?}");
+        }
+        // Another seed, other orders.
+        assert!(
+            (2..20).any(|seed| run_order(arms, 6, seed) != order),
+            "{arms} arms"
+        );
+    }
+    // Two arms alternate, so each runs first as often as the other.
+    let two = run_order(2, 4, 9);
+    assert_eq!(two[0], two[2]);
+    assert_ne!(two[0], two[1]);
+    assert_eq!(run_order(1, 3, 1), vec![vec![0]; 3]);
 }
 
 #[test]
@@ -139,7 +279,7 @@ fn save_and_load_round_trip() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("comparison.json")).unwrap())
             .unwrap();
-    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["schema_version"], 2);
 
     // Another version is refused, not misread.
     let mut json = json;
@@ -173,10 +313,52 @@ fn render_writes_every_file_failed_arms_first() {
         })],
         error: None,
     });
-    let c = Comparison::new("quick", &arms);
+    let mut c = Comparison::new("quick", &arms);
+    c.run_order = Some(RunOrder {
+        seed: 7,
+        repeats: vec![
+            vec!["slow".into(), "fast".into()],
+            vec!["fast".into(), "slow".into()],
+        ],
+    });
+    // Checked against a baseline in which "slow" was as fast as "fast": it regressed.
+    let baseline = Comparison::new(
+        "quick",
+        &[
+            arm("fast", 1),
+            Arm {
+                name: "slow".into(),
+                ..arm("fast", 1)
+            },
+        ],
+    );
+    c.verdict = Some(c.verdict(&baseline, "reports/base", 10.0));
     let dir = tempfile::tempdir().unwrap();
     let files = render_comparison(&c, &arms, dir.path()).unwrap();
     assert_eq!(files.len(), COMPARISON_PLOTS.len() * 2 + 2);
+    // The verdict and the order are in all three files, the verdict among the problems.
+    c.save(dir.path()).unwrap();
+    let saved = Comparison::load(dir.path()).unwrap();
+    assert_eq!(saved.verdict, c.verdict);
+    assert!(!saved.verdict.as_ref().unwrap().passed);
+    assert_eq!(saved.run_order, c.run_order);
+    for name in ["comparison.md", "comparison.html"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        for needle in [
+            "Against the baseline",
+            "FAIL: 2 figures regressed beyond 10% against reports/base",
+            "REGRESSION against the baseline",
+            "upper bound ≥ 0.9",
+            "lower bound ≤ 1.1",
+            "seed 7: repeat 1: slow, fast; repeat 2: fast, slow",
+            "10,000 resamples",
+            " noise",
+        ] {
+            assert!(text.contains(needle), "{name} lacks {needle:?}");
+        }
+        let problem = text.find("REGRESSION against the baseline").unwrap();
+        assert!(problem < text.find("Side by side").unwrap(), "{name}");
+    }
     for name in COMPARISON_PLOTS {
         for ext in ["svg", "png"] {
             let path = dir.path().join(format!("{name}.{ext}"));

@@ -30,7 +30,7 @@ fn run_data() -> RunData {
     for v in 1..=5000u64 {
         for (phase, scale) in [(Phase::Rcpt, 3), (Phase::Session, 40), (Phase::Connect, 1)] {
             measured.record(phase, v * scale);
-            measured.record_interval(1 + v / 1000, phase, v * scale);
+            measured.record_interval((1 + v / 1000) * 1_000_000, phase, v * scale);
         }
         if v % 50 == 0 {
             warmup.record(Phase::Rcpt, v);
@@ -46,12 +46,18 @@ fn run_data() -> RunData {
         window: Duration::from_secs(6),
         elapsed: Duration::from_secs(6),
         interrupted: false,
+        drawn: 0,
+        drawn_rcpts: 0,
     };
     let summary = Summary::new(
         SummaryInput {
             command: "load".into(),
+            started_at: std::time::SystemTime::now(),
             scenario: serde_json::json!({"name": "external"}),
             seed: 1,
+            scenario_fingerprint: 0x0123_4567_89ab_cdef,
+            trace: None,
+            shard: None,
             target: Target {
                 address: "127.0.0.1:25".into(),
                 external: true,
@@ -118,4 +124,32 @@ fn hlog_files_decode_with_the_python_hdrhistogram_reader() {
     // 5000 measured RCPTs in six seconds, plus the warm-up second.
     assert_eq!(series["intervals"]["rcpt"], 7);
     assert_eq!(series["totals"]["rcpt"], 5000 + 100);
+
+    // Both logs state their format version and the run's real start, and the reader
+    // places the intervals from it: the first interval starts at the start.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let recorded = data.summary.started_at_epoch_secs.unwrap();
+    for (name, log) in [("run.hlog", &run), ("intervals.hlog", &series)] {
+        assert_eq!(log["version"], "1.3", "{name}: {log}");
+        let start = log["start_time_sec"].as_f64().unwrap();
+        assert!(
+            (now - start).abs() < 86_400.0,
+            "{name}: StartTime {start} is not within a day of now ({now})"
+        );
+        assert!(
+            (start - recorded).abs() < 0.001,
+            "{name}: {start} vs {recorded}"
+        );
+    }
+    let first = series["first_interval_start_sec"].as_f64().unwrap();
+    assert!((first - recorded).abs() < 0.001, "{first} vs {recorded}");
+    // run.hlog's one interval per phase is the window, after the warm-up second.
+    let window = run["first_interval_start_sec"].as_f64().unwrap();
+    assert!(
+        (window - recorded - 1.0).abs() < 0.001,
+        "{window} vs {recorded}"
+    );
 }

@@ -1,13 +1,14 @@
 //! `bulkbench compare SCENARIO`: the same workload, byte for byte, against several arms
 //! (backends served by `bulkbench serve`, or SMTP servers already running), interleaved
-//! A B A B ... `--repeat K` times, reported side by side.
+//! `--repeat K` times in a seeded random order per repeat, reported side by side with a
+//! confidence interval on every ratio.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use bulk_report::compare::{Arm, Comparison, render_comparison};
+use bulk_report::compare::{Arm, Comparison, RunOrder, render_comparison, run_order};
 use bulk_report::{ReportDir, RunData};
 use clap::Args;
 use tracing::{error, info, warn};
@@ -24,17 +25,29 @@ pub struct CompareArgs {
     /// An SMTP server already running (repeatable), as NAME=HOST:PORT.
     #[arg(long = "target", value_name = "NAME=HOST:PORT", value_parser = parse_target)]
     targets: Vec<(String, SocketAddr)>,
-    /// Runs per arm, interleaved (A B A B ...).
+    /// Runs per arm, interleaved: every arm once per repeat, in a random order per repeat.
+    /// With 2 or more, each ratio gets a 95% confidence interval (5 or more to narrow it).
     #[arg(long, value_name = "K", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
-    /// A saved comparison folder to check against (CI): exit non-zero when an arm regresses.
+    /// The seed of the arms' order in each repeat (the same seed, the same order).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    order_seed: u64,
+    /// A saved comparison folder to check against (CI): exit 4 when an arm regresses.
     #[arg(long, value_name = "DIR", requires = "max_regression")]
     baseline: Option<PathBuf>,
     /// With --baseline: the largest tolerated regression of RCPT/s, RCPT p99 or server CPU
-    /// per RCPT, in percent.
-    #[arg(long, value_name = "PCT", requires = "baseline")]
+    /// per RCPT, in percent; a figure fails only when its whole 95% interval is past it.
+    #[arg(long, value_name = "PCT", requires = "baseline",
+          value_parser = parse_percent)]
     max_regression: Option<f64>,
+}
+
+fn parse_percent(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(pct) if pct.is_finite() && pct >= 0.0 => Ok(pct),
+        _ => Err("expected a percentage, 0 or more".into()),
+    }
 }
 
 fn parse_backend(value: &str) -> Result<String, String> {
@@ -114,14 +127,26 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
         })
         .collect();
     let interrupt = crate::load::interrupt();
-    'runs: for repeat in 1..=args.repeat {
-        for (i, (name, target)) in arms.iter().enumerate() {
+    // Each repeat runs every arm once, in an order of its own: an arm that always ran first
+    // (or right after another) would carry the machine's drift as its difference.
+    let order = run_order(arms.len(), args.repeat, args.order_seed);
+    let mut ran = RunOrder {
+        seed: args.order_seed,
+        repeats: Vec::new(),
+    };
+    'runs: for (repeat, arm_order) in (1..=args.repeat).zip(&order) {
+        ran.repeats.push(Vec::new());
+        for &i in arm_order {
+            let (name, target) = &arms[i];
             if interrupt.is_cancelled() {
                 warn!("interrupted: comparing the runs that completed");
                 break 'runs;
             }
             if results[i].error.is_some() {
                 continue; // a failed arm is not retried: its error stands in the report
+            }
+            if let Some(this_repeat) = ran.repeats.last_mut() {
+                this_repeat.push(name.clone());
             }
             info!(arm = %name, repeat, of = args.repeat, "running");
             let outcome = run_once(&args.run, &prepared, target, "compare", Some(&stores))
@@ -168,7 +193,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
         }
     }
     let _ = std::fs::remove_dir_all(&stores);
-    let comparison = Comparison::new(&prepared.scenario.name, &results);
+    ran.repeats.retain(|arms| !arms.is_empty());
+    let mut comparison = Comparison::new(&prepared.scenario.name, &results);
+    comparison.run_order = Some(ran);
+    // The verdict is part of the comparison: saved and rendered with it, not only printed.
+    if let (Some(baseline), Some(dir), Some(pct)) = (&baseline, &args.baseline, args.max_regression)
+    {
+        comparison.verdict = Some(comparison.verdict(baseline, &dir.display().to_string(), pct));
+    }
     comparison.save(report.path())?;
     render_comparison(&comparison, &results, report.path())?;
     let text = std::fs::read_to_string(report.path().join("comparison.md")).unwrap_or_default();
@@ -182,16 +214,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
         .iter()
         .flat_map(|arm| &arm.runs)
         .any(|run| run.summary.mismatches.total > 0);
-    if let (Some(baseline), Some(pct)) = (&baseline, args.max_regression) {
-        let regressions = comparison.regressions(baseline, pct);
-        if !regressions.is_empty() {
-            println!("REGRESSIONS beyond {pct}% against the baseline:");
-            for regression in &regressions {
-                println!("  {regression}");
+    if let Some(verdict) = &comparison.verdict {
+        println!("{}", verdict.headline());
+        if !verdict.passed {
+            println!("REGRESSIONS against the baseline:");
+            for check in verdict.failures() {
+                println!("  {check}");
             }
             return Ok(Outcome::Regressed);
         }
-        println!("no regression beyond {pct}% against the baseline");
     }
     if results.iter().any(|arm| arm.error.is_some()) {
         warn!("at least one arm failed; see the report");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use bulk_loadgen::{CpuSet, Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
 use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
-use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Target};
+use bulk_report::summary::{CpuTimes, Expected, PinnedCpuTimes, Shard, Target};
 use bulk_report::{ReportDir, Summary, SummaryInput};
 use clap::{Args, ValueEnum};
 use tokio::signal::unix::SignalKind;
@@ -53,6 +53,79 @@ pub struct RunArgs {
     /// and the generator's event loops to the other half (pinning needs at least 2 CPUs).
     #[arg(long)]
     pub(crate) no_pin: bool,
+    /// The share of sessions (0 to 1, warm-up included) that may fail before the run
+    /// exits with status 6; by default none may.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0, value_parser = parse_share)]
+    pub(crate) max_failed_share: f64,
+}
+
+fn parse_share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "{value:?} is not a share from 0 to 1 (0.01 allows 1%)"
+        )),
+    }
+}
+
+/// How a `load` or `bench` run ended, for its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every reply as expected, no more failed sessions than allowed.
+    Clean,
+    /// Replies contradicted the population.
+    Mismatches,
+    /// More sessions failed than `--max-failed-share` allows.
+    Failed,
+}
+
+impl RunOutcome {
+    /// The outcome of a run, printing why it is not clean to stderr. Mismatches come first:
+    /// a wrong answer is worse than no answer.
+    pub(crate) fn of(summary: &Summary, max_failed_share: f64) -> RunOutcome {
+        let started = summary.totals.sessions + summary.warmup_totals.sessions;
+        let failed = summary.totals.sessions_failed + summary.warmup_totals.sessions_failed;
+        let share = if started > 0 {
+            failed as f64 / started as f64
+        } else {
+            0.0
+        };
+        if summary.mismatches.total > 0 {
+            eprintln!(
+                "MISMATCHES: {} RCPT replies contradicted the population",
+                summary.mismatches.total
+            );
+            RunOutcome::Mismatches
+        } else if share > max_failed_share {
+            eprintln!(
+                "FAILED: {failed} of {started} sessions failed ({:.2}%), more than \
+                 --max-failed-share {max_failed_share} allows; the report lists them by kind",
+                share * 100.0
+            );
+            RunOutcome::Failed
+        } else {
+            RunOutcome::Clean
+        }
+    }
+}
+
+/// Refuses a run whose measurement window holds no session: its figures would all be
+/// zero, and a zero is not a measurement.
+fn check_window(summary: &Summary) -> anyhow::Result<()> {
+    if summary.totals.sessions > 0 {
+        return Ok(());
+    }
+    if summary.window.interrupted {
+        bail!(
+            "the run was interrupted during its warm-up ({:.1} s): nothing was measured",
+            summary.window.warmup_secs
+        );
+    }
+    bail!(
+        "the run ended during its warm-up ({:.1} s; every session started before it ended): \
+         lower warmup_secs or raise sessions/duration_secs",
+        summary.window.warmup_secs
+    )
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -185,26 +258,63 @@ pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some((i, n)) => workload.shard(i, n),
         None => workload,
     };
-    info!(
-        sessions = workload.sessions.len(),
-        rcpts = workload.rcpt_count(),
-        ms = started.elapsed().as_millis() as u64,
-        "workload ready"
-    );
-    if let Some(path) = &args.save_trace {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create trace {}", path.display()))?;
-        let mut writer = BufWriter::new(file);
-        workload
-            .write_trace(&mut writer)
-            .and_then(|()| std::io::Write::flush(&mut writer))
-            .with_context(|| format!("cannot write trace {}", path.display()))?;
+    // An open loop knows before it starts whether any session falls after the warm-up.
+    let warmup_us = (scenario.workload.warmup_secs * 1e6) as u64;
+    if let (Arrival::Open { .. }, Some(last)) = (scenario.arrival(), workload.sessions.last())
+        && last.start_offset_us < warmup_us
+    {
+        bail!(
+            "every session starts during the warm-up ({:.1} s; the last at {:.1} s), so nothing \
+             would be measured: lower warmup_secs or raise sessions/duration_secs",
+            scenario.workload.warmup_secs,
+            last.start_offset_us as f64 / 1e6
+        );
+    }
+    match workload.duration() {
+        Some(duration) => info!(
+            secs = duration.as_secs_f64(),
+            "workload sized in time: sessions are drawn until the time is up"
+        ),
+        None => info!(
+            sessions = workload.sessions.len(),
+            rcpts = workload.rcpt_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "workload ready"
+        ),
+    }
+    // A workload sized in time is saved once the run knows how many sessions it started.
+    if let Some(path) = args
+        .save_trace
+        .as_ref()
+        .filter(|_| workload.duration().is_none())
+    {
+        save_trace(path, &workload)?;
     }
     Ok(Prepared {
         scenario,
         model,
         workload: Arc::new(workload),
     })
+}
+
+fn save_trace(path: &Path, workload: &Workload) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create trace {}", path.display()))?;
+    let mut writer = BufWriter::new(file);
+    workload
+        .write_trace(&mut writer)
+        .and_then(|()| std::io::Write::flush(&mut writer))
+        .with_context(|| format!("cannot write trace {}", path.display()))
+}
+
+/// `--save-trace` of a run sized in time: the sessions it started, which replay exactly.
+fn save_timed_trace(args: &RunArgs, prepared: &Prepared, result: &RunResult) -> anyhow::Result<()> {
+    match &args.save_trace {
+        Some(path) if prepared.workload.duration().is_some() => {
+            save_trace(path, &prepared.workload.drawn(result.drawn))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> LoadConfig {
@@ -260,7 +370,8 @@ fn pinned_times(split: &CpuSplit, start: &CpuSample, end: &CpuSample) -> Option<
 }
 
 /// Runs the workload with a progress bar; samples CPU at the end of the warm-up and at the
-/// end of the run, so costs cover the measurement window only.
+/// end of the run, so costs cover the measurement window only. Also returns the wall-clock
+/// time the generator started at, the zero of its interval timestamps.
 fn drive(
     runtime: &tokio::runtime::Runtime,
     prepared: &Prepared,
@@ -268,20 +379,24 @@ fn drive(
     server_pid: Option<u32>,
     split: Option<&CpuSplit>,
     quiet: bool,
-) -> (RunResult, CpuSample, CpuSample) {
+) -> (RunResult, CpuSample, CpuSample, SystemTime) {
     let progress = Arc::new(Progress::default());
     let cancel = interrupt().child_token();
-    let total = prepared.workload.sessions.len() as u64;
+    let total = match prepared.workload.duration() {
+        Some(duration) => crate::progress::Total::Time(duration),
+        None => crate::progress::Total::Sessions(prepared.workload.sessions.len() as u64),
+    };
     let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
     let warmup = config.warmup;
     let workload = prepared.workload.clone();
-    let (result, window_start, window_end) = runtime.block_on(async {
+    let (result, window_start, window_end, started_at) = runtime.block_on(async {
         let sampler_split = split.cloned();
         let sampler = tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
             sample_cpu(server_pid, sampler_split.as_ref())
         });
         let start_sample = sample_cpu(server_pid, split);
+        let started_at = SystemTime::now();
         let result = bulk_loadgen::run(workload, config, progress, cancel).await;
         let end = sample_cpu(server_pid, split);
         // A run shorter than its warm-up has no window: its start is the end.
@@ -291,10 +406,10 @@ fn drive(
             sampler.abort();
             end
         };
-        (result, window_start, end)
+        (result, window_start, end, started_at)
     });
     bar.finish();
-    (result, window_start, window_end)
+    (result, window_start, window_end, started_at)
 }
 
 fn cpu_delta(start: Option<Duration>, end: Option<Duration>) -> Option<f64> {
@@ -306,7 +421,7 @@ fn report(
     prepared: &Prepared,
     summary: Summary,
     result: &RunResult,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<RunOutcome> {
     let dir = match &args.out {
         Some(out) => ReportDir::create_exact(out)?,
         None => ReportDir::create_dated(&args.reports, &prepared.scenario.name, SystemTime::now())?,
@@ -315,18 +430,41 @@ fn report(
     crate::report::render_into(dir.path(), &data, args.quiet)?;
     println!("{}", bulk_report::table(&data.summary));
     println!("report: {}", dir.path().join("report.html").display());
-    Ok(data.summary.mismatches.total == 0)
+    Ok(RunOutcome::of(&data.summary, args.max_failed_share))
 }
 
-fn summary_input(command: &str, prepared: &Prepared, target: Target) -> SummaryInput {
+fn summary_input(
+    command: &str,
+    args: &RunArgs,
+    prepared: &Prepared,
+    target: Target,
+    started_at: SystemTime,
+    result: &RunResult,
+) -> SummaryInput {
     SummaryInput {
         command: command.to_owned(),
+        started_at,
         scenario: serde_json::to_value(&prepared.scenario).unwrap_or(serde_json::Value::Null),
         seed: prepared.scenario.seed,
+        scenario_fingerprint: prepared.scenario.fingerprint(),
+        trace: args.trace.as_ref().map(|path| {
+            path.file_name()
+                .unwrap_or(path.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        }),
+        shard: args.shard.map(|(index, count)| Shard { index, count }),
         target,
-        expected: Expected {
-            sessions: prepared.workload.sessions.len() as u64,
-            rcpts: prepared.workload.rcpt_count(),
+        // Sized in time, the plan is what was drawn before the time was up.
+        expected: match prepared.workload.duration() {
+            Some(_) => Expected {
+                sessions: result.drawn,
+                rcpts: result.drawn_rcpts,
+            },
+            None => Expected {
+                sessions: prepared.workload.sessions.len() as u64,
+                rcpts: prepared.workload.rcpt_count(),
+            },
         },
         warmup_secs: prepared.scenario.workload.warmup_secs,
         server: None,
@@ -436,9 +574,11 @@ pub(crate) fn run_once(
     match target {
         RunTarget::External(addr) => {
             let config = load_config(prepared, *addr, args.verify);
-            let (result, start, end) = drive(&runtime, prepared, config, None, None, args.quiet);
+            let (result, start, end, started_at) =
+                drive(&runtime, prepared, config, None, None, args.quiet);
             let mut input = summary_input(
                 command,
+                args,
                 prepared,
                 Target {
                     address: addr.to_string(),
@@ -447,10 +587,14 @@ pub(crate) fn run_once(
                     server_cpus: None,
                     generator_cpus: None,
                 },
+                started_at,
+                &result,
             );
             input.generator_cpu_seconds =
                 cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-            Ok((Summary::new(input, &result), result))
+            let summary = Summary::new(input, &result);
+            check_window(&summary)?;
+            Ok((summary, result))
         }
         RunTarget::Backend(backend) => {
             let work = tempdir()?;
@@ -532,7 +676,8 @@ fn run_with_server(
         config.cpus = Some(pinning.generator);
     }
     let split = pinning.as_ref().map(|p| &p.split);
-    let (result, start, end) = drive(runtime, prepared, config, Some(pid), split, args.quiet);
+    let (result, start, end, started_at) =
+        drive(runtime, prepared, config, Some(pid), split, args.quiet);
     let cpu_sets = split.and_then(|split| pinned_times(split, &start, &end));
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or_else(|| {
         warn!(
@@ -547,6 +692,7 @@ fn run_with_server(
     server.stop()?;
     let mut input = summary_input(
         command,
+        args,
         prepared,
         Target {
             address: addr.to_string(),
@@ -555,16 +701,20 @@ fn run_with_server(
             server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
             generator_cpus: pinning.map(|p| p.split.generator),
         },
+        started_at,
+        &result,
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
     input.cpu_sets = cpu_sets;
     input.generator_cpu_seconds =
         cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-    Ok((Summary::new(input, &result), result))
+    let summary = Summary::new(input, &result);
+    check_window(&summary)?;
+    Ok((summary, result))
 }
 
-/// `bulkbench load`: returns whether the run had no mismatch.
-pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
+/// `bulkbench load`.
+pub fn load(args: LoadArgs) -> anyhow::Result<RunOutcome> {
     watch_interrupts();
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
@@ -575,6 +725,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<bool> {
         "load",
         None,
     )?;
+    save_timed_trace(&args.run, &prepared, &result)?;
     report(&args.run, &prepared, summary, &result)
 }
 
@@ -766,22 +917,23 @@ fn tail(log: &Path) -> String {
     lines.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-/// `bulkbench bench`: returns whether the run had no mismatch.
-pub fn bench(args: BenchArgs) -> anyhow::Result<bool> {
+/// `bulkbench bench`.
+pub fn bench(args: BenchArgs) -> anyhow::Result<RunOutcome> {
     watch_interrupts();
     let prepared = prepare(&args.run)?;
     check_open_files(&prepared);
     let target = RunTarget::Backend(args.backend.name().to_owned());
     let (mut summary, result) = run_once(&args.run, &prepared, &target, "bench", None)?;
+    save_timed_trace(&args.run, &prepared, &result)?;
     let ceiling = if args.ceiling {
-        crate::ceiling::measure_into(&mut summary, &args.run, &prepared)
+        crate::ceiling::measure_into(&mut summary, result.drawn, &args.run, &prepared)
     } else {
         Ok(())
     };
-    let clean = report(&args.run, &prepared, summary, &result)?;
+    let outcome = report(&args.run, &prepared, summary, &result)?;
     // The measured run is reported either way; a failed ceiling still fails the command.
     ceiling.context("the run above is reported without its ceiling")?;
-    Ok(clean)
+    Ok(outcome)
 }
 
 /// A fresh private folder under the system's temporary directory.

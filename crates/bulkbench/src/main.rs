@@ -53,8 +53,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| Status::Clean),
         Command::Population(args) => population::run(args).map(|()| Status::Clean),
         Command::Policy(args) => policy::run(args).map(|()| Status::Clean),
-        Command::Load(args) => load::load(args).map(status_of),
-        Command::Bench(args) => load::bench(args).map(status_of),
+        Command::Load(args) => load::load(args).map(run_status),
+        Command::Bench(args) => load::bench(args).map(run_status),
         Command::Simulate(args) => simulate::run(args).map(status_of),
         Command::Report(args) => report::run(args).map(status_of),
         Command::Compare(args) => compare::run(args).map(|outcome| match outcome {
@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         Ok(Status::Mismatches) => ExitCode::from(3),
         Ok(Status::Regressed) => ExitCode::from(4),
         Ok(Status::ArmFailed) => ExitCode::from(5),
+        Ok(Status::Failed) => ExitCode::from(6),
         Err(error) => {
             eprintln!("bulkbench: error: {error:#}");
             ExitCode::FAILURE
@@ -88,6 +89,17 @@ enum Status {
     Regressed,
     /// Exit 5: a `compare` arm failed (the others completed and are reported).
     ArmFailed,
+    /// Exit 6: more sessions failed than `--max-failed-share` allows (a dead or refusing
+    /// target, timeouts, refused messages).
+    Failed,
+}
+
+fn run_status(outcome: load::RunOutcome) -> Status {
+    match outcome {
+        load::RunOutcome::Clean => Status::Clean,
+        load::RunOutcome::Mismatches => Status::Mismatches,
+        load::RunOutcome::Failed => Status::Failed,
+    }
 }
 
 fn status_of(clean: bool) -> Status {

@@ -14,10 +14,29 @@ pub struct Bar {
     ticker: Option<JoinHandle<()>>,
 }
 
+/// What a run's bar fills up with.
+#[derive(Clone, Copy, Debug)]
+pub enum Total {
+    /// Sessions of a workload sized in sessions.
+    Sessions(u64),
+    /// The time of a workload sized in time.
+    Time(Duration),
+}
+
 impl Bar {
-    pub fn start(total: u64, progress: Arc<Progress>, quiet: bool) -> Bar {
+    pub fn start(total: Total, progress: Arc<Progress>, quiet: bool) -> Bar {
+        let (length, template) = match total {
+            Total::Sessions(n) => (
+                n,
+                "{elapsed_precise} [{bar:30}] {pos}/{len} sessions  {msg}",
+            ),
+            Total::Time(d) => (
+                d.as_millis() as u64,
+                "{elapsed_precise} [{bar:30}] {prefix} sessions  {msg}",
+            ),
+        };
         let bar = ProgressBar::with_draw_target(
-            Some(total),
+            Some(length),
             if quiet {
                 ProgressDrawTarget::hidden()
             } else {
@@ -25,12 +44,11 @@ impl Bar {
             },
         );
         bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} sessions  {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
+        let started = Instant::now();
         let done = Arc::new(AtomicBool::new(false));
         let stop = done.clone();
         let ticker = std::thread::spawn(move || {
@@ -50,9 +68,15 @@ impl Bar {
                         progress.mismatches.load(Ordering::Relaxed),
                     ));
                 }
-                bar.set_position(progress.sessions.load(Ordering::Relaxed));
+                let sessions = progress.sessions.load(Ordering::Relaxed);
+                match total {
+                    Total::Sessions(_) => bar.set_position(sessions),
+                    Total::Time(_) => {
+                        bar.set_position(started.elapsed().as_millis() as u64);
+                        bar.set_prefix(sessions.to_string());
+                    }
+                }
             }
-            bar.set_position(progress.sessions.load(Ordering::Relaxed));
             bar.finish_and_clear();
         });
         Bar {

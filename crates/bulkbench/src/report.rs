@@ -21,11 +21,16 @@ enum ReportCommand {
         dir: PathBuf,
     },
     /// Merge runs of shards of one workload (`load --shard I/N`) into one report:
-    /// histograms added exactly, counts summed.
+    /// histograms added exactly, counts summed. Refuses a shard given twice, a whole run,
+    /// shards of different N, runs of different scenarios, seeds, traces or targets, and a
+    /// missing shard (unless --partial).
     Merge {
         /// The merged report's folder (must not exist).
         #[arg(short, long, value_name = "OUT")]
         output: PathBuf,
+        /// Merge even if shards of the workload are missing; the report names them.
+        #[arg(long)]
+        partial: bool,
         /// The runs' folders.
         #[arg(required = true, num_args = 1..)]
         dirs: Vec<PathBuf>,
@@ -53,16 +58,21 @@ pub fn run(args: ReportArgs) -> anyhow::Result<bool> {
             println!("report: {}", dir.join("report.html").display());
             Ok(data.summary.mismatches.total == 0)
         }
-        ReportCommand::Merge { output, dirs } => {
+        ReportCommand::Merge {
+            output,
+            partial,
+            dirs,
+        } => {
             let runs = dirs
                 .iter()
                 .map(|dir| {
-                    RunData::load(dir).with_context(|| {
+                    let data = RunData::load(dir).with_context(|| {
                         format!("cannot read the saved results in {}", dir.display())
-                    })
+                    })?;
+                    Ok((dir.display().to_string(), data))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let merged = bulk_report::run::merge(&runs)?;
+            let merged = bulk_report::run::merge(&runs, partial)?;
             let report = ReportDir::create_exact(&output)?;
             render_into(report.path(), &merged, false)?;
             println!("{}", bulk_report::table(&merged.summary));

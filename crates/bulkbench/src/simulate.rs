@@ -38,6 +38,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<bool> {
             mailboxes = backend.len(),
             sessions = workload.sessions.len(),
             rcpts = workload.rcpt_count(),
+            secs = workload.duration().map(|d| d.as_secs_f64()),
             setup_ms = started.elapsed().as_millis() as u64,
             "population and workload ready"
         );

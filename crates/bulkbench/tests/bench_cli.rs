@@ -410,3 +410,173 @@ fn ctrl_c_stops_a_comparison_between_runs_too() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(summary(&runs[0])["window"]["interrupted"], true);
 }
+
+/// `load` against `target` (HOST:PORT) with the report in `out`.
+fn load_at(scenario: &Path, target: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "load",
+        scenario.to_str().unwrap(),
+        "--target",
+        target,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
+#[test]
+fn failed_sessions_fail_the_run_unless_a_share_of_them_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    // A port nothing listens on: every session is refused.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let out = dir.path().join("dead");
+    let output = load_at(&scenario, &dead, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("FAILED: 400 of 400 sessions failed"),
+        "{stderr}"
+    );
+    // The report is written and says why.
+    let s = summary(&out);
+    assert_eq!(s["errors"]["connect_refused"], 400);
+    // Allowing every session to fail makes the same run pass.
+    let out = dir.path().join("allowed");
+    let output = load_at(&scenario, &dead, &out, &["--max-failed-share", "1"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for bad in ["1.5", "-0.1", "x"] {
+        let out = dir.path().join(format!("bad{bad}"));
+        let flag = format!("--max-failed-share={bad}");
+        let output = load_at(&scenario, &dead, &out, &[&flag]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("is not a share from 0 to 1"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_run_that_ends_during_its_warm_up_is_an_error_not_a_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let population = dir.path().join("population.tsv");
+    let closed = dir.path().join("closed.toml");
+    // 400 sessions take well under the 60 s of warm-up.
+    std::fs::write(
+        &closed,
+        SCENARIO.replace("warmup_secs = 0.0", "warmup_secs = 60.0"),
+    )
+    .unwrap();
+    build_population(&closed, None, &population);
+    let server = serve(&["--population", population.to_str().unwrap()]);
+    let out = dir.path().join("closed-report");
+    let output = load(&closed, &server, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the run ended during its warm-up")
+            && stderr.contains("lower warmup_secs or raise sessions/duration_secs"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no report of a run that measured nothing");
+    // An open loop whose every session starts within the warm-up is refused before it
+    // runs: 10 sessions at 1,000/s all start in the first 60 s.
+    let open = dir.path().join("open.toml");
+    std::fs::write(
+        &open,
+        SCENARIO
+            .replace("warmup_secs = 0.0", "warmup_secs = 60.0")
+            .replace("mode = \"closed\"", "mode = \"open\"\nrate_per_sec = 1000")
+            .replace("sessions = 400\nconcurrency = 20", "sessions = 10"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = dir.path().join("open-report");
+    let output = load(&open, &server, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("every session starts during the warm-up"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused before the run"
+    );
+    drop(server);
+}
+
+#[test]
+fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("timed.toml");
+    std::fs::write(
+        &scenario,
+        SCENARIO
+            .replace("sessions = 400", "duration_secs = 2.5")
+            .replace("warmup_secs = 0.0", "warmup_secs = 0.5"),
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let trace = dir.path().join("trace.jsonl");
+    let started = Instant::now();
+    common::ok(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--save-trace",
+        trace.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let s = summary(&out);
+    // Sessions start until 2.5 s; those in flight then finish: a window of 2 s and a bit.
+    let window = s["window"]["measured_secs"].as_f64().unwrap();
+    assert!((2.0..4.0).contains(&window), "window {window} s");
+    let started_sessions = s["totals"]["sessions"].as_u64().unwrap()
+        + s["warmup_totals"]["sessions"].as_u64().unwrap();
+    assert_eq!(s["expected"]["sessions"].as_u64(), Some(started_sessions));
+    assert!(
+        started_sessions > 20,
+        "{started_sessions} sessions in 2.5 s"
+    );
+    // The trace holds the sessions that ran, 0 to n-1, and replays as a list.
+    let lines = std::fs::read_to_string(&trace).unwrap().lines().count() as u64;
+    assert_eq!(
+        lines,
+        started_sessions + 1,
+        "a header and one line per session"
+    );
+    // The interval series resolves the short window: 100 ms intervals, 20 and more of them
+    // after the warm-up.
+    let hlog = std::fs::read_to_string(out.join("intervals.hlog")).unwrap();
+    let in_window = hlog
+        .lines()
+        .filter_map(|l| l.strip_prefix("Tag=rcpt,"))
+        .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
+        .filter(|start| *start >= 0.5)
+        .count();
+    assert!(in_window >= 20, "{in_window} RCPT intervals in the window");
+    let replay = dir.path().join("replay");
+    common::ok(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--out",
+        replay.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let r = summary(&replay);
+    assert_eq!(r["expected"]["sessions"].as_u64(), Some(started_sessions));
+    assert_eq!(r["totals"]["sessions_completed"], r["totals"]["sessions"]);
+}

@@ -19,11 +19,12 @@ const PLOTS: [&str; 5] = [
     "verdicts",
     "phase_breakdown",
 ];
-const PHASES: [&str; 10] = [
+const PHASES: [&str; 11] = [
     "schedule_lag",
     "connect",
     "greeting",
     "ehlo",
+    "rset",
     "from",
     "rcpt",
     "data",
@@ -66,10 +67,6 @@ fn scenario_with(dir: &Path, warmup: &str) -> PathBuf {
     let path = dir.join("reports.toml");
     std::fs::write(&path, SCENARIO.replace("WARMUP", warmup)).unwrap();
     path
-}
-
-fn scenario(dir: &Path) -> PathBuf {
-    scenario_with(dir, "0.2")
 }
 
 /// Rows of an .hgrm file: (value, percentile, total count).
@@ -183,7 +180,16 @@ fn render_in_browser(
 #[test]
 fn a_run_folder_has_every_file_and_each_reads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario(dir.path());
+    // Sized in time, so the 0.2 s warm-up never holds the whole run (600 sessions can
+    // end within it on a fast machine).
+    let scenario = dir.path().join("reports.toml");
+    std::fs::write(
+        &scenario,
+        SCENARIO
+            .replace("WARMUP", "0.2")
+            .replace("sessions = 600", "duration_secs = 1.0"),
+    )
+    .unwrap();
     let out = dir.path().join("run");
     ok(&[
         "bench",
@@ -299,6 +305,19 @@ fn a_run_folder_has_every_file_and_each_reads_back() {
                 "run.hlog {phase}"
             );
         }
+        // The logs carry the format version and the run's real start time.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = totals["start_time_sec"].as_f64().unwrap();
+        assert!(
+            (now - start).abs() < 86_400.0,
+            "StartTime {start}, now {now}"
+        );
+        assert_eq!(totals["version"], "1.3");
+        let recorded = summary["started_at_epoch_secs"].as_f64().unwrap();
+        assert!((start - recorded).abs() < 0.001, "{start} vs {recorded}");
         let series = python_totals(&out.join("intervals.hlog")).unwrap();
         let all_rcpts = summary["totals"]["rcpts"].as_u64().unwrap()
             + summary["warmup_totals"]["rcpts"].as_u64().unwrap();
@@ -361,7 +380,8 @@ fn a_run_folder_has_every_file_and_each_reads_back() {
 #[test]
 fn merged_shards_equal_one_unsharded_run() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario(dir.path());
+    // No warm-up: a shard of this small workload ends within the usual 0.2 s.
+    let scenario = scenario_with(dir.path(), "0.0");
     let population = dir.path().join("population.tsv");
     build_population(&scenario, None, &population);
     let server = serve(&["--population", population.to_str().unwrap()]);
@@ -442,6 +462,125 @@ fn merged_shards_equal_one_unsharded_run() {
         );
     }
     assert!(merged.join("report.html").is_file());
+    // The merged report says what it is made of, and the server the shards ran against.
+    assert_eq!(m["merged"]["shards"], serde_json::json!([0, 1]));
+    assert_eq!(m["shard"], serde_json::Value::Null);
+    assert_eq!(
+        common::summary(&a)["shard"],
+        serde_json::json!({"index": 0, "count": 2})
+    );
+    assert_eq!(w["shard"], serde_json::Value::Null);
+    assert_eq!(w["scenario_fingerprint"].as_str().unwrap().len(), 16);
+    let report = std::fs::read_to_string(merged.join("summary.md")).unwrap();
+    assert!(report.contains("merged shards 0/2, 1/2"), "{report}");
+    assert!(report.contains(&format!("{} (external server)", server.addr)));
+
+    // What would count sessions twice, or add up different workloads, is refused.
+    let refused = |dirs: &[&Path], partial: bool, why: &str| {
+        let out = dir.path().join(format!("refused-{}", why.len()));
+        let mut args = vec!["report", "merge", "-o", out.to_str().unwrap()];
+        if partial {
+            args.push("--partial");
+        }
+        args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        assert!(!out.exists(), "a refused merge writes no report");
+    };
+    refused(&[&a, &b, &a], true, "shard 0/2 is given twice");
+    refused(&[&whole, &b], true, "is a whole run");
+    refused(&[&b], false, "shard 0/2 of the workload is missing");
+    let other_text = SCENARIO
+        .replace("WARMUP", "0.0")
+        .replace("recipients_max = 20", "recipients_max = 19");
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other_scenario = other_dir.join("reports.toml");
+    std::fs::write(&other_scenario, other_text).unwrap();
+    let other = dir.path().join("other-run");
+    let output = common::load(&other_scenario, &server, &other, &["--shard", "1/2"]);
+    assert!(output.status.success());
+    refused(&[&a, &other], false, "different scenarios");
+
+    // With --partial a missing shard is merged and said, in every rendering.
+    let partial = dir.path().join("partial");
+    let output = ok(&[
+        "report",
+        "merge",
+        "--partial",
+        "-o",
+        partial.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for text in [
+        stdout.into_owned(),
+        std::fs::read_to_string(partial.join("summary.md")).unwrap(),
+        std::fs::read_to_string(partial.join("report.html")).unwrap(),
+    ] {
+        assert!(text.contains("PARTIAL MERGE"), "{text}");
+        assert!(
+            text.to_lowercase().contains("shard 0/2 of 2 missing"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        common::summary(&partial)["merged"]["missing"],
+        serde_json::json!([0])
+    );
+}
+
+#[test]
+fn merged_bench_shards_name_their_servers_not_an_external_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // No warm-up: a shard of this small workload may end within 0.2 s.
+    let scenario = scenario_with(dir.path(), "0.0");
+    let bench = |name: &str, shard: &str| -> PathBuf {
+        let out = dir.path().join(name);
+        ok(&[
+            "bench",
+            scenario.to_str().unwrap(),
+            "--shard",
+            shard,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        out
+    };
+    let (a, b) = (bench("a", "0/2"), bench("b", "1/2"));
+    let merged = dir.path().join("merged");
+    let output = ok(&[
+        "report",
+        "merge",
+        "-o",
+        merged.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let m = common::summary(&merged);
+    assert_eq!(m["server"], serde_json::Value::Null);
+    assert!(
+        m["merged"]["server_note"]
+            .as_str()
+            .unwrap()
+            .contains("do not add up")
+    );
+    for text in [
+        stdout.into_owned(),
+        std::fs::read_to_string(merged.join("summary.md")).unwrap(),
+        std::fs::read_to_string(merged.join("report.html")).unwrap(),
+    ] {
+        assert!(
+            text.contains("2 bulkbench servers, one per shard, backend memory"),
+            "{text}"
+        );
+        assert!(text.contains("merged shards 0/2, 1/2"), "{text}");
+        assert!(!text.contains("external"), "{text}");
+    }
 }
 
 #[test]
@@ -469,6 +608,8 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         &slow_arm,
         "--repeat",
         "2",
+        "--order-seed",
+        "5",
         "--out",
         out.to_str().unwrap(),
         "--quiet",
@@ -497,25 +638,46 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         s.ratios["rcpt_per_sec"] < 0.67,
         "ratio to the first arm: {text}"
     );
+    // Two repeats each: the ratio has its interval, far from 1.
+    let interval = s.intervals["rcpt_per_sec"];
+    assert!(interval.high < 0.8 && !interval.is_noise(), "{text}");
+    // The arms ran in the order the seed draws, recorded.
+    let order = comparison.run_order.as_ref().expect("run order recorded");
+    let names = ["fast", "slow"];
+    let drawn: Vec<Vec<String>> = bulk_report::compare::run_order(2, 2, 5)
+        .iter()
+        .map(|repeat| repeat.iter().map(|&i| names[i].to_owned()).collect())
+        .collect();
+    assert_eq!((order.seed, &order.repeats), (5, &drawn));
+    let markdown = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    assert!(
+        markdown.contains("run order (seed 5: repeat 1: "),
+        "{markdown}"
+    );
 
-    // Against the fast arm as a baseline, the slow server under the same name regresses.
+    // Against the fast arm as a baseline, the slow server under the same name regresses:
+    // the whole interval of its RCPT/s ratio lies below 0.8. The verdict is in every file.
     let regressed = dir.path().join("cmp2");
     let renamed = format!("fast={}", slow.addr);
-    let output = run(&[
-        "compare",
-        scenario.to_str().unwrap(),
-        "--target",
-        &renamed,
-        "--repeat",
-        "1",
-        "--baseline",
-        out.to_str().unwrap(),
-        "--max-regression",
-        "20",
-        "--out",
-        regressed.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let baseline = out.to_str().unwrap().to_owned();
+    let against_baseline = |repeat: &str, out: &Path| {
+        run(&[
+            "compare",
+            scenario.to_str().unwrap(),
+            "--target",
+            &renamed,
+            "--repeat",
+            repeat,
+            "--baseline",
+            &baseline,
+            "--max-regression",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+    };
+    let output = against_baseline("2", &regressed);
     assert_eq!(
         output.status.code(),
         Some(4),
@@ -523,6 +685,44 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         String::from_utf8_lossy(&output.stdout)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("REGRESSIONS"));
+    let saved = bulk_report::Comparison::load(&regressed).unwrap();
+    let verdict = saved.verdict.expect("the verdict is saved");
+    assert!(!verdict.passed);
+    let check = verdict
+        .checks
+        .iter()
+        .find(|c| c.metric == "rcpt_per_sec")
+        .unwrap();
+    assert_eq!(check.outcome, bulk_report::compare::Outcome::Fail);
+    assert!(check.interval.unwrap().high < 0.8, "{check:?}");
+    for name in ["comparison.md", "comparison.html"] {
+        let text = std::fs::read_to_string(regressed.join(name)).unwrap();
+        assert!(text.contains("Against the baseline"), "{name}");
+        assert!(text.contains("FAIL: "), "{name}");
+        assert!(text.contains("REGRESSION against the baseline"), "{name}");
+    }
+
+    // One repeat has no interval: the same drop is not judged, and the reports say why.
+    let single = dir.path().join("cmp-single");
+    let output = against_baseline("1", &single);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let verdict = bulk_report::Comparison::load(&single)
+        .unwrap()
+        .verdict
+        .unwrap();
+    assert!(verdict.passed);
+    assert!(
+        verdict
+            .checks
+            .iter()
+            .all(|c| c.outcome == bulk_report::compare::Outcome::NoInterval)
+    );
+    for name in ["comparison.md", "comparison.html"] {
+        let text = std::fs::read_to_string(single.join(name)).unwrap();
+        assert!(text.contains("PASS: "), "{name}");
+        assert!(text.contains(bulk_report::compare::ONE_REPEAT), "{name}");
+    }
 
     // An arm that cannot run is reported as failed; the others complete.
     let failing = dir.path().join("cmp3");

@@ -30,6 +30,41 @@ pub fn scenario(sessions: u64, concurrency: u64, rate: Option<f64>) -> Scenario 
     Scenario::from_toml(&text, "test").expect("test scenario is valid")
 }
 
+/// Sessions of 2 to 5 transactions of 1 to 4 RCPTs each, some without a message (size 0
+/// or no recipient accepted), pipelined or not: every way a transaction can end.
+pub fn transactions_scenario(pipelining: bool) -> Scenario {
+    let text = format!(
+        "name = \"test\"\nseed = 11\n\
+         [population]\nmailboxes = 2000\ndomains = 20\n\
+         [workload]\nsessions = 120\nconcurrency = 8\n\
+         transactions_min = 2\ntransactions_max = 5\n\
+         recipients_min = 1\nrecipients_max = 4\nbulk_share = 0.8\n\
+         message_size_min = 0\nmessage_size_max = 3\npipelining = {pipelining}\n\
+         warmup_secs = 0.0\ntimeout_ms = 5000\n"
+    );
+    Scenario::from_toml(&text, "test").expect("test scenario is valid")
+}
+
+/// What the server's replies to a workload should add up to: transactions that deliver a
+/// message (a size and an accepted recipient), and those followed by another without one
+/// (each such is followed by RSET).
+pub fn transaction_counts(workload: &Workload) -> (u64, u64) {
+    let mut messages = 0;
+    let mut resets = 0;
+    for session in &workload.sessions {
+        for (i, t) in session.transactions.iter().enumerate() {
+            let accepted = t
+                .recipients
+                .iter()
+                .any(|r| r.expected(t.kind) == bulk_policy::Verdict::Accept);
+            let delivered = t.message_size > 0 && accepted;
+            messages += u64::from(delivered);
+            resets += u64::from(!delivered && i + 1 < session.transactions.len());
+        }
+    }
+    (messages, resets)
+}
+
 pub struct Prepared {
     pub scenario: Scenario,
     pub model: PopulationModel,
@@ -131,6 +166,10 @@ pub enum Plain {
     SilentAfterEhlo,
     /// Waits this long before every reply line after the greeting.
     Slow(Duration),
+    /// Accepts every recipient, then answers DATA with `451 4.3.0`.
+    DataTempfail,
+    /// Accepts every message's DATA, then refuses it at its end with `554 5.6.0`.
+    MessageRefused,
 }
 
 /// A minimal line-based SMTP server for behaviours bulkbench's server never shows.
@@ -152,7 +191,11 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
                     let mut reply: &[u8] = if in_data {
                         if line == "." {
                             in_data = false;
-                            b"250 2.0.0 queued\r\n"
+                            if let Plain::MessageRefused = mode {
+                                b"554 5.6.0 content refused\r\n"
+                            } else {
+                                b"250 2.0.0 queued\r\n"
+                            }
                         } else {
                             continue;
                         }
@@ -169,6 +212,9 @@ pub async fn start_plain(mode: Plain) -> SocketAddr {
                                     return;
                                 }
                                 b"250 2.1.5 ok\r\n"
+                            }
+                            "DATA" if matches!(mode, Plain::DataTempfail) => {
+                                b"451 4.3.0 try again later\r\n"
                             }
                             "DATA" => {
                                 in_data = true;
@@ -201,15 +247,16 @@ pub fn lone_accepted_recipient(
 ) -> (&bulk_population::SessionSpec, &bulk_population::Recipient) {
     let mut counts = std::collections::HashMap::new();
     for session in &workload.sessions {
-        for r in &session.recipients {
+        for (_, r) in session.recipients() {
             *counts.entry(r.address.as_str()).or_insert(0) += 1;
         }
     }
     workload
         .sessions
         .iter()
-        .filter(|s| s.kind == bulk_population::Kind::Bulk && s.recipients.len() <= 20)
-        .flat_map(|s| s.recipients.iter().map(move |r| (s, r)))
+        .flat_map(|s| s.transactions.iter().map(move |t| (s, t)))
+        .filter(|(_, t)| t.kind == bulk_population::Kind::Bulk && t.recipients.len() <= 20)
+        .flat_map(|(s, t)| t.recipients.iter().map(move |r| (s, r)))
         .find(|(_, r)| r.verdict == Verdict::Accept && counts[r.address.as_str()] == 1)
         .expect("an accepted recipient that occurs once")
 }

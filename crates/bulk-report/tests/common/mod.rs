@@ -90,15 +90,15 @@ pub fn run(spec: &Spec) -> RunData {
                 for k in 0..count {
                     let v = (base + 13 * k) * jitter * tail * spec.latency_scale;
                     rec.record(phase, v);
-                    rec.record_interval(second, phase, v);
+                    rec.record_interval(second * 1_000_000, phase, v);
                     step = step.max(v);
                 }
                 total += step;
             }
             rec.record(Phase::Session, total);
-            rec.record_interval(second, Phase::Session, total);
+            rec.record_interval(second * 1_000_000, Phase::Session, total);
             rec.record(Phase::ScheduleLag, 5 * jitter);
-            rec.record_interval(second, Phase::ScheduleLag, 5 * jitter);
+            rec.record_interval(second * 1_000_000, Phase::ScheduleLag, 5 * jitter);
             tot.sessions += 1;
             tot.sessions_completed += 1;
             tot.rcpts += spec.rcpts_per_session;
@@ -140,6 +140,8 @@ pub fn run(spec: &Spec) -> RunData {
         window: Duration::from_secs_f64(measured_secs),
         elapsed: Duration::from_secs(spec.secs),
         interrupted: false,
+        drawn: 0,
+        drawn_rcpts: 0,
     };
     summarize(spec, &result)
 }
@@ -149,6 +151,8 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
     let summary = Summary::new(
         SummaryInput {
             command: "bench".into(),
+            // A fixed start, so reports of the same data are the same text.
+            started_at: std::time::UNIX_EPOCH + Duration::from_secs(1_795_811_045),
             // A real scenario, serialized as the binary does: a full copy, every default
             // filled in, as the schema requires.
             scenario: {
@@ -168,6 +172,9 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
                 serde_json::to_value(&scenario).unwrap()
             },
             seed: 7,
+            scenario_fingerprint: 0x0123_4567_89ab_cdef,
+            trace: None,
+            shard: None,
             target: Target {
                 address: "127.0.0.1:2525".into(),
                 external: spec.server.is_none(),
@@ -211,9 +218,6 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
         },
         result,
     );
-    let mut summary = summary;
-    // A fixed start, so reports of the same data are the same text.
-    summary.started_at = "20261127T202405Z".into();
     RunData::new(summary, result)
 }
 
@@ -228,6 +232,8 @@ pub fn empty_run() -> RunData {
         window: Duration::ZERO,
         elapsed: Duration::ZERO,
         interrupted: true,
+        drawn: 0,
+        drawn_rcpts: 0,
     };
     summarize(
         &Spec {
