@@ -183,7 +183,7 @@ pub struct WorkloadConfig {
     pub recipients_max: u32,
     /// `"uniform"`, `"geometric"` or `"fixed"`; default uniform.
     pub recipients_distribution: RecipientsDistribution,
-    /// Geometric only, required: mean recipients per session before truncation, in
+    /// Geometric only, required: mean recipients per transaction before truncation, in
     /// [recipients_min, recipients_max].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipients_mean: Option<f64>,

@@ -325,7 +325,16 @@ pub(crate) fn scenario_figures(scenario: &Value) -> Vec<(String, String)> {
             .or_else(|| text("workload", "duration_secs").map(|d| format!("for {d} s"))),
     );
     push(
-        "recipients per session",
+        "transactions per session",
+        text("workload", "transactions_min").map(|min| {
+            match text("workload", "transactions_max").filter(|max| *max != min) {
+                Some(max) => format!("{min}..{max} (uniform)"),
+                None => min,
+            }
+        }),
+    );
+    push(
+        "recipients per transaction",
         text("workload", "recipients_min").map(|min| {
             format!(
                 "{min}..{} ({})",
