@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 /// Largest latency recorded, in microseconds (one hour); larger values are clamped.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
-/// Significant digits of the main histograms (DESIGN.md section 5).
+/// Significant digits of the main histograms (docs/measuring.md, "Histograms and the
+/// interval series").
 pub const SIGNIFICANT_DIGITS: u8 = 3;
 /// Significant digits of the interval histograms (every phase): two keep a run's series in
 /// tens of megabytes, and percentiles over time need no more.

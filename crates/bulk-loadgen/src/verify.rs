@@ -1,5 +1,5 @@
 //! Reply verification: every RCPT reply is classified and checked against the verdict the
-//! population predicts (DESIGN.md section 5).
+//! population predicts (docs/measuring.md, "Verifying RCPT replies").
 
 use std::collections::BTreeMap;
 

@@ -59,7 +59,8 @@ pub use keys::{Key, KeyBatch};
 pub use memory::MemoryBackend;
 pub use population::{EntryError, MAX_DOMAIN_LEN, Population, PopulationError, Preference, Regime};
 
-/// The answer to one RCPT of a bulk transaction (DESIGN.md section 2 maps each to a reply).
+/// The answer to one RCPT of a bulk transaction (docs/protocol.md, "Replies", maps each to a
+/// reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// The recipient accepts bulk mail (`250 2.1.5`).

@@ -167,8 +167,8 @@ impl Reply {
     }
 }
 
-/// Every fixed reply, by situation. The reply table of DESIGN.md section 2 in code: the
-/// codes and enhanced codes are fixed; the text is for people.
+/// Every fixed reply, by situation. The reply table of docs/protocol.md ("Replies") in code:
+/// the codes and enhanced codes are fixed; the text is for people.
 pub mod replies {
     use super::Reply;
 

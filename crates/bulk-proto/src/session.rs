@@ -19,9 +19,9 @@ use crate::reply::{Closing, QueueId, Reply, ServerIdentity, replies};
 /// RCPTs a batch is sized for up front; more just grow the buffers.
 const RCPT_BATCH_HINT: usize = 16;
 
-/// Harvest-resistant mode (DESIGN.md section 2): unknown and opted-out mailboxes get the
-/// same answer, and after `unknown_threshold` unknown mailboxes in a session every further
-/// RCPT is delayed.
+/// Harvest-resistant mode (docs/protocol.md, "Harvest-resistant mode"): unknown and
+/// opted-out mailboxes get the same answer, and after `unknown_threshold` unknown mailboxes
+/// in a session every further RCPT is delayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HarvestConfig {
     /// Unknown mailboxes a session may name before its RCPTs are delayed.

@@ -1,5 +1,16 @@
 //! Plots of a run, each written as SVG and PNG, drawn with plotters and the embedded DejaVu
-//! font (no system fonts: see DEPENDENCIES.md, "plotters: text without system fonts").
+//! font.
+//!
+//! Why no system fonts: plotters' default `ttf` feature finds fonts through fontconfig and
+//! renders them with FreeType, so it needs two C libraries and fails at run time
+//! (`NoSuchFont`) on a machine without fonts installed, a CI container or a bare server.
+//! The workspace instead enables plotters' pure-Rust `ab_glyph` feature and embeds the
+//! DejaVu fonts (the `dejavu` crate); [`register_fonts`] registers them before any drawing
+//! (SVG output measures text too). No crate of the workspace may enable `ttf`: Cargo
+//! unifies features, and `ttf` would silently take the place of `ab_glyph`. Feature
+//! unification is also why the benches build criterion without its default features: its
+//! own plots would draw with this build of plotters, where no font is found until one is
+//! registered.
 //!
 //! A [`Plot`] holds its figures already extracted from the run (plain numbers, no
 //! histograms), so plots are independent tasks: [`render_plots`] draws them in parallel
