@@ -5,8 +5,8 @@
 //! event found by one worker often wakes a task another worker must run, which costs a
 //! futex wake-up and moves the task's data between cores. With a loop per thread every
 //! session stays on the thread that started it, and a thread only sleeps in `epoll_wait`.
-//! Measured on `scenarios/sessions-10k.toml` (BENCHMARKS.md): about 10% less generator CPU
-//! per RCPT than the multi-threaded runtime, at the same throughput.
+//! What that saved against the multi-threaded runtime, measured on
+//! `scenarios/sessions-10k.toml`: BENCHMARKS.md, section 4 ("What was done for it before").
 
 use std::io;
 use std::sync::mpsc;

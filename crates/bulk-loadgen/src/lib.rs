@@ -2,7 +2,7 @@
 //! checks every RCPT reply against the population's verdict, and records latency honestly.
 //!
 //! [`run`] takes a [`Workload`] (from `bulk-population`) and a [`LoadConfig`], and returns a
-//! [`RunResult`]: per-phase HdrHistograms ([`Phase`]), one-second intervals, counts by
+//! [`RunResult`]: per-phase HdrHistograms ([`Phase`]), an interval series, counts by
 //! [`ReplyClass`], [`Mismatches`] and failures by [`ErrorKind`]. Two schedules:
 //!
 //! - closed loop: N sessions in flight, each starting when one ends;

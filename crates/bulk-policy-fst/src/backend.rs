@@ -82,8 +82,8 @@ impl FstBackend {
     ///
     /// Checks, in order: the file opens and maps ([`FstError::Open`]); the `fst` crate
     /// accepts it and its checksum matches ([`FstError::Format`]; this reads the whole file
-    /// once, 30 ms for the 82 MB table of 10,000,000 mailboxes when cached, and leaves it
-    /// in the page cache); it has the bulkbench header key ([`FstError::NotATable`]) of
+    /// once, and leaves it in the page cache: open times are in BENCHMARKS.md, section 3,
+    /// "Size and build time"); it has the bulkbench header key ([`FstError::NotATable`]) of
     /// [`FORMAT_VERSION`](crate::FORMAT_VERSION) ([`FstError::Version`]); and the header is
     /// consistent ([`FstError::Header`]).
     ///

@@ -22,9 +22,9 @@
 //! walks short and their cache misses overlapped: a domain index in memory (each served
 //! domain with the fst node its mailbox keys continue from, built at open), so a lookup
 //! walks only the local part; and walks of a batch run eight at a time, each prefetching
-//! its next node while the others step (`walk.rs`). Measured in the `policy_backends`
-//! bench (BENCHMARKS.md): about 8 bytes per mailbox, and per address in batches of 100 at
-//! 1,000,000 mailboxes 1.5x `MemoryBackend`'s time (uniform) to 1.9x (Zipf).
+//! its next node while the others step (`walk.rs`). The table takes about 8 bytes per
+//! mailbox; its lookup cost against `MemoryBackend`'s, measured in the `policy_backends`
+//! bench, is in BENCHMARKS.md, section 3.
 //!
 //! # File format
 //!

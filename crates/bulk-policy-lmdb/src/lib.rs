@@ -18,9 +18,10 @@
 //!   them, and a process that finds the memory map grown by another adopts the new size.
 //! - [`LmdbError`] says what went wrong, naming the directory or the address.
 //!
-//! On 10M mailboxes, a lookup costs about 1.5 to 2 µs per address once the data is in the
-//! page cache (a B-tree descent through the memory map), four to five times the
-//! in-memory backend, and the environment takes about 38 bytes per mailbox.
+//! A lookup is a B-tree descent through the memory map, several times the in-memory
+//! backend's hash probe, and the environment takes about 38 bytes per mailbox; lookup
+//! costs at 1M and 10M mailboxes, and what they cost a server end to end, are in
+//! BENCHMARKS.md, section 3.
 //!
 //! # Layout
 //!

@@ -276,12 +276,12 @@ pub struct GeneratorCost {
 /// A tickless kernel times each idle period on the monotonic clock, but user, system, irq
 /// and softirq are sampled at the timer tick, and a tick that finds the CPU idle is not
 /// taken at all: on a CPU that goes idle thousands of times a second their sum falls short
-/// of the time the CPU was not idle (by 15% on the project's VM). So busy time is the span
-/// less idle and steal (steal as the hypervisor reports it, booked at ticks), split by kind
-/// in the proportions of the samples. The split assumes the four kinds are sampled alike,
-/// as with tick accounting (the project's VM); a kernel built with
-/// `CONFIG_IRQ_TIME_ACCOUNTING` times irq and softirq exactly, and there the split
-/// overstates them a little.
+/// of the time the CPU was not idle (by how much on the project's VM: BENCHMARKS.md,
+/// section 4). So busy time is the span less idle and steal (steal as the hypervisor
+/// reports it, booked at ticks), split by kind in the proportions of the samples. The split
+/// assumes the four kinds are sampled alike, as with tick accounting (the project's VM); a
+/// kernel built with `CONFIG_IRQ_TIME_ACCOUNTING` times irq and softirq exactly, and there
+/// the split overstates them a little.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CpuTimes {
     /// Monotonic-clock seconds (since boot: only differences mean anything) times the
