@@ -6,11 +6,11 @@
 //! (`NoSuchFont`) on a machine without fonts installed, a CI container or a bare server.
 //! The workspace instead enables plotters' pure-Rust `ab_glyph` feature and embeds the
 //! DejaVu fonts (the `dejavu` crate); [`register_fonts`] registers them before any drawing
-//! (SVG output measures text too). No crate of the workspace may enable `ttf`: Cargo
-//! unifies features, and `ttf` would silently take the place of `ab_glyph`. Feature
-//! unification is also why the benches build criterion without its default features: its
-//! own plots would draw with this build of plotters, where no font is found until one is
-//! registered.
+//! (SVG output measures text too). Turning `ttf` on in any crate of the workspace would
+//! turn it on here as well, since a dependency's features are merged across the build, and
+//! it would then take precedence over `ab_glyph` without an error. The same merging is why
+//! the benches build criterion without its default features: its own plots would draw
+//! with this build of plotters, where no font is found until one is registered.
 //!
 //! A [`Plot`] holds its figures already extracted from the run (plain numbers, no
 //! histograms), so plots are independent tasks: [`render_plots`] draws them in parallel
