@@ -369,7 +369,7 @@ pub async fn run(
     match run.config.schedule {
         Schedule::Closed { concurrency } => {
             // Sized in time: no session starts after this (those in flight finish).
-            let end = workload.duration().map(|d| run.start + d);
+            let end = workload.duration().and_then(|d| run.start.checked_add(d));
             for worker in 0..concurrency.max(1) {
                 let (run, workload) = (run.clone(), workload.clone());
                 let (drawn, drawn_rcpts) = (drawn.clone(), drawn_rcpts.clone());
@@ -390,7 +390,7 @@ pub async fn run(
                             break;
                         };
                         drawn_rcpts.fetch_add(spec.rcpt_count(), Ordering::Relaxed);
-                        run.session(&spec, Instant::now(), None, &mut state).await;
+                        run.session(spec, Instant::now(), None, &mut state).await;
                         tokio::task::coop::consume_budget().await;
                     }
                 };
@@ -477,9 +477,9 @@ pub async fn run(
         // A number is taken only to start a session, but past the end of a list.
         drawn: match (run.config.schedule, workload.duration()) {
             (Schedule::Closed { .. }, Some(_)) => drawn.load(Ordering::Relaxed),
-            (Schedule::Closed { .. }, None) => drawn
-                .load(Ordering::Relaxed)
-                .min(workload.sessions.len() as u64),
+            (Schedule::Closed { .. }, None) => {
+                drawn.load(Ordering::Relaxed).min(workload.session_count())
+            }
             (Schedule::Open, _) => workload.sessions.len() as u64,
         },
         drawn_rcpts: match run.config.schedule {

@@ -84,10 +84,21 @@ impl PreciseTimer {
     pub(crate) async fn sleep_until(&mut self, deadline: Instant) {
         let wake = deadline.checked_sub(self.early).unwrap_or(deadline);
         if self.sleep_on_timer(wake).await {
-            // How late the wake-up came, smoothed (1/8 of each new one): arm that much
-            // earlier next time.
+            // How late the wake-up came. Lateness also holds the time the loop's other
+            // tasks ran before this one was polled (load, not wake-up), so the estimate
+            // falls fast (1/8 of each shorter wake-up) and rises slowly (1/32): it tracks
+            // the loop's quick wake-ups, not its busy ones.
             let late = Instant::now().saturating_duration_since(wake);
-            self.early = ((self.early * 7 + late) / 8).min(MAX_EARLY);
+            self.early = if late < self.early {
+                (self.early * 7 + late) / 8
+            } else {
+                (self.early * 31 + late) / 32
+            }
+            .min(MAX_EARLY);
+        } else {
+            // No sleep (the next start was nearer than `early`): yielding fills the gap,
+            // so let the anticipation shrink while starts come this close.
+            self.early = self.early * 15 / 16;
         }
         while Instant::now() < deadline {
             tokio::task::yield_now().await;
@@ -135,7 +146,11 @@ impl PreciseTimer {
                 }
             });
             match read {
-                Ok(Ok(())) => return true,
+                Ok(Ok(())) => {
+                    // Drained: the next wait sleeps instead of failing a read first.
+                    ready.clear_ready();
+                    return true;
+                }
                 // Readiness left over from an earlier expiry: try_io cleared it; wait on.
                 Err(_would_block) => {}
                 Ok(Err(_)) => {

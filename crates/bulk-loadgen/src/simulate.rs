@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bulk_policy::{PolicyBackend, Verdict};
-use bulk_population::{SessionSpec, Workload};
+use bulk_population::{RunLength, SessionSpec, Workload};
 use bulk_proto::{Event, QueueId, ServerIdentity, Session, SessionConfig};
 use rayon::prelude::*;
 
@@ -240,11 +240,10 @@ pub fn session_config(server: &bulk_population::ServerConfig) -> SessionConfig {
 /// so reading it costs nothing next to the work.
 const CHUNK: usize = 64;
 
-/// Sessions drawn at a time when simulating a workload sized in time.
-const TIMED_BATCH: u64 = 16 * 1024;
-
-/// Simulates every session of `workload` against `policy` on the current rayon pool; a
-/// workload sized in time is drawn and simulated batch by batch until its time is up.
+/// Simulates every session of `workload` against `policy` on the current rayon pool, as a
+/// run would start them: a list once, a cycled list to its count, and a workload sized in
+/// time pass after pass over its pool until the time is up (its sessions were drawn
+/// before, as a list's are, so `wall` holds no drawing either way).
 pub fn simulate<P: PolicyBackend>(
     workload: &Workload,
     policy: &P,
@@ -261,18 +260,22 @@ pub fn simulate<P: PolicyBackend>(
     let run = |sessions: &[SessionSpec]| {
         simulate_sessions(sessions, policy, &identity, config, expectations, verify)
     };
-    let tally = match workload.duration() {
-        None => run(&workload.sessions),
-        Some(duration) => {
+    let pool = &workload.sessions[..];
+    let tally = match workload.run {
+        RunLength::Once => run(pool),
+        RunLength::Count(count) if !pool.is_empty() => {
+            let len = pool.len() as u64;
             let mut tally = Tally::default();
-            let mut next = 0u64;
-            while wall_start.elapsed() < duration {
-                let batch: Vec<SessionSpec> = (next..next + TIMED_BATCH)
-                    .into_par_iter()
-                    .filter_map(|k| workload.session(k).map(std::borrow::Cow::into_owned))
-                    .collect();
-                next += TIMED_BATCH;
-                tally = tally.merge(run(&batch));
+            for _ in 0..count / len {
+                tally = tally.merge(run(pool));
+            }
+            tally.merge(run(&pool[..(count % len) as usize]))
+        }
+        RunLength::Count(_) => Tally::default(),
+        RunLength::Time(duration) => {
+            let mut tally = run(pool);
+            while wall_start.elapsed() < duration && !pool.is_empty() {
+                tally = tally.merge(run(pool));
             }
             tally
         }

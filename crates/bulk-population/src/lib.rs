@@ -65,4 +65,4 @@ pub use scenario::{
     Arrival, LoopMode, Popularity, PopulationConfig, RecipientsDistribution, Scenario,
     ScenarioError, ServerConfig, WorkloadConfig,
 };
-pub use workload::{Kind, Recipient, SessionSpec, TraceError, Transaction, Workload};
+pub use workload::{Kind, Recipient, RunLength, SessionSpec, TraceError, Transaction, Workload};

@@ -22,6 +22,11 @@ pub const MAX_SESSIONS: u64 = 100_000_000;
 pub const MAX_RECIPIENTS_PER_SESSION: u32 = 100_000;
 /// Largest `workload.transactions_max` accepted.
 pub const MAX_TRANSACTIONS_PER_SESSION: u32 = 100_000;
+/// Largest `transactions_max x recipients_max`: the RCPTs one session may hold (a session
+/// is drawn whole, so this bounds its memory, about 64 bytes per RCPT).
+pub const MAX_RCPTS_PER_SESSION: u64 = 1_000_000;
+/// Largest `workload.duration_secs` accepted: a week.
+pub const MAX_DURATION_SECS: f64 = 7.0 * 86_400.0;
 /// Default closed-loop `workload.concurrency`.
 pub const DEFAULT_CONCURRENCY: u32 = 50;
 /// Default open-loop `workload.max_in_flight`: the open-files limit here is 20,000 per
@@ -421,8 +426,8 @@ impl Scenario {
     pub fn timed_duration(&self) -> Option<std::time::Duration> {
         let w = &self.workload;
         match (w.mode, w.sessions, w.duration_secs) {
-            (LoopMode::Closed, None, Some(secs)) if secs.is_finite() && secs > 0.0 => {
-                Some(std::time::Duration::from_secs_f64(secs))
+            (LoopMode::Closed, None, Some(secs)) if secs > 0.0 => {
+                std::time::Duration::try_from_secs_f64(secs.min(MAX_DURATION_SECS)).ok()
             }
             _ => None,
         }
@@ -636,6 +641,13 @@ impl Scenario {
                     format!("{secs} must be finite and > 0"),
                 ));
             }
+            (None, Some(secs)) if secs > MAX_DURATION_SECS => {
+                return Err(invalid(
+                    Some("workload"),
+                    "duration_secs",
+                    format!("{secs} s is longer than a week ({MAX_DURATION_SECS} s)"),
+                ));
+            }
             (None, Some(secs)) if secs <= w.warmup_secs => {
                 return Err(invalid(
                     Some("workload"),
@@ -686,6 +698,18 @@ impl Scenario {
                 format!(
                     "{} is greater than workload.transactions_max ({})",
                     w.transactions_min, w.transactions_max
+                ),
+            ));
+        }
+        let per_session = u64::from(w.transactions_max) * u64::from(w.recipients_max);
+        if per_session > MAX_RCPTS_PER_SESSION {
+            return Err(invalid(
+                Some("workload"),
+                "transactions_max",
+                format!(
+                    "{} transactions of up to {} RCPTs is {per_session} RCPTs a session, over \
+                     {MAX_RCPTS_PER_SESSION}",
+                    w.transactions_max, w.recipients_max
                 ),
             ));
         }
@@ -903,6 +927,16 @@ mod tests {
                 "[workload]\nduration_secs = 1.0\nwarmup_secs = 1.0\n",
                 "workload.duration_secs",
                 "not longer than warmup_secs",
+            ),
+            (
+                "[workload]\nduration_secs = 1e20\n",
+                "workload.duration_secs",
+                "longer than a week",
+            ),
+            (
+                "[workload]\nsessions = 1\ntransactions_max = 100000\nrecipients_max = 100000\n",
+                "workload.transactions_max",
+                "RCPTs a session",
             ),
         ] {
             let error = Scenario::from_toml(text, "timed").unwrap_err();

@@ -156,7 +156,7 @@ impl From<SessionSpecV1> for SessionSpec {
 /// draws session after session by index for as long as the run lasts
 /// ([`duration`](Self::duration), [`session`](Self::session)); each session is the same
 /// either way, since it depends only on (seed, index).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
     /// Name of the scenario the sessions were drawn from.
     pub scenario: String,
@@ -166,40 +166,25 @@ pub struct Workload {
     /// population the recipients' verdicts were drawn from (`None`: a trace written before
     /// traces recorded it).
     pub population: Option<u64>,
-    /// The sessions, by increasing index (empty for a workload sized in time).
+    /// The sessions, by increasing index: the whole list, or the pool a workload sized in
+    /// time cycles through.
     pub sessions: Vec<SessionSpec>,
-    /// Sized in time: draws sessions on demand.
-    timed: Option<Timed>,
+    /// How the list is run: once, cycled to a count, or cycled for a time.
+    pub run: RunLength,
 }
 
-/// A closed loop sized in time: the drawer, how long, and which shard of the indices.
-#[derive(Clone, Debug)]
-struct Timed {
-    generator: std::sync::Arc<Generator>,
-    duration: std::time::Duration,
-    /// This workload runs the sessions whose index is `shard.0` modulo `shard.1`.
-    shard: (u32, u32),
+/// How many sessions of a [`Workload`] run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RunLength {
+    /// Each session of the list once.
+    #[default]
+    Once,
+    /// The list in order, cyclically, until this many sessions have started (a trace of
+    /// a run sized in time).
+    Count(u64),
+    /// The list in order, cyclically, until the time is up (a closed loop sized in time).
+    Time(std::time::Duration),
 }
-
-impl PartialEq for Workload {
-    fn eq(&self, other: &Self) -> bool {
-        (
-            &self.scenario,
-            self.seed,
-            self.population,
-            &self.sessions,
-            self.duration(),
-        ) == (
-            &other.scenario,
-            other.seed,
-            other.population,
-            &other.sessions,
-            other.duration(),
-        ) && self.timed.as_ref().map(|t| t.shard) == other.timed.as_ref().map(|t| t.shard)
-    }
-}
-
-impl Eq for Workload {}
 
 /// A trace could not be read. Every variant about content names the 1-based line.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +251,9 @@ struct TraceHeader {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     population: Option<u64>,
     sessions: u64,
+    /// The sessions run cyclically until this many started (a run sized in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runs: Option<u64>,
 }
 
 /// Verdicts as snake_case strings (bulk_policy's `Verdict` has no serde).
@@ -549,6 +537,37 @@ fn mix_case(address: &mut String, at: usize, style: u8) {
     *address = String::from_utf8(bytes).unwrap_or_default();
 }
 
+/// RCPTs a workload sized in time draws before its run, to cycle through: drawing during
+/// the run would cost the generator's event loops as much as a quarter of their time (and
+/// block them for a millisecond per large session); this many RCPTs (about 80 MB) are
+/// drawn in a fraction of a second before the clock starts.
+pub const POOL_RCPTS: u64 = 1_000_000;
+/// Sessions drawn at a time while filling a pool.
+const POOL_CHUNK: u64 = 4096;
+
+/// The pool of a workload sized in time: sessions 0, 1, ... until they hold
+/// [`POOL_RCPTS`] RCPTs (at least one session), drawn in parallel chunks.
+fn pool(generator: &Generator) -> Vec<SessionSpec> {
+    let mut sessions: Vec<SessionSpec> = Vec::new();
+    let mut rcpts = 0u64;
+    let mut next = 0u64;
+    while rcpts < POOL_RCPTS && next < MAX_SESSIONS {
+        let chunk: Vec<SessionSpec> = (next..next + POOL_CHUNK)
+            .into_par_iter()
+            .map(|index| generator.session(index))
+            .collect();
+        next += POOL_CHUNK;
+        for session in chunk {
+            if rcpts >= POOL_RCPTS {
+                break;
+            }
+            rcpts += session.rcpt_count();
+            sessions.push(session);
+        }
+    }
+    sessions
+}
+
 impl Workload {
     /// A workload of these sessions (a list, as a trace holds).
     pub fn from_sessions(
@@ -562,7 +581,7 @@ impl Workload {
             seed,
             population,
             sessions,
-            timed: None,
+            run: RunLength::Once,
         }
     }
 
@@ -578,15 +597,13 @@ impl Workload {
         let generator = Generator::new(scenario, model);
         if let Some(duration) = scenario.timed_duration() {
             return Workload {
-                scenario: scenario.name.clone(),
-                seed: scenario.seed,
-                population: Some(scenario.population.fingerprint()),
-                sessions: Vec::new(),
-                timed: Some(Timed {
-                    generator: std::sync::Arc::new(generator),
-                    duration,
-                    shard: (0, 1),
-                }),
+                run: RunLength::Time(duration),
+                ..Workload::from_sessions(
+                    scenario.name.clone(),
+                    scenario.seed,
+                    Some(scenario.population.fingerprint()),
+                    pool(&generator),
+                )
             };
         }
         let count = scenario.session_count().min(MAX_SESSIONS);
@@ -608,65 +625,50 @@ impl Workload {
             seed: scenario.seed,
             population: Some(scenario.population.fingerprint()),
             sessions,
-            timed: None,
+            run: RunLength::Once,
         }
     }
 
     /// A closed loop sized in time: how long sessions are started for. `None`: the
-    /// workload is the list [`sessions`](Self::sessions).
+    /// workload runs a count of sessions.
     pub fn duration(&self) -> Option<std::time::Duration> {
-        self.timed.as_ref().map(|t| t.duration)
-    }
-
-    /// The `k`-th session this workload runs (0-based): `sessions[k]` of a list (`None`
-    /// past its end), or, sized in time, the session of index `i + k * n` of shard `i/n`,
-    /// drawn now (never `None`: the run's clock ends it).
-    pub fn session(&self, k: u64) -> Option<std::borrow::Cow<'_, SessionSpec>> {
-        match &self.timed {
-            None => usize::try_from(k)
-                .ok()
-                .and_then(|k| self.sessions.get(k))
-                .map(std::borrow::Cow::Borrowed),
-            Some(timed) => {
-                let (i, n) = timed.shard;
-                if n == 0 {
-                    return None; // an empty shard
-                }
-                let index = u64::from(i).saturating_add(k.saturating_mul(u64::from(n)));
-                Some(std::borrow::Cow::Owned(timed.generator.session(index)))
-            }
+        match self.run {
+            RunLength::Time(duration) => Some(duration),
+            _ => None,
         }
     }
 
-    /// The first `count` sessions of a workload sized in time, as a list (what a run that
-    /// started that many ran, to save as a trace); a list workload is returned whole.
-    pub fn drawn(&self, count: u64) -> Workload {
-        let sessions = match &self.timed {
-            None => self.sessions.clone(),
-            Some(_) => (0..count)
-                .into_par_iter()
-                .filter_map(|k| self.session(k).map(std::borrow::Cow::into_owned))
-                .collect(),
+    /// The `k`-th session this workload runs (0-based): `sessions[k]` of a list run once
+    /// (`None` past its end); `sessions[k % len]` of a list cycled (`None` past the count;
+    /// never, sized in time: the run's clock ends it).
+    pub fn session(&self, k: u64) -> Option<&SessionSpec> {
+        let cycled = |k: u64| {
+            let len = self.sessions.len() as u64;
+            (len > 0).then(|| &self.sessions[(k % len) as usize])
         };
-        Workload::from_sessions(self.scenario.clone(), self.seed, self.population, sessions)
+        match self.run {
+            RunLength::Once => usize::try_from(k).ok().and_then(|k| self.sessions.get(k)),
+            RunLength::Count(count) if k < count => cycled(k),
+            RunLength::Count(_) => None,
+            RunLength::Time(_) => cycled(k),
+        }
+    }
+
+    /// What a run of this workload that started `count` sessions ran, replayable exactly:
+    /// the list cycled to `count` (a workload sized in time), or the workload itself.
+    pub fn as_run(&self, count: u64) -> Workload {
+        match self.run {
+            RunLength::Time(_) => Workload {
+                run: RunLength::Count(count),
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
     }
 
     /// Shard `i` of `n`: the sessions whose index is `i` modulo `n`, with their offsets
     /// unchanged (shards run side by side on one schedule). Empty if `n == 0` or `i >= n`.
     pub fn shard(&self, i: u32, n: u32) -> Workload {
-        if let Some(timed) = &self.timed {
-            // Shard i of shard (j, m) is every n-th of its indices, j + (i + k n) m: for a
-            // whole workload (0, 1), the indices equal to i modulo n, as a list's shard.
-            let (j, m) = timed.shard;
-            let (i, n) = if n == 0 || i >= n { (0, 0) } else { (i, n) };
-            return Workload {
-                timed: Some(Timed {
-                    shard: (j + i * m, n.saturating_mul(m)),
-                    ..timed.clone()
-                }),
-                ..self.clone()
-            };
-        }
         let sessions = if n == 0 || i >= n {
             Vec::new()
         } else {
@@ -676,18 +678,50 @@ impl Workload {
                 .cloned()
                 .collect()
         };
-        Workload::from_sessions(self.scenario.clone(), self.seed, self.population, sessions)
+        // A count of a cycled list is split alike: about one n-th each.
+        let run = match self.run {
+            RunLength::Count(count) if n > 0 && i < n => {
+                let (n, i) = (u64::from(n), u64::from(i));
+                RunLength::Count(count / n + u64::from(count % n > i))
+            }
+            other => other,
+        };
+        Workload {
+            run,
+            ..Workload::from_sessions(self.scenario.clone(), self.seed, self.population, sessions)
+        }
     }
 
-    /// Total RCPTs over all sessions (0 for a workload sized in time: unknown before the
-    /// run).
+    /// Sessions a run of this workload starts: the list's length, the count it is cycled
+    /// to, or (sized in time) the pool's length, one pass of it.
+    pub fn session_count(&self) -> u64 {
+        match self.run {
+            RunLength::Count(count) => count,
+            RunLength::Once | RunLength::Time(_) => self.sessions.len() as u64,
+        }
+    }
+
+    /// RCPTs of the sessions a run starts ([`session_count`](Self::session_count)).
     pub fn rcpt_count(&self) -> u64 {
-        self.sessions.iter().map(SessionSpec::rcpt_count).sum()
+        let pass: u64 = self.sessions.iter().map(SessionSpec::rcpt_count).sum();
+        match self.run {
+            RunLength::Count(count) if !self.sessions.is_empty() => {
+                let len = self.sessions.len() as u64;
+                let rest: u64 = self.sessions[..(count % len) as usize]
+                    .iter()
+                    .map(SessionSpec::rcpt_count)
+                    .sum();
+                pass * (count / len) + rest
+            }
+            _ => pass,
+        }
     }
 
     /// Writes the trace: JSON Lines, first a header object
-    /// `{"bulkbench_trace":1,"scenario":NAME,"seed":SEED,"sessions":COUNT}`, then one
-    /// [`SessionSpec`] per line.
+    /// `{"bulkbench_trace":2,"scenario":NAME,"seed":SEED,"population":FINGERPRINT,
+    /// "sessions":COUNT}` (with `"runs":N` when the list is cycled to N sessions: what a
+    /// run sized in time ran, see [`as_run`](Self::as_run)), then one [`SessionSpec`] per
+    /// line. A workload sized in time writes its pool, to be run once.
     pub fn write_trace(&self, w: impl Write) -> io::Result<()> {
         let mut w = io::BufWriter::with_capacity(1 << 16, w);
         let header = TraceHeader {
@@ -696,6 +730,10 @@ impl Workload {
             seed: self.seed,
             population: self.population,
             sessions: self.sessions.len() as u64,
+            runs: match self.run {
+                RunLength::Count(count) => Some(count),
+                _ => None,
+            },
         };
         serde_json::to_writer(&mut w, &header)?;
         w.write_all(b"\n")?;
@@ -767,7 +805,7 @@ impl Workload {
             seed: header.seed,
             population: header.population,
             sessions,
-            timed: None,
+            run: header.runs.map_or(RunLength::Once, RunLength::Count),
         })
     }
 }
@@ -847,7 +885,7 @@ mixed_case_share = 0.3
     }
 
     #[test]
-    fn a_closed_loop_sized_in_time_draws_the_same_sessions_by_index() {
+    fn a_closed_loop_sized_in_time_cycles_a_pool_drawn_by_index() {
         let counted = scenario(SMALL);
         let timed = scenario(&SMALL.replace("sessions = 300", "duration_secs = 5.0"));
         assert_eq!(
@@ -856,26 +894,38 @@ mixed_case_share = 0.3
         );
         let model = PopulationModel::from_scenario(&counted);
         let list = Workload::generate(&counted, &model);
-        let drawer = Workload::generate(&timed, &model);
-        assert!(drawer.sessions.is_empty());
-        assert_eq!(drawer.duration(), Some(std::time::Duration::from_secs(5)));
-        // Session k of the timed workload is session k of the counted one, drawn on demand,
-        // and far past any count.
-        for k in [0u64, 1, 150, 299] {
-            assert_eq!(*drawer.session(k).unwrap(), list.sessions[k as usize]);
-        }
-        assert_eq!(drawer.session(1_000_000).unwrap().index, 1_000_000);
-        assert_eq!(list.session(300), None, "a list ends");
-        // The first n drawn, as a list (a trace), are the counted workload's first n.
-        let drawn = drawer.drawn(120);
-        assert_eq!(drawn.duration(), None);
-        assert_eq!(drawn.sessions, list.sessions[..120]);
-        // A shard holds the indices a shard of the list holds.
-        let shard = drawer.shard(1, 3);
-        let indices: Vec<u64> = (0..4).map(|k| shard.session(k).unwrap().index).collect();
-        assert_eq!(indices, [1, 4, 7, 10]);
-        let list_shard = list.shard(1, 3);
-        assert_eq!(*shard.session(3).unwrap(), list_shard.sessions[3]);
+        let timed = Workload::generate(&timed, &model);
+        assert_eq!(
+            timed.run,
+            RunLength::Time(std::time::Duration::from_secs(5))
+        );
+        // The pool is sessions 0, 1, ... drawn as a list draws them, up to POOL_RCPTS.
+        let pool = timed.sessions.len();
+        let rcpts = timed.rcpt_count();
+        assert!((POOL_RCPTS..POOL_RCPTS + 40).contains(&rcpts), "{rcpts}");
+        assert_eq!(timed.sessions[..300], list.sessions[..]);
+        // Session k is pool entry k modulo the pool, for ever.
+        assert_eq!(timed.session(7), Some(&list.sessions[7]));
+        assert_eq!(timed.session(pool as u64 + 7), Some(&list.sessions[7]));
+        assert_eq!(list.session(300), None, "a list run once ends");
+        // What a run of n sessions ran: the pool cycled to n; it replays exactly, through
+        // a trace too.
+        let ran = timed.as_run(pool as u64 + 5);
+        assert_eq!(ran.duration(), None);
+        assert_eq!(ran.session(pool as u64 + 4), Some(&list.sessions[4]));
+        assert_eq!(ran.session(pool as u64 + 5), None);
+        let mut trace = Vec::new();
+        ran.write_trace(&mut trace).unwrap();
+        assert_eq!(Workload::read_trace(trace.as_slice()).unwrap(), ran);
+        // Shards of the cycled run split its count.
+        let counts: Vec<Option<u64>> = (0..3)
+            .map(|i| match ran.shard(i, 3).run {
+                RunLength::Count(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let total = pool as u64 + 5;
+        assert_eq!(counts.iter().flatten().sum::<u64>(), total, "{counts:?}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub(crate) fn accept_share(workload: &Workload, sessions: u64, max_recipients: u
         .map(|k| {
             workload
                 .session(k)
-                .map_or((0, 0), |s| bulk_accepts(&s, max_recipients))
+                .map_or((0, 0), |s| bulk_accepts(s, max_recipients))
         })
         .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     AcceptShare::from_ratio(accepted, total).unwrap_or(AcceptShare::ALL)

@@ -276,19 +276,22 @@ pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
             "workload sized in time: sessions are drawn until the time is up"
         ),
         None => info!(
-            sessions = workload.sessions.len(),
+            sessions = workload.session_count(),
             rcpts = workload.rcpt_count(),
             ms = started.elapsed().as_millis() as u64,
             "workload ready"
         ),
     }
-    // A workload sized in time is saved once the run knows how many sessions it started.
-    if let Some(path) = args
-        .save_trace
-        .as_ref()
-        .filter(|_| workload.duration().is_none())
-    {
-        save_trace(path, &workload)?;
+    // A workload sized in time is saved once the run knows how many sessions it started;
+    // its file is made now, so that a path that cannot be written fails before the run.
+    if let Some(path) = &args.save_trace {
+        match workload.duration() {
+            None => save_trace(path, &workload)?,
+            Some(_) => {
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot create trace {}", path.display()))?;
+            }
+        }
     }
     Ok(Prepared {
         scenario,
@@ -311,7 +314,7 @@ fn save_trace(path: &Path, workload: &Workload) -> anyhow::Result<()> {
 fn save_timed_trace(args: &RunArgs, prepared: &Prepared, result: &RunResult) -> anyhow::Result<()> {
     match &args.save_trace {
         Some(path) if prepared.workload.duration().is_some() => {
-            save_trace(path, &prepared.workload.drawn(result.drawn))
+            save_trace(path, &prepared.workload.as_run(result.drawn))
         }
         _ => Ok(()),
     }
@@ -384,7 +387,7 @@ fn drive(
     let cancel = interrupt().child_token();
     let total = match prepared.workload.duration() {
         Some(duration) => crate::progress::Total::Time(duration),
-        None => crate::progress::Total::Sessions(prepared.workload.sessions.len() as u64),
+        None => crate::progress::Total::Sessions(prepared.workload.session_count()),
     };
     let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
     let warmup = config.warmup;
@@ -462,7 +465,7 @@ fn summary_input(
                 rcpts: result.drawn_rcpts,
             },
             None => Expected {
-                sessions: prepared.workload.sessions.len() as u64,
+                sessions: prepared.workload.session_count(),
                 rcpts: prepared.workload.rcpt_count(),
             },
         },
@@ -725,8 +728,9 @@ pub fn load(args: LoadArgs) -> anyhow::Result<RunOutcome> {
         "load",
         None,
     )?;
+    let outcome = report(&args.run, &prepared, summary, &result)?;
     save_timed_trace(&args.run, &prepared, &result)?;
-    report(&args.run, &prepared, summary, &result)
+    Ok(outcome)
 }
 
 /// Which CPUs the server and the generator run on, when `bench` pins them.
@@ -924,13 +928,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<RunOutcome> {
     check_open_files(&prepared);
     let target = RunTarget::Backend(args.backend.name().to_owned());
     let (mut summary, result) = run_once(&args.run, &prepared, &target, "bench", None)?;
-    save_timed_trace(&args.run, &prepared, &result)?;
     let ceiling = if args.ceiling {
         crate::ceiling::measure_into(&mut summary, result.drawn, &args.run, &prepared)
     } else {
         Ok(())
     };
     let outcome = report(&args.run, &prepared, summary, &result)?;
+    save_timed_trace(&args.run, &prepared, &result)?;
     // The measured run is reported either way; a failed ceiling still fails the command.
     ceiling.context("the run above is reported without its ceiling")?;
     Ok(outcome)
