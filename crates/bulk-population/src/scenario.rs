@@ -156,8 +156,9 @@ pub struct WorkloadConfig {
     pub sessions: Option<u64>,
     /// Run length in seconds (finite, > `warmup_secs`; no default), instead of
     /// `sessions`. Open loop: the session count is `round(rate_per_sec * duration_secs)`.
-    /// Closed loop: sessions are drawn by index, each still from its own (seed, index) RNG,
-    /// and started until the time is up; those in flight then finish.
+    /// Closed loop: a pool of sessions 0, 1, ... (each from its own (seed, index) RNG) is
+    /// drawn before the run and cycled, sessions starting until the time is up; those in
+    /// flight then finish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<f64>,
     /// `"closed"` or `"open"`; default closed.

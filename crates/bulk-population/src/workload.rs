@@ -151,11 +151,11 @@ impl From<SessionSpecV1> for SessionSpec {
 
 /// The sessions of a scenario (or of one shard of it), in index order.
 ///
-/// Either a list drawn up front ([`sessions`](Self::sessions): a scenario sized in
-/// sessions, an open loop, a trace), or, for a closed loop sized in time, a drawer that
-/// draws session after session by index for as long as the run lasts
-/// ([`duration`](Self::duration), [`session`](Self::session)); each session is the same
-/// either way, since it depends only on (seed, index).
+/// A list of sessions drawn up front ([`sessions`](Self::sessions)) and how it is run
+/// ([`run`](Self::run)): once (a scenario sized in sessions, an open loop, a trace),
+/// cycled to a count (the trace of a run sized in time), or, for a closed loop sized in
+/// time, a pool of sessions 0, 1, ... cycled until the time is up. Each session is the
+/// same either way, since it depends only on (seed, index).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
     /// Name of the scenario the sessions were drawn from.
