@@ -37,7 +37,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Population, Verdict};
-use bulk_proto::{Command, Event, ForwardPath, ServerIdentity, Session, SessionConfig};
+use bulk_proto::{
+    Command, Event, ForwardPath, ServerIdentity, Session, SessionConfig, SessionHost,
+};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rustc_hash::FxHashMap;
 
@@ -174,18 +176,13 @@ impl<'a> FullPath<'a> {
             out,
             ..
         } = self;
-        let (consumed, event) = session.advance(stream);
-        assert!(consumed == stream.len() && event == Event::NeedInput);
-        verdicts.clear();
-        {
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut lookup = pin!(backend.lookup(session.pending(), verdicts));
-            let Poll::Ready(result) = lookup.as_mut().poll(&mut cx) else {
-                panic!("the memory backend's lookup was not ready at its first poll");
-            };
-            result.expect("the memory backend does not fail");
-        }
-        session.resolve(Ok(verdicts));
+        // The server's own loop (`Session::feed`), with the memory backend as its host.
+        let mut host = MemoryHost { backend, verdicts };
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(consumed) = pin!(session.feed(stream, &mut host)).poll(&mut cx) else {
+            panic!("the memory backend's lookup was not ready at its first poll");
+        };
+        assert_eq!(consumed, stream.len());
         out.clear();
         session.flush(identity, out);
     }
@@ -199,6 +196,27 @@ impl<'a> FullPath<'a> {
         self.session.resolve(Ok(verdicts));
         self.out.clear();
         self.session.flush(&self.identity, &mut self.out);
+    }
+}
+
+/// The session's host in the full path: the memory backend, answering at once.
+struct MemoryHost<'a> {
+    backend: &'a MemoryBackend,
+    verdicts: &'a mut Vec<Verdict>,
+}
+
+impl SessionHost for MemoryHost<'_> {
+    async fn resolve(&mut self, session: &mut Session) {
+        self.verdicts.clear();
+        self.backend
+            .lookup(session.pending(), self.verdicts)
+            .await
+            .expect("the memory backend does not fail");
+        session.resolve(Ok(self.verdicts));
+    }
+
+    async fn deliver(&mut self, session: &mut Session) {
+        session.delivered(Ok(bulk_proto::QueueId(0)));
     }
 }
 

@@ -216,8 +216,9 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// The run was stopped before its workload finished (Ctrl-C).
     pub interrupted: bool,
-    /// Sessions of the workload taken to run, by their place in it: a closed loop sized in
-    /// time ran its first `drawn` sessions ([`Workload::drawn`](bulk_population::Workload::drawn)).
+    /// Sessions of the workload started, by their place in it: a closed loop sized in time
+    /// ran its first `drawn` sessions, which
+    /// [`Workload::as_run`](bulk_population::Workload::as_run) replays.
     pub drawn: u64,
     /// RCPTs of those sessions.
     pub drawn_rcpts: u64,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bulk_policy::{PolicyBackend, Verdict};
 use bulk_population::{RunLength, SessionSpec, Workload};
-use bulk_proto::{Event, QueueId, ServerIdentity, Session, SessionConfig};
+use bulk_proto::{QueueId, ServerIdentity, Session, SessionConfig, SessionHost};
 use rayon::prelude::*;
 
 use crate::script::{Counts, Script};
@@ -103,15 +103,44 @@ fn ready<F: Future>(future: F) -> Option<F::Output> {
 
 /// Per-thread state, reused across sessions.
 struct Driver<'a, P> {
-    policy: &'a P,
     identity: &'a ServerIdentity,
     config: SessionConfig,
     verifier: Verifier,
     /// The client's current write, and the server's replies to it.
     write: Vec<u8>,
     replies: Vec<u8>,
-    verdicts: Vec<Verdict>,
+    host: Host<'a, P>,
     counts: Counts,
+}
+
+/// What the session asks of `simulate` (`bulk_proto::SessionHost`): verdicts from a
+/// backend that answers at once, and a sink that takes every message.
+struct Host<'a, P> {
+    policy: &'a P,
+    verdicts: Vec<Verdict>,
+    /// A lookup did not answer at once, or failed: the session is not simulated right.
+    failed: bool,
+}
+
+impl<P: PolicyBackend> SessionHost for Host<'_, P> {
+    async fn resolve(&mut self, session: &mut Session) {
+        self.verdicts.clear();
+        // An in-memory backend answers at once; a backend that would wait cannot be
+        // simulated without a runtime, and is reported as a failure, not waited for.
+        match ready(self.policy.lookup(session.pending(), &mut self.verdicts)) {
+            Some(Ok(())) => {
+                session.resolve(Ok(&self.verdicts));
+            }
+            _ => {
+                self.failed = true;
+                session.resolve(Err(()));
+            }
+        }
+    }
+
+    async fn deliver(&mut self, session: &mut Session) {
+        session.delivered(Ok(QueueId(0)));
+    }
 }
 
 #[derive(Default)]
@@ -140,39 +169,19 @@ impl Tally {
 const HELO: &[u8] = b"bulkbench.invalid";
 
 impl<P: PolicyBackend> Driver<'_, P> {
-    /// Feeds the client's write to the session, as the server's connection does (one
-    /// batched lookup per command group), and leaves the replies in `self.replies`.
+    /// Feeds the client's write to the session, as the server's connection does (the same
+    /// `Session::feed`: one batched lookup per command group), and leaves the replies in
+    /// `self.replies`.
     fn exchange(&mut self, session: &mut Session) -> Result<(), ()> {
         self.replies.clear();
-        let mut pos = 0;
-        loop {
-            let (used, event) = session.advance(&self.write[pos..]);
-            pos += used;
-            match event {
-                Event::NeedInput | Event::Close => break,
-                Event::NeedVerdicts => self.resolve(session)?,
-                Event::Message => session.delivered(Ok(QueueId(0))),
-            }
+        self.host.failed = false;
+        // The host never waits, so the feed is done at its first poll.
+        ready(session.feed(&self.write, &mut self.host)).ok_or(())?;
+        if self.host.failed {
+            return Err(());
         }
-        self.resolve(session)?;
         session.flush(self.identity, &mut self.replies);
         Ok(())
-    }
-
-    fn resolve(&mut self, session: &mut Session) -> Result<(), ()> {
-        if session.pending().is_empty() {
-            return Ok(());
-        }
-        self.verdicts.clear();
-        // An in-memory backend answers at once; a backend that would wait cannot be
-        // simulated without a runtime, and is reported as a failure, not waited for.
-        match ready(self.policy.lookup(session.pending(), &mut self.verdicts)) {
-            Some(Ok(())) => {
-                session.resolve(Ok(&self.verdicts));
-                Ok(())
-            }
-            _ => Err(()),
-        }
     }
 
     /// The measured part: every session of a chunk. Never inlined, so that a profiler can
@@ -305,7 +314,6 @@ fn simulate_sessions<P: PolicyBackend>(
         .fold(
             || {
                 let driver = Driver {
-                    policy,
                     identity,
                     config,
                     verifier: Verifier {
@@ -314,7 +322,11 @@ fn simulate_sessions<P: PolicyBackend>(
                     },
                     write: Vec::new(),
                     replies: Vec::new(),
-                    verdicts: Vec::new(),
+                    host: Host {
+                        policy,
+                        verdicts: Vec::new(),
+                        failed: false,
+                    },
                     counts: Counts::default(),
                 };
                 (driver, Tally::default())

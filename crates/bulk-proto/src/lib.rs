@@ -49,7 +49,7 @@ pub use command::{
 };
 pub use data::{DataReceiver, DataVerdict};
 pub use reply::{Closing, QueueId, Reply, ServerIdentity, replies};
-pub use session::{Event, HarvestConfig, Message, Resolution, Session, SessionConfig};
+pub use session::{Event, HarvestConfig, Message, Resolution, Session, SessionConfig, SessionHost};
 
 /// Protocol limits (RFC 5321 section 4.5.3.1) and the defaults of configurable ones.
 pub mod limits {

@@ -160,6 +160,19 @@ pub struct Session {
     quit: bool,
 }
 
+/// What a [`Session`] needs from whoever runs it, besides bytes: the server's
+/// connection (a policy backend with a timeout, a spool), `simulate` (a backend polled at
+/// once) and the benches each implement it; [`Session::feed`] calls it.
+pub trait SessionHost {
+    /// Looks up `session.pending()` (never empty here) and hands the verdicts to
+    /// [`Session::resolve`]: `Err(())` when they cannot be had, which the session answers
+    /// `451 4.3.0`.
+    fn resolve(&mut self, session: &mut Session) -> impl std::future::Future<Output = ()>;
+    /// Takes the message that just ended ([`Session::message`]) and tells the session how
+    /// it went ([`Session::delivered`]).
+    fn deliver(&mut self, session: &mut Session) -> impl std::future::Future<Output = ()>;
+}
+
 impl Session {
     /// A new session; call [`greet`](Self::greet) before anything else.
     pub fn new(config: SessionConfig) -> Self {
@@ -214,6 +227,38 @@ impl Session {
     /// Protocol errors counted so far.
     pub fn errors(&self) -> u32 {
         self.errors
+    }
+
+    /// Runs every complete command (and message content) of `input` through the session,
+    /// asking `host` for what it cannot do itself: the verdicts of the pending RCPTs (one
+    /// call per group of commands that needs them, and one at the end for the RCPTs still
+    /// pending) and the delivery of each message that ended. Returns how many bytes were
+    /// consumed; the rest must be given again with what follows. The replies wait in the
+    /// session for [`flush`](Self::flush).
+    ///
+    /// This is the one loop over [`advance`](Self::advance) that the server's connections,
+    /// `simulate` and the benches all run, each with its own [`SessionHost`]. The future
+    /// does no I/O of its own: it waits only where the host does.
+    pub async fn feed<H: SessionHost>(&mut self, input: &[u8], host: &mut H) -> usize {
+        let mut consumed = 0;
+        loop {
+            let (n, event) = self.advance(&input[consumed..]);
+            consumed += n;
+            match event {
+                Event::NeedInput | Event::Close => break,
+                Event::NeedVerdicts => self.ask_verdicts(host).await,
+                Event::Message => host.deliver(self).await,
+            }
+        }
+        self.ask_verdicts(host).await;
+        consumed
+    }
+
+    /// Asks `host` for the pending RCPTs' verdicts, if there are any.
+    pub async fn ask_verdicts<H: SessionHost>(&mut self, host: &mut H) {
+        if !self.pending().is_empty() {
+            host.resolve(self).await;
+        }
     }
 
     /// Consumes commands (or message content) from `input`. Returns how many bytes were

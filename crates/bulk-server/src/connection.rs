@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bulk_policy::{PolicyBackend, Verdict};
-use bulk_proto::{Closing, Event, QueueId, Session};
+use bulk_proto::{Closing, QueueId, Session, SessionHost};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -119,10 +119,16 @@ impl Counts {
 
 pub(crate) struct Connection<P> {
     stream: TcpStream,
-    shared: Arc<Shared<P>>,
     session: Session,
     input: BytesMut,
     output: Vec<u8>,
+    host: Host<P>,
+}
+
+/// What the session asks of the server (`bulk_proto::SessionHost`): verdicts from the
+/// policy backend within the policy timeout, and messages into the sink.
+struct Host<P> {
+    shared: Arc<Shared<P>>,
     verdicts: Vec<Verdict>,
     counts: Counts,
 }
@@ -132,12 +138,14 @@ impl<P: PolicyBackend> Connection<P> {
         let session = Session::new(shared.config.session);
         Connection {
             stream,
-            shared,
             session,
             input: BytesMut::new(),
             output: Vec::new(),
-            verdicts: Vec::new(),
-            counts: Counts::default(),
+            host: Host {
+                shared,
+                verdicts: Vec::new(),
+                counts: Counts::default(),
+            },
         }
     }
 
@@ -149,7 +157,7 @@ impl<P: PolicyBackend> Connection<P> {
         if self.session.in_transaction() {
             debug!("connection closed inside a transaction; nothing was delivered for it");
         }
-        self.counts.add_to(&self.shared.stats);
+        self.host.counts.add_to(&self.host.shared.stats);
     }
 
     async fn serve(&mut self) -> io::Result<()> {
@@ -207,8 +215,8 @@ impl<P: PolicyBackend> Connection<P> {
     /// session to end: at once when it is between transactions, at the end of the grace
     /// period when it is inside one.
     async fn wait_readable(&self) -> Wake {
-        let shutdown = &self.shared.shutdown;
-        let idle = self.shared.config.idle_timeout;
+        let shutdown = &self.host.shared.shutdown;
+        let idle = self.host.shared.config.idle_timeout;
         tokio::select! {
             biased;
             () = shutdown.grace_over.cancelled() => Wake::Shutdown,
@@ -223,26 +231,56 @@ impl<P: PolicyBackend> Connection<P> {
 
     /// Feeds the buffered input to the session until it needs more.
     async fn process(&mut self) {
-        let mut consumed = 0;
-        loop {
-            let (n, event) = self.session.advance(&self.input[consumed..]);
-            consumed += n;
-            match event {
-                Event::NeedInput | Event::Close => break,
-                Event::NeedVerdicts => self.resolve().await,
-                Event::Message => self.deliver().await,
-            }
-        }
+        let consumed = self.session.feed(&self.input, &mut self.host).await;
         self.input.advance(consumed);
-        self.resolve().await;
     }
 
-    /// Resolves the pending RCPTs in one backend call, bounded by the policy timeout.
-    async fn resolve(&mut self) {
-        let pending = self.session.pending();
-        if pending.is_empty() {
-            return;
+    /// Sends every queued reply in one write. A client that stops reading cannot hold the
+    /// connection forever: the write is bounded by the idle timeout too.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.output.clear();
+        self.session
+            .flush(&self.host.shared.config.identity, &mut self.output);
+        if self.output.is_empty() {
+            return Ok(());
         }
+        let write = self.stream.write_all(&self.output);
+        match tokio::time::timeout(self.host.shared.config.idle_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    async fn close(&mut self, why: Closing) -> io::Result<()> {
+        // A pending RCPT keeps its place before the 421; it gets a verdict like any other.
+        self.session.ask_verdicts(&mut self.host).await;
+        self.session.close(why);
+        self.flush().await?;
+        self.linger().await
+    }
+
+    /// Closes our side, then reads and discards what the client still sends, for a while.
+    async fn linger(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await?;
+        // On the heap, and only while closing: an array here would sit in every
+        // connection's future for its whole life.
+        let mut sink = vec![0u8; 4096];
+        let mut discarded = 0;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while discarded < LINGER_MAX_BYTES {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<P: PolicyBackend> SessionHost for Host<P> {
+    /// Resolves the pending RCPTs in one backend call, bounded by the policy timeout.
+    async fn resolve(&mut self, session: &mut Session) {
+        let pending = session.pending();
         let config = &self.shared.config;
         self.verdicts.clear();
         let lookup = self.shared.policy.lookup(pending, &mut self.verdicts);
@@ -285,7 +323,7 @@ impl<P: PolicyBackend> Connection<P> {
             }
             Err(()) => counts.tempfail += pending.len() as u64,
         }
-        let resolution = self.session.resolve(result);
+        let resolution = session.resolve(result);
         if resolution.delayed_rcpts > 0 {
             let delay = config.harvest_delay * resolution.delayed_rcpts;
             debug!(
@@ -297,12 +335,12 @@ impl<P: PolicyBackend> Connection<P> {
     }
 
     /// Hands the message that just ended to the sink, then tells the session how it went.
-    async fn deliver(&mut self) {
+    async fn deliver(&mut self, session: &mut Session) {
         let id = QueueId(self.shared.next_queue_id.fetch_add(1, Ordering::Relaxed));
         let result = match &self.shared.spool {
             None => Ok(id),
             Some(spool) => {
-                let contents = Spool::render(&self.session.message());
+                let contents = Spool::render(&session.message());
                 let spool = spool.clone();
                 match tokio::task::spawn_blocking(move || spool.store(id, &contents)).await {
                     Ok(Ok(_path)) => Ok(id),
@@ -320,48 +358,7 @@ impl<P: PolicyBackend> Connection<P> {
         if result.is_ok() {
             self.counts.messages += 1;
         }
-        self.session.delivered(result);
-    }
-
-    /// Sends every queued reply in one write. A client that stops reading cannot hold the
-    /// connection forever: the write is bounded by the idle timeout too.
-    async fn flush(&mut self) -> io::Result<()> {
-        self.output.clear();
-        self.session
-            .flush(&self.shared.config.identity, &mut self.output);
-        if self.output.is_empty() {
-            return Ok(());
-        }
-        let write = self.stream.write_all(&self.output);
-        match tokio::time::timeout(self.shared.config.idle_timeout, write).await {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        }
-    }
-
-    async fn close(&mut self, why: Closing) -> io::Result<()> {
-        // A pending RCPT keeps its place before the 421; it gets a verdict like any other.
-        self.resolve().await;
-        self.session.close(why);
-        self.flush().await?;
-        self.linger().await
-    }
-
-    /// Closes our side, then reads and discards what the client still sends, for a while.
-    async fn linger(&mut self) -> io::Result<()> {
-        self.stream.shutdown().await?;
-        // On the heap, and only while closing: an array here would sit in every
-        // connection's future for its whole life.
-        let mut sink = vec![0u8; 4096];
-        let mut discarded = 0;
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while discarded < LINGER_MAX_BYTES {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
-                Ok(Ok(n)) if n > 0 => discarded += n,
-                _ => break,
-            }
-        }
-        Ok(())
+        session.delivered(result);
     }
 }
 
