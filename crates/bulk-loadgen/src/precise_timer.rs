@@ -120,7 +120,9 @@ impl PreciseTimer {
             return false;
         };
         if let Err(error) = arm(fd.get_ref(), ahead) {
+            // Once, not once a session: from then on this timer is tokio's.
             tracing::warn!(%error, "timerfd_settime failed; using tokio's timer");
+            self.fd = None;
             tokio::time::sleep_until(deadline.into()).await;
             return false;
         }
