@@ -15,7 +15,7 @@
 //! refills alone (no lookup): the part of every figure that is not the backend's.
 //!
 //! Each popularity has a pool of 1,000,000 recipients drawn in advance (5% unknown mailboxes
-//! of served domains, 10% in mixed case and/or with a `+tag`, as in `rcpt_path`), back to
+//! of served domains, about 10% in mixed case and/or with a `+tag`, as in `rcpt_path`), back to
 //! back in one arena. The timed loop walks through the pool, 1,000 RCPTs per iteration, so
 //! the uniform case touches far more of each store than the caches hold, while Zipf keeps
 //! its head warm. For each call it refills one reused `AddressBatch` with the next 1 or 100
@@ -24,10 +24,11 @@
 //! `Waker::noop()` and must be `Ready` (every backend here resolves a batch within its
 //! first poll).
 //!
-//! Setup, untimed, printed to stderr: the population (1,000 mailboxes per domain, built with
-//! `Population::new`, `add_domain` and `add_mailbox`; at 1,000,000 mailboxes it is exactly
-//! `rcpt_path`'s population, and the first 10,000 uniform recipients are `rcpt_path`'s
-//! recipients), then per backend its build time and bytes per mailbox:
+//! Setup, untimed, printed to stderr: the population (`bulkbench_benches::population`:
+//! `bulk_population::PopulationModel`, 1,000 mailboxes per domain, built into a
+//! `Population`; at 1,000,000 mailboxes it is exactly `rcpt_path`'s population, and the
+//! first 10,000 uniform recipients are `rcpt_path`'s recipients), then per backend its
+//! build time and bytes per mailbox:
 //!
 //! - memory: growth of the process's anonymous resident memory (`/proc/self/statm`,
 //!   resident minus shared pages) across `MemoryBackend::new(population.clone())`, with
@@ -41,8 +42,10 @@
 //! and each verdict must equal `Population::verdict_of`'s: the three backends agree on every
 //! recipient timed.
 //!
-//! Every draw comes from a splitmix64 seeded by (stream, index, attempt), so the workload
-//! is the same on every run and every machine.
+//! Recipients come from `bulk_population::RecipientDraws` (`bulkbench_benches::recipients`):
+//! every draw from an RNG seeded by (seed, index), so the workload is the same on every run
+//! and every machine. Zipf ranks are scattered over the mailboxes by a seeded permutation,
+//! so popularity is unrelated to domain, key order and hash.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -59,164 +62,22 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
 };
 
-/// Domains: one per this many mailboxes (1,000 domains at 1,000,000 mailboxes, as
-/// `rcpt_path`).
-use bulkbench_benches::*;
+use bulk_population::{Popularity, PopulationModel};
 
-const MAILBOXES_PER_DOMAIN: usize = 1_000;
 /// Recipients drawn per popularity; the timed loop cycles through them.
 const POOL: usize = 1_000_000;
 /// RCPTs looked up per criterion iteration.
 const CHUNK: usize = 1_000;
 /// Addresses per `lookup` call.
 const BATCHES: [usize; 2] = [1, 100];
-/// Share of recipients, in percent, that name no mailbox (in a served domain).
-const UNKNOWN_PERCENT: u64 = 5;
-/// Share of recipients, in percent, written in mixed case or with a `+tag`.
-const VARIANT_PERCENT: u64 = 10;
-/// Exponent of the Zipf popularity.
-const ZIPF_EXPONENT: f64 = 1.0;
 /// Set to `1` to add the 10,000,000-mailbox group, to `only` to run it alone.
 const ENV_10M: &str = "BULKBENCH_BENCH_10M";
 
-// Seed streams 1 to 3 are the shared ones (`bulkbench_benches`), as in `rcpt_path`.
-const ZIPF_STREAM: u64 = 4;
-
-/// Uniform in `[0, 1)`, 53 bits.
-fn unit(rng: &mut SplitMix) -> f64 {
-    (rng.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-/// Zipf over ranks `1..=n` (rank `k` drawn with probability proportional to `k^-s`), by
-/// rejection-inversion (Hörmann and Derflinger 1996), as Apache Commons RNG's
-/// `RejectionInversionZipfSampler` does it. Exact, and O(1) per draw for any `n`.
-struct Zipf {
-    n: u64,
-    s: f64,
-    h_integral_x1: f64,
-    h_integral_n: f64,
-    threshold: f64,
-}
-
-impl Zipf {
-    fn new(n: u64, s: f64) -> Self {
-        Zipf {
-            n,
-            s,
-            h_integral_x1: h_integral(1.5, s) - 1.0,
-            h_integral_n: h_integral(n as f64 + 0.5, s),
-            threshold: 2.0 - h_integral_inverse(h_integral(2.5, s) - h(2.0, s), s),
-        }
+fn popularity_name(popularity: Popularity) -> &'static str {
+    match popularity {
+        Popularity::Uniform => "uniform",
+        Popularity::Zipf => "zipf",
     }
-
-    /// A rank in `1..=n`.
-    fn sample(&self, rng: &mut SplitMix) -> u64 {
-        loop {
-            let u = self.h_integral_n + unit(rng) * (self.h_integral_x1 - self.h_integral_n);
-            let x = h_integral_inverse(u, self.s);
-            let k = ((x + 0.5) as u64).clamp(1, self.n);
-            let kf = k as f64;
-            if kf - x <= self.threshold || u >= h_integral(kf + 0.5, self.s) - h(kf, self.s) {
-                return k;
-            }
-        }
-    }
-}
-
-/// `x^-s`.
-fn h(x: f64, s: f64) -> f64 {
-    (-s * x.ln()).exp()
-}
-
-/// The integral of `h` (up to a constant): `(x^(1-s) - 1) / (1 - s)`, or `ln x` at s = 1.
-fn h_integral(x: f64, s: f64) -> f64 {
-    let log_x = x.ln();
-    helper2((1.0 - s) * log_x) * log_x
-}
-
-fn h_integral_inverse(x: f64, s: f64) -> f64 {
-    let t = (x * (1.0 - s)).max(-1.0);
-    (helper1(t) * x).exp()
-}
-
-/// `ln(1 + x) / x`, continuous at 0.
-fn helper1(x: f64) -> f64 {
-    if x.abs() > 1e-8 {
-        x.ln_1p() / x
-    } else {
-        1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
-    }
-}
-
-/// `(e^x - 1) / x`, continuous at 0.
-fn helper2(x: f64) -> f64 {
-    if x.abs() > 1e-8 {
-        x.exp_m1() / x
-    } else {
-        1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x))
-    }
-}
-
-/// How often each mailbox is drawn.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Popularity {
-    Uniform,
-    Zipf,
-}
-
-impl Popularity {
-    fn name(self) -> &'static str {
-        match self {
-            Popularity::Uniform => "uniform",
-            Popularity::Zipf => "zipf",
-        }
-    }
-
-    fn stream(self) -> u64 {
-        match self {
-            Popularity::Uniform => RECIPIENT_STREAM,
-            Popularity::Zipf => ZIPF_STREAM,
-        }
-    }
-}
-
-/// Recipient `index` of a popularity's pool (for `Uniform`, the same draw as `rcpt_path`'s).
-fn recipient(
-    popularity: Popularity,
-    index: u64,
-    population: &Population,
-    mailboxes: &[Box<str>],
-    domains: &[Box<str>],
-    zipf: &Zipf,
-) -> String {
-    let stream = popularity.stream();
-    let mut rng = SplitMix::new(stream, index, 0);
-    let mut address = if rng.percent(UNKNOWN_PERCENT) {
-        // A plausible address in a served domain that has no mailbox.
-        (1..)
-            .map(|attempt| {
-                let mut draw = SplitMix::new(stream, index, attempt);
-                let domain = &domains[draw.below(domains.len() as u64) as usize];
-                format!("{}@{domain}", local_part(&mut draw))
-            })
-            .find(|a| population.verdict_of(a.as_bytes()) == Verdict::UnknownMailbox)
-            .expect("an unknown mailbox")
-    } else {
-        let i = match popularity {
-            Popularity::Uniform => rng.below(mailboxes.len() as u64),
-            // Rank k is mailbox k - 1: mailbox indexes are unrelated to key order and hash.
-            Popularity::Zipf => zipf.sample(&mut rng) - 1,
-        };
-        mailboxes[i as usize].to_string()
-    };
-    if rng.percent(VARIANT_PERCENT) {
-        address = match rng.below(3) {
-            0 => mixed_case(&address, &mut rng),
-            1 => with_tag(&address, &mut rng),
-            _ => with_tag(&mixed_case(&address, &mut rng), &mut rng),
-        };
-    }
-    address
 }
 
 /// One popularity's pool of recipients, back to back in one arena.
@@ -229,19 +90,18 @@ struct Pool {
 }
 
 impl Pool {
-    fn build(
-        popularity: Popularity,
-        population: &Population,
-        mailboxes: &[Box<str>],
-        domains: &[Box<str>],
-    ) -> Self {
-        let zipf = Zipf::new(mailboxes.len() as u64, ZIPF_EXPONENT);
-        let mut addresses = AddressBatch::with_capacity(POOL, POOL * 32);
+    /// The first [`POOL`] recipients of `popularity`, each checked against
+    /// `Population::verdict_of`.
+    fn build(popularity: Popularity, model: &PopulationModel, population: &Population) -> Self {
+        let draws = bulkbench_benches::recipients(model, popularity);
+        let mut addresses = AddressBatch::with_capacity(POOL, POOL * 40);
         let mut expected = Vec::with_capacity(POOL);
         for index in 0..POOL as u64 {
-            let address = recipient(popularity, index, population, mailboxes, domains, &zipf);
-            addresses.push(address.as_bytes());
-            expected.push(population.verdict_of(address.as_bytes()));
+            let recipient = draws.recipient(index);
+            let verdict = population.verdict_of(recipient.address.as_bytes());
+            assert_eq!(verdict, recipient.verdict, "{}", recipient.address);
+            addresses.push(recipient.address.as_bytes());
+            expected.push(verdict);
         }
         Pool {
             popularity,
@@ -317,7 +177,7 @@ fn verify<B: PolicyBackend>(backend: &B, pool: &Pool) -> Duration {
                 "{} (batches of {size}, {}) answers {:?} for recipient {i} {:?}, verdict_of \
                  says {:?}",
                 backend.name(),
-                pool.popularity.name(),
+                popularity_name(pool.popularity),
                 verdicts[i],
                 String::from_utf8_lossy(pool.addresses.get(i).unwrap_or_default()),
                 pool.expected[i],
@@ -383,7 +243,7 @@ fn bench_backend<B: PolicyBackend>(
     let calls = CHUNK / size;
     let id = BenchmarkId::new(
         backend.name(),
-        format!("batch{size}_{}", pool.popularity.name()),
+        format!("batch{size}_{}", popularity_name(pool.popularity)),
     );
     group.bench_function(id, |b| {
         let mut next = 0;
@@ -407,13 +267,13 @@ fn bench_backend<B: PolicyBackend>(
 /// Builds, measures, checks and times everything for one population size.
 fn run_size(c: &mut Criterion, mailboxes: usize, label: &str) {
     let started = Instant::now();
-    let (population, addresses, domains) =
-        build_population(mailboxes / MAILBOXES_PER_DOMAIN, mailboxes);
+    let model = bulkbench_benches::population(mailboxes as u64);
+    let population = model.build();
     let key_bytes: usize = population.mailboxes().map(|(key, _)| key.len()).sum();
     eprintln!(
         "policy_backends {label}: {} domains, {} mailboxes (keys {:.1} bytes on average) built \
          in {:.1?}",
-        domains.len(),
+        population.domain_count(),
         population.mailbox_count(),
         key_bytes as f64 / mailboxes as f64,
         started.elapsed(),
@@ -436,9 +296,8 @@ fn run_size(c: &mut Criterion, mailboxes: usize, label: &str) {
     let pool_started = Instant::now();
     let pools: Vec<Pool> = [Popularity::Uniform, Popularity::Zipf]
         .into_iter()
-        .map(|p| Pool::build(p, &population, &addresses, &domains))
+        .map(|p| Pool::build(p, &model, &population))
         .collect();
-    drop((addresses, domains));
     eprintln!(
         "policy_backends {label}: 2 pools of {POOL} recipients drawn in {:.1?}",
         pool_started.elapsed()
@@ -446,7 +305,7 @@ fn run_size(c: &mut Criterion, mailboxes: usize, label: &str) {
     for pool in &pools {
         eprintln!(
             "  {:7}: {}; {} distinct addresses; first 10,000: {}",
-            pool.popularity.name(),
+            popularity_name(pool.popularity),
             pool.describe(POOL),
             pool.distinct(),
             pool.describe(10_000),
@@ -518,7 +377,7 @@ fn run_size(c: &mut Criterion, mailboxes: usize, label: &str) {
             "  {:7}: all 3 backends agree with verdict_of on {POOL} recipients, in batches of 1 \
              and of 100 (first pass, batches of 100: memory {:.0} ns, fst {:.0} ns, lmdb {:.0} \
              ns per RCPT)",
-            pool.popularity.name(),
+            popularity_name(pool.popularity),
             took[0].as_nanos() as f64 / POOL as f64,
             took[1].as_nanos() as f64 / POOL as f64,
             took[2].as_nanos() as f64 / POOL as f64,
@@ -538,7 +397,7 @@ fn run_size(c: &mut Criterion, mailboxes: usize, label: &str) {
         group.bench_function(
             BenchmarkId::new(
                 "fill_only",
-                format!("batch{size}_{}", pool.popularity.name()),
+                format!("batch{size}_{}", popularity_name(pool.popularity)),
             ),
             |b| {
                 let mut next = 0;

@@ -27,8 +27,9 @@
 //! both in thread CPU time, measured back to back (see `simulate_ratio` below).
 //!
 //! The population (1,000,000 mailboxes in 1,000 domains) and the recipients are built in
-//! process, deterministically: every draw comes from a splitmix64 seeded by the stream and
-//! the index of the thing drawn, so the workload does not depend on anything but this file.
+//! process, deterministically, by `bulkbench_benches` with `bulk_population`'s
+//! `PopulationModel` and `RecipientDraws`: every draw comes from an RNG seeded by (seed,
+//! index of the thing drawn), so the workload is the same on every run and machine.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -45,25 +46,19 @@ use rustc_hash::FxHashMap;
 
 /// RCPT lines per iteration: one pipelined read.
 const RCPTS: usize = 10_000;
-const DOMAINS: usize = 1_000;
-const MAILBOXES: usize = 1_000_000;
-/// Share of recipients, in percent, that name no mailbox (in a served domain).
-const UNKNOWN_PERCENT: u64 = 5;
-/// Share of recipients, in percent, written in mixed case or with a `+tag`.
-const VARIANT_PERCENT: u64 = 10;
+/// Mailboxes, in 1,000 domains (`bulkbench_benches::population`).
+const MAILBOXES: u64 = 1_000_000;
 
 const OPEN: &[u8] = b"EHLO bench.example\r\nBULK FROM:<news@shop.example>\r\n";
 /// Re-opens the transaction between iterations (untimed): RSET ends the previous one, and
 /// the session keeps its buffers, as a long-lived connection does.
 const REOPEN: &[u8] = b"RSET\r\nBULK FROM:<news@shop.example>\r\n";
 
-use bulkbench_benches::*;
+use bulk_population::Popularity;
 
-/// The population, the addresses of its mailboxes as written, and the recipients drawn.
+/// The population, and the recipients drawn.
 struct Workload {
     population: Population,
-    mailboxes: Vec<Box<str>>,
-    domains: Vec<Box<str>>,
     recipients: Vec<String>,
     /// The pipelined read: one `RCPT TO:<...>\r\n` per recipient.
     stream: Vec<u8>,
@@ -71,32 +66,21 @@ struct Workload {
 
 impl Workload {
     fn build() -> Self {
-        let (population, mailboxes, domains) = build_population(DOMAINS, MAILBOXES);
-        let mut recipients = Vec::with_capacity(RCPTS);
-        for index in 0..RCPTS as u64 {
-            let mut rng = SplitMix::new(RECIPIENT_STREAM, index, 0);
-            let mut address = if rng.percent(UNKNOWN_PERCENT) {
-                // A plausible address in a served domain that has no mailbox.
-                (1..)
-                    .map(|attempt| {
-                        let mut draw = SplitMix::new(RECIPIENT_STREAM, index, attempt);
-                        let domain = &domains[draw.below(DOMAINS as u64) as usize];
-                        format!("{}@{domain}", local_part(&mut draw))
-                    })
-                    .find(|a| population.verdict_of(a.as_bytes()) == Verdict::UnknownMailbox)
-                    .expect("an unknown mailbox")
-            } else {
-                mailboxes[rng.below(MAILBOXES as u64) as usize].to_string()
-            };
-            if rng.percent(VARIANT_PERCENT) {
-                address = match rng.below(3) {
-                    0 => mixed_case(&address, &mut rng),
-                    1 => with_tag(&address, &mut rng),
-                    _ => with_tag(&mixed_case(&address, &mut rng), &mut rng),
-                };
-            }
-            recipients.push(address);
-        }
+        let model = bulkbench_benches::population(MAILBOXES);
+        let population = model.build();
+        let draws = bulkbench_benches::recipients(&model, Popularity::Uniform);
+        let recipients: Vec<String> = (0..RCPTS as u64)
+            .map(|index| {
+                let recipient = draws.recipient(index);
+                assert_eq!(
+                    population.verdict_of(recipient.address.as_bytes()),
+                    recipient.verdict,
+                    "{}",
+                    recipient.address
+                );
+                recipient.address
+            })
+            .collect();
         let mut stream = Vec::new();
         for address in &recipients {
             stream.extend_from_slice(b"RCPT TO:<");
@@ -105,8 +89,6 @@ impl Workload {
         }
         Workload {
             population,
-            mailboxes,
-            domains,
             recipients,
             stream,
         }
@@ -264,8 +246,8 @@ fn check_full_path(path: &mut FullPath<'_>, work: &Workload) {
     eprintln!(
         "rcpt_path: {} domains, {} mailboxes; {} RCPTs ({} bytes): {} accept, {} opted out, \
          {} unknown, {} not local; {} mixed case or +tag",
-        work.domains.len(),
-        work.mailboxes.len(),
+        work.population.domain_count(),
+        work.population.mailbox_count(),
         work.recipients.len(),
         work.stream.len(),
         count(Verdict::Accept),

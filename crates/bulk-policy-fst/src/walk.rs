@@ -173,39 +173,35 @@ mod tests {
 
     use super::*;
 
-    /// A splitmix64 step: a deterministic stream of test keys.
-    fn mix(x: &mut u64) -> u64 {
-        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    /// Number `n` of a deterministic stream of test data (the workspace's one seeding
+    /// module), then `n + 1`.
+    fn draw(n: &mut u64) -> u64 {
+        *n += 1;
+        bulk_population::seeding::mix(7, 0, *n)
     }
 
-    fn key(seed: &mut u64) -> Vec<u8> {
-        let len = (mix(seed) % 12) as usize;
+    fn key(n: &mut u64) -> Vec<u8> {
+        let len = (draw(n) % 12) as usize;
         // A small alphabet, so keys share prefixes and are prefixes of each other.
-        (0..len)
-            .map(|_| b"ab@c."[(mix(seed) % 5) as usize])
-            .collect()
+        (0..len).map(|_| b"ab@c."[(draw(n) % 5) as usize]).collect()
     }
 
     #[test]
     fn answers_as_map_get_for_every_key() {
-        let mut seed = 7;
-        let mut stored: Vec<(Vec<u8>, u64)> = (0..5_000).map(|_| (key(&mut seed), 0)).collect();
+        let mut n = 0;
+        let mut stored: Vec<(Vec<u8>, u64)> = (0..5_000).map(|_| (key(&mut n), 0)).collect();
         stored.sort();
         stored.dedup_by(|a, b| a.0 == b.0);
         for (i, (_, value)) in stored.iter_mut().enumerate() {
             // Values of every width, so outputs are split across transitions.
-            *value = mix(&mut seed) >> (i % 64);
+            *value = draw(&mut n) >> (i % 64);
         }
         let map = Map::from_iter(stored.iter().map(|(k, v)| (k, *v))).unwrap();
 
         // Stored keys, absent keys, the empty key, repeats; every batch length from 0 to
         // a few times LANES, so lanes run dry at every point.
         let mut probes: Vec<Vec<u8>> = stored.iter().map(|(k, _)| k.clone()).collect();
-        probes.extend((0..5_000).map(|_| key(&mut seed)));
+        probes.extend((0..5_000).map(|_| key(&mut n)));
         probes.push(Vec::new());
         probes.extend_from_within(..100);
         let mut at = 0;

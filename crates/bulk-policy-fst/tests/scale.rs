@@ -4,41 +4,56 @@
 //! MemoryBackend's resident memory is not measured here (a test shares its process with
 //! the harness, so RSS would not isolate it); only its lookup speed on the same
 //! addresses is printed, for comparison.
+//!
+//! The population and the addresses looked up come from `bulk_population`
+//! (`PopulationModel`, `RecipientDraws`), as in the LMDB scale test and the benches.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use bulk_policy::conformance::{SCALE_DOMAINS, scale_population, splitmix, write_scale_address};
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend};
 use bulk_policy_fst::FstBackend;
+use bulk_population::{PopulationConfig, PopulationModel, RecipientDraws, WorkloadConfig};
 
 /// Addresses looked up per measurement, and per batch.
 const LOOKUPS: usize = 1_000_000;
 const BATCH: usize = 100;
+/// Seed of the population and of the lookups.
+const SEED: u64 = 1;
+/// Served domains.
+const DOMAINS: u64 = 1_000;
 
-/// Batches of addresses: 70% known (some subaddressed and upper-cased), 20% unknown in a
-/// served domain, 10% foreign.
-fn batches(mailboxes: usize) -> Vec<AddressBatch> {
-    let mut address = String::new();
+/// The population of the fst and LMDB scale tests (declared alike in both, so their figures
+/// compare): [`DOMAINS`] domains of equal size, about half opt-in; mailboxes about 40% `in`,
+/// 30% `out` and 30% `default`.
+fn population_model(mailboxes: usize) -> PopulationModel {
+    let config = PopulationConfig {
+        mailboxes: mailboxes as u64,
+        domains: DOMAINS,
+        domain_size_zipf: 0.0,
+        opt_in_domain_share: 0.5,
+        explicit_share: 0.7,
+        explicit_opt_in_share: 4.0 / 7.0,
+    };
+    PopulationModel::new(&config, SEED)
+}
+
+/// Batches of addresses drawn uniformly: about 70% known, 20% unknown in a served domain,
+/// 10% foreign; 10% of them with a `+tag`, 10% in mixed case.
+fn batches(model: &PopulationModel) -> Vec<AddressBatch> {
+    let mix = WorkloadConfig {
+        unknown_share: 0.2,
+        foreign_share: 0.1,
+        subaddress_share: 0.1,
+        mixed_case_share: 0.1,
+        ..WorkloadConfig::default()
+    };
+    let draws = RecipientDraws::new(model, &mix, SEED);
     (0..LOOKUPS / BATCH)
         .map(|b| {
-            let mut batch = AddressBatch::with_capacity(BATCH, BATCH * 32);
+            let mut batch = AddressBatch::with_capacity(BATCH, BATCH * 40);
             for j in 0..BATCH {
-                let r = splitmix((b * BATCH + j) as u64 ^ 0xabcd);
-                let i = (r >> 8) as usize % mailboxes;
-                match r % 10 {
-                    0..=5 => write_scale_address(&mut address, i),
-                    6 => {
-                        write_scale_address(&mut address, i);
-                        address = address.replace('@', "+news@").to_uppercase();
-                    }
-                    7 | 8 => write_scale_address(&mut address, mailboxes + i),
-                    _ => {
-                        address.clear();
-                        write!(address, "user{i}.x@elsewhere.example").unwrap();
-                    }
-                }
-                batch.push(address.as_bytes());
+                let recipient = draws.recipient((b * BATCH + j) as u64);
+                batch.push(recipient.address.as_bytes());
             }
             batch
         })
@@ -66,25 +81,29 @@ async fn measure(mailboxes: usize) {
     let path = dir.path().join("scale.fst");
 
     let started = Instant::now();
-    let p = scale_population(mailboxes);
+    let model = population_model(mailboxes);
+    let p = model.build();
     let generated = started.elapsed();
 
     let stats = bulk_policy_fst::build(&p, &path).unwrap();
-    assert_eq!((stats.mailboxes, stats.domains), (mailboxes, SCALE_DOMAINS));
+    assert_eq!(
+        (stats.mailboxes, stats.domains),
+        (mailboxes, DOMAINS as usize)
+    );
 
     let started = Instant::now();
     let backend = FstBackend::open(&path).unwrap();
     let opened = started.elapsed();
     assert_eq!(backend.len(), mailboxes);
 
-    let batches = batches(mailboxes);
+    let batches = batches(&model);
     let (fst_elapsed, fst_verdicts) = time_lookups(&backend, &batches).await;
     let memory = MemoryBackend::new(p);
     let (memory_elapsed, memory_verdicts) = time_lookups(&memory, &batches).await;
     assert!(fst_verdicts == memory_verdicts, "fst and memory disagree");
 
     println!(
-        "{mailboxes} mailboxes, {SCALE_DOMAINS} domains: population generated in {generated:.2?}; \
+        "{mailboxes} mailboxes, {DOMAINS} domains: population generated in {generated:.2?}; \
          fst build {:.2?}, {} bytes = {:.2} bytes/mailbox; open (incl. checksum) {opened:.2?}; \
          lookup {:.0} ns/address (memory backend {:.0} ns/address, batches of {BATCH}; its \
          RSS is not measured here)",

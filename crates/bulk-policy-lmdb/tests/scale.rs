@@ -8,28 +8,54 @@
 //! ```
 //!
 //! (`BULK_POLICY_LMDB_SCALE=1000000,5000000` picks other sizes.)
+//!
+//! The population and the addresses looked up come from `bulk_population`
+//! (`PopulationModel`, `RecipientDraws`), as in the fst scale test and the benches.
 
 use std::time::{Duration, Instant};
 
-use bulk_policy::conformance::{SCALE_DOMAINS, scale_population, splitmix};
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Verdict};
 use bulk_policy_lmdb::{LmdbBackend, MIN_MAP_BYTES, build};
+use bulk_population::{PopulationConfig, PopulationModel, RecipientDraws, WorkloadConfig};
 
-/// Batch `n` of 100 addresses: 90 known mailboxes (in mixed case, some with a subaddress),
-/// 5 unknown mailboxes of served domains, 5 of foreign domains.
-fn batch(n: u64, mailboxes: usize) -> AddressBatch {
+/// Seed of the population and of the lookups.
+const SEED: u64 = 1;
+/// Served domains.
+const DOMAINS: u64 = 1_000;
+
+/// The population of the fst and LMDB scale tests (declared alike in both, so their figures
+/// compare): [`DOMAINS`] domains of equal size, about half opt-in; mailboxes about 40% `in`,
+/// 30% `out` and 30% `default`.
+fn population_model(mailboxes: usize) -> PopulationModel {
+    let config = PopulationConfig {
+        mailboxes: mailboxes as u64,
+        domains: DOMAINS,
+        domain_size_zipf: 0.0,
+        opt_in_domain_share: 0.5,
+        explicit_share: 0.7,
+        explicit_opt_in_share: 4.0 / 7.0,
+    };
+    PopulationModel::new(&config, SEED)
+}
+
+/// The lookups: drawn uniformly, about 90% known mailboxes, 5% unknown mailboxes of served
+/// domains, 5% of foreign domains; half in mixed case, half with a `+tag`.
+fn draws(model: &PopulationModel) -> RecipientDraws {
+    let mix = WorkloadConfig {
+        unknown_share: 0.05,
+        foreign_share: 0.05,
+        subaddress_share: 0.5,
+        mixed_case_share: 0.5,
+        ..WorkloadConfig::default()
+    };
+    RecipientDraws::new(model, &mix, SEED)
+}
+
+/// Batch `n` of 100 addresses: recipients `100 n` to `100 n + 99`.
+fn batch(n: u64, draws: &RecipientDraws) -> AddressBatch {
     let mut batch = AddressBatch::new();
     for k in 0..100u64 {
-        let r = splitmix(n * 100 + k);
-        let i = (r % mailboxes as u64) as usize;
-        let d = i % SCALE_DOMAINS;
-        let address = match k {
-            0..=44 => format!("user{i}.x@d{d}.example"),
-            45..=89 => format!("User{i}.X+news@D{d}.Example"),
-            90..=94 => format!("nobody{i}@d{d}.example"),
-            _ => format!("user{i}.x@elsewhere{d}.example"),
-        };
-        batch.push(address.as_bytes());
+        batch.push(draws.recipient(n * 100 + k).address.as_bytes());
     }
     batch
 }
@@ -37,12 +63,16 @@ fn batch(n: u64, mailboxes: usize) -> AddressBatch {
 #[test]
 fn map_size_sanity_at_one_million() {
     const MAILBOXES: usize = 1_000_000;
-    let population = scale_population(MAILBOXES);
+    let model = population_model(MAILBOXES);
+    let population = model.build();
     let dir = tempfile::tempdir().unwrap();
     let stats = build(&population, dir.path()).unwrap();
-    assert_eq!((stats.mailboxes, stats.domains), (MAILBOXES, SCALE_DOMAINS));
+    assert_eq!(
+        (stats.mailboxes, stats.domains),
+        (MAILBOXES, DOMAINS as usize)
+    );
     let per_mailbox = stats.bytes_on_disk as f64 / MAILBOXES as f64;
-    // Keys average 22 bytes; appended B-tree pages are full: about 35 bytes a mailbox.
+    // Keys average 28 bytes; appended B-tree pages are full: about 41 bytes a mailbox.
     assert!(
         (25.0..60.0).contains(&per_mailbox),
         "{per_mailbox} bytes per mailbox"
@@ -57,7 +87,7 @@ fn map_size_sanity_at_one_million() {
 
     let backend = LmdbBackend::open(dir.path()).unwrap();
     assert_eq!(backend.len().unwrap(), MAILBOXES);
-    let batch = batch(0, MAILBOXES);
+    let batch = batch(0, &draws(&model));
     let mut out = Vec::new();
     backend.lookup_batch(&batch, &mut out).unwrap();
     for (address, verdict) in batch.iter().zip(&out) {
@@ -78,11 +108,11 @@ fn map_size_sanity_at_one_million() {
 /// Batches of 100 addresses resolved per second by `lookup` on one thread, over about
 /// `duration`, cycling through 1,000 different batches; and how many batches ran.
 fn lookup_rate(
-    mailboxes: usize,
+    draws: &RecipientDraws,
     duration: Duration,
     mut lookup: impl FnMut(&AddressBatch, &mut Vec<Verdict>),
 ) -> (f64, u64) {
-    let batches: Vec<AddressBatch> = (0..1_000).map(|n| batch(n, mailboxes)).collect();
+    let batches: Vec<AddressBatch> = (0..1_000).map(|n| batch(n, draws)).collect();
     let mut out = Vec::with_capacity(100);
     let started = Instant::now();
     let mut done = 0u64;
@@ -109,14 +139,16 @@ fn scale_figures() {
     };
     for mailboxes in sizes {
         let started = Instant::now();
-        let population = scale_population(mailboxes);
+        let model = population_model(mailboxes);
+        let population = model.build();
         let populate = started.elapsed();
+        let draws = draws(&model);
         let dir = tempfile::tempdir().unwrap();
         let stats = build(&population, dir.path()).unwrap();
         let backend = LmdbBackend::open(dir.path()).unwrap();
         // Check a few batches against the reference before timing.
         for n in 0..10 {
-            let batch = batch(n, mailboxes);
+            let batch = batch(n, &draws);
             let mut out = Vec::new();
             backend.lookup_batch(&batch, &mut out).unwrap();
             let expected: Vec<Verdict> = batch.iter().map(|a| population.verdict_of(a)).collect();
@@ -130,7 +162,7 @@ fn scale_figures() {
             rebuilt.elapsed, rebuilt.bytes_on_disk
         );
         let (batches_per_sec, batches) =
-            lookup_rate(mailboxes, Duration::from_secs(3), |batch, out| {
+            lookup_rate(&draws, Duration::from_secs(3), |batch, out| {
                 backend.lookup_batch(batch, out).unwrap()
             });
         eprintln!(
@@ -150,7 +182,7 @@ fn scale_figures() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (batches_per_sec, _) = lookup_rate(mailboxes, Duration::from_secs(2), |batch, out| {
+        let (batches_per_sec, _) = lookup_rate(&draws, Duration::from_secs(2), |batch, out| {
             runtime.block_on(memory.lookup(batch, out)).unwrap()
         });
         eprintln!(

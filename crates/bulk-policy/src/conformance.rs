@@ -11,10 +11,6 @@
 //! batch, a scrambled batch of 10,000, 16 lookups in flight at once on one backend, and
 //! that `lookup` appends to `out` without touching what is there.
 //!
-//! It also holds the synthetic population the backends' scale tests build from
-//! ([`scale_population`], [`write_scale_address`], [`splitmix`]), so they measure the same
-//! data.
-//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -392,55 +388,4 @@ async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     outputs.into_iter().flatten().collect()
-}
-
-/// Domains of [`scale_population`]: `d0.example` to `d999.example`.
-pub const SCALE_DOMAINS: usize = 1_000;
-
-/// SplitMix64 of `i`: a stateless mix, so synthetic data is the same on every run.
-pub fn splitmix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Writes address `i` of [`scale_population`] into `out`:
-/// `user{i}.x@d{i % SCALE_DOMAINS}.example`. Past the population's mailboxes it is an
-/// unknown mailbox of a served domain.
-pub fn write_scale_address(out: &mut String, i: usize) {
-    out.clear();
-    let _ = write!(out, "user{i}.x@d{}.example", i % SCALE_DOMAINS);
-}
-
-/// The population of the backends' scale tests: [`SCALE_DOMAINS`] domains, even ones
-/// opt-in and odd ones opt-out, and `mailboxes` mailboxes ([`write_scale_address`]), 40%
-/// `in`, 30% `out` and 30% `default` by a hash of the index.
-pub fn scale_population(mailboxes: usize) -> Population {
-    use crate::{Preference, Regime};
-
-    let mut p = Population::default();
-    let mut address = String::new();
-    for d in 0..SCALE_DOMAINS {
-        let regime = if d % 2 == 0 {
-            Regime::OptIn
-        } else {
-            Regime::OptOut
-        };
-        address.clear();
-        let _ = write!(address, "d{d}.example");
-        p.add_domain(address.as_bytes(), regime)
-            .expect("a valid synthetic domain");
-    }
-    for i in 0..mailboxes {
-        write_scale_address(&mut address, i);
-        let preference = match splitmix(i as u64) % 10 {
-            0..=3 => Preference::In,
-            4..=6 => Preference::Out,
-            _ => Preference::Default,
-        };
-        p.add_mailbox(address.as_bytes(), preference)
-            .expect("a valid synthetic mailbox");
-    }
-    p
 }

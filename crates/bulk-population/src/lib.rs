@@ -14,6 +14,10 @@
 //!   and its [`Transaction`]s: [`Kind`] BULK or MAIL, sender, [`Recipient`]s with expected
 //!   verdicts, message size), each drawn from an RNG seeded by (seed, session index);
 //!   sharding, and a JSON Lines trace format to save and replay them.
+//! - [`RecipientDraws`]: recipients drawn one by one with a workload's mix, each from an
+//!   RNG seeded by (seed, index): the lookups of the benches and the backends' scale tests.
+//! - [`seeding`]: the per-item RNGs and mixing every draw above comes from, the only
+//!   SplitMix64 in the workspace.
 //!
 //! Nothing here draws from a shared or per-worker RNG: the same scenario gives the same
 //! population file and the same trace, byte for byte, whatever the number of threads
@@ -57,7 +61,7 @@
 mod names;
 pub mod population;
 pub mod scenario;
-mod seeding;
+pub mod seeding;
 pub mod workload;
 
 pub use population::{Mailbox, PopulationModel};
@@ -65,4 +69,6 @@ pub use scenario::{
     Arrival, LoopMode, Popularity, PopulationConfig, RecipientsDistribution, Scenario,
     ScenarioError, ServerConfig, WorkloadConfig,
 };
-pub use workload::{Kind, Recipient, RunLength, SessionSpec, TraceError, Transaction, Workload};
+pub use workload::{
+    Kind, Recipient, RecipientDraws, RunLength, SessionSpec, TraceError, Transaction, Workload,
+};

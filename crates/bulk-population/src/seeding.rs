@@ -1,8 +1,17 @@
-//! Per-item RNGs and the small bijections the generators use.
+//! Per-item RNGs and the small bijections the generators use: the workspace's one seeding
+//! module (and its one SplitMix64).
 //!
 //! Every random draw in this crate comes from an RNG seeded by (scenario seed, stream,
 //! index of the thing drawn). Nothing is drawn from a shared or per-worker RNG, so the
 //! output does not depend on how work is split across threads or shards.
+//!
+//! Synthetic data elsewhere in the workspace comes from here too: benches and the
+//! backends' scale tests build their populations with [`PopulationModel`] and draw their
+//! lookups with [`RecipientDraws`]; test code that needs bare deterministic numbers uses
+//! [`mix`] or [`item_rng`] (public for that) rather than a SplitMix64 of its own.
+//!
+//! [`PopulationModel`]: crate::PopulationModel
+//! [`RecipientDraws`]: crate::RecipientDraws
 //!
 //! The RNG is `Xoshiro256PlusPlus`, named rather than `StdRng`/`SmallRng`: rand documents
 //! that those two may change algorithm between releases, which would silently change every
@@ -12,7 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
 /// The RNG type behind every draw.
-pub(crate) type ItemRng = Xoshiro256PlusPlus;
+pub type ItemRng = Xoshiro256PlusPlus;
 
 /// Streams keep the RNGs of different kinds of items independent: mailbox 7 and session 7
 /// of one seed must not draw the same numbers.
@@ -26,11 +35,13 @@ pub(crate) const STREAM_LOCAL_OFFSET: u64 = 5;
 pub(crate) const STREAM_POPULARITY: u64 = 6;
 /// Offset of the domain-name bijection.
 pub(crate) const STREAM_DOMAIN_NAME: u64 = 7;
+/// Recipients drawn one by one, outside sessions (`RecipientDraws`).
+pub(crate) const STREAM_RECIPIENT: u64 = 8;
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// SplitMix64's finalizer: a bijection on u64 with good avalanche.
-pub(crate) fn fmix(mut z: u64) -> u64 {
+pub fn fmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -38,13 +49,13 @@ pub(crate) fn fmix(mut z: u64) -> u64 {
 
 /// A 64-bit value derived from (seed, stream, index). For a fixed seed and stream it is a
 /// bijection of `index`, so distinct items never share a seed.
-pub(crate) fn mix(seed: u64, stream: u64, index: u64) -> u64 {
+pub fn mix(seed: u64, stream: u64, index: u64) -> u64 {
     let base = fmix(fmix(seed.wrapping_add(GOLDEN)) ^ stream.wrapping_mul(GOLDEN));
     fmix(base ^ index)
 }
 
 /// The RNG of item `index` of `stream` under `seed`.
-pub(crate) fn item_rng(seed: u64, stream: u64, index: u64) -> ItemRng {
+pub fn item_rng(seed: u64, stream: u64, index: u64) -> ItemRng {
     ItemRng::seed_from_u64(mix(seed, stream, index))
 }
 

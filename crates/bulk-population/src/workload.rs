@@ -26,8 +26,8 @@ use crate::scenario::{
     RecipientsDistribution, Scenario, WorkloadConfig,
 };
 use crate::seeding::{
-    ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_SESSION, affine, item_rng, mix,
-    scatter_multiplier,
+    ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_RECIPIENT, STREAM_SESSION, affine, item_rng,
+    mix, scatter_multiplier,
 };
 
 /// Version written in, and required of, a trace header.
@@ -320,8 +320,7 @@ struct Generator {
 }
 
 impl Generator {
-    fn new(scenario: &Scenario, model: &PopulationModel) -> Self {
-        let w: &WorkloadConfig = &scenario.workload;
+    fn new(w: &WorkloadConfig, seed: u64, model: &PopulationModel) -> Self {
         let hi = w.recipients_max.clamp(1, MAX_RECIPIENTS_PER_SESSION);
         let lo = w.recipients_min.clamp(1, hi);
         let geometric = match (w.recipients_distribution, w.recipients_mean) {
@@ -343,7 +342,7 @@ impl Generator {
             _ => None,
         };
         Generator {
-            seed: scenario.seed,
+            seed,
             model: model.clone(),
             bulk_share: probability(w.bulk_share),
             recipients: (lo, hi),
@@ -351,7 +350,7 @@ impl Generator {
             fixed: w.recipients_distribution == RecipientsDistribution::Fixed,
             zipf,
             popularity_multiplier: scatter_multiplier(n),
-            popularity_offset: mix(scenario.seed, STREAM_POPULARITY, 0),
+            popularity_offset: mix(seed, STREAM_POPULARITY, 0),
             unknown_share,
             foreign_share: probability(w.foreign_share).min(1.0 - unknown_share),
             subaddress_share: probability(w.subaddress_share),
@@ -441,7 +440,7 @@ impl Generator {
         let mut recipients = Vec::with_capacity(count as usize);
         let mut chosen = HashSet::new();
         for _ in 0..count {
-            recipients.push(self.recipient(rng, &mut chosen));
+            recipients.push(self.recipient(rng, Some(&mut chosen)));
         }
         let (lo, hi) = self.message_size;
         let message_size = if hi == 0 {
@@ -457,7 +456,9 @@ impl Generator {
         }
     }
 
-    fn recipient(&self, rng: &mut ItemRng, chosen: &mut HashSet<u64>) -> Recipient {
+    /// One recipient; with `chosen` (the mailboxes already in the transaction), a known
+    /// mailbox is redrawn a few times rather than repeated.
+    fn recipient(&self, rng: &mut ItemRng, chosen: Option<&mut HashSet<u64>>) -> Recipient {
         let class = rng.random::<f64>();
         let model = &self.model;
         let (mut local, domain, verdict) = if class < self.unknown_share {
@@ -491,13 +492,15 @@ impl Generator {
             (local, domain, Verdict::NotLocal)
         } else {
             let mut i = self.popular_mailbox(rng);
-            for _ in 1..DISTINCT_ATTEMPTS {
-                if !chosen.contains(&i) {
-                    break;
+            if let Some(chosen) = chosen {
+                for _ in 1..DISTINCT_ATTEMPTS {
+                    if !chosen.contains(&i) {
+                        break;
+                    }
+                    i = self.popular_mailbox(rng);
                 }
-                i = self.popular_mailbox(rng);
+                chosen.insert(i);
             }
-            chosen.insert(i);
             let mailbox = model.mailbox(i);
             let domain = model.domain(mailbox.domain).0.to_string();
             (mailbox.local, domain, model.verdict(i))
@@ -516,6 +519,51 @@ impl Generator {
             mix_case(&mut address, at, rng.random_range(0..3u8));
         }
         Recipient { address, verdict }
+    }
+}
+
+/// Recipients drawn one at a time, outside any session: recipient `index` comes from its own
+/// RNG seeded by (seed, index), so a pool of any size is the same on every run, whatever
+/// the order or the threads it is drawn in. Benches and the backends' scale tests draw the
+/// addresses they look up here, with the recipient mix of a [`WorkloadConfig`]:
+/// `recipient_popularity` (and `popularity_zipf`), `unknown_share`, `foreign_share`,
+/// `subaddress_share` and `mixed_case_share`; its other keys are not used.
+///
+/// A recipient is drawn as a session's is (the same kinds of unknown and foreign
+/// addresses, the same Zipf ranks scattered over the mailboxes, the same decorations), but
+/// from its own stream: recipient `i` is not the `i`-th RCPT of [`Workload::generate`], and
+/// consecutive recipients may name the same mailbox.
+///
+/// ```
+/// use bulk_population::{PopulationConfig, PopulationModel, RecipientDraws, WorkloadConfig};
+///
+/// let model = PopulationModel::new(&PopulationConfig::default(), 7);
+/// let draws = RecipientDraws::new(&model, &WorkloadConfig::default(), 7);
+/// let population = model.build();
+/// for index in 0..100 {
+///     let recipient = draws.recipient(index);
+///     assert_eq!(population.verdict_of(recipient.address.as_bytes()), recipient.verdict);
+/// }
+/// ```
+#[derive(Debug)]
+pub struct RecipientDraws {
+    generator: Generator,
+}
+
+impl RecipientDraws {
+    /// Recipients of `model` with `workload`'s mix, under `seed`. Out-of-range shares are
+    /// clamped, as [`Workload::generate`] does.
+    pub fn new(model: &PopulationModel, workload: &WorkloadConfig, seed: u64) -> Self {
+        RecipientDraws {
+            generator: Generator::new(workload, seed, model),
+        }
+    }
+
+    /// Recipient `index`: its address as written in a RCPT, and the verdict the population
+    /// gives it.
+    pub fn recipient(&self, index: u64) -> Recipient {
+        let mut rng = item_rng(self.generator.seed, STREAM_RECIPIENT, index);
+        self.generator.recipient(&mut rng, None)
     }
 }
 
@@ -594,7 +642,7 @@ impl Workload {
     /// An invalid scenario is sanitized (counts and shares clamped into range) rather than
     /// refused; call [`Scenario::validate`] first to report it.
     pub fn generate(scenario: &Scenario, model: &PopulationModel) -> Workload {
-        let generator = Generator::new(scenario, model);
+        let generator = Generator::new(&scenario.workload, scenario.seed, model);
         if let Some(duration) = scenario.timed_duration() {
             return Workload {
                 run: RunLength::Time(duration),
@@ -1027,6 +1075,44 @@ mixed_case_share = 0.3
             .map(|(a, _)| a.rsplit('@').next().unwrap())
             .collect();
         assert!(top_domains.len() >= 5, "{top_domains:?}");
+    }
+
+    #[test]
+    fn recipient_draws_are_pure_and_follow_the_mix() {
+        let s = scenario(
+            "[population]\nmailboxes = 20000\ndomains = 40\n[workload]\nsessions = 1\nunknown_share = 0.1\nforeign_share = 0.05\nsubaddress_share = 0.2\nmixed_case_share = 0.2\n",
+        );
+        let model = PopulationModel::from_scenario(&s);
+        let population = model.build();
+        let draws = RecipientDraws::new(&model, &s.workload, 3);
+        let drawn: Vec<Recipient> = (0..10_000).map(|i| draws.recipient(i)).collect();
+        // Index by index, in any order, from a fresh sampler: the same recipients.
+        let again = RecipientDraws::new(&model, &s.workload, 3);
+        for i in (0..10_000).rev().step_by(97) {
+            assert_eq!(again.recipient(i), drawn[i as usize]);
+        }
+        assert_ne!(
+            RecipientDraws::new(&model, &s.workload, 4).recipient(0),
+            drawn[0]
+        );
+        for r in &drawn {
+            assert_eq!(
+                population.verdict_of(r.address.as_bytes()),
+                r.verdict,
+                "{r:?}"
+            );
+        }
+        let share = |f: &dyn Fn(&Recipient) -> bool| {
+            drawn.iter().filter(|r| f(r)).count() as f64 / drawn.len() as f64
+        };
+        let unknown = share(&|r| r.verdict == Verdict::UnknownMailbox);
+        let foreign = share(&|r| r.verdict == Verdict::NotLocal);
+        let tagged = share(&|r| r.address.contains('+'));
+        let mixed = share(&|r| r.address.bytes().any(|b| b.is_ascii_uppercase()));
+        assert!((unknown - 0.1).abs() < 0.015, "{unknown}");
+        assert!((foreign - 0.05).abs() < 0.01, "{foreign}");
+        assert!((tagged - 0.2).abs() < 0.02, "{tagged}");
+        assert!((mixed - 0.2).abs() < 0.02, "{mixed}");
     }
 
     #[test]
