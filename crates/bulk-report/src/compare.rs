@@ -21,7 +21,7 @@ use bulk_loadgen::Phase;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::markdown::{fmt_num, machine_text, target_text};
+use crate::format::{fmt_num, target_text};
 use crate::plot::{
     self, Bar, BarChart, Chart, Plot, Progress, RenderedPlot, arm_color, spectrum_chart,
 };
@@ -970,11 +970,6 @@ pub(crate) fn plot_files(rendered: &[RenderedPlot]) -> Vec<PathBuf> {
         .iter()
         .flat_map(|p| [p.svg_path.clone(), p.png_path.clone()])
         .collect()
-}
-
-/// The machine line of a comparison, for the reports.
-pub(crate) fn comparison_machine(comparison: &Comparison) -> Option<String> {
-    comparison.machine.as_ref().map(machine_text)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //!   Schema, and [`schema::validate`] checks a document against it.
 //! - [`hgrm::percentile_distribution`]: HdrHistogram's percentile text format.
 //! - [`ReportDir`]: a run's folder, created fresh (never overwriting), and what goes in it.
-//! - [`table`]: the terminal summary.
+//! - [`report`]: a report built once as data (problems, sections, tables, figures) from a
+//!   run or a comparison, which [`terminal`] ([`table`], the terminal summary),
+//!   [`markdown`] and [`html`] render, all wording figures alike (module `format`).
 //! - [`render_run`]: a run's plots ([`plot`]), `summary.md` ([`markdown`]) and the
 //!   self-contained `report.html` ([`html`]).
 //! - [`Comparison`] (in [`compare`]): arms of repeated runs side by side, their saved
@@ -15,20 +17,21 @@
 #![warn(missing_docs)]
 
 pub mod compare;
+mod format;
 pub mod hgrm;
 pub mod html;
 pub mod markdown;
 pub mod plot;
+pub mod report;
 pub mod run;
 pub mod schema;
 pub mod summary;
+pub mod terminal;
 
-use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bulk_loadgen::Phase;
 use hdrhistogram::Histogram;
 
 pub use crate::compare::{Arm, Comparison, Verdict, render_comparison};
@@ -275,176 +278,10 @@ impl ReportDir {
 }
 
 /// The summary a person reads at the end of a run: problems first, then throughput,
-/// latency per phase and cost.
+/// latency per phase and cost ([`report::summary_report`] in the terminal's rendering).
 pub fn table(summary: &Summary) -> String {
-    let mut out = String::new();
-    let t = &summary.totals;
-    if summary.mismatches.total > 0 {
-        let _ = writeln!(
-            out,
-            "MISMATCHES: {} RCPT replies contradicted the population",
-            summary.mismatches.total
-        );
-        for (pair, count) in &summary.mismatches.by_class {
-            let _ = writeln!(out, "  {pair:<28} {count:>10}");
-        }
-        for example in &summary.mismatches.examples {
-            let _ = writeln!(
-                out,
-                "  e.g. session {} <{}>: expected {}, got {:?}",
-                example.session,
-                example.recipient,
-                example.expected.name(),
-                example.reply
-            );
-        }
-        out.push('\n');
-    }
-    let failed: Vec<_> = summary.errors.iter().filter(|(_, n)| **n > 0).collect();
-    if !failed.is_empty() {
-        let _ = writeln!(out, "FAILED SESSIONS:");
-        for (kind, count) in failed {
-            let _ = writeln!(out, "  {kind:<28} {count:>10}");
-        }
-        out.push('\n');
-    }
-    if let Some(partial) = markdown::partial_text(summary) {
-        let _ = writeln!(out, "PARTIAL MERGE: {partial}\n");
-    }
-    let _ = writeln!(
-        out,
-        "target {}, {} cores, window {:.1} s after {:.1} s warm-up{}",
-        markdown::target_text(summary),
-        summary.machine.cores,
-        summary.window.measured_secs,
-        summary.window.warmup_secs,
-        if summary.window.interrupted {
-            ", INTERRUPTED"
-        } else {
-            ""
-        }
-    );
-    if let Some(shards) = markdown::shards_text(summary) {
-        let _ = writeln!(out, "{shards}");
-    }
-    let _ = writeln!(
-        out,
-        "sessions {} ({} completed, {} failed) of {} planned; RCPTs {} of {} planned; messages {}",
-        t.sessions + summary.warmup_totals.sessions,
-        t.sessions_completed + summary.warmup_totals.sessions_completed,
-        t.sessions_failed + summary.warmup_totals.sessions_failed,
-        summary.expected.sessions,
-        t.rcpts + summary.warmup_totals.rcpts,
-        summary.expected.rcpts,
-        t.messages + summary.warmup_totals.messages,
-    );
-    let fallback = summary.fallback_sessions();
-    if fallback > 0 {
-        let _ = writeln!(
-            out,
-            "server does not advertise BULK: {fallback} sessions used MAIL FROM"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "throughput {:.0} RCPT/s, {:.1} sessions/s",
-        summary.throughput.rcpt_per_sec, summary.throughput.sessions_per_sec
-    );
-    let classes: Vec<String> = t.by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
-    let _ = writeln!(out, "verdicts: {}\n", classes.join(", "));
-    let _ = writeln!(
-        out,
-        "{:<14} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "phase (us)", "count", "p50", "p90", "p99", "p99.9", "max"
-    );
-    for phase in Phase::ALL {
-        let Some(l) = summary.latency_us.get(phase.name()) else {
-            continue;
-        };
-        if l.count == 0 {
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "{:<14} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            phase.name(),
-            l.count,
-            l.p50,
-            l.p90,
-            l.p99,
-            l.p99_9,
-            l.max
-        );
-    }
-    out.push('\n');
-    match &summary.server {
-        Some(server) => {
-            let _ = writeln!(
-                out,
-                "server: {:.2} CPU s, {:.2} us CPU/RCPT, peak RSS {:.1} MiB, ready after {:.2} s",
-                server.cpu_seconds,
-                server.cpu_us_per_rcpt,
-                server.peak_rss_bytes as f64 / (1024.0 * 1024.0),
-                server.startup_secs
-            );
-            cpu_set_line(&mut out, server.cpu_set.as_ref());
-        }
-        None => {
-            let _ = writeln!(out, "server: {}", markdown::no_server_text(summary));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "generator: {:.2} CPU s, {:.2} us CPU/RCPT",
-        summary.generator.cpu_seconds, summary.generator.cpu_us_per_rcpt
-    );
-    cpu_set_line(&mut out, summary.generator.cpu_set.as_ref());
-    if let Some(ceiling) = &summary.ceiling {
-        ceiling_lines(&mut out, summary, ceiling);
-    }
-    out
-}
-
-/// The ceiling: its headline, the canned arm's figures with this run's ratios, caveats.
-fn ceiling_lines(out: &mut String, summary: &Summary, ceiling: &summary::Ceiling) {
-    let ratio = |r: Option<f64>| r.map_or_else(String::new, |r| format!(" (this server x{r:.2})"));
-    let _ = writeln!(out, "\nceiling: {}", markdown::ceiling_text(ceiling));
-    let server = match ceiling.server_cpu_us_per_rcpt {
-        Some(us) => format!(
-            "server {us:.2} us CPU/RCPT{}",
-            ratio(ceiling.ratios.server_cpu_per_rcpt)
-        ),
-        None => "server CPU not measured".to_owned(),
-    };
-    let _ = writeln!(
-        out,
-        "  canned arm ({}, {} RCPTs in {:.1} s): {server}, generator {:.2} us CPU/RCPT{}, \
-         RCPT p50 {} ms, p99 {} ms",
-        ceiling.backend,
-        ceiling.rcpts,
-        ceiling.measured_secs,
-        ceiling.generator_cpu_us_per_rcpt,
-        ratio(ceiling.ratios.generator_cpu_per_rcpt),
-        markdown::fmt_ms(ceiling.rcpt_p50_us),
-        markdown::fmt_ms(ceiling.rcpt_p99_us),
-    );
-    for note in markdown::ceiling_notes(summary, ceiling) {
-        let _ = writeln!(out, "  {note}");
-    }
-}
-
-/// `  CPU 0: 4.10 busy s, 37.90 us/RCPT (user 18%, system 52%, softirq 30%)`.
-fn cpu_set_line(out: &mut String, set: Option<&summary::CpuSetCost>) {
-    if let Some(set) = set {
-        let _ = writeln!(
-            out,
-            "  {}: {:.2} busy s, {:.2} us/RCPT ({})",
-            markdown::cpus_text(&set.cpus),
-            set.busy_seconds,
-            set.busy_us_per_rcpt,
-            set.split_text()
-        );
-    }
+    let report = report::summary_report(summary, &summary.started_at, &[], &[]);
+    terminal::render_terminal(&report)
 }
 
 #[cfg(test)]

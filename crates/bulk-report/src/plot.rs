@@ -35,7 +35,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use rayon::prelude::*;
 
-use crate::markdown::{fmt_count, fmt_ms, fmt_num};
+use crate::format::{fmt_count, fmt_ms, fmt_num};
 use crate::{ReportError, RunData};
 
 /// Width of every plot in pixels (PNG) or user units (SVG).

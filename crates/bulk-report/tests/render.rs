@@ -456,3 +456,47 @@ fn ceiling_notes_say_when_its_rate_means_little() {
     let table = bulk_report::table(&data.summary);
     assert!(table.contains("no share of it to state"), "{table}");
 }
+
+/// The report is built once as data: a figure added to the model shows in the terminal,
+/// Markdown and HTML renderings alike, each in its own form.
+#[test]
+fn a_figure_added_to_the_model_shows_in_every_rendering() {
+    use bulk_report::report::{Block, Figure, Section, Show, run_report};
+    let data = run(&Spec::default());
+    let mut report = run_report(&data, "2026-11-27 20:24:05 UTC", &[]);
+    let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\"><text>added</text></svg>";
+    report.sections.push(Section {
+        show: Show::Everywhere,
+        ..Section::new(
+            "Added",
+            vec![Block::Figure(Figure {
+                name: "added_figure".into(),
+                title: "An added figure".into(),
+                caption: "What the added figure shows.".into(),
+                alt: "A figure added to the report model, drawn as a bar".into(),
+                svg: svg.into(),
+            })],
+        )
+    });
+
+    let terminal = bulk_report::terminal::render_terminal(&report);
+    assert!(
+        terminal.contains("An added figure: added_figure.png, added_figure.svg"),
+        "{terminal}"
+    );
+    let markdown = bulk_report::markdown::render_markdown(&report);
+    assert!(markdown.contains("## Added\n"), "{markdown}");
+    assert!(
+        markdown
+            .contains("![A figure added to the report model, drawn as a bar](added_figure.png)"),
+        "{markdown}"
+    );
+    let html = bulk_report::html::render_html(&report);
+    check_html(&html, 1);
+    let data_uri = base64::engine::general_purpose::STANDARD.encode(svg);
+    assert!(html.contains(&format!("{DATA_URI}{data_uri}\"")));
+    assert!(html.contains("<strong>An added figure.</strong>"));
+    // The terminal's own compact sections and the documents' sections are still apart.
+    assert!(terminal.contains("phase (us)") && !markdown.contains("phase (us)"));
+    assert!(!terminal.contains("## Setup") && markdown.contains("## Setup"));
+}
