@@ -1,6 +1,6 @@
 //! `summary.md` and `comparison.md`: a [`Report`] as Markdown, problems first.
 //!
-//! Text from data is escaped ([`md`]): no markup, no raw HTML. Code spans are written as
+//! Text from data is escaped (`md`): no markup, no raw HTML. Code spans are written as
 //! escaped plain text, since a reply line may hold backticks and pipes that a Markdown
 //! code span in a table cannot carry. The HTML page's tiles and subtitle repeat figures
 //! the sections hold, so Markdown leaves them out; so do the terminal's sections.
