@@ -165,6 +165,18 @@ impl Server {
     }
 }
 
+/// A connection to `addr` (replies within 10 s), its reader, and the greeting line.
+fn connect(addr: &str) -> (TcpStream, BufReader<TcpStream>, String) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    (stream, reader, greeting)
+}
+
 fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: &str) -> String {
     stream
         .write_all(format!("{command}\r\n").as_bytes())
@@ -183,13 +195,7 @@ fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: 
 #[test]
 fn serves_on_a_free_port_and_stops_cleanly_on_sigterm() {
     let server = start(&["--hostname", "mx.test"]);
-    let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting).unwrap();
+    let (mut stream, mut reader, greeting) = connect(&server.addr);
     assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
     let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
     assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
@@ -213,13 +219,7 @@ fn harvest_resistant_flag_and_spool_sink_take_effect() {
     let dir = tempfile::tempdir().unwrap();
     let sink = format!("spool:{}", dir.path().display());
     let server = start(&["--harvest-resistant", "--sink", &sink]);
-    let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting).unwrap();
+    let (mut stream, mut reader, _) = connect(&server.addr);
     exchange(&mut stream, &mut reader, "EHLO c.example");
     exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>");
     let unknown = exchange(&mut stream, &mut reader, "RCPT TO:<nobody@example.org>");
@@ -243,13 +243,7 @@ fn harvest_resistant_flag_and_spool_sink_take_effect() {
 #[test]
 fn the_canned_backend_answers_every_rcpt_by_its_rule() {
     let server = common::serve(&["--backend", "canned:0.5", "--hostname", "mx.test"]);
-    let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting).unwrap();
+    let (mut stream, mut reader, greeting) = connect(&server.addr);
     assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
     let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
     assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
@@ -300,13 +294,7 @@ fn the_canned_backend_answers_every_rcpt_by_its_rule() {
 
     // Plain `canned` accepts every RCPT.
     let server = common::serve(&["--backend", "canned"]);
-    let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting).unwrap();
+    let (mut stream, mut reader, _) = connect(&server.addr);
     exchange(&mut stream, &mut reader, "EHLO c.example");
     exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>");
     for rcpt in ["a@example.org", "b@nowhere.example", "c@example.org"] {
