@@ -116,7 +116,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
     std::fs::create_dir(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
 
-    // Each backend's store is built once, at its first run, and kept for the repeats.
+    // Each backend's store is built once, at its first run, and kept for the repeats; the
+    // folder goes when `stores` is dropped, also on an early return with an error.
     let stores = crate::load::tempdir()?;
     let mut results: Vec<Arm> = arms
         .iter()
@@ -149,7 +150,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
                 this_repeat.push(name.clone());
             }
             info!(arm = %name, repeat, of = args.repeat, "running");
-            let outcome = run_once(&args.run, &prepared, target, "compare", Some(&stores))
+            let outcome = run_once(&args.run, &prepared, target, "compare", Some(stores.path()))
                 .and_then(|(summary, result)| {
                     // An arm in which no session completed did not run: say why, by kind.
                     let completed =
@@ -192,7 +193,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
                 .get_or_insert_with(|| "interrupted before a complete run".into());
         }
     }
-    let _ = std::fs::remove_dir_all(&stores);
+    drop(stores);
     ran.repeats.retain(|arms| !arms.is_empty());
     let mut comparison = Comparison::new(&prepared.scenario.name, &results);
     comparison.run_order = Some(ran);

@@ -601,24 +601,20 @@ pub(crate) fn run_once(
         }
         RunTarget::Backend(backend) => {
             let work = tempdir()?;
-            let outcome = run_with_server(
+            run_with_server(
                 args,
                 prepared,
                 Served::Store(backend),
                 command,
                 &runtime,
-                &work,
+                work.path(),
                 stores,
-            );
-            let _ = std::fs::remove_dir_all(&work);
-            outcome
+            )
         }
         RunTarget::Canned(share) => {
             let work = tempdir()?;
             let served = Served::Canned(*share);
-            let outcome = run_with_server(args, prepared, served, command, &runtime, &work, None);
-            let _ = std::fs::remove_dir_all(&work);
-            outcome
+            run_with_server(args, prepared, served, command, &runtime, work.path(), None)
         }
     }
 }
@@ -949,18 +945,15 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<RunOutcome> {
     }
 }
 
-/// A fresh private folder under the system's temporary directory.
-pub(crate) fn tempdir() -> anyhow::Result<PathBuf> {
-    let base = std::env::temp_dir();
-    for n in 0..1000u32 {
-        let path = base.join(format!("bulkbench-{}-{n}", std::process::id()));
-        match std::fs::create_dir(&path) {
-            Ok(()) => return Ok(path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-        }
-    }
-    bail!("cannot create a temporary folder under {}", base.display())
+/// A fresh private folder under the system's temporary directory, removed when dropped:
+/// also when a run or a comparison returns early with an error (its stores can take
+/// gigabytes). Made by `tempfile` (mode 0700, a name no other process can take) rather
+/// than by hand.
+pub(crate) fn tempdir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("bulkbench-")
+        .tempdir()
+        .context("cannot create a temporary folder")
 }
 
 /// Used by `progress` for the live rate.
