@@ -1155,18 +1155,13 @@ fn verdicts(data: &RunData) -> Plot {
     }
 }
 
-/// The steps of a session in order, as the breakdown shows them.
-const SESSION_STEPS: [Phase; 9] = [
-    Phase::Connect,
-    Phase::Greeting,
-    Phase::Ehlo,
-    Phase::Rset,
-    Phase::From,
-    Phase::Rcpt,
-    Phase::Data,
-    Phase::EndOfData,
-    Phase::Quit,
-];
+/// The steps of a session in order, as the breakdown shows them: every phase but the wait
+/// before it and the whole (`Phase::ALL` is in session order).
+fn session_steps() -> impl Iterator<Item = Phase> {
+    Phase::ALL
+        .into_iter()
+        .filter(|p| !matches!(p, Phase::ScheduleLag | Phase::Session))
+}
 
 fn phase_breakdown(data: &RunData) -> Plot {
     let mean_ms = |phase: Phase| {
@@ -1177,9 +1172,8 @@ fn phase_breakdown(data: &RunData) -> Plot {
     };
     let session = mean_ms(Phase::Session);
     let sessions = session.map_or(0, |s| s.1);
-    let mut bars: Vec<Bar> = SESSION_STEPS
-        .iter()
-        .filter_map(|p| mean_ms(*p).map(|m| (*p, m)))
+    let mut bars: Vec<Bar> = session_steps()
+        .filter_map(|p| mean_ms(p).map(|m| (p, m)))
         .map(|(phase, (mean, count))| {
             let per_session = if sessions > 0 {
                 count as f64 / sessions as f64
