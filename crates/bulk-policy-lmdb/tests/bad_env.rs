@@ -31,6 +31,8 @@ fn with_raw_db(
     name: &str,
     f: impl FnOnce(&heed::Env, Database<'static, Bytes, Bytes>),
 ) {
+    // SAFETY: heed's open is unsafe because one environment must not be opened twice in a
+    // process; each test uses its own folder, and no backend has it open here.
     let env = unsafe { EnvOpenOptions::new().max_dbs(8).open(dir).unwrap() };
     let wtxn = env.write_txn().unwrap();
     let db = env

@@ -57,6 +57,8 @@ fn child_process_writer() {
     drop(backend);
 
     // Grow the data file past the parent's map, as a large rebuild would.
+    // SAFETY: heed's open is unsafe because one environment must not be opened twice in a
+    // process; this child process opens this one only here, after dropping its backend.
     let env = unsafe {
         EnvOpenOptions::new()
             .max_dbs(3)

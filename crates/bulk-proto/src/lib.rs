@@ -32,6 +32,7 @@
 //! assert!(text.ends_with("250 2.1.5 Recipient ok\r\n550 5.7.1 Recipient does not accept bulk mail\r\n"));
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod client;
 pub mod command;

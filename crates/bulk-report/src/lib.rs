@@ -15,6 +15,7 @@
 //!   figures with confidence intervals, the verdict against a baseline, and
 //!   [`render_comparison`].
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod compare;
 mod format;
