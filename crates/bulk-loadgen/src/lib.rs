@@ -365,14 +365,13 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     // Closed loop: the next session to start, by its place in the workload.
     let drawn = Arc::new(AtomicU64::new(0));
-    let drawn_rcpts = Arc::new(AtomicU64::new(0));
     match run.config.schedule {
         Schedule::Closed { concurrency } => {
             // Sized in time: no session starts after this (those in flight finish).
             let end = workload.duration().and_then(|d| run.start.checked_add(d));
             for worker in 0..concurrency.max(1) {
                 let (run, workload) = (run.clone(), workload.clone());
-                let (drawn, drawn_rcpts) = (drawn.clone(), drawn_rcpts.clone());
+                let drawn = drawn.clone();
                 let lane = worker % loop_cancel.len();
                 let mut state = Worker::new(lane);
                 let cancel = loop_cancel[lane].clone();
@@ -389,7 +388,6 @@ pub async fn run(
                         else {
                             break;
                         };
-                        drawn_rcpts.fetch_add(spec.rcpt_count(), Ordering::Relaxed);
                         run.session(spec, Instant::now(), None, &mut state).await;
                         tokio::task::coop::consume_budget().await;
                     }
@@ -481,10 +479,6 @@ pub async fn run(
                 drawn.load(Ordering::Relaxed).min(workload.session_count())
             }
             (Schedule::Open, _) => workload.sessions.len() as u64,
-        },
-        drawn_rcpts: match run.config.schedule {
-            Schedule::Closed { .. } => drawn_rcpts.load(Ordering::Relaxed),
-            Schedule::Open => workload.rcpt_count(),
         },
     };
     for shard in run.shards {

@@ -220,8 +220,6 @@ pub struct RunResult {
     /// ran its first `drawn` sessions, which
     /// [`Workload::as_run`](bulk_population::Workload::as_run) replays.
     pub drawn: u64,
-    /// RCPTs of those sessions.
-    pub drawn_rcpts: u64,
 }
 
 impl RunResult {

@@ -576,7 +576,6 @@ mod tests {
             elapsed: Duration::from_millis(3500),
             interrupted: false,
             drawn: 0,
-            drawn_rcpts: 0,
         }
     }
 

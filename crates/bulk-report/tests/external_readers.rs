@@ -47,7 +47,6 @@ fn run_data() -> RunData {
         elapsed: Duration::from_secs(6),
         interrupted: false,
         drawn: 0,
-        drawn_rcpts: 0,
     };
     let summary = Summary::new(
         SummaryInput {

@@ -462,7 +462,7 @@ fn summary_input(
         expected: match prepared.workload.duration() {
             Some(_) => Expected {
                 sessions: result.drawn,
-                rcpts: result.drawn_rcpts,
+                rcpts: prepared.workload.as_run(result.drawn).rcpt_count(),
             },
             None => Expected {
                 sessions: prepared.workload.session_count(),

@@ -177,6 +177,19 @@ fn connect(addr: &str) -> (TcpStream, BufReader<TcpStream>, String) {
     (stream, reader, greeting)
 }
 
+/// A connection to a server started with `--hostname mx.test`, greeted, with BULK
+/// advertised and a bulk transaction opened (each step checked).
+fn open_bulk_transaction(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let (mut stream, mut reader, greeting) = connect(addr);
+    assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
+    let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
+    assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
+    assert!(
+        exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>").starts_with("250 2.1.0")
+    );
+    (stream, reader)
+}
+
 fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: &str) -> String {
     stream
         .write_all(format!("{command}\r\n").as_bytes())
@@ -195,13 +208,7 @@ fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, command: 
 #[test]
 fn serves_on_a_free_port_and_stops_cleanly_on_sigterm() {
     let server = start(&["--hostname", "mx.test"]);
-    let (mut stream, mut reader, greeting) = connect(&server.addr);
-    assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
-    let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
-    assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
-    assert!(
-        exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>").starts_with("250 2.1.0")
-    );
+    let (mut stream, mut reader) = open_bulk_transaction(&server.addr);
     assert!(
         exchange(&mut stream, &mut reader, "RCPT TO:<ann@example.org>").starts_with("250 2.1.5")
     );
@@ -243,13 +250,7 @@ fn harvest_resistant_flag_and_spool_sink_take_effect() {
 #[test]
 fn the_canned_backend_answers_every_rcpt_by_its_rule() {
     let server = common::serve(&["--backend", "canned:0.5", "--hostname", "mx.test"]);
-    let (mut stream, mut reader, greeting) = connect(&server.addr);
-    assert_eq!(greeting, "220 mx.test ESMTP bulkbench\r\n");
-    let ehlo = exchange(&mut stream, &mut reader, "EHLO c.example");
-    assert!(ehlo.contains("250 BULK\r\n"), "{ehlo}");
-    assert!(
-        exchange(&mut stream, &mut reader, "BULK FROM:<n@shop.example>").starts_with("250 2.1.0")
-    );
+    let (mut stream, mut reader) = open_bulk_transaction(&server.addr);
     // Half of the stream, from its first RCPT: refused, accepted, refused, ...
     let rcpts = [
         "ann@example.org",

@@ -141,7 +141,6 @@ pub fn run(spec: &Spec) -> RunData {
         elapsed: Duration::from_secs(spec.secs),
         interrupted: false,
         drawn: 0,
-        drawn_rcpts: 0,
     };
     summarize(spec, &result)
 }
@@ -233,7 +232,6 @@ pub fn empty_run() -> RunData {
         elapsed: Duration::ZERO,
         interrupted: true,
         drawn: 0,
-        drawn_rcpts: 0,
     };
     summarize(
         &Spec {
