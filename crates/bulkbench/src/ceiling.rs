@@ -11,7 +11,7 @@ use bulk_report::summary::Ceiling;
 use rayon::prelude::*;
 use tracing::{info, warn};
 
-use crate::load::{Prepared, RunArgs, RunTarget, VerifyArg, interrupt, run_once};
+use crate::run::{self, Prepared, RunArgs, RunTarget, VerifyArg};
 
 /// The share of RCPTs the canned rule accepts, so that the canned arm's reply mix (and so
 /// the DATA that follows) resembles the measured run's: of the RCPTs of BULK transactions
@@ -54,7 +54,7 @@ pub(crate) fn measure_into(
     args: &RunArgs,
     prepared: &Prepared,
 ) -> anyhow::Result<()> {
-    if measured.window.interrupted || interrupt().is_cancelled() {
+    if measured.window.interrupted || crate::interrupt::token().is_cancelled() {
         warn!("interrupted: the ceiling was not measured");
         return Ok(());
     }
@@ -72,7 +72,7 @@ pub(crate) fn measure_into(
         verify: VerifyArg::Off,
         ..args.clone()
     };
-    let (canned, _) = run_once(
+    let (canned, _) = run::once(
         &canned_args,
         prepared,
         &RunTarget::Canned(share),

@@ -4,16 +4,17 @@
 //! confidence interval on every ratio.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
+use bulk_loadgen::RunResult;
 use bulk_report::compare::{Arm, Comparison, RunOrder, render_comparison, run_order};
-use bulk_report::{ReportDir, RunData};
+use bulk_report::{ReportDir, RunData, Summary};
 use clap::Args;
 use tracing::{error, info, warn};
 
-use crate::load::{RunArgs, RunTarget, run_once};
+use crate::run::{self, Prepared, RunArgs, RunTarget, Stores};
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -66,7 +67,7 @@ fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
     {
         return Err("the NAME must be letters, digits, '-', '_' or '.'".into());
     }
-    Ok((name.to_owned(), crate::load::resolve_target(addr)?))
+    Ok((name.to_owned(), run::resolve_target(addr)?))
 }
 
 /// Exit statuses beyond success: see main.rs.
@@ -78,6 +79,45 @@ pub enum Outcome {
 }
 
 pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
+    let arms = arms(&args)?;
+    let baseline = match &args.baseline {
+        Some(dir) => Some(Comparison::load(dir).with_context(|| {
+            format!("cannot read the baseline comparison in {}", dir.display())
+        })?),
+        None => None,
+    };
+    crate::interrupt::watch();
+    // One workload for every arm and repeat: the same sessions, byte for byte.
+    let prepared = Prepared::new(&args.run)?;
+    let report = match &args.run.out {
+        Some(out) => ReportDir::create_exact(out)?,
+        None => ReportDir::create_dated(
+            &args.run.reports,
+            &format!("compare-{}", prepared.scenario.name),
+            SystemTime::now(),
+        )?,
+    };
+    let (results, ran) = run_arms(&args, &arms, &prepared, report.path())?;
+    let mut comparison = Comparison::new(&prepared.scenario.name, &results);
+    comparison.run_order = Some(ran);
+    // The verdict is part of the comparison: saved and rendered with it, not only printed.
+    if let (Some(baseline), Some(dir), Some(pct)) = (&baseline, &args.baseline, args.max_regression)
+    {
+        comparison.verdict = Some(comparison.verdict(baseline, &dir.display().to_string(), pct));
+    }
+    comparison.save(report.path())?;
+    render_comparison(&comparison, &results, report.path())?;
+    let text = std::fs::read_to_string(report.path().join("comparison.md")).unwrap_or_default();
+    println!("{text}");
+    println!(
+        "report: {}",
+        report.path().join("comparison.html").display()
+    );
+    Ok(outcome(&comparison, &results))
+}
+
+/// The arms to compare, backends first, each with a name of its own.
+fn arms(args: &CompareArgs) -> anyhow::Result<Vec<(String, RunTarget)>> {
     let mut arms: Vec<(String, RunTarget)> = Vec::new();
     for backend in &args.backends {
         arms.push((backend.clone(), RunTarget::Backend(backend.clone())));
@@ -94,31 +134,22 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
             bail!("arm name {name:?} given twice: names must be unique");
         }
     }
-    let baseline = match &args.baseline {
-        Some(dir) => Some(Comparison::load(dir).with_context(|| {
-            format!("cannot read the baseline comparison in {}", dir.display())
-        })?),
-        None => None,
-    };
-    crate::load::watch_interrupts();
-    // One workload for every arm and repeat: the same sessions, byte for byte.
-    let prepared = crate::load::prepare(&args.run)?;
-    crate::load::check_open_files(&prepared);
-    let report = match &args.run.out {
-        Some(out) => ReportDir::create_exact(out)?,
-        None => ReportDir::create_dated(
-            &args.run.reports,
-            &format!("compare-{}", prepared.scenario.name),
-            SystemTime::now(),
-        )?,
-    };
-    let runs_dir = report.path().join("runs");
+    Ok(arms)
+}
+
+/// Runs every arm `--repeat` times, interleaved, saving each run under `report/runs/`;
+/// returns each arm's complete runs (or its error) and the order they ran in.
+fn run_arms(
+    args: &CompareArgs,
+    arms: &[(String, RunTarget)],
+    prepared: &Prepared,
+    report: &Path,
+) -> anyhow::Result<(Vec<Arm>, RunOrder)> {
+    let runs_dir = report.join("runs");
     std::fs::create_dir(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
-
-    // Each backend's store is built once, at its first run, and kept for the repeats; the
-    // folder goes when `stores` is dropped, also on an early return with an error.
-    let stores = crate::load::tempdir()?;
+    // Each backend's store is built once, at its first run, and kept for the repeats.
+    let stores = Stores::new()?;
     let mut results: Vec<Arm> = arms
         .iter()
         .map(|(name, _)| Arm {
@@ -127,7 +158,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
             error: None,
         })
         .collect();
-    let interrupt = crate::load::interrupt();
+    let interrupt = crate::interrupt::token();
     // Each repeat runs every arm once, in an order of its own: an arm that always ran first
     // (or right after another) would carry the machine's drift as its difference.
     let order = run_order(arms.len(), args.repeat, args.order_seed);
@@ -150,23 +181,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
                 this_repeat.push(name.clone());
             }
             info!(arm = %name, repeat, of = args.repeat, "running");
-            let outcome = run_once(&args.run, &prepared, target, "compare", Some(stores.path()))
-                .and_then(|(summary, result)| {
-                    // An arm in which no session completed did not run: say why, by kind.
-                    let completed =
-                        result.totals.sessions_completed + result.warmup_totals.sessions_completed;
-                    if completed == 0 && !prepared.workload.sessions.is_empty() {
-                        let kinds: Vec<String> = summary
-                            .errors
-                            .iter()
-                            .filter(|(_, n)| **n > 0)
-                            .map(|(kind, n)| format!("{kind} {n}"))
-                            .collect();
-                        bail!("no session completed ({})", kinds.join(", "));
-                    }
-                    Ok((summary, result))
-                });
-            match outcome {
+            match run_arm(&args.run, prepared, target, &stores) {
                 Ok((summary, result)) => {
                     let data = RunData::new(summary, &result);
                     let dir = ReportDir::create_exact(&runs_dir.join(format!("{name}-{repeat}")))?;
@@ -186,35 +201,40 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-
     if interrupt.is_cancelled() {
         for arm in results.iter_mut().filter(|arm| arm.runs.is_empty()) {
             arm.error
                 .get_or_insert_with(|| "interrupted before a complete run".into());
         }
     }
-    drop(stores);
     ran.repeats.retain(|arms| !arms.is_empty());
-    let mut comparison = Comparison::new(&prepared.scenario.name, &results);
-    comparison.run_order = Some(ran);
-    // The verdict is part of the comparison: saved and rendered with it, not only printed.
-    if let (Some(baseline), Some(dir), Some(pct)) = (&baseline, &args.baseline, args.max_regression)
-    {
-        comparison.verdict = Some(comparison.verdict(baseline, &dir.display().to_string(), pct));
-    }
-    comparison.save(report.path())?;
-    render_comparison(&comparison, &results, report.path())?;
-    let text = std::fs::read_to_string(report.path().join("comparison.md")).unwrap_or_default();
-    println!("{text}");
-    println!(
-        "report: {}",
-        report.path().join("comparison.html").display()
-    );
+    Ok((results, ran))
+}
 
-    let mismatches = results
-        .iter()
-        .flat_map(|arm| &arm.runs)
-        .any(|run| run.summary.mismatches.total > 0);
+/// One run of one arm; an arm in which no session completed did not run: its error says
+/// why, by kind.
+fn run_arm(
+    args: &RunArgs,
+    prepared: &Prepared,
+    target: &RunTarget,
+    stores: &Stores,
+) -> anyhow::Result<(Summary, RunResult)> {
+    let (summary, result) = run::once(args, prepared, target, "compare", Some(stores))?;
+    let completed = result.totals.sessions_completed + result.warmup_totals.sessions_completed;
+    if completed == 0 && !prepared.workload.sessions.is_empty() {
+        let kinds: Vec<String> = summary
+            .errors
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        bail!("no session completed ({})", kinds.join(", "));
+    }
+    Ok((summary, result))
+}
+
+/// The exit status: a regression first, then a failed arm, then mismatches.
+fn outcome(comparison: &Comparison, results: &[Arm]) -> Outcome {
     if let Some(verdict) = &comparison.verdict {
         println!("{}", verdict.headline());
         if !verdict.passed {
@@ -222,16 +242,20 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
             for check in verdict.failures() {
                 println!("  {check}");
             }
-            return Ok(Outcome::Regressed);
+            return Outcome::Regressed;
         }
     }
     if results.iter().any(|arm| arm.error.is_some()) {
         warn!("at least one arm failed; see the report");
-        return Ok(Outcome::ArmFailed);
+        return Outcome::ArmFailed;
     }
-    Ok(if mismatches {
+    let mismatches = results
+        .iter()
+        .flat_map(|arm| &arm.runs)
+        .any(|run| run.summary.mismatches.total > 0);
+    if mismatches {
         Outcome::Mismatches
     } else {
         Outcome::Clean
-    })
+    }
 }

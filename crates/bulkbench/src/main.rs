@@ -6,11 +6,13 @@
 mod backend;
 mod ceiling;
 mod compare;
+mod interrupt;
 mod load;
 mod policy;
 mod population;
 mod progress;
 mod report;
+mod run;
 mod serve;
 mod simulate;
 mod sys;
@@ -94,11 +96,11 @@ enum Status {
     Failed,
 }
 
-fn run_status(outcome: load::RunOutcome) -> Status {
+fn run_status(outcome: run::RunOutcome) -> Status {
     match outcome {
-        load::RunOutcome::Clean => Status::Clean,
-        load::RunOutcome::Mismatches => Status::Mismatches,
-        load::RunOutcome::Failed => Status::Failed,
+        run::RunOutcome::Clean => Status::Clean,
+        run::RunOutcome::Mismatches => Status::Mismatches,
+        run::RunOutcome::Failed => Status::Failed,
     }
 }
 

@@ -56,7 +56,7 @@ impl Bar {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
                 let now = Instant::now();
-                let rcpts = crate::load::rcpts(&progress);
+                let rcpts = progress.rcpts.load(Ordering::Relaxed);
                 let elapsed = now.duration_since(last.0).as_secs_f64();
                 if elapsed >= 1.0 {
                     let rate = (rcpts - last.1) as f64 / elapsed;

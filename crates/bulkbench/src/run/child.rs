@@ -1,0 +1,244 @@
+//! `bench` and `compare` run the workload against a `bulkbench serve` of their own: a
+//! child process on a free loopback port, its store built from the scenario's population.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bulk_loadgen::{CpuSet, RunResult};
+use bulk_report::Summary;
+use bulk_report::summary::Target;
+use tracing::{info, warn};
+
+use super::cpu::{CpuSplit, cpu_delta, pinned_times};
+use super::outcome::{check_window, summary_input};
+use super::prepare::max_in_flight;
+use super::{Prepared, RunArgs, Stores, drive, load_config};
+use crate::backend::{BackendKind, BackendSpec, ServeBackend, build_store};
+use crate::sys;
+
+/// What the server [`run_with_server`] starts serves by.
+pub(super) enum Served<'a> {
+    /// This backend, on a store built from the scenario's population.
+    Store(&'a str),
+    /// The canned rule: no store.
+    Canned(bulk_policy::AcceptShare),
+}
+
+/// Starts `bulkbench serve` (pinned unless `--no-pin`), drives the workload against it,
+/// stops it, and summarizes the run with the server's CPU time and memory.
+pub(super) fn run_with_server(
+    args: &RunArgs,
+    prepared: &Prepared,
+    served: Served<'_>,
+    command: &str,
+    runtime: &tokio::runtime::Runtime,
+    work: &Path,
+    stores: Option<&Stores>,
+) -> anyhow::Result<(Summary, RunResult)> {
+    let (store, backend) = match served {
+        Served::Canned(share) => (ServeBackend::Canned(share), format!("canned:{share}")),
+        Served::Store(backend) => {
+            let kind = BackendKind::from_name(backend).with_context(|| {
+                format!("unknown backend {backend:?}; known: memory, fst, lmdb")
+            })?;
+            // A comparison builds each backend's store once and reuses it for every repeat.
+            let store = BackendSpec {
+                kind,
+                path: stores
+                    .map_or(work, Stores::path)
+                    .join(format!("population.{}", kind.name())),
+            };
+            if stores.is_none() || !store.path.exists() {
+                build_store(kind, &prepared.model, &store.path, args.quiet)?;
+            }
+            (ServeBackend::Store(store), backend.to_owned())
+        }
+    };
+    let pinning = if args.no_pin {
+        None
+    } else {
+        CpuSplit::halves(&bulk_loadgen::allowed_cpus()).and_then(CpuSplit::pinning)
+    };
+    let server = ServerProcess::spawn(
+        &store,
+        prepared,
+        &work.join("server.log"),
+        pinning.as_ref().map(|p| p.server),
+        args.quiet,
+    )?;
+    info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
+    let pid = server.child.id();
+    let mut config = load_config(prepared, server.addr, args.verify);
+    if let Some(pinning) = &pinning {
+        config.event_loops = pinning.split.generator.len();
+        config.cpus = Some(pinning.generator);
+    }
+    let split = pinning.as_ref().map(|p| &p.split);
+    let (result, start, end, started_at) =
+        drive(runtime, prepared, config, Some(pid), split, args.quiet);
+    let cpu_sets = split.and_then(|split| pinned_times(split, &start, &end));
+    let peak_rss = sys::peak_rss_bytes(pid).unwrap_or_else(|| {
+        warn!(
+            pid,
+            "the server had exited before the end of the run; its peak memory is reported as 0 \
+             (see its log)"
+        );
+        0
+    });
+    let server_cpu = cpu_delta(start.server, end.server);
+    let (addr, startup) = (server.addr, server.startup);
+    server.stop()?;
+    let mut input = summary_input(
+        command,
+        args,
+        prepared,
+        Target {
+            address: addr.to_string(),
+            external: false,
+            backend: Some(backend),
+            server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
+            generator_cpus: pinning.map(|p| p.split.generator),
+        },
+        started_at,
+        &result,
+    );
+    input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
+    input.cpu_sets = cpu_sets;
+    input.generator_cpu_seconds =
+        cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
+    let summary = Summary::new(input, &result);
+    check_window(&summary)?;
+    Ok((summary, result))
+}
+
+/// A `bulkbench serve` child process.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    startup: Duration,
+}
+
+impl ServerProcess {
+    /// Spawns `bulkbench serve` on 127.0.0.1:0 and waits for its `listening on` line.
+    /// `cpus`: pin the server to these (it then sizes its runtime to them).
+    fn spawn(
+        store: &ServeBackend,
+        prepared: &Prepared,
+        log: &Path,
+        cpus: Option<CpuSet>,
+        quiet: bool,
+    ) -> anyhow::Result<ServerProcess> {
+        let exe = std::env::current_exe().context("cannot find the bulkbench executable")?;
+        let concurrency = max_in_flight(&prepared.scenario);
+        // At least 1.1x the scenario's concurrency, so the limit never refuses the load.
+        let max_connections = (concurrency * 11).div_ceil(10).max(100) + 16;
+        let server = &prepared.scenario.server;
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--backend")
+            .arg(store.to_string())
+            .args(["--max-connections", &max_connections.to_string()])
+            .args(["--max-recipients", &server.max_recipients.to_string()])
+            .args(["--hostname", "bulkbench.test"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        if server.harvest_resistant {
+            command.arg("--harvest-resistant");
+        }
+        if let Some(cpus) = cpus {
+            sys::pin_child(&mut command, cpus);
+        }
+        sys::tie_child_to_this_process(&mut command);
+        let started = Instant::now();
+        let mut child = command.spawn().context("cannot start bulkbench serve")?;
+        let stdout = child.stdout.take().context("no stdout from the server")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = reader.read_to_end(&mut Vec::new());
+        });
+        // Loading a large population takes the server a while: show that it is waited for.
+        let waiting =
+            crate::progress::Steps::spinner("starting the server (it loads the population)", quiet);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let line = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => break Ok(line),
+                Err(RecvTimeoutError::Disconnected) => break Ok(String::new()),
+                Err(RecvTimeoutError::Timeout) if crate::interrupt::token().is_cancelled() => {
+                    break Err("interrupted while the server was starting");
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                    break Err("the server did not report `listening on` within 300 s");
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        };
+        waiting.finish();
+        let line = match line {
+            Ok(line) => line,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{why} (log: {})", log.display());
+            }
+        };
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the server did not start (log: {}): {}",
+                log.display(),
+                tail(log)
+            );
+        };
+        let addr: SocketAddr = addr.parse().context("bad address in `listening on` line")?;
+        Ok(ServerProcess {
+            child,
+            addr,
+            startup: started.elapsed(),
+        })
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 30 s).
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    warn!(%status, "the server exited with an error");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                warn!("the server did not stop within 30 s of SIGTERM; killing it");
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
