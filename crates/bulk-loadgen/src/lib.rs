@@ -365,99 +365,15 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     // Closed loop: the next session to start, by its place in the workload.
     let drawn = Arc::new(AtomicU64::new(0));
+    let lanes = Lanes {
+        loops: &loops,
+        cancel: &loop_cancel,
+    };
     match run.config.schedule {
         Schedule::Closed { concurrency } => {
-            // Sized in time: no session starts after this (those in flight finish).
-            let end = workload.duration().and_then(|d| run.start.checked_add(d));
-            for worker in 0..concurrency.max(1) {
-                let (run, workload) = (run.clone(), workload.clone());
-                let drawn = drawn.clone();
-                let lane = worker % loop_cancel.len();
-                let mut state = Worker::new(lane);
-                let cancel = loop_cancel[lane].clone();
-                let stop = cancel.clone();
-                let sessions = async move {
-                    loop {
-                        // A session can fail without ever waiting (no file descriptor or
-                        // port left): then neither the cancel below nor the loop's other
-                        // tasks would get a turn.
-                        if stop.is_cancelled() || end.is_some_and(|end| Instant::now() >= end) {
-                            break;
-                        }
-                        let Some(spec) = workload.session(drawn.fetch_add(1, Ordering::Relaxed))
-                        else {
-                            break;
-                        };
-                        run.session(spec, Instant::now(), None, &mut state).await;
-                        tokio::task::coop::consume_budget().await;
-                    }
-                };
-                tasks.spawn_on(
-                    async move {
-                        tokio::select! {
-                            () = sessions => {}
-                            () = cancel.cancelled() => {}
-                        }
-                    },
-                    loops.handle(lane),
-                );
-            }
+            spawn_closed(&mut tasks, lanes, &run, &workload, &drawn, concurrency);
         }
-        Schedule::Open => {
-            // One dispatcher per loop, for every `lanes`th session in order of intended
-            // start: each session is started on the loop that runs it, so starting it
-            // wakes no other thread. The cap on sessions in flight is shared.
-            let slots = Arc::new(Semaphore::new(run.config.max_in_flight.max(1)));
-            let lanes = loops.len();
-            for (lane, cancel) in loop_cancel.iter().cloned().enumerate() {
-                let (run, workload, slots) = (run.clone(), workload.clone(), slots.clone());
-                let pool = WorkerPool::new(lane);
-                tasks.spawn_on(
-                    async move {
-                        let mut sessions = tokio::task::JoinSet::new();
-                        // Not tokio's millisecond timer: it would start every session up
-                        // to a millisecond late (see precise_timer.rs).
-                        let mut timer = PreciseTimer::new();
-                        for i in (lane..workload.sessions.len()).step_by(lanes) {
-                            let offset = workload.sessions[i].start_offset_us;
-                            let intended = run.start + Duration::from_micros(offset);
-                            tokio::select! {
-                                () = timer.sleep_until(intended) => {}
-                                () = cancel.cancelled() => break,
-                            }
-                            let permit = tokio::select! {
-                                permit = slots.clone().acquire_owned() => match permit {
-                                    Ok(permit) => permit,
-                                    Err(_) => break,
-                                },
-                                () = cancel.cancelled() => break,
-                            };
-                            let (run, workload, pool) =
-                                (run.clone(), workload.clone(), pool.clone());
-                            sessions.spawn(async move {
-                                let spec = &workload.sessions[i];
-                                let lag =
-                                    micros(Instant::now().saturating_duration_since(intended));
-                                let mut worker = pool.take();
-                                run.session(spec, intended, Some(lag), &mut worker).await;
-                                pool.give_back(worker);
-                                drop(permit);
-                            });
-                            // Reap finished sessions as we go so the set does not grow
-                            // with the run.
-                            while sessions.try_join_next().is_some() {}
-                        }
-                        tokio::select! {
-                            () = async { while sessions.join_next().await.is_some() {} } => {}
-                            () = cancel.cancelled() => {}
-                        }
-                        // Interrupted: the sessions still running end here, uncounted.
-                        sessions.shutdown().await;
-                    },
-                    loops.handle(lane),
-                );
-            }
-        }
+        Schedule::Open => spawn_open(&mut tasks, lanes, &run, &workload),
     }
     while tasks.join_next().await.is_some() {}
     drop(loops);
@@ -495,6 +411,124 @@ pub async fn run(
     result.elapsed = last_end;
     result.window = last_end.saturating_sub(run.config.warmup);
     result
+}
+
+/// The generator's event loops, each with its cancel token.
+#[derive(Clone, Copy)]
+struct Lanes<'a> {
+    loops: &'a EventLoops,
+    cancel: &'a [CancellationToken],
+}
+
+/// The closed loop: `concurrency` workers spread over the event loops, each starting the
+/// next session of the workload (by `drawn`) when its last one ends, until the workload or
+/// its time is up.
+fn spawn_closed(
+    tasks: &mut tokio::task::JoinSet<()>,
+    lanes: Lanes<'_>,
+    run: &Arc<Run>,
+    workload: &Arc<Workload>,
+    drawn: &Arc<AtomicU64>,
+    concurrency: usize,
+) {
+    let (loops, loop_cancel) = (lanes.loops, lanes.cancel);
+    // Sized in time: no session starts after this (those in flight finish).
+    let end = workload.duration().and_then(|d| run.start.checked_add(d));
+    for worker in 0..concurrency.max(1) {
+        let (run, workload) = (run.clone(), workload.clone());
+        let drawn = drawn.clone();
+        let lane = worker % loop_cancel.len();
+        let mut state = Worker::new(lane);
+        let cancel = loop_cancel[lane].clone();
+        let stop = cancel.clone();
+        let sessions = async move {
+            loop {
+                // A session can fail without ever waiting (no file descriptor or
+                // port left): then neither the cancel below nor the loop's other
+                // tasks would get a turn.
+                if stop.is_cancelled() || end.is_some_and(|end| Instant::now() >= end) {
+                    break;
+                }
+                let Some(spec) = workload.session(drawn.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                run.session(spec, Instant::now(), None, &mut state).await;
+                tokio::task::coop::consume_budget().await;
+            }
+        };
+        tasks.spawn_on(
+            async move {
+                tokio::select! {
+                    () = sessions => {}
+                    () = cancel.cancelled() => {}
+                }
+            },
+            loops.handle(lane),
+        );
+    }
+}
+
+/// The open loop: one dispatcher per event loop, starting each of its sessions at the
+/// session's intended time, whatever the server's pace, within the cap on sessions in
+/// flight.
+fn spawn_open(
+    tasks: &mut tokio::task::JoinSet<()>,
+    lanes: Lanes<'_>,
+    run: &Arc<Run>,
+    workload: &Arc<Workload>,
+) {
+    let (loops, loop_cancel) = (lanes.loops, lanes.cancel);
+    // One dispatcher per loop, for every `lanes`th session in order of intended
+    // start: each session is started on the loop that runs it, so starting it
+    // wakes no other thread. The cap on sessions in flight is shared.
+    let slots = Arc::new(Semaphore::new(run.config.max_in_flight.max(1)));
+    let lanes = loops.len();
+    for (lane, cancel) in loop_cancel.iter().cloned().enumerate() {
+        let (run, workload, slots) = (run.clone(), workload.clone(), slots.clone());
+        let pool = WorkerPool::new(lane);
+        tasks.spawn_on(
+            async move {
+                let mut sessions = tokio::task::JoinSet::new();
+                // Not tokio's millisecond timer: it would start every session up
+                // to a millisecond late (see precise_timer.rs).
+                let mut timer = PreciseTimer::new();
+                for i in (lane..workload.sessions.len()).step_by(lanes) {
+                    let offset = workload.sessions[i].start_offset_us;
+                    let intended = run.start + Duration::from_micros(offset);
+                    tokio::select! {
+                        () = timer.sleep_until(intended) => {}
+                        () = cancel.cancelled() => break,
+                    }
+                    let permit = tokio::select! {
+                        permit = slots.clone().acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break,
+                        },
+                        () = cancel.cancelled() => break,
+                    };
+                    let (run, workload, pool) = (run.clone(), workload.clone(), pool.clone());
+                    sessions.spawn(async move {
+                        let spec = &workload.sessions[i];
+                        let lag = micros(Instant::now().saturating_duration_since(intended));
+                        let mut worker = pool.take();
+                        run.session(spec, intended, Some(lag), &mut worker).await;
+                        pool.give_back(worker);
+                        drop(permit);
+                    });
+                    // Reap finished sessions as we go so the set does not grow
+                    // with the run.
+                    while sessions.try_join_next().is_some() {}
+                }
+                tokio::select! {
+                    () = async { while sessions.join_next().await.is_some() {} } => {}
+                    () = cancel.cancelled() => {}
+                }
+                // Interrupted: the sessions still running end here, uncounted.
+                sessions.shutdown().await;
+            },
+            loops.handle(lane),
+        );
+    }
 }
 
 #[cfg(test)]

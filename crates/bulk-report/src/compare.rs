@@ -792,83 +792,97 @@ fn merged(arm: &Arm, phase: Phase) -> Histogram<u64> {
     total
 }
 
+/// One phase's latency spectrum, a line per arm, its repeats' histograms merged.
+fn spectrum_plot(
+    comparison: &Comparison,
+    arms: &[Arm],
+    phase: Phase,
+    name: &str,
+    title: &str,
+) -> Plot {
+    let histograms: Vec<(String, Histogram<u64>)> = comparison
+        .arms
+        .iter()
+        .map(|figures| {
+            let h = arms
+                .iter()
+                .find(|a| a.name == figures.name)
+                .map_or_else(crate::new_full_histogram, |a| merged(a, phase));
+            (figures.name.clone(), h)
+        })
+        .collect();
+    let chart = spectrum_chart(
+        histograms
+            .iter()
+            .enumerate()
+            .map(|(i, (arm, h))| (arm.clone(), arm_color(i), h)),
+    );
+    let alt = format!(
+        "{title}: {}.",
+        histograms
+            .iter()
+            .map(|(arm, h)| if h.is_empty() {
+                format!("{arm} no samples")
+            } else {
+                format!(
+                    "{arm} p50 {} ms, p99 {} ms",
+                    fmt_num(h.value_at_quantile(0.5) as f64 / 1000.0),
+                    fmt_num(h.value_at_quantile(0.99) as f64 / 1000.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Plot {
+        name: name.to_owned(),
+        title: title.to_owned(),
+        subtitle: "each arm's repeats merged; one line per arm".to_owned(),
+        caption: format!(
+            "{} latency by percentile of each arm, its repeats' histograms added \
+             together, on HdrHistogram's log \"nines\" axis (90%, 99%, 99.9%... evenly \
+             spaced) and a log latency axis. Arms without runs have no line.",
+            phase.name()
+        ),
+        alt,
+        chart: Chart::Lines(chart),
+    }
+}
+
+/// One bar per arm: the median of a metric over its repeats, whiskers from min to max.
+fn metric_bars(comparison: &Comparison, key: &str, missing: &str) -> Vec<Bar> {
+    comparison
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(i, arm)| {
+            let spread = arm.metric(key);
+            Bar {
+                label: arm.name.clone(),
+                value: spread.map(|s| s.median),
+                range: spread.filter(|s| s.min < s.max).map(|s| (s.min, s.max)),
+                color: arm_color(i),
+                text: match (spread, arm.ratios.get(key)) {
+                    (Some(s), Some(ratio)) => {
+                        format!("{} (x{})", fmt_num(s.median), fmt_num(*ratio))
+                    }
+                    (Some(s), None) => fmt_num(s.median),
+                    (None, _) if arm.is_failed() => "failed".to_owned(),
+                    (None, _) => missing.to_owned(),
+                },
+            }
+        })
+        .collect()
+}
+
 /// The comparison's plots, in [`COMPARISON_PLOTS`] order. `arms` supply the histograms
 /// (matched to the comparison's arms by name).
 pub fn comparison_plots(comparison: &Comparison, arms: &[Arm]) -> Vec<Plot> {
-    let spectrum = |phase: Phase, name: &str, title: &str| {
-        let histograms: Vec<(String, Histogram<u64>)> = comparison
-            .arms
-            .iter()
-            .map(|figures| {
-                let h = arms
-                    .iter()
-                    .find(|a| a.name == figures.name)
-                    .map_or_else(crate::new_full_histogram, |a| merged(a, phase));
-                (figures.name.clone(), h)
-            })
-            .collect();
-        let chart = spectrum_chart(
-            histograms
-                .iter()
-                .enumerate()
-                .map(|(i, (arm, h))| (arm.clone(), arm_color(i), h)),
-        );
-        let alt = format!(
-            "{title}: {}.",
-            histograms
-                .iter()
-                .map(|(arm, h)| if h.is_empty() {
-                    format!("{arm} no samples")
-                } else {
-                    format!(
-                        "{arm} p50 {} ms, p99 {} ms",
-                        fmt_num(h.value_at_quantile(0.5) as f64 / 1000.0),
-                        fmt_num(h.value_at_quantile(0.99) as f64 / 1000.0)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        Plot {
-            name: name.to_owned(),
-            title: title.to_owned(),
-            subtitle: "each arm's repeats merged; one line per arm".to_owned(),
-            caption: format!(
-                "{} latency by percentile of each arm, its repeats' histograms added \
-                 together, on HdrHistogram's log \"nines\" axis (90%, 99%, 99.9%... evenly \
-                 spaced) and a log latency axis. Arms without runs have no line.",
-                phase.name()
-            ),
-            alt,
-            chart: Chart::Lines(chart),
-        }
-    };
-    let bars = |key: &str, missing: &str| -> Vec<Bar> {
-        comparison
-            .arms
-            .iter()
-            .enumerate()
-            .map(|(i, arm)| {
-                let spread = arm.metric(key);
-                Bar {
-                    label: arm.name.clone(),
-                    value: spread.map(|s| s.median),
-                    range: spread.filter(|s| s.min < s.max).map(|s| (s.min, s.max)),
-                    color: arm_color(i),
-                    text: match (spread, arm.ratios.get(key)) {
-                        (Some(s), Some(ratio)) => {
-                            format!("{} (x{})", fmt_num(s.median), fmt_num(*ratio))
-                        }
-                        (Some(s), None) => fmt_num(s.median),
-                        (None, _) if arm.is_failed() => "failed".to_owned(),
-                        (None, _) => missing.to_owned(),
-                    },
-                }
-            })
-            .collect()
-    };
-    let throughput_bars = bars("rcpt_per_sec", "no samples");
-    let cpu_bars = bars("server_cpu_us_per_rcpt", "external: not measured");
+    let throughput_bars = metric_bars(comparison, "rcpt_per_sec", "no samples");
+    let cpu_bars = metric_bars(
+        comparison,
+        "server_cpu_us_per_rcpt",
+        "external: not measured",
+    );
     let describe = |bars: &[Bar]| {
         bars.iter()
             .map(|b| format!("{} {}", b.label, b.text))
@@ -876,12 +890,16 @@ pub fn comparison_plots(comparison: &Comparison, arms: &[Arm]) -> Vec<Plot> {
             .join(", ")
     };
     vec![
-        spectrum(
+        spectrum_plot(
+            comparison,
+            arms,
             Phase::Rcpt,
             "compare_rcpt_spectrum",
             "RCPT latency by percentile",
         ),
-        spectrum(
+        spectrum_plot(
+            comparison,
+            arms,
             Phase::Session,
             "compare_session_spectrum",
             "Session latency by percentile",

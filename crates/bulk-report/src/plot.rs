@@ -451,36 +451,8 @@ fn draw_lines<DB: DrawingBackend>(
             (s, points)
         })
         .collect();
-    let all = || lines.iter().flat_map(|(_, p)| p.iter());
-    let has_data = all().next().is_some();
-    let x_max = all().map(|p| p.0).fold(0f64, f64::max);
-    let (x_hi, x_ticks) = match chart.x_axis {
-        XAxis::Nines => {
-            // As far as the data goes: the next whole nine above the last point.
-            let nines = (x_max - 1e-9).ceil().clamp(1.0, 9.0);
-            (nines, (0..=nines as u32).map(f64::from).collect::<Vec<_>>())
-        }
-        XAxis::Seconds => {
-            let band_end = chart.band.as_ref().map_or(0.0, |b| b.1);
-            let (ticks, top) = nice_ticks(x_max.max(band_end).max(1.0), 12);
-            (top, ticks)
-        }
-    };
-    let (y_lo, y_hi, y_ticks) = if chart.y_log {
-        let lo = all().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let hi = all().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        let (lo, hi) = if has_data {
-            (lo.floor() as i32, (hi + 1e-9).ceil() as i32)
-        } else {
-            (-1, 1)
-        };
-        let hi = hi.max(lo + 1);
-        (f64::from(lo), f64::from(hi), log_ticks(lo, hi))
-    } else {
-        let hi = all().map(|p| p.1).fold(0f64, f64::max);
-        let (ticks, top) = nice_ticks(hi * 1.08, 8);
-        (0.0, top, ticks)
-    };
+    let has_data = lines.iter().any(|(_, p)| !p.is_empty());
+    let (x_axis, y_axis) = line_axes(chart, &lines);
 
     // Many lines: the legend gets its own column, so it never hides a line.
     let labelled: Vec<&(&Series, Vec<(f64, f64)>)> = lines
@@ -496,33 +468,14 @@ fn draw_lines<DB: DrawingBackend>(
         (area.clone(), None)
     };
     if let Some(legend) = &legend_area {
-        for (i, (series, _)) in labelled.iter().enumerate() {
-            let y = 40 + 28 * i as i32;
-            let style = series.color.stroke_width(3);
-            legend
-                .draw(&PathElement::new(vec![(4, y), (32, y)], style))
-                .map_err(text)?;
-            legend
-                .draw(&Text::new(
-                    series.label.clone(),
-                    (40, y),
-                    (FONT, 16)
-                        .into_font()
-                        .color(&BLACK)
-                        .pos(Pos::new(HPos::Left, VPos::Center)),
-                ))
-                .map_err(text)?;
-        }
+        draw_side_legend(legend, &labelled)?;
     }
     let mut ctx = ChartBuilder::on(&area)
         .margin(16)
         .margin_right(if side_legend { 12 } else { 36 })
         .x_label_area_size(64)
         .y_label_area_size(96)
-        .build_cartesian_2d(
-            TickedAxis::new(0.0, x_hi, x_ticks),
-            TickedAxis::new(y_lo, y_hi, y_ticks),
-        )
+        .build_cartesian_2d(x_axis, y_axis)
         .map_err(text)?;
     let x_format = |x: &f64| match chart.x_axis {
         XAxis::Nines => nines_label(x.round().max(0.0) as u32),
@@ -547,27 +500,8 @@ fn draw_lines<DB: DrawingBackend>(
         .draw()
         .map_err(text)?;
 
-    if let Some((from, to, label)) = &chart.band {
-        let (from, to) = (from.clamp(0.0, x_hi), to.clamp(0.0, x_hi));
-        if to > from {
-            ctx.draw_series(std::iter::once(Rectangle::new(
-                [(from, y_lo), (to, y_hi)],
-                RGBColor(150, 150, 150).mix(0.18).filled(),
-            )))
-            .map_err(text)?;
-            ctx.draw_series(std::iter::once(
-                EmptyElement::at(((from + to) / 2.0, y_hi))
-                    + Text::new(
-                        label.clone(),
-                        (0, 8),
-                        (FONT, 16)
-                            .into_font()
-                            .color(&MUTED)
-                            .pos(Pos::new(HPos::Center, VPos::Top)),
-                    ),
-            ))
-            .map_err(text)?;
-        }
+    if let Some(band) = &chart.band {
+        draw_band(&mut ctx, band)?;
     }
 
     for (series, points) in &lines {
@@ -618,6 +552,99 @@ fn draw_lines<DB: DrawingBackend>(
     Ok(())
 }
 
+/// The shaded x range `band` (the warm-up) with its label at the top.
+fn draw_band<DB: DrawingBackend>(
+    ctx: &mut ChartContext<'_, DB, Cartesian2d<TickedAxis, TickedAxis>>,
+    (from, to, label): &(f64, f64, String),
+) -> Result<(), String> {
+    let (x, y) = (ctx.x_range(), ctx.y_range());
+    let (x_hi, y_lo, y_hi) = (x.end, y.start, y.end);
+    let (from, to) = (from.clamp(0.0, x_hi), to.clamp(0.0, x_hi));
+    if to > from {
+        ctx.draw_series(std::iter::once(Rectangle::new(
+            [(from, y_lo), (to, y_hi)],
+            RGBColor(150, 150, 150).mix(0.18).filled(),
+        )))
+        .map_err(text)?;
+        ctx.draw_series(std::iter::once(
+            EmptyElement::at(((from + to) / 2.0, y_hi))
+                + Text::new(
+                    label.clone(),
+                    (0, 8),
+                    (FONT, 16)
+                        .into_font()
+                        .color(&MUTED)
+                        .pos(Pos::new(HPos::Center, VPos::Top)),
+                ),
+        ))
+        .map_err(text)?;
+    }
+    Ok(())
+}
+
+/// The axes of a line chart drawn from `lines` (points as drawn): x as far as the data goes
+/// (or the shaded band), y over the data, in decades when the y axis is logarithmic.
+fn line_axes(chart: &LineChart, lines: &[(&Series, Vec<(f64, f64)>)]) -> (TickedAxis, TickedAxis) {
+    let all = || lines.iter().flat_map(|(_, p)| p.iter());
+    let x_max = all().map(|p| p.0).fold(0f64, f64::max);
+    let (x_hi, x_ticks) = match chart.x_axis {
+        XAxis::Nines => {
+            // As far as the data goes: the next whole nine above the last point.
+            let nines = (x_max - 1e-9).ceil().clamp(1.0, 9.0);
+            (nines, (0..=nines as u32).map(f64::from).collect::<Vec<_>>())
+        }
+        XAxis::Seconds => {
+            let band_end = chart.band.as_ref().map_or(0.0, |b| b.1);
+            let (ticks, top) = nice_ticks(x_max.max(band_end).max(1.0), 12);
+            (top, ticks)
+        }
+    };
+    let (y_lo, y_hi, y_ticks) = if chart.y_log {
+        let lo = all().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = all().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if all().next().is_some() {
+            (lo.floor() as i32, (hi + 1e-9).ceil() as i32)
+        } else {
+            (-1, 1)
+        };
+        let hi = hi.max(lo + 1);
+        (f64::from(lo), f64::from(hi), log_ticks(lo, hi))
+    } else {
+        let hi = all().map(|p| p.1).fold(0f64, f64::max);
+        let (ticks, top) = nice_ticks(hi * 1.08, 8);
+        (0.0, top, ticks)
+    };
+    (
+        TickedAxis::new(0.0, x_hi, x_ticks),
+        TickedAxis::new(y_lo, y_hi, y_ticks),
+    )
+}
+
+/// A legend in a column of its own, one labelled line per series.
+fn draw_side_legend<DB: DrawingBackend>(
+    legend: &DrawingArea<DB, Shift>,
+    labelled: &[&(&Series, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    for (i, (series, _)) in labelled.iter().enumerate() {
+        let y = 40 + 28 * i as i32;
+        let style = series.color.stroke_width(3);
+        legend
+            .draw(&PathElement::new(vec![(4, y), (32, y)], style))
+            .map_err(text)?;
+        legend
+            .draw(&Text::new(
+                series.label.clone(),
+                (40, y),
+                (FONT, 16)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(text)?;
+    }
+    Ok(())
+}
+
 /// "no samples" in the middle of an empty plotting area.
 fn no_data_note<DB: DrawingBackend, C: CoordTranslate>(
     area: &DrawingArea<DB, C>,
@@ -652,14 +679,6 @@ fn draw_bars<DB: DrawingBackend>(
     let (value_ticks, value_hi) = nice_ticks(top * headroom, 8);
     let categories = TickedAxis::new(-0.5, n as f64 - 0.5, (0..n).map(|i| i as f64).collect());
     let values = TickedAxis::new(0.0, value_hi, value_ticks);
-    // Category i sits at i on a vertical chart; top to bottom on a horizontal one.
-    let slot = |i: usize| {
-        if chart.horizontal {
-            (n - 1 - i) as f64
-        } else {
-            i as f64
-        }
-    };
     let category_label = |v: &f64| {
         let i = v.round();
         if i < 0.0 {
@@ -676,13 +695,6 @@ fn draw_bars<DB: DrawingBackend>(
             .unwrap_or_default()
     };
     let value_label = |v: &f64| fmt_num(*v);
-    let point = |category: f64, value: f64| -> (f64, f64) {
-        if chart.horizontal {
-            (value, category)
-        } else {
-            (category, value)
-        }
-    };
 
     let builder = &mut ChartBuilder::on(area);
     builder.margin(16).margin_right(36);
@@ -719,55 +731,12 @@ fn draw_bars<DB: DrawingBackend>(
         mesh.draw().map_err(text)?;
     }
 
-    let half = 0.34;
-    for (i, bar) in chart.bars.iter().enumerate() {
-        let c = slot(i);
-        if let Some(value) = bar.value.filter(|v| v.is_finite()) {
-            ctx.draw_series(std::iter::once(Rectangle::new(
-                [point(c - half, 0.0), point(c + half, value.max(0.0))],
-                bar.color.filled(),
-            )))
-            .map_err(text)?;
-        }
-        let whisker = RGBColor(30, 30, 30).stroke_width(2);
-        if let Some((lo, hi)) = bar.range.filter(|r| r.0.is_finite() && r.1.is_finite()) {
-            let cap = half / 3.0;
-            ctx.draw_series([
-                PathElement::new(vec![point(c, lo), point(c, hi)], whisker),
-                PathElement::new(vec![point(c - cap, lo), point(c + cap, lo)], whisker),
-                PathElement::new(vec![point(c - cap, hi), point(c + cap, hi)], whisker),
-            ])
-            .map_err(text)?;
-        }
-        if !bar.text.is_empty() {
-            let end = bar
-                .value
-                .into_iter()
-                .chain(bar.range.map(|r| r.1))
-                .filter(|v| v.is_finite())
-                .fold(0f64, f64::max);
-            let (offset, pos) = if chart.horizontal {
-                ((8, 0), Pos::new(HPos::Left, VPos::Center))
-            } else {
-                ((0, -6), Pos::new(HPos::Center, VPos::Bottom))
-            };
-            ctx.draw_series(std::iter::once(
-                EmptyElement::at(point(c, end))
-                    + Text::new(
-                        bar.text.clone(),
-                        offset,
-                        (FONT, 16).into_font().color(&BLACK).pos(pos),
-                    ),
-            ))
-            .map_err(text)?;
-        }
-    }
-
+    draw_bar_marks(&mut ctx, chart)?;
     if let Some((value, label)) = &chart.reference {
         let style = BLACK.stroke_width(2);
         let (from, to) = (-0.5, n as f64 - 0.5);
         ctx.draw_series(DashedLineSeries::new(
-            vec![point(from, *value), point(to, *value)],
+            vec![chart.point(from, *value), chart.point(to, *value)],
             8,
             6,
             style,
@@ -788,6 +757,86 @@ fn draw_bars<DB: DrawingBackend>(
         no_data_note(ctx.plotting_area())?;
     }
     Ok(())
+}
+
+/// Each bar, its whisker and its text.
+fn draw_bar_marks<DB: DrawingBackend>(
+    ctx: &mut ChartContext<'_, DB, Cartesian2d<TickedAxis, TickedAxis>>,
+    chart: &BarChart,
+) -> Result<(), String> {
+    let half = 0.34;
+    for (i, bar) in chart.bars.iter().enumerate() {
+        let c = chart.slot(i);
+        if let Some(value) = bar.value.filter(|v| v.is_finite()) {
+            ctx.draw_series(std::iter::once(Rectangle::new(
+                [
+                    chart.point(c - half, 0.0),
+                    chart.point(c + half, value.max(0.0)),
+                ],
+                bar.color.filled(),
+            )))
+            .map_err(text)?;
+        }
+        let whisker = RGBColor(30, 30, 30).stroke_width(2);
+        if let Some((lo, hi)) = bar.range.filter(|r| r.0.is_finite() && r.1.is_finite()) {
+            let cap = half / 3.0;
+            ctx.draw_series([
+                PathElement::new(vec![chart.point(c, lo), chart.point(c, hi)], whisker),
+                PathElement::new(
+                    vec![chart.point(c - cap, lo), chart.point(c + cap, lo)],
+                    whisker,
+                ),
+                PathElement::new(
+                    vec![chart.point(c - cap, hi), chart.point(c + cap, hi)],
+                    whisker,
+                ),
+            ])
+            .map_err(text)?;
+        }
+        if !bar.text.is_empty() {
+            let end = bar
+                .value
+                .into_iter()
+                .chain(bar.range.map(|r| r.1))
+                .filter(|v| v.is_finite())
+                .fold(0f64, f64::max);
+            let (offset, pos) = if chart.horizontal {
+                ((8, 0), Pos::new(HPos::Left, VPos::Center))
+            } else {
+                ((0, -6), Pos::new(HPos::Center, VPos::Bottom))
+            };
+            ctx.draw_series(std::iter::once(
+                EmptyElement::at(chart.point(c, end))
+                    + Text::new(
+                        bar.text.clone(),
+                        offset,
+                        (FONT, 16).into_font().color(&BLACK).pos(pos),
+                    ),
+            ))
+            .map_err(text)?;
+        }
+    }
+    Ok(())
+}
+
+impl BarChart {
+    /// Where category `i` sits: at i on a vertical chart; top to bottom on a horizontal one.
+    fn slot(&self, i: usize) -> f64 {
+        if self.horizontal {
+            (self.bars.len().max(1) - 1 - i) as f64
+        } else {
+            i as f64
+        }
+    }
+
+    /// A point of the chart from its category and value coordinates.
+    fn point(&self, category: f64, value: f64) -> (f64, f64) {
+        if self.horizontal {
+            (value, category)
+        } else {
+            (category, value)
+        }
+    }
 }
 
 /// The percentile spectrum of `histogram` (values in microseconds) as (nines, ms) points:

@@ -233,53 +233,7 @@ fn check_mergeable(runs: &[(String, RunData)], partial: bool) -> Result<Merged, 
     let (first_label, first) = &runs[0];
     let a = &first.summary;
     for (label, run) in &runs[1..] {
-        let b = &run.summary;
-        let differ = |what: &str, x: &dyn std::fmt::Display, y: &dyn std::fmt::Display| {
-            ReportError::Merge(format!(
-                "{first_label} and {label} ran {what} ({x} and {y}); only shards of one \
-                 workload against one target merge"
-            ))
-        };
-        if a.seed != b.seed {
-            return Err(differ("different seeds", &a.seed, &b.seed));
-        }
-        if a.scenario_fingerprint != b.scenario_fingerprint {
-            let fingerprint = |s: &Summary| s.scenario_fingerprint.clone().unwrap_or_default();
-            return Err(differ(
-                "different scenarios (fingerprints)",
-                &fingerprint(a),
-                &fingerprint(b),
-            ));
-        }
-        if a.trace != b.trace {
-            let trace = |s: &Summary| match &s.trace {
-                Some(name) => format!("trace {name}"),
-                None => "generated".to_owned(),
-            };
-            return Err(differ("different workloads", &trace(a), &trace(b)));
-        }
-        let (x, y) = (&a.target, &b.target);
-        if x.external != y.external {
-            let kind = |t: &Target| {
-                if t.external {
-                    format!("external server {}", t.address)
-                } else {
-                    "a server bench started".to_owned()
-                }
-            };
-            return Err(differ("against different targets", &kind(x), &kind(y)));
-        }
-        if x.external && x.address != y.address {
-            return Err(differ("against different servers", &x.address, &y.address));
-        }
-        if !x.external && x.backend != y.backend {
-            let backend = |t: &Target| t.backend.clone().unwrap_or_else(|| "unknown".into());
-            return Err(differ(
-                "against servers of different backends",
-                &backend(x),
-                &backend(y),
-            ));
-        }
+        same_workload((first_label, a), (label, &run.summary))?;
     }
     let count = shards[0].0.count;
     if let Some((other, label)) = shards.iter().find(|(shard, _)| shard.count != count) {
@@ -331,6 +285,60 @@ fn check_mergeable(runs: &[(String, RunData)], partial: bool) -> Result<Merged, 
         ));
     }
     Ok(merged)
+}
+
+/// Refuses two runs that are not parts of one workload against one target.
+fn same_workload(
+    (first_label, a): (&str, &Summary),
+    (label, b): (&str, &Summary),
+) -> Result<(), ReportError> {
+    let differ = |what: &str, x: &dyn std::fmt::Display, y: &dyn std::fmt::Display| {
+        ReportError::Merge(format!(
+            "{first_label} and {label} ran {what} ({x} and {y}); only shards of one \
+             workload against one target merge"
+        ))
+    };
+    if a.seed != b.seed {
+        return Err(differ("different seeds", &a.seed, &b.seed));
+    }
+    if a.scenario_fingerprint != b.scenario_fingerprint {
+        let fingerprint = |s: &Summary| s.scenario_fingerprint.clone().unwrap_or_default();
+        return Err(differ(
+            "different scenarios (fingerprints)",
+            &fingerprint(a),
+            &fingerprint(b),
+        ));
+    }
+    if a.trace != b.trace {
+        let trace = |s: &Summary| match &s.trace {
+            Some(name) => format!("trace {name}"),
+            None => "generated".to_owned(),
+        };
+        return Err(differ("different workloads", &trace(a), &trace(b)));
+    }
+    let (x, y) = (&a.target, &b.target);
+    if x.external != y.external {
+        let kind = |t: &Target| {
+            if t.external {
+                format!("external server {}", t.address)
+            } else {
+                "a server bench started".to_owned()
+            }
+        };
+        return Err(differ("against different targets", &kind(x), &kind(y)));
+    }
+    if x.external && x.address != y.address {
+        return Err(differ("against different servers", &x.address, &y.address));
+    }
+    if !x.external && x.backend != y.backend {
+        let backend = |t: &Target| t.backend.clone().unwrap_or_else(|| "unknown".into());
+        return Err(differ(
+            "against servers of different backends",
+            &backend(x),
+            &backend(y),
+        ));
+    }
+    Ok(())
 }
 
 /// Merges runs of disjoint parts of one workload (`load --shard I/N`, run together against
