@@ -23,7 +23,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::batch::AddressBatch;
+use crate::AddressBatch;
 use crate::{PolicyBackend, PolicyError, Verdict};
 
 /// Parts per billion: the resolution of an [`AcceptShare`].

@@ -21,8 +21,8 @@
 use std::fmt::Write as _;
 use std::future::Future;
 
+use crate::AddressBatch;
 use crate::address::NormalizeConfig;
-use crate::batch::AddressBatch;
 use crate::population::Population;
 use crate::{PolicyBackend, Verdict};
 

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use crate::address::NormalizeConfig;
-use crate::batch::AddressBatch;
+use crate::AddressBatch;
 
 /// One normalized key: `local@domain`, and where its '@' is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

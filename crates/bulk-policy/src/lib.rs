@@ -13,8 +13,9 @@
 //! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time.
 //! - [`CannedBackend`]: no store and no lookup, every RCPT answered by a fixed
 //!   [`AcceptShare`] rule: the cheapest backend, for measuring a machine's ceiling.
-//! - [`conformance`]: the suite every backend passes; backends with heavy dependencies
-//!   live in their own `bulk-policy-<name>` crates and run it from their tests.
+//! - `conformance` (feature `conformance`, for tests): the suite every backend passes;
+//!   backends with heavy dependencies live in their own `bulk-policy-<name>` crates and
+//!   run it from their tests.
 //!
 //! # Example
 //!
@@ -46,35 +47,19 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
-pub mod batch;
 pub mod canned;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod keys;
 pub mod memory;
 pub mod population;
 
 pub use address::{AddressError, MAX_ADDRESS_LEN, NormalizeConfig};
-pub use batch::AddressBatch;
+pub use bulk_types::{AddressBatch, Verdict};
 pub use canned::{AcceptShare, CannedBackend, ShareError};
 pub use keys::{Key, KeyBatch};
 pub use memory::MemoryBackend;
 pub use population::{EntryError, MAX_DOMAIN_LEN, Population, PopulationError, Preference, Regime};
-
-/// The answer to one RCPT of a bulk transaction (docs/protocol.md, "Replies", maps each to a
-/// reply).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    /// The recipient accepts bulk mail (`250 2.1.5`).
-    Accept,
-    /// The recipient exists but refuses bulk mail, by its own preference or its domain's
-    /// opt-in regime (`550 5.7.1`).
-    OptedOut,
-    /// The domain is served here but has no such mailbox (`550 5.1.1`).
-    UnknownMailbox,
-    /// The domain is not served here, or the address has no lookup key (`554 5.7.1`, no
-    /// relaying).
-    NotLocal,
-}
 
 /// A backend could not answer. The server then replies `451 4.3.0` to the RCPTs of the
 /// batch: a temporary failure, never a guessed verdict.
@@ -91,8 +76,8 @@ pub enum PolicyError {
 }
 
 /// Where recipients' preferences live. Implementations must agree with
-/// [`Population::verdict_of`] for the population they were built from; [`conformance::run`]
-/// checks that. The one exception is [`CannedBackend`], built from no population: it
+/// [`Population::verdict_of`] for the population they were built from; `conformance::run`
+/// (feature `conformance`) checks that. The one exception is [`CannedBackend`], built from no population: it
 /// answers by a fixed rule, and runs against it are not verified.
 pub trait PolicyBackend: Send + Sync + 'static {
     /// Short name for logs and reports ("memory").

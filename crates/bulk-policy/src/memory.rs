@@ -3,7 +3,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::address::NormalizeConfig;
-use crate::batch::AddressBatch;
+use crate::AddressBatch;
 use crate::keys::KeyBatch;
 use crate::population::Population;
 use crate::{PolicyBackend, PolicyError, Verdict};

@@ -11,7 +11,7 @@
 //! - [`session`]: [`Session`] always makes progress, writes well-formed replies, and answers
 //!   the same whatever the split of its input.
 
-use bulk_policy::Verdict;
+use bulk_types::Verdict;
 
 use crate::command::{
     Command, CommandError, ForwardPath, ReversePath, TransactionKind, parse_command,

@@ -13,8 +13,7 @@
 //! piece of the protocol.
 //!
 //! ```
-//! use bulk_policy::Verdict;
-//! use bulk_proto::{Event, ServerIdentity, Session, SessionConfig};
+//! use bulk_proto::{Event, ServerIdentity, Session, SessionConfig, Verdict};
 //!
 //! let mut session = Session::new(SessionConfig::default());
 //! session.greet();
@@ -38,11 +37,13 @@ pub mod client;
 pub mod command;
 pub mod data;
 // Fuzz bodies shared by `fuzz/` and `cargo test` (tests/fuzz_corpus.rs); not API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod reply;
 pub mod session;
 
+pub use bulk_types::{AddressBatch, Verdict};
 pub use client::{EnhancedCode, ReplyError, ServerReply, parse_reply};
 pub use command::{
     Body, Command, CommandError, ForwardPath, MailParams, ReversePath, TransactionKind,

@@ -9,7 +9,7 @@
 //! and HELO end the transaction they belong to). The caller then looks the batch up and calls
 //! [`Session::resolve`], and replies go out in command order whatever was pending (RFC 2920).
 
-use bulk_policy::{AddressBatch, Verdict};
+use bulk_types::{AddressBatch, Verdict};
 
 use crate::command::{Command, ForwardPath, ReversePath, TransactionKind, parse_command};
 use crate::data::{DataReceiver, DataVerdict};

@@ -5,13 +5,13 @@
 //! Quoted-string local parts, domains, address literals) and the ESMTP parameters the
 //! server knows (SIZE, RFC 1870; BODY, RFC 6152).
 
-use bulk_policy::Verdict;
 use bulk_proto::fuzzing::{self, Backend, Delivered, drive_session};
 use bulk_proto::limits::{MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH};
 use bulk_proto::{
     Body, Command, DataReceiver, DataVerdict, ForwardPath, MailParams, ReversePath, SessionConfig,
     TransactionKind, parse_command, replies,
 };
+use bulk_types::Verdict;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
