@@ -15,7 +15,7 @@ use bulk_report::summary::Target;
 use tracing::{info, warn};
 
 use super::cpu::{CpuSplit, cpu_delta, pinned_times};
-use super::outcome::{check_window, summary_input};
+use super::outcome::{summarize, summary_input};
 use super::prepare::max_in_flight;
 use super::{Prepared, RunArgs, Stores, drive, load_config};
 use crate::backend::{BackendKind, BackendSpec, ServeBackend, build_store};
@@ -79,9 +79,9 @@ pub(super) fn run_with_server(
         config.cpus = Some(pinning.generator);
     }
     let split = pinning.as_ref().map(|p| &p.split);
-    let (result, start, end, started_at) =
-        drive(runtime, prepared, config, Some(pid), split, args.quiet);
-    let cpu_sets = split.and_then(|split| pinned_times(split, &start, &end));
+    let driven = drive(runtime, prepared, config, Some(pid), split, args.quiet);
+    let (start, end) = (&driven.start, &driven.end);
+    let cpu_sets = split.and_then(|split| pinned_times(split, start, end));
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or_else(|| {
         warn!(
             pid,
@@ -104,16 +104,11 @@ pub(super) fn run_with_server(
             server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
             generator_cpus: pinning.map(|p| p.split.generator),
         },
-        started_at,
-        &result,
+        &driven,
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
     input.cpu_sets = cpu_sets;
-    input.generator_cpu_seconds =
-        cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-    let summary = Summary::new(input, &result);
-    check_window(&summary)?;
-    Ok((summary, result))
+    summarize(input, driven.result)
 }
 
 /// A `bulkbench serve` child process.

@@ -20,9 +20,9 @@ use bulk_report::summary::Target;
 use clap::{Args, ValueEnum};
 
 use child::{Served, run_with_server};
-use cpu::{CpuSample, CpuSplit, cpu_delta, sample_cpu};
+use cpu::{CpuSample, CpuSplit, sample_cpu};
 pub(crate) use outcome::{RunOutcome, report};
-use outcome::{check_window, summary_input};
+use outcome::{summarize, summary_input};
 pub(crate) use prepare::Prepared;
 use prepare::max_in_flight;
 
@@ -151,7 +151,7 @@ fn drive(
     server_pid: Option<u32>,
     split: Option<&CpuSplit>,
     quiet: bool,
-) -> (RunResult, CpuSample, CpuSample, SystemTime) {
+) -> Driven {
     let progress = Arc::new(Progress::default());
     let cancel = crate::interrupt::token().child_token();
     let total = match prepared.workload.duration() {
@@ -181,7 +181,21 @@ fn drive(
         (result, window_start, end, started_at)
     });
     bar.finish();
-    (result, window_start, window_end, started_at)
+    Driven {
+        result,
+        start: window_start,
+        end: window_end,
+        started_at,
+    }
+}
+
+/// What [`drive`] measured: the run's result, CPU samples at the start of its measurement
+/// window and at its end, and the wall-clock time the generator started at.
+struct Driven {
+    result: RunResult,
+    start: CpuSample,
+    end: CpuSample,
+    started_at: SystemTime,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -216,27 +230,16 @@ pub(crate) fn once(
     match target {
         RunTarget::External(addr) => {
             let config = load_config(prepared, *addr, args.verify);
-            let (result, start, end, started_at) =
-                drive(&runtime, prepared, config, None, None, args.quiet);
-            let mut input = summary_input(
-                command,
-                args,
-                prepared,
-                Target {
-                    address: addr.to_string(),
-                    external: true,
-                    backend: None,
-                    server_cpus: None,
-                    generator_cpus: None,
-                },
-                started_at,
-                &result,
-            );
-            input.generator_cpu_seconds =
-                cpu_delta(Some(start.generator), Some(end.generator)).unwrap_or(0.0);
-            let summary = Summary::new(input, &result);
-            check_window(&summary)?;
-            Ok((summary, result))
+            let driven = drive(&runtime, prepared, config, None, None, args.quiet);
+            let target = Target {
+                address: addr.to_string(),
+                external: true,
+                backend: None,
+                server_cpus: None,
+                generator_cpus: None,
+            };
+            let input = summary_input(command, args, prepared, target, &driven);
+            summarize(input, driven.result)
         }
         RunTarget::Backend(backend) => {
             let work = tempdir()?;

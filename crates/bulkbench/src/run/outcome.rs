@@ -7,7 +7,8 @@ use bulk_loadgen::RunResult;
 use bulk_report::summary::{Expected, Shard, Target};
 use bulk_report::{ReportDir, Summary, SummaryInput};
 
-use super::{Prepared, RunArgs};
+use super::cpu::cpu_delta;
+use super::{Driven, Prepared, RunArgs};
 
 /// How a `load` or `bench` run ended, for its exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +53,7 @@ impl RunOutcome {
 
 /// Refuses a run whose measurement window holds no session: its figures would all be
 /// zero, and a zero is not a measurement.
-pub(super) fn check_window(summary: &Summary) -> anyhow::Result<()> {
+fn check_window(summary: &Summary) -> anyhow::Result<()> {
     if summary.totals.sessions > 0 {
         return Ok(());
     }
@@ -67,6 +68,16 @@ pub(super) fn check_window(summary: &Summary) -> anyhow::Result<()> {
          lower warmup_secs or raise sessions/duration_secs",
         summary.window.warmup_secs
     )
+}
+
+/// The run's summary, refused when its measurement window holds no session.
+pub(super) fn summarize(
+    input: SummaryInput,
+    result: RunResult,
+) -> anyhow::Result<(Summary, RunResult)> {
+    let summary = Summary::new(input, &result);
+    check_window(&summary)?;
+    Ok((summary, result))
 }
 
 /// Writes the run's report (and, for a run sized in time, its `--save-trace`), prints its
@@ -94,12 +105,12 @@ pub(super) fn summary_input(
     args: &RunArgs,
     prepared: &Prepared,
     target: Target,
-    started_at: SystemTime,
-    result: &RunResult,
+    driven: &Driven,
 ) -> SummaryInput {
+    let result = &driven.result;
     SummaryInput {
         command: command.to_owned(),
-        started_at,
+        started_at: driven.started_at,
         scenario: serde_json::to_value(&prepared.scenario).unwrap_or(serde_json::Value::Null),
         seed: prepared.scenario.seed,
         scenario_fingerprint: prepared.scenario.fingerprint(),
@@ -124,7 +135,8 @@ pub(super) fn summary_input(
         },
         warmup_secs: prepared.scenario.workload.warmup_secs,
         server: None,
-        generator_cpu_seconds: 0.0,
+        generator_cpu_seconds: cpu_delta(Some(driven.start.generator), Some(driven.end.generator))
+            .unwrap_or(0.0),
         cpu_sets: None,
     }
 }
