@@ -239,7 +239,7 @@ fn bench_backend<B: PolicyBackend>(
     pool: &Pool,
     size: usize,
 ) {
-    assert!(POOL % CHUNK == 0 && CHUNK % size == 0);
+    assert!(POOL.is_multiple_of(CHUNK) && CHUNK.is_multiple_of(size));
     let calls = CHUNK / size;
     let id = BenchmarkId::new(
         backend.name(),

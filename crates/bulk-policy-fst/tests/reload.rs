@@ -27,7 +27,7 @@ fn flipping_address(i: u32) -> String {
 
 /// Whether mailbox `i` accepts bulk mail in generation `generation`.
 fn accepts(i: u32, generation: u32) -> bool {
-    (i + generation) % 2 == 0
+    (i + generation).is_multiple_of(2)
 }
 
 fn preference(accept: bool) -> Preference {

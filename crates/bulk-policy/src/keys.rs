@@ -7,8 +7,8 @@
 
 use std::cell::RefCell;
 
-use crate::address::NormalizeConfig;
 use crate::AddressBatch;
+use crate::address::NormalizeConfig;
 
 /// One normalized key: `local@domain`, and where its '@' is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

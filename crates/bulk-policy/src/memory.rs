@@ -2,8 +2,8 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::address::NormalizeConfig;
 use crate::AddressBatch;
+use crate::address::NormalizeConfig;
 use crate::keys::KeyBatch;
 use crate::population::Population;
 use crate::{PolicyBackend, PolicyError, Verdict};

@@ -471,7 +471,7 @@ fn deliver(session: &mut Session, config: &SessionConfig, transcript: &mut Trans
         body: message.body.to_vec(),
         size: message.size,
     };
-    let spooled = (fnv1a(&delivered.sender) ^ delivered.size) % 8 != 0;
+    let spooled = !(fnv1a(&delivered.sender) ^ delivered.size).is_multiple_of(8);
     let size = delivered.size;
     transcript.messages.push(delivered);
     session.delivered(if spooled { Ok(QueueId(size)) } else { Err(()) });

@@ -511,10 +511,11 @@ impl Session {
                 None => replies::RCPT_TEMPFAIL,
                 Some(verdict) => rcpt_reply(kind, verdict, harvest.is_some()),
             };
-            if reply == replies::RCPT_OK && keep {
-                if let Some(address) = self.pending.get(index) {
-                    self.recipients.push(address);
-                }
+            if reply == replies::RCPT_OK
+                && keep
+                && let Some(address) = self.pending.get(index)
+            {
+                self.recipients.push(address);
             }
             *slot = Slot::Ready(reply);
             index += 1;

@@ -77,7 +77,7 @@ pub fn run(spec: &Spec) -> RunData {
             };
             // A spread of latencies with a tail: every 100th session is 20x slower.
             let jitter = 1 + session % 7;
-            let tail = if session % 100 == 0 { 20 } else { 1 };
+            let tail = if session.is_multiple_of(100) { 20 } else { 1 };
             let mut total = 0;
             for (phase, base) in STEPS {
                 let count = if phase == Phase::Rcpt {
