@@ -380,13 +380,6 @@ pub async fn run(
 
     let run = Arc::try_unwrap(run).unwrap_or_else(|_| unreachable!("every task has ended"));
     let mut result = RunResult {
-        measured: Recorder::default(),
-        warmup: Recorder::default(),
-        totals: Totals::default(),
-        warmup_totals: Totals::default(),
-        mismatches: Mismatches::default(),
-        window: Duration::ZERO,
-        elapsed: Duration::ZERO,
         interrupted: cancel.is_cancelled(),
         // A number is taken only to start a session, but past the end of a list.
         drawn: match (run.config.schedule, workload.duration()) {
@@ -396,6 +389,7 @@ pub async fn run(
             }
             (Schedule::Open, _) => workload.sessions.len() as u64,
         },
+        ..RunResult::default()
     };
     for shard in run.shards {
         let shard = shard

@@ -196,8 +196,8 @@ impl Totals {
     }
 }
 
-/// Everything a run measured.
-#[derive(Clone, Debug)]
+/// Everything a run measured. The default is a run that measured nothing.
+#[derive(Clone, Debug, Default)]
 pub struct RunResult {
     /// Latencies of sessions that started after the warm-up.
     pub measured: Recorder,

@@ -464,6 +464,14 @@ impl PopulationModel {
         tasks
     }
 
+    /// The mailbox indexes in order, in batches of [`WRITE_BATCH_MAILBOXES`]: each batch is
+    /// generated in parallel, then used in order, so memory stays bounded and the output
+    /// does not depend on the number of threads.
+    fn batches(&self) -> impl Iterator<Item = std::ops::Range<u64>> + use<> {
+        let (total, size) = (self.inner.mailboxes, WRITE_BATCH_MAILBOXES);
+        (0..total.div_ceil(size)).map(move |b| b * size..((b + 1) * size).min(total))
+    }
+
     /// Builds the whole population (every mailbox, `default` ones included) for
     /// [`NormalizeConfig::default`]. Generation runs on the rayon pool.
     pub fn build(&self) -> Population {
@@ -479,13 +487,9 @@ impl PopulationModel {
                 .add_domain(name.as_bytes(), regime)
                 .expect("generated domain names are valid and unique (see module docs)");
         }
-        let mut batch_start = 0;
-        while batch_start < self.inner.mailboxes {
-            let batch_end = self
-                .inner
-                .mailboxes
-                .min(batch_start + WRITE_BATCH_MAILBOXES);
-            let entries: Vec<Vec<(String, Preference)>> = Self::tasks(batch_start..batch_end)
+        for batch in self.batches() {
+            let batch_end = batch.end;
+            let entries: Vec<Vec<(String, Preference)>> = Self::tasks(batch)
                 .into_par_iter()
                 .map(|task| {
                     task.map(|i| {
@@ -503,7 +507,6 @@ impl PopulationModel {
                     .add_mailbox(address.as_bytes(), preference)
                     .expect("generated addresses are valid and unique (see module docs)");
             }
-            batch_start = batch_end;
             progress(batch_end);
         }
         population
@@ -536,13 +539,9 @@ impl PopulationModel {
         for (name, regime) in self.inner.names.iter().zip(&self.inner.regimes) {
             writeln!(w, "@{name}\t{}", regime.as_str())?;
         }
-        let mut batch_start = 0;
-        while batch_start < self.inner.mailboxes {
-            let batch_end = self
-                .inner
-                .mailboxes
-                .min(batch_start + WRITE_BATCH_MAILBOXES);
-            let chunks: Vec<Vec<u8>> = Self::tasks(batch_start..batch_end)
+        for batch in self.batches() {
+            let batch_end = batch.end;
+            let chunks: Vec<Vec<u8>> = Self::tasks(batch)
                 .into_par_iter()
                 .map(|task| {
                     let mut out = Vec::with_capacity((task.end - task.start) as usize * 40);
@@ -553,7 +552,6 @@ impl PopulationModel {
             for chunk in chunks {
                 w.write_all(&chunk)?;
             }
-            batch_start = batch_end;
             progress(batch_end);
         }
         w.flush()

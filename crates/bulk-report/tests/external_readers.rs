@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use bulk_loadgen::{Mismatches, Phase, Recorder, RunResult, Totals};
+use bulk_loadgen::{Phase, Recorder, RunResult};
 use bulk_report::RunData;
 use bulk_report::summary::{Expected, Summary, SummaryInput, Target};
 
@@ -40,13 +40,9 @@ fn run_data() -> RunData {
     let result = RunResult {
         measured,
         warmup,
-        totals: Totals::default(),
-        warmup_totals: Totals::default(),
-        mismatches: Mismatches::default(),
         window: Duration::from_secs(6),
         elapsed: Duration::from_secs(6),
-        interrupted: false,
-        drawn: 0,
+        ..RunResult::default()
     };
     let summary = Summary::new(
         SummaryInput {

@@ -223,15 +223,8 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
 /// A run that recorded nothing at all.
 pub fn empty_run() -> RunData {
     let result = RunResult {
-        measured: Recorder::default(),
-        warmup: Recorder::default(),
-        totals: Totals::default(),
-        warmup_totals: Totals::default(),
-        mismatches: Mismatches::default(),
-        window: Duration::ZERO,
-        elapsed: Duration::ZERO,
         interrupted: true,
-        drawn: 0,
+        ..RunResult::default()
     };
     summarize(
         &Spec {
