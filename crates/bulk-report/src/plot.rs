@@ -246,13 +246,7 @@ impl Plot {
     pub fn render_rgb(&self) -> Result<Vec<u8>, ReportError> {
         register_fonts()?;
         let mut buffer = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
-        {
-            let root = BitMapBackend::with_buffer(&mut buffer, (WIDTH, HEIGHT)).into_drawing_area();
-            self.draw(&root).map_err(draw_error(&self.name))?;
-            root.present()
-                .map_err(text)
-                .map_err(draw_error(&self.name))?;
-        }
+        self.render_on(BitMapBackend::with_buffer(&mut buffer, (WIDTH, HEIGHT)))?;
         Ok(buffer)
     }
 
@@ -260,14 +254,15 @@ impl Plot {
     pub fn render_svg(&self) -> Result<String, ReportError> {
         register_fonts()?;
         let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-            self.draw(&root).map_err(draw_error(&self.name))?;
-            root.present()
-                .map_err(text)
-                .map_err(draw_error(&self.name))?;
-        }
+        self.render_on(SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)))?;
         Ok(svg)
+    }
+
+    /// Draws the plot on `backend` and finishes it.
+    fn render_on<DB: DrawingBackend>(&self, backend: DB) -> Result<(), ReportError> {
+        let root = backend.into_drawing_area();
+        self.draw(&root).map_err(draw_error(&self.name))?;
+        root.present().map_err(text).map_err(draw_error(&self.name))
     }
 
     /// Writes `NAME.svg` and `NAME.png` into `dir`.
