@@ -5,7 +5,8 @@
 #![allow(missing_docs)] // an unpublished bench helper: the names say it
 
 use bulk_population::{
-    Popularity, PopulationConfig, PopulationModel, RecipientDraws, WorkloadConfig,
+    NonNegative, Popularity, PopulationConfig, PopulationModel, RecipientDraws, Share,
+    WorkloadConfig,
 };
 
 /// Seed of the benches' population; recipient pools use [`SEED`] (uniform) and `SEED + 1`
@@ -25,13 +26,14 @@ pub const ZIPF_EXPONENT: f64 = 1.0;
 /// `mailboxes` mailboxes in `mailboxes / MAILBOXES_PER_DOMAIN` domains of equal size (45%
 /// opt-in); mailboxes 35% `in`, 15% `out`, 50% `default`.
 pub fn population(mailboxes: u64) -> PopulationModel {
+    let domains = (mailboxes / MAILBOXES_PER_DOMAIN).max(1);
     let config = PopulationConfig {
-        mailboxes,
-        domains: (mailboxes / MAILBOXES_PER_DOMAIN).max(1),
-        domain_size_zipf: 0.0,
-        opt_in_domain_share: 0.45,
-        explicit_share: 0.5,
-        explicit_opt_in_share: 0.7,
+        mailboxes: mailboxes.try_into().expect("1..=MAX_MAILBOXES mailboxes"),
+        domains: domains.try_into().expect("1..=MAX_DOMAINS domains"),
+        domain_size_zipf: const { NonNegative::new(0.0).unwrap() },
+        opt_in_domain_share: const { Share::new(0.45).unwrap() },
+        explicit_share: const { Share::new(0.5).unwrap() },
+        explicit_opt_in_share: const { Share::new(0.7).unwrap() },
     };
     PopulationModel::new(&config, SEED)
 }

@@ -201,6 +201,7 @@ fn run_secs_error(value: f64) -> RangeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Scenario, ScenarioError};
 
     #[test]
     fn counts_hold_1_to_max() {
@@ -303,5 +304,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(refused.contains("10 is not in 1..=9"), "{refused}");
+    }
+
+    /// A value out of its range is refused while the TOML is read, before any rule across
+    /// keys: toml's error points at the line of the value, and the scenario's error names
+    /// the key too.
+    #[test]
+    fn scenario_values_out_of_range_are_refused_at_their_key_and_line() {
+        let cases = [
+            (
+                "[population]\nmailboxes = 0\n[workload]\nsessions = 1\n",
+                2,
+                "population.mailboxes",
+                "0 is not in 1..=1000000000",
+            ),
+            (
+                "[workload]\nsessions = 1\n\n# a comment\n[population]\nexplicit_share = -0.5\n",
+                6,
+                "population.explicit_share",
+                "-0.5 is not a share in [0, 1]",
+            ),
+            // No sessions either: the value's range is checked first.
+            (
+                "population = { domain_size_zipf = -1 }\n",
+                1,
+                "population.domain_size_zipf",
+                "-1 must be finite and >= 0",
+            ),
+        ];
+        for (text, line, key, message) in cases {
+            let raw = toml::from_str::<Scenario>(text).expect_err(text);
+            assert_eq!(raw.message(), message, "{text:?}");
+            assert!(raw.to_string().contains(&format!("line {line},")), "{raw}");
+            let error = Scenario::from_toml(text, "case").expect_err(text);
+            assert!(matches!(error, ScenarioError::Parse { .. }), "{error:?}");
+            assert_eq!(
+                error.to_string(),
+                format!("case line {line}: {key}: {message}")
+            );
+        }
     }
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checked::{CountU64, NonNegative, Share};
+
 /// Largest `population.mailboxes` accepted.
 pub const MAX_MAILBOXES: u64 = 1_000_000_000;
 /// Largest `population.domains` accepted.
@@ -67,21 +69,21 @@ fn default_seed() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct PopulationConfig {
     /// Number of mailboxes (1..=[`MAX_MAILBOXES`]); default 100,000.
-    pub mailboxes: u64,
+    pub mailboxes: CountU64<MAX_MAILBOXES>,
     /// Number of served domains (1..=[`MAX_DOMAINS`]); default 200.
-    pub domains: u64,
+    pub domains: CountU64<MAX_DOMAINS>,
     /// Zipf exponent of domain sizes: domain of rank r gets a share proportional to
     /// 1/(r+1)^s; 0 gives equal sizes. Finite, >= 0; default 1.0.
-    pub domain_size_zipf: f64,
+    pub domain_size_zipf: NonNegative,
     /// Share of domains whose regime is opt-in (the rest are opt-out), in [0, 1]; each
     /// domain draws its regime independently. Default 0.5.
-    pub opt_in_domain_share: f64,
+    pub opt_in_domain_share: Share,
     /// Share of mailboxes with an explicit preference (`in` or `out`; the rest have
     /// `default`), in [0, 1]; default 0.3.
-    pub explicit_share: f64,
+    pub explicit_share: Share,
     /// Of the mailboxes with an explicit preference, the share that opted in (the rest
     /// opted out), in [0, 1]; default 0.5.
-    pub explicit_opt_in_share: f64,
+    pub explicit_opt_in_share: Share,
 }
 
 impl PopulationConfig {
@@ -98,13 +100,14 @@ impl PopulationConfig {
 
 impl Default for PopulationConfig {
     fn default() -> Self {
+        // `const`: a default out of its type's range fails the build.
         PopulationConfig {
-            mailboxes: 100_000,
-            domains: 200,
-            domain_size_zipf: 1.0,
-            opt_in_domain_share: 0.5,
-            explicit_share: 0.3,
-            explicit_opt_in_share: 0.5,
+            mailboxes: const { CountU64::new(100_000).unwrap() },
+            domains: const { CountU64::new(200).unwrap() },
+            domain_size_zipf: const { NonNegative::new(1.0).unwrap() },
+            opt_in_domain_share: const { Share::new(0.5).unwrap() },
+            explicit_share: const { Share::new(0.3).unwrap() },
+            explicit_opt_in_share: const { Share::new(0.5).unwrap() },
         }
     }
 }
@@ -302,7 +305,8 @@ pub enum ScenarioError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The text is not valid TOML, or a value has the wrong type, or a key is unknown.
+    /// The text is not valid TOML, or a value has the wrong type or is out of its range
+    /// (the types of [`crate::checked`] refuse it as it is read), or a key is unknown.
     #[error("{}", located(origin, *line, key.as_deref(), message))]
     Parse {
         /// File path or name hint.
@@ -539,30 +543,6 @@ impl Scenario {
                 ),
             ));
         }
-
-        let p = &self.population;
-        if !(1..=MAX_MAILBOXES).contains(&p.mailboxes) {
-            return Err(invalid(
-                Some("population"),
-                "mailboxes",
-                format!("{} is not in 1..={MAX_MAILBOXES}", p.mailboxes),
-            ));
-        }
-        if !(1..=MAX_DOMAINS).contains(&p.domains) {
-            return Err(invalid(
-                Some("population"),
-                "domains",
-                format!("{} is not in 1..={MAX_DOMAINS}", p.domains),
-            ));
-        }
-        non_negative("population", "domain_size_zipf", p.domain_size_zipf)?;
-        share("population", "opt_in_domain_share", p.opt_in_domain_share)?;
-        share("population", "explicit_share", p.explicit_share)?;
-        share(
-            "population",
-            "explicit_opt_in_share",
-            p.explicit_opt_in_share,
-        )?;
 
         let w = &self.workload;
         match w.mode {
@@ -964,7 +944,7 @@ mod tests {
         other.server.harvest_resistant = !other.server.harvest_resistant;
         assert_ne!(other.fingerprint(), s.fingerprint());
         let mut other = s.clone();
-        other.population.mailboxes += 1;
+        other.population.mailboxes = (s.population.mailboxes.get() + 1).try_into().unwrap();
         assert_ne!(other.fingerprint(), s.fingerprint());
     }
 
