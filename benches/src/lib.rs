@@ -15,13 +15,13 @@ pub const SEED: u64 = 1;
 /// One served domain per this many mailboxes (1,000 domains at 1,000,000 mailboxes).
 pub const MAILBOXES_PER_DOMAIN: u64 = 1_000;
 /// Share of recipients that name no mailbox (in a served domain).
-pub const UNKNOWN_SHARE: f64 = 0.05;
+pub const UNKNOWN_SHARE: Share = Share::new(0.05).unwrap();
 /// Shares of recipients written with a `+tag`, and in mixed case (drawn independently:
 /// about 10% have one or both).
-pub const SUBADDRESS_SHARE: f64 = 0.05;
-pub const MIXED_CASE_SHARE: f64 = 0.05;
+pub const SUBADDRESS_SHARE: Share = Share::new(0.05).unwrap();
+pub const MIXED_CASE_SHARE: Share = Share::new(0.05).unwrap();
 /// Exponent of the Zipf popularity.
-pub const ZIPF_EXPONENT: f64 = 1.0;
+pub const ZIPF_EXPONENT: NonNegative = NonNegative::new(1.0).unwrap();
 
 /// `mailboxes` mailboxes in `mailboxes / MAILBOXES_PER_DOMAIN` domains of equal size (45%
 /// opt-in); mailboxes 35% `in`, 15% `out`, 50% `default`.
@@ -52,7 +52,7 @@ pub fn recipients(model: &PopulationModel, popularity: Popularity) -> RecipientD
         recipient_popularity: popularity,
         popularity_zipf,
         unknown_share: UNKNOWN_SHARE,
-        foreign_share: 0.0,
+        foreign_share: const { Share::new(0.0).unwrap() },
         subaddress_share: SUBADDRESS_SHARE,
         mixed_case_share: MIXED_CASE_SHARE,
         ..WorkloadConfig::default()

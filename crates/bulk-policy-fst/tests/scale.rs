@@ -43,10 +43,10 @@ fn population_model(mailboxes: usize) -> PopulationModel {
 /// 10% foreign; 10% of them with a `+tag`, 10% in mixed case.
 fn batches(model: &PopulationModel) -> Vec<AddressBatch> {
     let mix = WorkloadConfig {
-        unknown_share: 0.2,
-        foreign_share: 0.1,
-        subaddress_share: 0.1,
-        mixed_case_share: 0.1,
+        unknown_share: Share::new(0.2).unwrap(),
+        foreign_share: Share::new(0.1).unwrap(),
+        subaddress_share: Share::new(0.1).unwrap(),
+        mixed_case_share: Share::new(0.1).unwrap(),
         ..WorkloadConfig::default()
     };
     let draws = RecipientDraws::new(model, &mix, SEED);

@@ -44,10 +44,10 @@ fn population_model(mailboxes: usize) -> PopulationModel {
 /// domains, 5% of foreign domains; half in mixed case, half with a `+tag`.
 fn draws(model: &PopulationModel) -> RecipientDraws {
     let mix = WorkloadConfig {
-        unknown_share: 0.05,
-        foreign_share: 0.05,
-        subaddress_share: 0.5,
-        mixed_case_share: 0.5,
+        unknown_share: Share::new(0.05).unwrap(),
+        foreign_share: Share::new(0.05).unwrap(),
+        subaddress_share: Share::new(0.5).unwrap(),
+        mixed_case_share: Share::new(0.5).unwrap(),
         ..WorkloadConfig::default()
     };
     RecipientDraws::new(model, &mix, SEED)

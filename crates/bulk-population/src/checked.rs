@@ -324,6 +324,48 @@ mod tests {
                 "population.explicit_share",
                 "-0.5 is not a share in [0, 1]",
             ),
+            (
+                "[workload]\nsessions = 1\n\n# a comment\nbulk_share = 3.0\n",
+                5,
+                "workload.bulk_share",
+                "3 is not a share in [0, 1]",
+            ),
+            (
+                "[workload]\nsessions = 1\nrecipient_popularity = \"zipf\"\npopularity_zipf = -1\n",
+                4,
+                "workload.popularity_zipf",
+                "-1 must be finite and >= 0",
+            ),
+            (
+                "[workload]\nmode = \"open\"\nsessions = 1\nrate_per_sec = inf\n",
+                4,
+                "workload.rate_per_sec",
+                "inf must be finite and > 0",
+            ),
+            (
+                "workload = { duration_secs = 1e9 }\n",
+                1,
+                "workload.duration_secs",
+                "1000000000 s is longer than a week (604800 s)",
+            ),
+            (
+                "[workload]\nsessions = 1\nrecipients_max = 100001\n",
+                3,
+                "workload.recipients_max",
+                "100001 is not in 1..=100000",
+            ),
+            (
+                "[workload]\nsessions = 1\ntimeout_ms = 0\n",
+                3,
+                "workload.timeout_ms",
+                "must be >= 1",
+            ),
+            (
+                "[workload]\nsessions = 1\n[server]\nmax_recipients = 0\n",
+                4,
+                "server.max_recipients",
+                "must be >= 1",
+            ),
             // No sessions either: the value's range is checked first.
             (
                 "population = { domain_size_zipf = -1 }\n",

@@ -259,14 +259,14 @@ pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         None => workload,
     };
     // An open loop knows before it starts whether any session falls after the warm-up.
-    let warmup_us = (scenario.workload.warmup_secs * 1e6) as u64;
+    let warmup_us = (scenario.workload.warmup_secs.get() * 1e6) as u64;
     if let (Arrival::Open { .. }, Some(last)) = (scenario.arrival(), workload.sessions.last())
         && last.start_offset_us < warmup_us
     {
         bail!(
             "every session starts during the warm-up ({:.1} s; the last at {:.1} s), so nothing \
              would be measured: lower warmup_secs or raise sessions/duration_secs",
-            scenario.workload.warmup_secs,
+            scenario.workload.warmup_secs.get(),
             last.start_offset_us as f64 / 1e6
         );
     }
@@ -330,9 +330,9 @@ fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> Lo
     };
     let mut config = LoadConfig::new(target, schedule);
     config.max_in_flight = max_in_flight(&prepared.scenario) as usize;
-    config.command_timeout = Duration::from_millis(w.timeout_ms);
-    config.connect_timeout = Duration::from_millis(w.timeout_ms);
-    config.warmup = Duration::from_secs_f64(w.warmup_secs);
+    config.command_timeout = Duration::from_millis(w.timeout_ms.get());
+    config.connect_timeout = Duration::from_millis(w.timeout_ms.get());
+    config.warmup = Duration::from_secs_f64(w.warmup_secs.get());
     config.verify = match verify {
         VerifyArg::Strict => VerifyMode::Strict,
         VerifyArg::Basic => VerifyMode::Basic,
@@ -469,7 +469,7 @@ fn summary_input(
                 rcpts: prepared.workload.rcpt_count(),
             },
         },
-        warmup_secs: prepared.scenario.workload.warmup_secs,
+        warmup_secs: prepared.scenario.workload.warmup_secs.get(),
         server: None,
         generator_cpu_seconds: 0.0,
         cpu_sets: None,
@@ -821,7 +821,7 @@ impl ServerProcess {
             .arg("--backend")
             .arg(store.to_string())
             .args(["--max-connections", &max_connections.to_string()])
-            .args(["--max-recipients", &server.max_recipients.to_string()])
+            .args(["--max-recipients", &server.max_recipients.get().to_string()])
             .args(["--hostname", "bulkbench.test"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
