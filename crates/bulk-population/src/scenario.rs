@@ -493,27 +493,7 @@ impl Scenario {
     /// Checks the rules that tie several keys together; each key's own range is its type's,
     /// checked as it is read. `text`, when given, is searched for the line of the key.
     fn validate_at(&self, text: Option<&str>, origin: &str) -> Result<(), ScenarioError> {
-        // `key` is dotted: `workload.recipients_min`.
-        let invalid = |key: &str, message: String| ScenarioError::Invalid {
-            origin: origin.to_string(),
-            line: text.and_then(|text| {
-                let offset = KeyMap::new(text).offset_of(key)?;
-                Some(line_of(text, offset))
-            }),
-            key: key.to_string(),
-            message,
-        };
-        let check = |ok: bool, key: &str, message: String| {
-            if ok {
-                Ok(())
-            } else {
-                Err(invalid(key, message))
-            }
-        };
-        let absent = |key: &str, present: bool, why: &str| {
-            check(!present, key, format!("not allowed {why}"))
-        };
-
+        let rules = Rules { text, origin };
         let name = &self.name;
         let name_ok = !name.is_empty()
             && name.len() <= 100
@@ -521,72 +501,85 @@ impl Scenario {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         let why = "use 1 to 100 letters, digits, '.', '_' or '-'";
-        check(name_ok, "name", format!("{name:?}: {why}"))?;
+        rules.check(name_ok, "name", format!("{name:?}: {why}"))?;
+        self.check_loop(&rules)?;
+        self.check_length(&rules)?;
+        self.check_sessions(&rules)
+    }
 
+    /// The keys of the other loop mode are absent; an open loop has its rate.
+    fn check_loop(&self, rules: &Rules) -> Result<(), ScenarioError> {
         let w = &self.workload;
         match w.mode {
             LoopMode::Closed => {
-                absent(
+                rules.absent(
                     "workload.rate_per_sec",
                     w.rate_per_sec.is_some(),
                     "in closed loop (mode = \"closed\"): it sets the open-loop arrival rate",
                 )?;
-                absent(
+                rules.absent(
                     "workload.max_in_flight",
                     w.max_in_flight.is_some(),
                     "in closed loop: use concurrency",
-                )?;
+                )
             }
             LoopMode::Open => {
-                absent(
+                rules.absent(
                     "workload.concurrency",
                     w.concurrency.is_some(),
                     "in open loop (mode = \"open\"): use rate_per_sec, and max_in_flight for a cap",
                 )?;
-                let required = "required in open loop".to_string();
-                check(w.rate_per_sec.is_some(), "workload.rate_per_sec", required)?;
+                let required = "required in open loop";
+                rules.check(w.rate_per_sec.is_some(), "workload.rate_per_sec", required)
             }
         }
-        match (w.sessions, w.duration_secs) {
+    }
+
+    /// Exactly one of `sessions` and `duration_secs`; a duration outlasts the warm-up and,
+    /// in open loop, gives a number of sessions in range.
+    fn check_length(&self, rules: &Rules) -> Result<(), ScenarioError> {
+        let w = &self.workload;
+        let secs = match (w.sessions, w.duration_secs) {
+            (Some(_), None) => return Ok(()),
             (Some(_), Some(_)) => {
                 let message = "give either sessions or duration_secs, not both";
-                return Err(invalid("workload.duration_secs", message.into()));
+                return Err(rules.invalid("workload.duration_secs", message));
             }
             (None, None) => {
                 let message = "required (or duration_secs, to size the run in time)";
-                return Err(invalid("workload.sessions", message.into()));
+                return Err(rules.invalid("workload.sessions", message));
             }
-            (None, Some(secs)) => {
-                let (secs, warmup) = (secs.get(), w.warmup_secs.get());
-                check(
-                    secs > warmup,
-                    "workload.duration_secs",
-                    format!(
-                        "{secs} s is not longer than warmup_secs ({warmup} s): nothing would be \
-                         measured"
-                    ),
-                )?;
-                if w.mode == LoopMode::Open {
-                    let sessions = self.session_count();
-                    check(
-                        (1..=MAX_SESSIONS).contains(&sessions),
-                        "workload.duration_secs",
-                        format!("gives {sessions} sessions, not in 1..={MAX_SESSIONS}"),
-                    )?;
-                }
-            }
-            (Some(_), None) => {}
-        }
+            (None, Some(secs)) => secs.get(),
+        };
+        let warmup = w.warmup_secs.get();
+        rules.check(
+            secs > warmup,
+            "workload.duration_secs",
+            format!(
+                "{secs} s is not longer than warmup_secs ({warmup} s): nothing would be measured"
+            ),
+        )?;
+        let sessions = self.session_count();
+        rules.check(
+            w.mode == LoopMode::Closed || (1..=MAX_SESSIONS).contains(&sessions),
+            "workload.duration_secs",
+            format!("gives {sessions} sessions, not in 1..={MAX_SESSIONS}"),
+        )
+    }
 
+    /// Each minimum is at most its maximum, a session's RCPTs stay bounded, and the keys of
+    /// a distribution are given with it.
+    fn check_sessions(&self, rules: &Rules) -> Result<(), ScenarioError> {
+        let w = &self.workload;
         let (t_min, t_max) = (w.transactions_min.get(), w.transactions_max.get());
         let (r_min, r_max) = (w.recipients_min.get(), w.recipients_max.get());
-        check(
+        rules.check(
             t_min <= t_max,
             "workload.transactions_min",
             format!("{t_min} is greater than workload.transactions_max ({t_max})"),
         )?;
         let per_session = u64::from(t_max) * u64::from(r_max);
-        check(
+        rules.check(
             per_session <= MAX_RCPTS_PER_SESSION,
             "workload.transactions_max",
             format!(
@@ -594,7 +587,7 @@ impl Scenario {
                  over {MAX_RCPTS_PER_SESSION}"
             ),
         )?;
-        check(
+        rules.check(
             r_min <= r_max,
             "workload.recipients_min",
             format!("{r_min} is greater than workload.recipients_max ({r_max})"),
@@ -603,39 +596,74 @@ impl Scenario {
         match w.recipients_mean {
             None if geometric => {
                 let message = "required when recipients_distribution = \"geometric\"";
-                return Err(invalid("workload.recipients_mean", message.into()));
+                return Err(rules.invalid("workload.recipients_mean", message));
             }
             Some(mean) if geometric => {
                 let (lo, hi) = (f64::from(r_min), f64::from(r_max));
-                check(
+                rules.check(
                     (lo..=hi).contains(&mean),
                     "workload.recipients_mean",
                     format!("{mean} is not in [recipients_min, recipients_max] = [{lo}, {hi}]"),
                 )?;
             }
-            mean => absent(
+            mean => rules.absent(
                 "workload.recipients_mean",
                 mean.is_some(),
                 "unless recipients_distribution = \"geometric\"",
             )?,
         }
-        absent(
+        rules.absent(
             "workload.popularity_zipf",
             w.popularity_zipf.is_some() && w.recipient_popularity != Popularity::Zipf,
             "unless recipient_popularity = \"zipf\"",
         )?;
         let unknown_and_foreign = w.unknown_share.get() + w.foreign_share.get();
-        check(
+        rules.check(
             unknown_and_foreign <= 1.0,
             "workload.foreign_share",
             format!("unknown_share + foreign_share = {unknown_and_foreign} exceeds 1"),
         )?;
         let (size_min, size_max) = (w.message_size_min, w.message_size_max);
-        check(
+        rules.check(
             size_min <= size_max,
             "workload.message_size_min",
             format!("{size_min} is greater than workload.message_size_max ({size_max})"),
         )
+    }
+}
+
+/// Makes the errors of [`Scenario::validate_at`]: a key (dotted, `workload.recipients_min`)
+/// is located in `text` when there is one.
+struct Rules<'a> {
+    text: Option<&'a str>,
+    origin: &'a str,
+}
+
+impl Rules<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            origin: self.origin.to_string(),
+            line: self.text.and_then(|text| {
+                let offset = KeyMap::new(text).offset_of(key)?;
+                Some(line_of(text, offset))
+            }),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about `key` unless `ok`.
+    fn check(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), ScenarioError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.invalid(key, message))
+        }
+    }
+
+    /// An error if `key` is `present`: it is not allowed `why`.
+    fn absent(&self, key: &str, present: bool, why: &str) -> Result<(), ScenarioError> {
+        self.check(!present, key, format!("not allowed {why}"))
     }
 }
 
