@@ -5,7 +5,8 @@
 #![allow(missing_docs)] // an unpublished bench helper: the names say it
 
 use bulk_population::{
-    Popularity, PopulationConfig, PopulationModel, RecipientDraws, WorkloadConfig,
+    NonNegative, Popularity, PopulationConfig, PopulationModel, RecipientDraws, Share,
+    WorkloadConfig,
 };
 
 /// Seed of the benches' population; recipient pools use [`SEED`] (uniform) and `SEED + 1`
@@ -14,24 +15,25 @@ pub const SEED: u64 = 1;
 /// One served domain per this many mailboxes (1,000 domains at 1,000,000 mailboxes).
 pub const MAILBOXES_PER_DOMAIN: u64 = 1_000;
 /// Share of recipients that name no mailbox (in a served domain).
-pub const UNKNOWN_SHARE: f64 = 0.05;
+pub const UNKNOWN_SHARE: Share = Share::new(0.05).unwrap();
 /// Shares of recipients written with a `+tag`, and in mixed case (drawn independently:
 /// about 10% have one or both).
-pub const SUBADDRESS_SHARE: f64 = 0.05;
-pub const MIXED_CASE_SHARE: f64 = 0.05;
+pub const SUBADDRESS_SHARE: Share = Share::new(0.05).unwrap();
+pub const MIXED_CASE_SHARE: Share = Share::new(0.05).unwrap();
 /// Exponent of the Zipf popularity.
-pub const ZIPF_EXPONENT: f64 = 1.0;
+pub const ZIPF_EXPONENT: NonNegative = NonNegative::new(1.0).unwrap();
 
 /// `mailboxes` mailboxes in `mailboxes / MAILBOXES_PER_DOMAIN` domains of equal size (45%
 /// opt-in); mailboxes 35% `in`, 15% `out`, 50% `default`.
 pub fn population(mailboxes: u64) -> PopulationModel {
+    let domains = (mailboxes / MAILBOXES_PER_DOMAIN).max(1);
     let config = PopulationConfig {
-        mailboxes,
-        domains: (mailboxes / MAILBOXES_PER_DOMAIN).max(1),
-        domain_size_zipf: 0.0,
-        opt_in_domain_share: 0.45,
-        explicit_share: 0.5,
-        explicit_opt_in_share: 0.7,
+        mailboxes: mailboxes.try_into().expect("1..=MAX_MAILBOXES mailboxes"),
+        domains: domains.try_into().expect("1..=MAX_DOMAINS domains"),
+        domain_size_zipf: const { NonNegative::new(0.0).unwrap() },
+        opt_in_domain_share: const { Share::new(0.45).unwrap() },
+        explicit_share: const { Share::new(0.5).unwrap() },
+        explicit_opt_in_share: const { Share::new(0.7).unwrap() },
     };
     PopulationModel::new(&config, SEED)
 }
@@ -50,7 +52,7 @@ pub fn recipients(model: &PopulationModel, popularity: Popularity) -> RecipientD
         recipient_popularity: popularity,
         popularity_zipf,
         unknown_share: UNKNOWN_SHARE,
-        foreign_share: 0.0,
+        foreign_share: const { Share::new(0.0).unwrap() },
         subaddress_share: SUBADDRESS_SHARE,
         mixed_case_share: MIXED_CASE_SHARE,
         ..WorkloadConfig::default()

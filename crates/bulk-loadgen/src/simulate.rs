@@ -237,7 +237,7 @@ impl<P: PolicyBackend> Driver<'_, P> {
 /// `bench` start it.
 pub fn session_config(server: &bulk_population::ServerConfig) -> SessionConfig {
     SessionConfig {
-        max_recipients: server.max_recipients,
+        max_recipients: server.max_recipients.get(),
         harvest: server
             .harvest_resistant
             .then(bulk_proto::HarvestConfig::default),

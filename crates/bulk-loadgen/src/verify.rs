@@ -96,7 +96,7 @@ impl Expectations {
     /// What a server run with `server`'s settings answers.
     pub fn of(server: &bulk_population::ServerConfig) -> Self {
         Expectations {
-            max_recipients: server.max_recipients,
+            max_recipients: server.max_recipients.get(),
             harvest_resistant: server.harvest_resistant,
         }
     }

@@ -16,7 +16,7 @@ fn simulate_with<P: PolicyBackend>(
 ) -> SimulateResult {
     let server = &prepared.scenario.server;
     let expectations = Expectations {
-        max_recipients: server.max_recipients,
+        max_recipients: server.max_recipients.get(),
         harvest_resistant: server.harvest_resistant,
     };
     simulate(

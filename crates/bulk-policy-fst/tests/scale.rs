@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend};
 use bulk_policy_fst::FstBackend;
-use bulk_population::{PopulationConfig, PopulationModel, RecipientDraws, WorkloadConfig};
+use bulk_population::{
+    NonNegative, PopulationConfig, PopulationModel, RecipientDraws, Share, WorkloadConfig,
+};
 
 /// Addresses looked up per measurement, and per batch.
 const LOOKUPS: usize = 1_000_000;
@@ -27,12 +29,12 @@ const DOMAINS: u64 = 1_000;
 /// 30% `out` and 30% `default`.
 fn population_model(mailboxes: usize) -> PopulationModel {
     let config = PopulationConfig {
-        mailboxes: mailboxes as u64,
-        domains: DOMAINS,
-        domain_size_zipf: 0.0,
-        opt_in_domain_share: 0.5,
-        explicit_share: 0.7,
-        explicit_opt_in_share: 4.0 / 7.0,
+        mailboxes: (mailboxes as u64).try_into().unwrap(),
+        domains: DOMAINS.try_into().unwrap(),
+        domain_size_zipf: NonNegative::new(0.0).unwrap(),
+        opt_in_domain_share: Share::new(0.5).unwrap(),
+        explicit_share: Share::new(0.7).unwrap(),
+        explicit_opt_in_share: Share::new(4.0 / 7.0).unwrap(),
     };
     PopulationModel::new(&config, SEED)
 }
@@ -41,10 +43,10 @@ fn population_model(mailboxes: usize) -> PopulationModel {
 /// 10% foreign; 10% of them with a `+tag`, 10% in mixed case.
 fn batches(model: &PopulationModel) -> Vec<AddressBatch> {
     let mix = WorkloadConfig {
-        unknown_share: 0.2,
-        foreign_share: 0.1,
-        subaddress_share: 0.1,
-        mixed_case_share: 0.1,
+        unknown_share: Share::new(0.2).unwrap(),
+        foreign_share: Share::new(0.1).unwrap(),
+        subaddress_share: Share::new(0.1).unwrap(),
+        mixed_case_share: Share::new(0.1).unwrap(),
         ..WorkloadConfig::default()
     };
     let draws = RecipientDraws::new(model, &mix, SEED);

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Verdict};
 use bulk_policy_lmdb::{LmdbBackend, MIN_MAP_BYTES, build};
-use bulk_population::{PopulationConfig, PopulationModel, RecipientDraws, WorkloadConfig};
+use bulk_population::{
+    NonNegative, PopulationConfig, PopulationModel, RecipientDraws, Share, WorkloadConfig,
+};
 
 /// Seed of the population and of the lookups.
 const SEED: u64 = 1;
@@ -28,12 +30,12 @@ const DOMAINS: u64 = 1_000;
 /// 30% `out` and 30% `default`.
 fn population_model(mailboxes: usize) -> PopulationModel {
     let config = PopulationConfig {
-        mailboxes: mailboxes as u64,
-        domains: DOMAINS,
-        domain_size_zipf: 0.0,
-        opt_in_domain_share: 0.5,
-        explicit_share: 0.7,
-        explicit_opt_in_share: 4.0 / 7.0,
+        mailboxes: (mailboxes as u64).try_into().unwrap(),
+        domains: DOMAINS.try_into().unwrap(),
+        domain_size_zipf: NonNegative::new(0.0).unwrap(),
+        opt_in_domain_share: Share::new(0.5).unwrap(),
+        explicit_share: Share::new(0.7).unwrap(),
+        explicit_opt_in_share: Share::new(4.0 / 7.0).unwrap(),
     };
     PopulationModel::new(&config, SEED)
 }
@@ -42,10 +44,10 @@ fn population_model(mailboxes: usize) -> PopulationModel {
 /// domains, 5% of foreign domains; half in mixed case, half with a `+tag`.
 fn draws(model: &PopulationModel) -> RecipientDraws {
     let mix = WorkloadConfig {
-        unknown_share: 0.05,
-        foreign_share: 0.05,
-        subaddress_share: 0.5,
-        mixed_case_share: 0.5,
+        unknown_share: Share::new(0.05).unwrap(),
+        foreign_share: Share::new(0.05).unwrap(),
+        subaddress_share: Share::new(0.5).unwrap(),
+        mixed_case_share: Share::new(0.5).unwrap(),
         ..WorkloadConfig::default()
     };
     RecipientDraws::new(model, &mix, SEED)

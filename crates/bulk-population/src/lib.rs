@@ -59,12 +59,14 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod checked;
 mod names;
 pub mod population;
 pub mod scenario;
 pub mod seeding;
 pub mod workload;
 
+pub use checked::{CountU32, CountU64, NonNegative, Positive, RangeError, RunSecs, Share};
 pub use population::{Mailbox, PopulationModel};
 pub use scenario::{
     Arrival, LoopMode, Popularity, PopulationConfig, RecipientsDistribution, Scenario,

@@ -41,7 +41,7 @@ use rand::RngExt;
 use rayon::prelude::*;
 
 use crate::names::{DOMAIN_PREFIXES, DOMAIN_SUFFIXES, DOMAIN_WORDS, FIRST, LAST, ROLES, WORDS};
-use crate::scenario::{MAX_DOMAINS, MAX_MAILBOXES, PopulationConfig, Scenario};
+use crate::scenario::{PopulationConfig, Scenario};
 use crate::seeding::{
     ItemRng, STREAM_DOMAIN, STREAM_DOMAIN_NAME, STREAM_LOCAL_OFFSET, STREAM_MAILBOX, affine, fmix,
     item_rng, mix, scatter_multiplier,
@@ -154,11 +154,6 @@ struct Inner {
     role_multiplier: u64,
 }
 
-/// A share as a probability: NaN and out-of-range values are clamped into [0, 1].
-fn probability(x: f64) -> f64 {
-    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
-}
-
 /// Range starts of Zipf-sized domains (see the module docs).
 fn domain_starts(mailboxes: u64, domains: usize, zipf: f64) -> Vec<u64> {
     let mut starts = Vec::with_capacity(domains + 1);
@@ -189,20 +184,13 @@ fn domain_starts(mailboxes: u64, domains: usize, zipf: f64) -> Vec<u64> {
 }
 
 impl PopulationModel {
-    /// The population of `config` under `seed`.
-    ///
-    /// Values a [`Scenario`] would refuse are clamped into range here (counts to at least 1
-    /// and at most the scenario maxima, shares into [0, 1], a negative or NaN Zipf exponent
-    /// to 0), so any config gives a usable model; [`Scenario::validate`] reports them.
+    /// The population of `config` under `seed`. Any config gives a usable model: the types
+    /// of its fields keep counts within the scenario maxima and shares in [0, 1].
     pub fn new(config: &PopulationConfig, seed: u64) -> Self {
-        let mailboxes = config.mailboxes.clamp(1, MAX_MAILBOXES);
-        let domains = config.domains.clamp(1, MAX_DOMAINS) as usize;
-        let zipf = if config.domain_size_zipf >= 0.0 {
-            config.domain_size_zipf
-        } else {
-            0.0
-        };
-        let opt_in_share = probability(config.opt_in_domain_share);
+        let mailboxes = config.mailboxes.get();
+        let domains = config.domains.get() as usize;
+        let zipf = config.domain_size_zipf.get();
+        let opt_in_share = config.opt_in_domain_share.get();
 
         let word_count = DOMAIN_WORDS.len() as u64;
         let word_multiplier = scatter_multiplier(word_count);
@@ -245,8 +233,8 @@ impl PopulationModel {
             inner: Arc::new(Inner {
                 seed,
                 mailboxes,
-                explicit_share: probability(config.explicit_share),
-                explicit_opt_in_share: probability(config.explicit_opt_in_share),
+                explicit_share: config.explicit_share.get(),
+                explicit_opt_in_share: config.explicit_opt_in_share.get(),
                 names,
                 regimes,
                 starts: domain_starts(mailboxes, domains, zipf),
@@ -561,13 +549,14 @@ impl PopulationModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Share;
     use std::collections::HashSet;
 
     fn config(mailboxes: u64, domains: u64, zipf: f64) -> PopulationConfig {
         PopulationConfig {
-            mailboxes,
-            domains,
-            domain_size_zipf: zipf,
+            mailboxes: mailboxes.try_into().unwrap(),
+            domains: domains.try_into().unwrap(),
+            domain_size_zipf: zipf.try_into().unwrap(),
             ..PopulationConfig::default()
         }
     }
@@ -678,12 +667,10 @@ mod tests {
     #[test]
     fn shares_are_roughly_respected() {
         let cfg = PopulationConfig {
-            mailboxes: 20_000,
-            domains: 400,
-            explicit_share: 0.3,
-            explicit_opt_in_share: 0.25,
-            opt_in_domain_share: 0.5,
-            ..PopulationConfig::default()
+            explicit_share: Share::new(0.3).unwrap(),
+            explicit_opt_in_share: Share::new(0.25).unwrap(),
+            opt_in_domain_share: Share::new(0.5).unwrap(),
+            ..config(20_000, 400, 1.0)
         };
         let model = PopulationModel::new(&cfg, 21);
         let prefs: Vec<Preference> = (0..20_000).map(|i| model.mailbox(i).preference).collect();
@@ -713,23 +700,6 @@ mod tests {
                 model.verdict(i)
             );
         }
-    }
-
-    #[test]
-    fn out_of_range_config_is_clamped() {
-        let cfg = PopulationConfig {
-            mailboxes: 0,
-            domains: 0,
-            domain_size_zipf: f64::NAN,
-            opt_in_domain_share: 7.0,
-            explicit_share: f64::NAN,
-            explicit_opt_in_share: -1.0,
-        };
-        let model = PopulationModel::new(&cfg, 0);
-        assert_eq!((model.mailbox_count(), model.domain_count()), (1, 1));
-        assert_eq!(model.domain(0).1, Regime::OptIn);
-        assert_eq!(model.mailbox(0).preference, Preference::Default);
-        assert_eq!(model.build().mailbox_count(), 1);
     }
 
     /// Pins the generator: a change here changes every population of every seed, which

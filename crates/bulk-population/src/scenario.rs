@@ -3,14 +3,19 @@
 //!
 //! The keys, their units and defaults are documented on the fields below and in
 //! `scenarios/README.md`. Every table refuses unknown keys, so a typo is an error rather
-//! than a silently ignored setting. [`Scenario::from_toml`] resolves defaults that depend on
-//! other keys (closed-loop `concurrency`, open-loop `max_in_flight`, `popularity_zipf`), so
-//! the scenario copied into a report states every setting the run used.
+//! than a silently ignored setting. A key's own range is its type's ([`crate::checked`]:
+//! counts, shares, finite numbers), so a value out of it is refused as the file is read;
+//! [`Scenario::validate`] checks the rules across keys. [`Scenario::from_toml`] resolves
+//! defaults that depend on other keys (closed-loop `concurrency`, open-loop
+//! `max_in_flight`, `popularity_zipf`), so the scenario copied into a report states every
+//! setting the run used.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::checked::{CountU32, CountU64, NonNegative, Positive, RunSecs, Share};
 
 /// Largest `population.mailboxes` accepted.
 pub const MAX_MAILBOXES: u64 = 1_000_000_000;
@@ -67,21 +72,21 @@ fn default_seed() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct PopulationConfig {
     /// Number of mailboxes (1..=[`MAX_MAILBOXES`]); default 100,000.
-    pub mailboxes: u64,
+    pub mailboxes: CountU64<MAX_MAILBOXES>,
     /// Number of served domains (1..=[`MAX_DOMAINS`]); default 200.
-    pub domains: u64,
+    pub domains: CountU64<MAX_DOMAINS>,
     /// Zipf exponent of domain sizes: domain of rank r gets a share proportional to
     /// 1/(r+1)^s; 0 gives equal sizes. Finite, >= 0; default 1.0.
-    pub domain_size_zipf: f64,
+    pub domain_size_zipf: NonNegative,
     /// Share of domains whose regime is opt-in (the rest are opt-out), in [0, 1]; each
     /// domain draws its regime independently. Default 0.5.
-    pub opt_in_domain_share: f64,
+    pub opt_in_domain_share: Share,
     /// Share of mailboxes with an explicit preference (`in` or `out`; the rest have
     /// `default`), in [0, 1]; default 0.3.
-    pub explicit_share: f64,
+    pub explicit_share: Share,
     /// Of the mailboxes with an explicit preference, the share that opted in (the rest
     /// opted out), in [0, 1]; default 0.5.
-    pub explicit_opt_in_share: f64,
+    pub explicit_opt_in_share: Share,
 }
 
 impl PopulationConfig {
@@ -98,13 +103,14 @@ impl PopulationConfig {
 
 impl Default for PopulationConfig {
     fn default() -> Self {
+        // `const`: a default out of its type's range fails the build.
         PopulationConfig {
-            mailboxes: 100_000,
-            domains: 200,
-            domain_size_zipf: 1.0,
-            opt_in_domain_share: 0.5,
-            explicit_share: 0.3,
-            explicit_opt_in_share: 0.5,
+            mailboxes: const { CountU64::new(100_000).unwrap() },
+            domains: const { CountU64::new(200).unwrap() },
+            domain_size_zipf: const { NonNegative::new(1.0).unwrap() },
+            opt_in_domain_share: const { Share::new(0.5).unwrap() },
+            explicit_share: const { Share::new(0.3).unwrap() },
+            explicit_opt_in_share: const { Share::new(0.5).unwrap() },
         }
     }
 }
@@ -153,40 +159,40 @@ pub struct WorkloadConfig {
     /// Number of sessions (1..=[`MAX_SESSIONS`]). Exactly one of `sessions` and
     /// `duration_secs` is required.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sessions: Option<u64>,
+    pub sessions: Option<CountU64<MAX_SESSIONS>>,
     /// Run length in seconds (finite, > `warmup_secs`; no default), instead of
     /// `sessions`. Open loop: the session count is `round(rate_per_sec * duration_secs)`.
     /// Closed loop: a pool of sessions 0, 1, ... (each from its own (seed, index) RNG) is
     /// drawn before the run and cycled, sessions starting until the time is up; those in
     /// flight then finish.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration_secs: Option<f64>,
+    pub duration_secs: Option<RunSecs>,
     /// `"closed"` or `"open"`; default closed.
     pub mode: LoopMode,
     /// Closed loop only: sessions in flight (>= 1); default [`DEFAULT_CONCURRENCY`].
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<u32>,
+    pub concurrency: Option<CountU32>,
     /// Open loop only, required: Poisson arrival rate in sessions per second (finite, > 0).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_per_sec: Option<f64>,
+    pub rate_per_sec: Option<Positive>,
     /// Open loop only: cap on sessions in flight (>= 1); sessions due while the cap is
     /// reached wait, and the wait shows as schedule lag. Default [`DEFAULT_MAX_IN_FLIGHT`].
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_in_flight: Option<u32>,
+    pub max_in_flight: Option<CountU32>,
     /// Fewest transactions per session (>= 1); default 1.
-    pub transactions_min: u32,
+    pub transactions_min: CountU32,
     /// Most transactions per session (>= transactions_min, <=
     /// [`MAX_TRANSACTIONS_PER_SESSION`]); uniform in between; default 1. A session sends
     /// its transactions one after the other over one connection, as bulk senders do.
-    pub transactions_max: u32,
+    pub transactions_max: CountU32<MAX_TRANSACTIONS_PER_SESSION>,
     /// Share of transactions that use `BULK FROM` (the rest use `MAIL FROM`), in [0, 1];
     /// default 0.9.
-    pub bulk_share: f64,
+    pub bulk_share: Share,
     /// Fewest recipients per transaction (>= 1); default 1.
-    pub recipients_min: u32,
+    pub recipients_min: CountU32,
     /// Most recipients per transaction (>= recipients_min, <=
     /// [`MAX_RECIPIENTS_PER_SESSION`]); default 50.
-    pub recipients_max: u32,
+    pub recipients_max: CountU32<MAX_RECIPIENTS_PER_SESSION>,
     /// `"uniform"`, `"geometric"` or `"fixed"`; default uniform.
     pub recipients_distribution: RecipientsDistribution,
     /// Geometric only, required: mean recipients per transaction before truncation, in
@@ -197,17 +203,17 @@ pub struct WorkloadConfig {
     pub recipient_popularity: Popularity,
     /// Zipf only: exponent (finite, >= 0); default [`DEFAULT_POPULARITY_ZIPF`].
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub popularity_zipf: Option<f64>,
+    pub popularity_zipf: Option<NonNegative>,
     /// Share of recipients that are unknown mailboxes of served domains, in [0, 1];
     /// default 0.05.
-    pub unknown_share: f64,
+    pub unknown_share: Share,
     /// Share of recipients in domains not served (relay attempts), in [0, 1]; default 0.02.
     /// `unknown_share + foreign_share` must not exceed 1.
-    pub foreign_share: f64,
+    pub foreign_share: Share,
     /// Share of recipients written with a `+tag` subaddress, in [0, 1]; default 0.05.
-    pub subaddress_share: f64,
+    pub subaddress_share: Share,
     /// Share of recipients written in mixed case, in [0, 1]; default 0.1.
-    pub mixed_case_share: f64,
+    pub mixed_case_share: Share,
     /// Send commands pipelined (RFC 2920); default true.
     pub pipelining: bool,
     /// Smallest message body in bytes; default 500.
@@ -216,13 +222,14 @@ pub struct WorkloadConfig {
     /// two. A session of size 0 sends no DATA; 0 and 0 means no session does. Default 5000.
     pub message_size_max: u32,
     /// Seconds at the start of the run excluded from the figures (finite, >= 0); default 1.0.
-    pub warmup_secs: f64,
+    pub warmup_secs: NonNegative,
     /// Per-command reply timeout of the generator in milliseconds (>= 1); default 10,000.
-    pub timeout_ms: u64,
+    pub timeout_ms: CountU64,
 }
 
 impl Default for WorkloadConfig {
     fn default() -> Self {
+        // `const`: a default out of its type's range fails the build.
         WorkloadConfig {
             sessions: None,
             duration_secs: None,
@@ -230,24 +237,24 @@ impl Default for WorkloadConfig {
             concurrency: None,
             rate_per_sec: None,
             max_in_flight: None,
-            transactions_min: 1,
-            transactions_max: 1,
-            bulk_share: 0.9,
-            recipients_min: 1,
-            recipients_max: 50,
+            transactions_min: const { CountU32::new(1).unwrap() },
+            transactions_max: const { CountU32::new(1).unwrap() },
+            bulk_share: const { Share::new(0.9).unwrap() },
+            recipients_min: const { CountU32::new(1).unwrap() },
+            recipients_max: const { CountU32::new(50).unwrap() },
             recipients_distribution: RecipientsDistribution::Uniform,
             recipients_mean: None,
             recipient_popularity: Popularity::Uniform,
             popularity_zipf: None,
-            unknown_share: 0.05,
-            foreign_share: 0.02,
-            subaddress_share: 0.05,
-            mixed_case_share: 0.1,
+            unknown_share: const { Share::new(0.05).unwrap() },
+            foreign_share: const { Share::new(0.02).unwrap() },
+            subaddress_share: const { Share::new(0.05).unwrap() },
+            mixed_case_share: const { Share::new(0.1).unwrap() },
             pipelining: true,
             message_size_min: 500,
             message_size_max: 5000,
-            warmup_secs: 1.0,
-            timeout_ms: 10_000,
+            warmup_secs: const { NonNegative::new(1.0).unwrap() },
+            timeout_ms: const { CountU64::new(10_000).unwrap() },
         }
     }
 }
@@ -258,7 +265,7 @@ impl Default for WorkloadConfig {
 pub struct ServerConfig {
     /// The server's `--max-recipients` (>= 1): RCPTs of a transaction beyond it expect
     /// `452 4.5.3`. Default 1000.
-    pub max_recipients: u32,
+    pub max_recipients: CountU32,
     /// The server runs in harvest-resistant mode (unknown mailboxes answered as opted out,
     /// delays after repeated unknowns); default false.
     pub harvest_resistant: bool,
@@ -266,8 +273,9 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        // `const`: a default out of its type's range fails the build.
         ServerConfig {
-            max_recipients: 1000,
+            max_recipients: const { CountU32::new(1000).unwrap() },
             harvest_resistant: false,
         }
     }
@@ -302,7 +310,8 @@ pub enum ScenarioError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The text is not valid TOML, or a value has the wrong type, or a key is unknown.
+    /// The text is not valid TOML, or a value has the wrong type or is out of its range
+    /// (the types of [`crate::checked`] refuse it as it is read), or a key is unknown.
     #[error("{}", located(origin, *line, key.as_deref(), message))]
     Parse {
         /// File path or name hint.
@@ -314,7 +323,8 @@ pub enum ScenarioError {
         /// toml's message.
         message: String,
     },
-    /// The scenario parsed but a value is out of range or inconsistent with another.
+    /// The scenario parsed but a value is inconsistent with another (a minimum above its
+    /// maximum, a key not allowed in this mode), or the name is not allowed.
     #[error("{}", located(origin, *line, Some(key), message))]
     Invalid {
         /// File path or name hint.
@@ -401,8 +411,8 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Checks ranges and consistency of a scenario built in code (files are checked on
-    /// load). Errors name the key.
+    /// Checks the rules across keys of a scenario built in code (each value is in range by
+    /// its type; files are checked on load). Errors name the key.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         self.validate_at(None, &self.name)
     }
@@ -412,14 +422,17 @@ impl Scenario {
         let w = &mut self.workload;
         match w.mode {
             LoopMode::Closed => {
-                w.concurrency.get_or_insert(DEFAULT_CONCURRENCY);
+                w.concurrency
+                    .get_or_insert(const { CountU32::new(DEFAULT_CONCURRENCY).unwrap() });
             }
             LoopMode::Open => {
-                w.max_in_flight.get_or_insert(DEFAULT_MAX_IN_FLIGHT);
+                w.max_in_flight
+                    .get_or_insert(const { CountU32::new(DEFAULT_MAX_IN_FLIGHT).unwrap() });
             }
         }
         if w.recipient_popularity == Popularity::Zipf {
-            w.popularity_zipf.get_or_insert(DEFAULT_POPULARITY_ZIPF);
+            w.popularity_zipf
+                .get_or_insert(const { NonNegative::new(DEFAULT_POPULARITY_ZIPF).unwrap() });
         }
     }
 
@@ -427,8 +440,8 @@ impl Scenario {
     pub fn timed_duration(&self) -> Option<std::time::Duration> {
         let w = &self.workload;
         match (w.mode, w.sessions, w.duration_secs) {
-            (LoopMode::Closed, None, Some(secs)) if secs > 0.0 => {
-                std::time::Duration::try_from_secs_f64(secs.min(MAX_DURATION_SECS)).ok()
+            (LoopMode::Closed, None, Some(secs)) => {
+                std::time::Duration::try_from_secs_f64(secs.get()).ok()
             }
             _ => None,
         }
@@ -440,9 +453,9 @@ impl Scenario {
     pub fn session_count(&self) -> u64 {
         let w = &self.workload;
         match (w.sessions, w.rate_per_sec, w.duration_secs) {
-            (Some(n), _, _) => n,
+            (Some(n), _, _) => n.get(),
             (None, Some(rate), Some(secs)) if w.mode == LoopMode::Open => {
-                let n = (rate * secs).round();
+                let n = (rate.get() * secs.get()).round();
                 if n.is_finite() && n >= 0.0 {
                     n as u64
                 } else {
@@ -468,357 +481,189 @@ impl Scenario {
         let w = &self.workload;
         match w.mode {
             LoopMode::Closed => Arrival::Closed {
-                concurrency: w.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+                concurrency: w.concurrency.map_or(DEFAULT_CONCURRENCY, CountU32::get),
             },
             LoopMode::Open => Arrival::Open {
-                rate_per_sec: w.rate_per_sec.unwrap_or(0.0),
-                max_in_flight: w.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+                rate_per_sec: w.rate_per_sec.map_or(0.0, Positive::get),
+                max_in_flight: w.max_in_flight.map_or(DEFAULT_MAX_IN_FLIGHT, CountU32::get),
             },
         }
     }
 
+    /// Checks the rules that tie several keys together; each key's own range is its type's,
+    /// checked as it is read. `text`, when given, is searched for the line of the key.
     fn validate_at(&self, text: Option<&str>, origin: &str) -> Result<(), ScenarioError> {
-        let invalid = |table: Option<&str>, key: &str, message: String| {
-            let dotted = match table {
-                Some(table) => format!("{table}.{key}"),
-                None => key.to_string(),
-            };
-            ScenarioError::Invalid {
-                origin: origin.to_string(),
-                line: text.and_then(|text| {
-                    let offset = KeyMap::new(text).offset_of(&dotted)?;
-                    Some(line_of(text, offset))
-                }),
-                key: dotted,
-                message,
-            }
-        };
-        let share = |table: &str, key: &str, value: f64| {
-            if (0.0..=1.0).contains(&value) {
-                Ok(())
-            } else {
-                Err(invalid(
-                    Some(table),
-                    key,
-                    format!("{value} is not a share in [0, 1]"),
-                ))
-            }
-        };
-        let non_negative = |table: &str, key: &str, value: f64| {
-            if value.is_finite() && value >= 0.0 {
-                Ok(())
-            } else {
-                Err(invalid(
-                    Some(table),
-                    key,
-                    format!("{value} must be finite and >= 0"),
-                ))
-            }
-        };
-        let absent = |table: &str, key: &str, present: bool, why: &str| {
-            if present {
-                Err(invalid(Some(table), key, format!("not allowed {why}")))
-            } else {
-                Ok(())
-            }
-        };
-
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 100
-            && self
-                .name
+        let rules = Rules { text, origin };
+        let name = &self.name;
+        let name_ok = !name.is_empty()
+            && name.len() <= 100
+            && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !name_ok {
-            return Err(invalid(
-                None,
-                "name",
-                format!(
-                    "{:?}: use 1 to 100 letters, digits, '.', '_' or '-'",
-                    self.name
-                ),
-            ));
-        }
+        let why = "use 1 to 100 letters, digits, '.', '_' or '-'";
+        rules.check(name_ok, "name", format!("{name:?}: {why}"))?;
+        self.check_loop(&rules)?;
+        self.check_length(&rules)?;
+        self.check_sessions(&rules)
+    }
 
-        let p = &self.population;
-        if !(1..=MAX_MAILBOXES).contains(&p.mailboxes) {
-            return Err(invalid(
-                Some("population"),
-                "mailboxes",
-                format!("{} is not in 1..={MAX_MAILBOXES}", p.mailboxes),
-            ));
-        }
-        if !(1..=MAX_DOMAINS).contains(&p.domains) {
-            return Err(invalid(
-                Some("population"),
-                "domains",
-                format!("{} is not in 1..={MAX_DOMAINS}", p.domains),
-            ));
-        }
-        non_negative("population", "domain_size_zipf", p.domain_size_zipf)?;
-        share("population", "opt_in_domain_share", p.opt_in_domain_share)?;
-        share("population", "explicit_share", p.explicit_share)?;
-        share(
-            "population",
-            "explicit_opt_in_share",
-            p.explicit_opt_in_share,
-        )?;
-
+    /// The keys of the other loop mode are absent; an open loop has its rate.
+    fn check_loop(&self, rules: &Rules) -> Result<(), ScenarioError> {
         let w = &self.workload;
         match w.mode {
             LoopMode::Closed => {
-                absent(
-                    "workload",
-                    "rate_per_sec",
+                rules.absent(
+                    "workload.rate_per_sec",
                     w.rate_per_sec.is_some(),
                     "in closed loop (mode = \"closed\"): it sets the open-loop arrival rate",
                 )?;
-                absent(
-                    "workload",
-                    "max_in_flight",
+                rules.absent(
+                    "workload.max_in_flight",
                     w.max_in_flight.is_some(),
                     "in closed loop: use concurrency",
-                )?;
-                if w.concurrency == Some(0) {
-                    return Err(invalid(
-                        Some("workload"),
-                        "concurrency",
-                        "must be >= 1".into(),
-                    ));
-                }
+                )
             }
             LoopMode::Open => {
-                absent(
-                    "workload",
-                    "concurrency",
+                rules.absent(
+                    "workload.concurrency",
                     w.concurrency.is_some(),
                     "in open loop (mode = \"open\"): use rate_per_sec, and max_in_flight for a cap",
                 )?;
-                match w.rate_per_sec {
-                    None => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "rate_per_sec",
-                            "required in open loop".into(),
-                        ));
-                    }
-                    Some(rate) if !(rate.is_finite() && rate > 0.0) => {
-                        return Err(invalid(
-                            Some("workload"),
-                            "rate_per_sec",
-                            format!("{rate} must be finite and > 0"),
-                        ));
-                    }
-                    Some(_) => {}
-                }
-                if w.max_in_flight == Some(0) {
-                    return Err(invalid(
-                        Some("workload"),
-                        "max_in_flight",
-                        "must be >= 1".into(),
-                    ));
-                }
+                let required = "required in open loop";
+                rules.check(w.rate_per_sec.is_some(), "workload.rate_per_sec", required)
             }
         }
-        match (w.sessions, w.duration_secs) {
+    }
+
+    /// Exactly one of `sessions` and `duration_secs`; a duration outlasts the warm-up and,
+    /// in open loop, gives a number of sessions in range.
+    fn check_length(&self, rules: &Rules) -> Result<(), ScenarioError> {
+        let w = &self.workload;
+        let secs = match (w.sessions, w.duration_secs) {
+            (Some(_), None) => return Ok(()),
             (Some(_), Some(_)) => {
-                return Err(invalid(
-                    Some("workload"),
-                    "duration_secs",
-                    "give either sessions or duration_secs, not both".into(),
-                ));
+                let message = "give either sessions or duration_secs, not both";
+                return Err(rules.invalid("workload.duration_secs", message));
             }
             (None, None) => {
-                return Err(invalid(
-                    Some("workload"),
-                    "sessions",
-                    "required (or duration_secs, to size the run in time)".into(),
-                ));
+                let message = "required (or duration_secs, to size the run in time)";
+                return Err(rules.invalid("workload.sessions", message));
             }
-            (None, Some(secs)) if !(secs.is_finite() && secs > 0.0) => {
-                return Err(invalid(
-                    Some("workload"),
-                    "duration_secs",
-                    format!("{secs} must be finite and > 0"),
-                ));
-            }
-            (None, Some(secs)) if secs > MAX_DURATION_SECS => {
-                return Err(invalid(
-                    Some("workload"),
-                    "duration_secs",
-                    format!("{secs} s is longer than a week ({MAX_DURATION_SECS} s)"),
-                ));
-            }
-            (None, Some(secs)) if secs <= w.warmup_secs => {
-                return Err(invalid(
-                    Some("workload"),
-                    "duration_secs",
-                    format!(
-                        "{secs} s is not longer than warmup_secs ({} s): nothing would be \
-                         measured",
-                        w.warmup_secs
-                    ),
-                ));
-            }
-            _ => {}
-        }
+            (None, Some(secs)) => secs.get(),
+        };
+        let warmup = w.warmup_secs.get();
+        rules.check(
+            secs > warmup,
+            "workload.duration_secs",
+            format!(
+                "{secs} s is not longer than warmup_secs ({warmup} s): nothing would be measured"
+            ),
+        )?;
         let sessions = self.session_count();
-        if self.timed_duration().is_none() && !(1..=MAX_SESSIONS).contains(&sessions) {
-            let key = if w.sessions.is_some() {
-                "sessions"
-            } else {
-                "duration_secs"
-            };
-            return Err(invalid(
-                Some("workload"),
-                key,
-                format!("gives {sessions} sessions, not in 1..={MAX_SESSIONS}"),
-            ));
-        }
-        if w.transactions_min == 0 {
-            return Err(invalid(
-                Some("workload"),
-                "transactions_min",
-                "must be >= 1".into(),
-            ));
-        }
-        if w.transactions_max > MAX_TRANSACTIONS_PER_SESSION {
-            return Err(invalid(
-                Some("workload"),
-                "transactions_max",
-                format!(
-                    "{} is over {MAX_TRANSACTIONS_PER_SESSION}",
-                    w.transactions_max
-                ),
-            ));
-        }
-        if w.transactions_min > w.transactions_max {
-            return Err(invalid(
-                Some("workload"),
-                "transactions_min",
-                format!(
-                    "{} is greater than workload.transactions_max ({})",
-                    w.transactions_min, w.transactions_max
-                ),
-            ));
-        }
-        let per_session = u64::from(w.transactions_max) * u64::from(w.recipients_max);
-        if per_session > MAX_RCPTS_PER_SESSION {
-            return Err(invalid(
-                Some("workload"),
-                "transactions_max",
-                format!(
-                    "{} transactions of up to {} RCPTs is {per_session} RCPTs a session, over \
-                     {MAX_RCPTS_PER_SESSION}",
-                    w.transactions_max, w.recipients_max
-                ),
-            ));
-        }
-        share("workload", "bulk_share", w.bulk_share)?;
-        if w.recipients_min == 0 {
-            return Err(invalid(
-                Some("workload"),
-                "recipients_min",
-                "must be >= 1".into(),
-            ));
-        }
-        if w.recipients_max > MAX_RECIPIENTS_PER_SESSION {
-            return Err(invalid(
-                Some("workload"),
-                "recipients_max",
-                format!("{} is over {MAX_RECIPIENTS_PER_SESSION}", w.recipients_max),
-            ));
-        }
-        if w.recipients_min > w.recipients_max {
-            return Err(invalid(
-                Some("workload"),
-                "recipients_min",
-                format!(
-                    "{} is greater than workload.recipients_max ({})",
-                    w.recipients_min, w.recipients_max
-                ),
-            ));
-        }
-        match (w.recipients_distribution, w.recipients_mean) {
-            (RecipientsDistribution::Geometric, None) => {
-                return Err(invalid(
-                    Some("workload"),
-                    "recipients_mean",
-                    "required when recipients_distribution = \"geometric\"".into(),
-                ));
+        rules.check(
+            w.mode == LoopMode::Closed || (1..=MAX_SESSIONS).contains(&sessions),
+            "workload.duration_secs",
+            format!("gives {sessions} sessions, not in 1..={MAX_SESSIONS}"),
+        )
+    }
+
+    /// Each minimum is at most its maximum, a session's RCPTs stay bounded, and the keys of
+    /// a distribution are given with it.
+    fn check_sessions(&self, rules: &Rules) -> Result<(), ScenarioError> {
+        let w = &self.workload;
+        let (t_min, t_max) = (w.transactions_min.get(), w.transactions_max.get());
+        let (r_min, r_max) = (w.recipients_min.get(), w.recipients_max.get());
+        rules.check(
+            t_min <= t_max,
+            "workload.transactions_min",
+            format!("{t_min} is greater than workload.transactions_max ({t_max})"),
+        )?;
+        let per_session = u64::from(t_max) * u64::from(r_max);
+        rules.check(
+            per_session <= MAX_RCPTS_PER_SESSION,
+            "workload.transactions_max",
+            format!(
+                "{t_max} transactions of up to {r_max} RCPTs is {per_session} RCPTs a session, \
+                 over {MAX_RCPTS_PER_SESSION}"
+            ),
+        )?;
+        rules.check(
+            r_min <= r_max,
+            "workload.recipients_min",
+            format!("{r_min} is greater than workload.recipients_max ({r_max})"),
+        )?;
+        let geometric = w.recipients_distribution == RecipientsDistribution::Geometric;
+        match w.recipients_mean {
+            None if geometric => {
+                let message = "required when recipients_distribution = \"geometric\"";
+                return Err(rules.invalid("workload.recipients_mean", message));
             }
-            (RecipientsDistribution::Geometric, Some(mean)) => {
-                let (lo, hi) = (f64::from(w.recipients_min), f64::from(w.recipients_max));
-                if !(lo..=hi).contains(&mean) {
-                    return Err(invalid(
-                        Some("workload"),
-                        "recipients_mean",
-                        format!("{mean} is not in [recipients_min, recipients_max] = [{lo}, {hi}]"),
-                    ));
-                }
-            }
-            (_, Some(_)) => {
-                absent(
-                    "workload",
-                    "recipients_mean",
-                    true,
-                    "unless recipients_distribution = \"geometric\"",
+            Some(mean) if geometric => {
+                let (lo, hi) = (f64::from(r_min), f64::from(r_max));
+                rules.check(
+                    (lo..=hi).contains(&mean),
+                    "workload.recipients_mean",
+                    format!("{mean} is not in [recipients_min, recipients_max] = [{lo}, {hi}]"),
                 )?;
             }
-            (_, None) => {}
+            mean => rules.absent(
+                "workload.recipients_mean",
+                mean.is_some(),
+                "unless recipients_distribution = \"geometric\"",
+            )?,
         }
-        match (w.recipient_popularity, w.popularity_zipf) {
-            (Popularity::Zipf, Some(s)) => non_negative("workload", "popularity_zipf", s)?,
-            (Popularity::Uniform, Some(_)) => {
-                absent(
-                    "workload",
-                    "popularity_zipf",
-                    true,
-                    "unless recipient_popularity = \"zipf\"",
-                )?;
-            }
-            _ => {}
+        rules.absent(
+            "workload.popularity_zipf",
+            w.popularity_zipf.is_some() && w.recipient_popularity != Popularity::Zipf,
+            "unless recipient_popularity = \"zipf\"",
+        )?;
+        let unknown_and_foreign = w.unknown_share.get() + w.foreign_share.get();
+        rules.check(
+            unknown_and_foreign <= 1.0,
+            "workload.foreign_share",
+            format!("unknown_share + foreign_share = {unknown_and_foreign} exceeds 1"),
+        )?;
+        let (size_min, size_max) = (w.message_size_min, w.message_size_max);
+        rules.check(
+            size_min <= size_max,
+            "workload.message_size_min",
+            format!("{size_min} is greater than workload.message_size_max ({size_max})"),
+        )
+    }
+}
+
+/// Makes the errors of [`Scenario::validate_at`]: a key (dotted, `workload.recipients_min`)
+/// is located in `text` when there is one.
+struct Rules<'a> {
+    text: Option<&'a str>,
+    origin: &'a str,
+}
+
+impl Rules<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            origin: self.origin.to_string(),
+            line: self.text.and_then(|text| {
+                let offset = KeyMap::new(text).offset_of(key)?;
+                Some(line_of(text, offset))
+            }),
+            key: key.to_string(),
+            message: message.into(),
         }
-        share("workload", "unknown_share", w.unknown_share)?;
-        share("workload", "foreign_share", w.foreign_share)?;
-        if w.unknown_share + w.foreign_share > 1.0 {
-            return Err(invalid(
-                Some("workload"),
-                "foreign_share",
-                format!(
-                    "unknown_share + foreign_share = {} exceeds 1",
-                    w.unknown_share + w.foreign_share
-                ),
-            ));
+    }
+
+    /// An error about `key` unless `ok`.
+    fn check(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), ScenarioError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.invalid(key, message))
         }
-        share("workload", "subaddress_share", w.subaddress_share)?;
-        share("workload", "mixed_case_share", w.mixed_case_share)?;
-        if w.message_size_min > w.message_size_max {
-            return Err(invalid(
-                Some("workload"),
-                "message_size_min",
-                format!(
-                    "{} is greater than workload.message_size_max ({})",
-                    w.message_size_min, w.message_size_max
-                ),
-            ));
-        }
-        non_negative("workload", "warmup_secs", w.warmup_secs)?;
-        if w.timeout_ms == 0 {
-            return Err(invalid(
-                Some("workload"),
-                "timeout_ms",
-                "must be >= 1".into(),
-            ));
-        }
-        if self.server.max_recipients == 0 {
-            return Err(invalid(
-                Some("server"),
-                "max_recipients",
-                "must be >= 1".into(),
-            ));
-        }
-        Ok(())
+    }
+
+    /// An error if `key` is `present`: it is not allowed `why`.
+    fn absent(&self, key: &str, present: bool, why: &str) -> Result<(), ScenarioError> {
+        self.check(!present, key, format!("not allowed {why}"))
     }
 }
 
@@ -899,8 +744,11 @@ mod tests {
         assert_eq!(s.name, "mini");
         assert_eq!(s.seed, 1);
         assert_eq!(s.population, PopulationConfig::default());
-        assert_eq!(s.workload.sessions, Some(10));
-        assert_eq!(s.workload.concurrency, Some(DEFAULT_CONCURRENCY));
+        assert_eq!(s.workload.sessions.map(CountU64::get), Some(10));
+        assert_eq!(
+            s.workload.concurrency.map(CountU32::get),
+            Some(DEFAULT_CONCURRENCY)
+        );
         assert_eq!(s.arrival(), Arrival::Closed { concurrency: 50 });
         assert_eq!(s.session_count(), 10);
         assert_eq!(s.server, ServerConfig::default());
@@ -955,16 +803,17 @@ mod tests {
         other.seed += 1;
         assert_ne!(other.fingerprint(), s.fingerprint());
         let mut other = s.clone();
-        other.workload.recipients_max += 1;
+        other.workload.recipients_max = (s.workload.recipients_max.get() + 1).try_into().unwrap();
         assert_ne!(other.fingerprint(), s.fingerprint());
         let mut other = s.clone();
-        other.workload.transactions_max += 1;
+        other.workload.transactions_max =
+            (s.workload.transactions_max.get() + 1).try_into().unwrap();
         assert_ne!(other.fingerprint(), s.fingerprint());
         let mut other = s.clone();
         other.server.harvest_resistant = !other.server.harvest_resistant;
         assert_ne!(other.fingerprint(), s.fingerprint());
         let mut other = s.clone();
-        other.population.mailboxes += 1;
+        other.population.mailboxes = (s.population.mailboxes.get() + 1).try_into().unwrap();
         assert_ne!(other.fingerprint(), s.fingerprint());
     }
 
@@ -986,7 +835,7 @@ mod tests {
     fn round_trips_through_toml_and_json() {
         let text = "name = \"x\"\nseed = 9\n[workload]\nsessions = 5\nrecipient_popularity = \"zipf\"\nrecipients_distribution = \"geometric\"\nrecipients_mean = 3.5\n";
         let s = Scenario::from_toml(text, "hint").unwrap();
-        assert_eq!(s.workload.popularity_zipf, Some(1.0));
+        assert_eq!(s.workload.popularity_zipf.map(NonNegative::get), Some(1.0));
         let toml_text = toml::to_string(&s).unwrap();
         assert_eq!(Scenario::from_toml(&toml_text, "other").unwrap(), s);
         let json = serde_json::to_string(&s).unwrap();

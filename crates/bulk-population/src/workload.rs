@@ -19,11 +19,11 @@ use rand_distr::{Distribution, Exp1, Geometric, Zipf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::checked::NonNegative;
 use crate::names::{DOMAIN_SUFFIXES, DOMAIN_WORDS, FIRST, LAST, SENDER_ROLES, SENDER_WORDS, TAGS};
 use crate::population::PopulationModel;
 use crate::scenario::{
-    LoopMode, MAX_RECIPIENTS_PER_SESSION, MAX_SESSIONS, MAX_TRANSACTIONS_PER_SESSION, Popularity,
-    RecipientsDistribution, Scenario, WorkloadConfig,
+    LoopMode, MAX_SESSIONS, Popularity, RecipientsDistribution, Scenario, WorkloadConfig,
 };
 use crate::seeding::{
     ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_RECIPIENT, STREAM_SESSION, affine, item_rng,
@@ -290,12 +290,9 @@ mod verdict_serde {
     }
 }
 
-fn probability(x: f64) -> f64 {
-    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
-}
-
-/// Everything a session draw needs, computed once per workload. Values an invalid scenario
-/// could carry are sanitized here, so generation never panics.
+/// Everything a session draw needs, computed once per workload. Keys an invalid scenario
+/// could set against each other (a minimum above its maximum, shares adding up to more
+/// than 1) are sanitized here, so generation never panics.
 #[derive(Debug)]
 struct Generator {
     seed: u64,
@@ -321,8 +318,8 @@ struct Generator {
 
 impl Generator {
     fn new(w: &WorkloadConfig, seed: u64, model: &PopulationModel) -> Self {
-        let hi = w.recipients_max.clamp(1, MAX_RECIPIENTS_PER_SESSION);
-        let lo = w.recipients_min.clamp(1, hi);
+        let hi = w.recipients_max.get();
+        let lo = w.recipients_min.get().min(hi);
         let geometric = match (w.recipients_distribution, w.recipients_mean) {
             (RecipientsDistribution::Geometric, Some(mean)) => {
                 // Failures before the first success have mean (1-p)/p; solve for the mean
@@ -333,18 +330,20 @@ impl Generator {
         };
         let n = model.mailbox_count();
         let zipf = match w.recipient_popularity {
-            Popularity::Zipf => Zipf::new(n as f64, w.popularity_zipf.unwrap_or(1.0)).ok(),
+            Popularity::Zipf => {
+                Zipf::new(n as f64, w.popularity_zipf.map_or(1.0, NonNegative::get)).ok()
+            }
             Popularity::Uniform => None,
         };
-        let unknown_share = probability(w.unknown_share);
+        let unknown_share = w.unknown_share.get();
         let rate_per_sec = match (w.mode, w.rate_per_sec) {
-            (LoopMode::Open, Some(rate)) if rate.is_finite() && rate > 0.0 => Some(rate),
+            (LoopMode::Open, Some(rate)) => Some(rate.get()),
             _ => None,
         };
         Generator {
             seed,
             model: model.clone(),
-            bulk_share: probability(w.bulk_share),
+            bulk_share: w.bulk_share.get(),
             recipients: (lo, hi),
             geometric,
             fixed: w.recipients_distribution == RecipientsDistribution::Fixed,
@@ -352,17 +351,17 @@ impl Generator {
             popularity_multiplier: scatter_multiplier(n),
             popularity_offset: mix(seed, STREAM_POPULARITY, 0),
             unknown_share,
-            foreign_share: probability(w.foreign_share).min(1.0 - unknown_share),
-            subaddress_share: probability(w.subaddress_share),
-            mixed_case_share: probability(w.mixed_case_share),
+            foreign_share: w.foreign_share.get().min(1.0 - unknown_share),
+            subaddress_share: w.subaddress_share.get(),
+            mixed_case_share: w.mixed_case_share.get(),
             pipelining: w.pipelining,
             message_size: (
                 w.message_size_min.min(w.message_size_max),
                 w.message_size_max.max(w.message_size_min),
             ),
             transactions: {
-                let hi = w.transactions_max.clamp(1, MAX_TRANSACTIONS_PER_SESSION);
-                (w.transactions_min.clamp(1, hi), hi)
+                let hi = w.transactions_max.get();
+                (w.transactions_min.get().min(hi), hi)
             },
             rate_per_sec,
         }
@@ -551,8 +550,9 @@ pub struct RecipientDraws {
 }
 
 impl RecipientDraws {
-    /// Recipients of `model` with `workload`'s mix, under `seed`. Out-of-range shares are
-    /// clamped, as [`Workload::generate`] does.
+    /// Recipients of `model` with `workload`'s mix, under `seed`. Shares of unknown and
+    /// foreign recipients adding up to more than 1 are cut to 1, as [`Workload::generate`]
+    /// does.
     pub fn new(model: &PopulationModel, workload: &WorkloadConfig, seed: u64) -> Self {
         RecipientDraws {
             generator: Generator::new(workload, seed, model),
@@ -639,8 +639,9 @@ impl Workload {
     /// thread count. Open-loop start offsets are the sequential prefix sums of per-session
     /// exponential gaps.
     ///
-    /// An invalid scenario is sanitized (counts and shares clamped into range) rather than
-    /// refused; call [`Scenario::validate`] first to report it.
+    /// A scenario whose keys disagree (a minimum above its maximum, shares adding up to
+    /// more than 1) is sanitized rather than refused; call [`Scenario::validate`] first to
+    /// report it.
     pub fn generate(scenario: &Scenario, model: &PopulationModel) -> Workload {
         let generator = Generator::new(&scenario.workload, scenario.seed, model);
         if let Some(duration) = scenario.timed_duration() {

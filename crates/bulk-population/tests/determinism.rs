@@ -135,10 +135,12 @@ fn the_population_fingerprint_is_pinned_and_sees_every_parameter() {
     let population = &scenario.population;
     assert_eq!(population.fingerprint(), 12_588_427_969_619_453_085);
     let mut other = population.clone();
-    other.mailboxes += 1;
+    other.mailboxes = (population.mailboxes.get() + 1).try_into().unwrap();
     assert_ne!(other.fingerprint(), population.fingerprint());
     let mut other = population.clone();
-    other.explicit_opt_in_share = (other.explicit_opt_in_share + 0.25) % 1.0;
+    other.explicit_opt_in_share = ((population.explicit_opt_in_share.get() + 0.25) % 1.0)
+        .try_into()
+        .unwrap();
     assert_ne!(other.fingerprint(), population.fingerprint());
 }
 

@@ -9,8 +9,8 @@ use bulk_population::{PopulationConfig, PopulationModel};
 #[ignore = "timing: run in release with --ignored --nocapture"]
 fn one_million_mailboxes() {
     let config = PopulationConfig {
-        mailboxes: 1_000_000,
-        domains: 1000,
+        mailboxes: 1_000_000.try_into().unwrap(),
+        domains: 1000.try_into().unwrap(),
         ..PopulationConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();

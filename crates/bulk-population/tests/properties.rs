@@ -80,12 +80,12 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let config = PopulationConfig {
-            mailboxes,
-            domains,
-            domain_size_zipf: zipf,
-            opt_in_domain_share: opt_in,
-            explicit_share: explicit,
-            explicit_opt_in_share: 0.5,
+            mailboxes: mailboxes.try_into().unwrap(),
+            domains: domains.try_into().unwrap(),
+            domain_size_zipf: zipf.try_into().unwrap(),
+            opt_in_domain_share: opt_in.try_into().unwrap(),
+            explicit_share: explicit.try_into().unwrap(),
+            ..PopulationConfig::default()
         };
         let model = PopulationModel::new(&config, seed);
         let mut file = Vec::new();

@@ -68,7 +68,7 @@ fn quick_is_sized_in_time_with_a_window_of_ten_seconds() {
     // Sized in time, so a faster machine measures more, not less: 12 s of sessions, the
     // first 2 s warm-up.
     let duration = quick.timed_duration().expect("quick is sized in time");
-    let window = duration.as_secs_f64() - quick.workload.warmup_secs;
+    let window = duration.as_secs_f64() - quick.workload.warmup_secs.get();
     assert!(window >= 10.0, "a window of {window} s");
     assert!(duration.as_secs_f64() <= 20.0, "ends well within 30 s");
 }

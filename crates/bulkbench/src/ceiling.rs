@@ -61,7 +61,7 @@ pub(crate) fn measure_into(
     let share = accept_share(
         &prepared.workload,
         drawn,
-        prepared.scenario.server.max_recipients,
+        prepared.scenario.server.max_recipients.get(),
     );
     let backend = format!("canned:{share}");
     info!(

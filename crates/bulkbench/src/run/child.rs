@@ -142,7 +142,7 @@ impl ServerProcess {
             .arg("--backend")
             .arg(store.to_string())
             .args(["--max-connections", &max_connections.to_string()])
-            .args(["--max-recipients", &server.max_recipients.to_string()])
+            .args(["--max-recipients", &server.max_recipients.get().to_string()])
             .args(["--hostname", "bulkbench.test"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -129,9 +129,9 @@ fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> Lo
     };
     let mut config = LoadConfig::new(target, schedule);
     config.max_in_flight = max_in_flight(&prepared.scenario) as usize;
-    config.command_timeout = Duration::from_millis(w.timeout_ms);
-    config.connect_timeout = Duration::from_millis(w.timeout_ms);
-    config.warmup = Duration::from_secs_f64(w.warmup_secs);
+    config.command_timeout = Duration::from_millis(w.timeout_ms.get());
+    config.connect_timeout = Duration::from_millis(w.timeout_ms.get());
+    config.warmup = Duration::from_secs_f64(w.warmup_secs.get());
     config.verify = match verify {
         VerifyArg::Strict => VerifyMode::Strict,
         VerifyArg::Basic => VerifyMode::Basic,

@@ -133,7 +133,7 @@ pub(super) fn summary_input(
                 rcpts: prepared.workload.rcpt_count(),
             },
         },
-        warmup_secs: prepared.scenario.workload.warmup_secs,
+        warmup_secs: prepared.scenario.workload.warmup_secs.get(),
         server: None,
         generator_cpu_seconds: cpu_delta(Some(driven.start.generator), Some(driven.end.generator))
             .unwrap_or(0.0),

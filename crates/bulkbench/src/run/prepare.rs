@@ -141,14 +141,14 @@ fn read_trace(path: &Path, scenario_file: &Path, scenario: &Scenario) -> anyhow:
 
 /// An open loop knows before it starts whether any session falls after the warm-up.
 fn check_warmup(scenario: &Scenario, workload: &Workload) -> anyhow::Result<()> {
-    let warmup_us = (scenario.workload.warmup_secs * 1e6) as u64;
+    let warmup_us = (scenario.workload.warmup_secs.get() * 1e6) as u64;
     if let (Arrival::Open { .. }, Some(last)) = (scenario.arrival(), workload.sessions.last())
         && last.start_offset_us < warmup_us
     {
         bail!(
             "every session starts during the warm-up ({:.1} s; the last at {:.1} s), so nothing \
              would be measured: lower warmup_secs or raise sessions/duration_secs",
-            scenario.workload.warmup_secs,
+            scenario.workload.warmup_secs.get(),
             last.start_offset_us as f64 / 1e6
         );
     }
