@@ -592,7 +592,6 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
     .unwrap();
     let out = dir.path().join("report");
     let trace = dir.path().join("trace.jsonl");
-    let started = Instant::now();
     common::ok(&[
         "bench",
         scenario.to_str().unwrap(),
@@ -602,9 +601,10 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
         trace.to_str().unwrap(),
         "--quiet",
     ]);
-    assert!(started.elapsed() < Duration::from_secs(60));
     let s = summary(&out);
     // Sessions start until 2.5 s; those in flight then finish: a window of 2 s and a bit.
+    // (Timed by the program itself: the wall clock of a shared machine tells nothing here,
+    // and `common::run` gives up on a hang.)
     let window = s["window"]["measured_secs"].as_f64().unwrap();
     assert!((2.0..4.0).contains(&window), "window {window} s");
     let started_sessions = s["totals"]["sessions"].as_u64().unwrap()
@@ -624,16 +624,24 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
         Some(text.lines().count() as u64 - 1),
         "{header}"
     );
-    // The interval series resolves the short window: 100 ms intervals, 20 and more of them
-    // after the warm-up.
+    // The interval series resolves the short window: intervals of 100 ms, many of them after
+    // the warm-up. (Not one for each 100 ms of the window: an interval in which no RCPT
+    // was answered is not written, and on a busy machine a run can stall that long.)
     let hlog = std::fs::read_to_string(out.join("intervals.hlog")).unwrap();
-    let in_window = hlog
+    let intervals: Vec<(f64, f64)> = hlog
         .lines()
         .filter_map(|l| l.strip_prefix("Tag=rcpt,"))
-        .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
-        .filter(|start| *start >= 0.5)
-        .count();
-    assert!(in_window >= 20, "{in_window} RCPT intervals in the window");
+        .filter_map(|l| {
+            let mut fields = l.split(',');
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .collect();
+    // (The last one ends with the run, so it may be shorter.)
+    for (start, length) in &intervals {
+        assert!(*length <= 0.1 + 1e-9, "{length} s long at {start} s");
+    }
+    let in_window = intervals.iter().filter(|(start, _)| *start >= 0.5).count();
+    assert!(in_window >= 10, "{in_window} RCPT intervals in the window");
     let replay = dir.path().join("replay");
     common::ok(&[
         "bench",
