@@ -3,7 +3,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, PolicyBackend, Population, Preference, Regime, Verdict};
 use bulk_policy_fst::FstBackend;
@@ -117,10 +118,16 @@ async fn reload_while_looking_up() {
     rebuild(&path, 0);
     let backend = Arc::new(FstBackend::open(&path).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
+    // Per lookup task: 1 + the generation of its latest batch (0: none yet).
+    let reached: Arc<Vec<AtomicU32>> = Arc::new((0..LOOKUP_TASKS).map(|_| 0.into()).collect());
 
     let lookups: Vec<_> = (0..LOOKUP_TASKS)
         .map(|task| {
-            let (backend, stop) = (Arc::clone(&backend), Arc::clone(&stop));
+            let (backend, stop, reached) = (
+                Arc::clone(&backend),
+                Arc::clone(&stop),
+                Arc::clone(&reached),
+            );
             tokio::spawn(async move {
                 let batch = batch();
                 let mut out = Vec::with_capacity(batch.len());
@@ -138,6 +145,7 @@ async fn reload_while_looking_up() {
                         "task {task}: generation {generation} after {last}"
                     );
                     seen[generation as usize] = true;
+                    reached[task].store(generation + 1, Ordering::Relaxed);
                     last = generation;
                     batches += 1;
                     tokio::task::yield_now().await;
@@ -151,11 +159,23 @@ async fn reload_while_looking_up() {
         let backend = Arc::clone(&backend);
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
-            for generation in 1..=RELOADS {
-                rebuild(&path, generation);
-                backend.reload().unwrap();
-                // Let the lookups meet this generation before the next.
-                std::thread::sleep(std::time::Duration::from_millis(2));
+            for generation in 0..=RELOADS {
+                if generation > 0 {
+                    rebuild(&path, generation);
+                    backend.reload().unwrap();
+                }
+                // Every lookup meets this generation before the next: wait until each task
+                // has had a batch answered from it (they go on looking up meanwhile).
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for (task, reached) in reached.iter().enumerate() {
+                    while reached.load(Ordering::Relaxed) <= generation {
+                        assert!(
+                            Instant::now() < deadline,
+                            "task {task} got no answer from generation {generation} in 60 s"
+                        );
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
             }
         })
     };
@@ -163,8 +183,8 @@ async fn reload_while_looking_up() {
     stop.store(true, Ordering::Relaxed);
     for (task, lookup) in lookups.into_iter().enumerate() {
         let (batches, generations) = lookup.await.unwrap();
-        assert!(batches > 0, "task {task} did no lookup");
         eprintln!("task {task}: {batches} batches over {generations} generations");
+        assert_eq!(generations, RELOADS as usize + 1, "task {task}");
     }
 
     let mut out = Vec::new();

@@ -1,6 +1,10 @@
 //! Our output read by tools that are not ours: PyPI's `hdrhistogram` reads the `.hlog`
-//! files. CI installs the tools and sets `BULKBENCH_REQUIRE_EXTERNAL=1`, which turns a
-//! missing tool into a failure; elsewhere a missing tool is skipped, loudly.
+//! files.
+//!
+//! A missing tool shows the test as ignored, with the package named, in the test output;
+//! with `BULKBENCH_REQUIRE_EXTERNAL=1` (as CI runs) it fails instead. libtest decides what
+//! is ignored when it compiles (`#[ignore]`), so this file runs under libtest-mimic
+//! (`harness = false` in Cargo.toml), which lets a test report itself ignored when it runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,19 +13,29 @@ use std::time::Duration;
 use bulk_loadgen::{Phase, Recorder, RunResult};
 use bulk_report::RunData;
 use bulk_report::summary::{Expected, Summary, SummaryInput, Target};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
-/// Whether CI demands every external tool.
-fn required() -> bool {
-    std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1")
+fn main() {
+    let trials = vec![Trial::ignorable_test(
+        "hlog_files_decode_with_the_python_hdrhistogram_reader",
+        hlog_files_decode_with_the_python_hdrhistogram_reader,
+    )];
+    libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }
 
-/// Says loudly that a check was skipped, or fails when CI requires it.
-fn missing(tool: &str, how: &str) {
-    assert!(
-        !required(),
-        "{tool} is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: {how}"
-    );
-    eprintln!("\n*** SKIPPED: {tool} is not installed ({how}); this check did not run ***\n");
+/// What a test does when its tool is missing: fails where every tool is required
+/// (`BULKBENCH_REQUIRE_EXTERNAL=1`, as CI runs), else reports itself ignored, naming the
+/// package and how to install it.
+fn missing(package: &str, install: &str) -> Result<Completion, Failed> {
+    if std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1") {
+        return Err(format!(
+            "{package} is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: {install}"
+        )
+        .into());
+    }
+    Ok(Completion::ignored_with(format!(
+        "needs {package}, which is missing: {install}"
+    )))
 }
 
 fn run_data() -> RunData {
@@ -74,14 +88,15 @@ fn run_data() -> RunData {
     RunData::new(summary, &result)
 }
 
-fn python_reader(hlog: &Path) -> Option<serde_json::Value> {
-    let probe = Command::new("python3")
+fn have_python_hdrhistogram() -> bool {
+    Command::new("python3")
         .args(["-c", "import hdrh.log"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        missing("PyPI package hdrhistogram", "pip install hdrhistogram");
-        return None;
-    }
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// What `read_hlog.py` (PyPI's `hdrhistogram`) reads from `hlog`.
+fn python_reader(hlog: &Path) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/read_hlog.py");
     let output = Command::new("python3")
         .arg(script)
@@ -93,24 +108,22 @@ fn python_reader(hlog: &Path) -> Option<serde_json::Value> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Some(serde_json::from_slice(&output.stdout).expect("JSON from the reader"))
+    serde_json::from_slice(&output.stdout).expect("JSON from the reader")
 }
 
-#[test]
-fn hlog_files_decode_with_the_python_hdrhistogram_reader() {
+fn hlog_files_decode_with_the_python_hdrhistogram_reader() -> Result<Completion, Failed> {
+    if !have_python_hdrhistogram() {
+        return missing("PyPI package hdrhistogram", "pip install hdrhistogram");
+    }
     let data = run_data();
     let dir = tempfile::tempdir().unwrap();
     data.save(dir.path()).unwrap();
-    let Some(run) = python_reader(&dir.path().join("run.hlog")) else {
-        return;
-    };
+    let run = python_reader(&dir.path().join("run.hlog"));
     for (phase, histogram) in &data.phases {
         let total = run["totals"][phase.name()].as_u64().unwrap_or(0);
         assert_eq!(total, histogram.len(), "run.hlog {}", phase.name());
     }
-    let Some(series) = python_reader(&dir.path().join("intervals.hlog")) else {
-        return;
-    };
+    let series = python_reader(&dir.path().join("intervals.hlog"));
     for phase in Phase::ALL {
         let ours: u64 = data.intervals.iter().map(|i| i.count(phase)).sum();
         let theirs = series["totals"][phase.name()].as_u64().unwrap_or(0);
@@ -147,4 +160,5 @@ fn hlog_files_decode_with_the_python_hdrhistogram_reader() {
         (window - recorded - 1.0).abs() < 0.001,
         "{window} vs {recorded}"
     );
+    Ok(Completion::Completed)
 }

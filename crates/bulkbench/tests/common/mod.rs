@@ -1,9 +1,13 @@
-//! What the CLI tests share: running the real binary with a deadline, and `serve` children
-//! that are killed when dropped.
+//! What the CLI tests share: running the real binary with a deadline, `serve` children
+//! that are killed when dropped, and waiting for what a running child reports (its output,
+//! /proc) instead of sleeping.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
@@ -136,16 +140,116 @@ pub fn exits_within(pid: u32, limit: Duration) -> bool {
     }
 }
 
-/// The first child `pid` starts, waiting up to `limit` for it.
-pub fn first_child(pid: u32, limit: Duration) -> Option<u32> {
+/// Polls `ready` every 20 ms until it holds; panics saying `what` was awaited after
+/// `limit`. For states a program shows only from outside (/proc, files).
+pub fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(&child) = children_of(pid).first() {
-            return Some(child);
-        }
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} in vain for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    None
+}
+
+/// A child's output stream, read on a thread of its own as it comes, so that a test can
+/// wait for the line that reports a state rather than sleep and hope.
+pub struct Lines {
+    shared: Arc<(Mutex<ReadSoFar>, Condvar)>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ReadSoFar {
+    text: String,
+    ended: bool,
+}
+
+impl Lines {
+    /// Starts reading `stream` (a child's piped stdout or stderr).
+    pub fn read(stream: impl Read + Send + 'static) -> Lines {
+        let shared = Arc::new((Mutex::new(ReadSoFar::default()), Condvar::new()));
+        let writer = Arc::clone(&shared);
+        let reader = std::thread::spawn(move || {
+            let mut stream = BufReader::new(stream);
+            loop {
+                let mut line = String::new();
+                let n = stream.read_line(&mut line).unwrap_or(0);
+                let (so_far, changed) = &*writer;
+                let mut so_far = so_far.lock().unwrap();
+                so_far.text.push_str(&line);
+                so_far.ended = n == 0;
+                changed.notify_all();
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        Lines {
+            shared,
+            reader: Some(reader),
+        }
+    }
+
+    /// The first line that contains `needle`, waiting up to `limit` for it. Panics, with
+    /// what was read, if the stream ends (the child exited) or the time is up first.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let (so_far, changed) = &*self.shared;
+        let mut so_far = so_far.lock().unwrap();
+        loop {
+            if let Some(line) = so_far.text.lines().find(|line| line.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                !so_far.ended,
+                "the output ended without {needle:?}:\n{}",
+                so_far.text
+            );
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "no {needle:?} within {limit:?}:\n{}",
+                so_far.text
+            );
+            so_far = changed.wait_timeout(so_far, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Everything the stream carried, once it has ended.
+    pub fn all(mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        std::mem::take(&mut self.shared.0.lock().unwrap().text)
+    }
+}
+
+/// The TCP connections to or from `addr` that have ended and wait out TIME_WAIT (on
+/// whichever side closed first), from /proc/net/tcp, as (local, remote) pairs. A
+/// connection to a server shows here once its session is over, for a minute after.
+pub fn ended_connections(addr: SocketAddrV4) -> HashSet<(SocketAddrV4, SocketAddrV4)> {
+    // "  0: 0100007F:A3C2 0100007F:1F90 06 ...": addresses as the kernel holds them (the
+    // IPv4 address in network byte order printed as a native integer), then the state.
+    fn parse(hex: &str) -> Option<SocketAddrV4> {
+        let (ip, port) = hex.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
+    }
+    const TIME_WAIT: &str = "06";
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp readable");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (local, remote) = (parse(fields.get(1)?)?, parse(fields.get(2)?)?);
+            (*fields.get(3)? == TIME_WAIT && (local == addr || remote == addr))
+                .then_some((local, remote))
+        })
+        .collect()
 }
 
 unsafe extern "C" {
