@@ -13,6 +13,8 @@
 //! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time.
 //! - [`CannedBackend`]: no store and no lookup, every RCPT answered by a fixed
 //!   [`AcceptShare`] rule: the cheapest backend, for measuring a machine's ceiling.
+//! - `cache` (feature `cache`): `CachedBackend`, a read-through cache in front of any
+//!   backend, for stores across the network.
 //! - `conformance` (feature `conformance`, for tests): the suite every backend passes;
 //!   backends with heavy dependencies live in their own `bulk-policy-<name>` crates and
 //!   run it from their tests.
@@ -47,6 +49,8 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+#[cfg(feature = "cache")]
+pub mod cache;
 pub mod canned;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -102,5 +106,12 @@ pub trait PolicyBackend: Send + Sync + 'static {
     /// default, which does nothing.
     fn reload(&self) -> Result<(), PolicyError> {
         Ok(())
+    }
+
+    /// Counters worth reporting beside the server's own, as (name, value) pairs: a cache's
+    /// hits and misses, a remote store's round trips. The server logs them when it stops.
+    /// None by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
     }
 }

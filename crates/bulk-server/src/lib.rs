@@ -344,7 +344,8 @@ pub async fn run<P: PolicyBackend>(
 
 /// A policy backend that answers like `inner`, `delay` later: an artificially slower
 /// backend, for demonstrating and testing comparisons (`bulkbench serve --lookup-delay-us`).
-/// The delay is per batched lookup, as a remote store's round trip would be.
+/// The delay is per batched lookup, as a remote store's round trip would be; a zero delay
+/// adds nothing.
 pub struct DelayedPolicy<P> {
     /// The backend that decides.
     pub inner: P,
@@ -362,7 +363,17 @@ impl<P: PolicyBackend> PolicyBackend for DelayedPolicy<P> {
         batch: &bulk_policy::AddressBatch,
         out: &mut Vec<bulk_policy::Verdict>,
     ) -> Result<(), bulk_policy::PolicyError> {
-        tokio::time::sleep(self.delay).await;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         self.inner.lookup(batch, out).await
+    }
+
+    fn reload(&self) -> Result<(), bulk_policy::PolicyError> {
+        self.inner.reload()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.inner.counters()
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bulk_policy::PolicyBackend;
+use bulk_policy::cache::{CacheConfig, CachedBackend};
 use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Population};
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
 use bulk_server::{ServerConfig, SinkConfig};
@@ -95,6 +96,27 @@ pub struct ServeArgs {
     /// local parts whole.
     #[arg(long, value_name = "CHAR|none", default_value = "+", value_parser = parse_delimiter)]
     recipient_delimiter: Delimiter,
+    /// Put a read-through cache of N entries (one per distinct RCPT address, as written) in
+    /// front of the backend, for stores across the network. A change made in the store is
+    /// then seen within --cache-ttl-ms, not at the next lookup. The server logs the cache's
+    /// hits and misses when it stops.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    cache_entries: Option<u64>,
+    /// With --cache-entries: how long a cached verdict is served, in milliseconds: the
+    /// most stale a reply can be.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "cache_entries",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    cache_ttl_ms: u64,
+}
+
+/// How the chosen backend is served: the layers around it, the socket, the server.
+struct Serving {
+    /// `--lookup-delay-us` (zero: none).
+    delay: Duration,
+    cache: Option<CacheConfig>,
+    listen: SocketAddr,
+    backlog: u32,
+    config: ServerConfig,
 }
 
 /// A recipient delimiter flag value: one ASCII character, or none.
@@ -187,8 +209,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let delay = Duration::from_micros(args.lookup_delay_us);
-    let listen = (args.listen, args.backlog);
+    let serving = Serving {
+        delay: Duration::from_micros(args.lookup_delay_us),
+        cache: args.cache_entries.map(|entries| CacheConfig {
+            entries,
+            ttl: Duration::from_millis(args.cache_ttl_ms),
+        }),
+        listen: args.listen,
+        backlog: args.backlog,
+        config,
+    };
     let started = Instant::now();
     let spec = match spec {
         ServeBackend::Store(spec) => spec,
@@ -197,7 +227,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 accept_share = %share,
                 "canned backend: every RCPT answered by its rule, no lookup, no population"
             );
-            return serve_with(&runtime, CannedBackend::new(share), delay, listen, config);
+            return serve_with(&runtime, CannedBackend::new(share), serving);
         }
     };
     match spec.kind {
@@ -220,7 +250,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 load_ms = started.elapsed().as_millis() as u64,
                 "population loaded into the memory backend"
             );
-            serve_with(&runtime, policy, delay, listen, config)
+            serve_with(&runtime, policy, serving)
         }
         BackendKind::Fst => {
             let policy = bulk_policy_fst::FstBackend::open(&spec.path)
@@ -230,7 +260,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 load_ms = started.elapsed().as_millis() as u64,
                 "fst store mapped"
             );
-            serve_with(&runtime, policy, delay, listen, config)
+            serve_with(&runtime, policy, serving)
         }
         BackendKind::Lmdb => {
             let policy = bulk_policy_lmdb::LmdbBackend::open(&spec.path)
@@ -243,45 +273,44 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 load_ms = started.elapsed().as_millis() as u64,
                 "lmdb store opened"
             );
-            serve_with(&runtime, policy, delay, listen, config)
+            serve_with(&runtime, policy, serving)
         }
     }
 }
 
-/// Binds, prints the `listening on` line, and serves with `policy` (slowed by `delay` when
-/// non-zero) until SIGTERM/SIGINT; SIGHUP asks the backend to reload its store.
+/// Binds, prints the `listening on` line, and serves with `policy` (behind the cache and
+/// the delay, when asked) until SIGTERM/SIGINT; SIGHUP asks the backend to reload its store.
 fn serve_with<P: PolicyBackend>(
     runtime: &tokio::runtime::Runtime,
     policy: P,
-    delay: Duration,
-    (listen, backlog): (SocketAddr, u32),
-    config: ServerConfig,
+    serving: Serving,
 ) -> anyhow::Result<()> {
-    if delay.is_zero() {
-        runtime.block_on(serve_async(Arc::new(policy), listen, backlog, config))
-    } else {
-        let delayed = bulk_server::DelayedPolicy {
-            inner: policy,
-            delay,
-        };
-        runtime.block_on(serve_async(Arc::new(delayed), listen, backlog, config))
-    }
+    // One server type per backend, whatever the layers: each is a no-op when off.
+    let policy = bulk_server::DelayedPolicy {
+        inner: CachedBackend::new(policy, serving.cache),
+        delay: serving.delay,
+    };
+    runtime.block_on(serve_async(Arc::new(policy), serving))
 }
 
-async fn serve_async<P: PolicyBackend>(
-    policy: Arc<P>,
-    listen: SocketAddr,
-    backlog: u32,
-    config: ServerConfig,
-) -> anyhow::Result<()> {
+async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyhow::Result<()> {
+    let Serving {
+        listen,
+        backlog,
+        config,
+        ..
+    } = serving;
     let listener = bulk_server::bind(listen, backlog)?;
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    // Every signal handler is in place before the `listening on` line: a supervisor may
+    // send SIGHUP or SIGTERM the moment it reads it.
+    let shutdown = shutdown_signal()?;
     let reloader = policy.clone();
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        let Ok(mut hangup) = hangup else {
             warn!("cannot listen for SIGHUP; the store will not be reloaded");
             return;
         };
@@ -298,29 +327,45 @@ async fn serve_async<P: PolicyBackend>(
     writeln!(stdout, "listening on {local}").context("cannot write to standard output")?;
     stdout.flush().context("cannot write to standard output")?;
     drop(stdout);
-    let stats = bulk_server::run(listener, config, policy, shutdown_signal()).await?;
+    let counters = policy.clone();
+    let stats = bulk_server::run(listener, config, policy, shutdown).await?;
     info!(
         connections = stats.connections,
         rcpts = stats.rcpts,
         messages = stats.messages,
         "server stopped"
     );
+    log_backend_counters(&counters.counters());
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+/// The backend's counters at the end, with the cache's hit rate when there is a cache.
+fn log_backend_counters(counters: &[(&'static str, u64)]) {
+    if counters.is_empty() {
+        return;
     }
+    let text: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let count = |name: &str| counters.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    match (count("cache_hits"), count("cache_misses")) {
+        (Some(hits), Some(misses)) if hits + misses > 0 => info!(
+            counters = %text.join(" "),
+            cache_hit_rate = format!("{:.4}", hits as f64 / (hits + misses) as f64),
+            "policy backend counters"
+        ),
+        _ => info!(counters = %text.join(" "), "policy backend counters"),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT. Both handlers are registered when this returns, so a
+/// signal sent from then on is never the default action (death without a drain).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
+    })
 }

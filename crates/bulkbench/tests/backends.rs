@@ -186,6 +186,47 @@ fn lmdb_preferences_change_while_serving() {
 }
 
 #[test]
+fn a_cached_server_sees_a_change_within_the_ttl_and_reports_its_hit_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario(dir.path());
+    let store = dir.path().join("pop.lmdb");
+    build_population(&scenario, Some("lmdb"), &store);
+    let spec = format!("lmdb:{}", store.display());
+    let address = opted_in_mailbox(&scenario);
+    let mut server = common::serve_logged(&[
+        "--backend",
+        &spec,
+        "--cache-entries",
+        "1000",
+        "--cache-ttl-ms",
+        "1500",
+    ]);
+    // The verdict is cached at this lookup, no earlier than `fetched`.
+    let fetched = Instant::now();
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
+    ok(&["policy", "set", "--store", &spec, &address, "out"]);
+    // Within the TTL the cached verdict still answers (when this lookup is in time on a
+    // busy machine); then the change shows.
+    let early = bulk_replies(&server.addr, &[&address]);
+    if fetched.elapsed() < Duration::from_millis(1000) {
+        assert_eq!(early, ["250 2.1.5"], "served from the cache within its TTL");
+    }
+    while bulk_replies(&server.addr, &[&address]) != ["550 5.7.1"] {
+        assert!(
+            fetched.elapsed() < Duration::from_secs(60),
+            "the change never showed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&server.child, libc::SIGTERM);
+    let log = server.log.take().unwrap().all();
+    assert!(
+        log.contains("cache_hits=") && log.contains("cache_hit_rate="),
+        "{log}"
+    );
+}
+
+#[test]
 fn fst_store_is_swapped_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario(dir.path());

@@ -58,6 +58,8 @@ pub fn build_population(scenario: &std::path::Path, backend: Option<&str>, out: 
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// Its log (standard error), when started by [`serve_logged`].
+    pub log: Option<Lines>,
 }
 
 impl Drop for Server {
@@ -69,13 +71,24 @@ impl Drop for Server {
 
 /// Starts `bulkbench serve --listen 127.0.0.1:0 ARGS...` and waits for its line.
 pub fn serve(args: &[&str]) -> Server {
+    start_server(args, false)
+}
+
+/// [`serve`], with the server's log (at `info`) read into [`Server::log`].
+pub fn serve_logged(args: &[&str]) -> Server {
+    start_server(args, true)
+}
+
+fn start_server(args: &[&str], logged: bool) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if logged { Stdio::piped() } else { Stdio::null() })
         .spawn()
         .expect("binary starts");
+    let log = child.stderr.take().map(Lines::read);
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -85,7 +98,7 @@ pub fn serve(args: &[&str]) -> Server {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("serve {args:?}: {line:?}"))
         .to_owned();
-    Server { child, addr }
+    Server { child, addr, log }
 }
 
 /// Sends `signal` to a child.
