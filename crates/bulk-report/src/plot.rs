@@ -529,17 +529,11 @@ fn draw_lines<DB: DrawingBackend>(
 
     if has_data {
         if !labelled.is_empty() && !side_legend {
-            ctx.configure_series_labels()
-                .position(match chart.legend {
-                    Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
-                    Legend::UpperRight => SeriesLabelPosition::UpperRight,
-                })
-                .margin(12)
-                .label_font((FONT, 16))
-                .background_style(WHITE.mix(0.9))
-                .border_style(RGBColor(180, 180, 180))
-                .draw()
-                .map_err(text)?;
+            let position = match chart.legend {
+                Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+                Legend::UpperRight => SeriesLabelPosition::UpperRight,
+            };
+            draw_legend(&mut ctx, position)?;
         }
     } else {
         no_data_note(ctx.plotting_area())?;
@@ -638,6 +632,21 @@ fn draw_side_legend<DB: DrawingBackend>(
             .map_err(text)?;
     }
     Ok(())
+}
+
+/// The legend of the labelled series, boxed, at `position` inside the plotting area.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    ctx: &mut ChartContext<'a, DB, Cartesian2d<TickedAxis, TickedAxis>>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    ctx.configure_series_labels()
+        .position(position)
+        .margin(12)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(180, 180, 180))
+        .draw()
+        .map_err(text)
 }
 
 /// "no samples" in the middle of an empty plotting area.
@@ -739,14 +748,7 @@ fn draw_bars<DB: DrawingBackend>(
         .map_err(text)?
         .label(label.as_str())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
-        ctx.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .margin(12)
-            .label_font((FONT, 16))
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(180, 180, 180))
-            .draw()
-            .map_err(text)?;
+        draw_legend(&mut ctx, SeriesLabelPosition::LowerRight)?;
     }
     if chart.bars.is_empty() {
         no_data_note(ctx.plotting_area())?;

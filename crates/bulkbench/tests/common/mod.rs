@@ -85,7 +85,11 @@ fn start_server(args: &[&str], logged: bool) -> Server {
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(if logged { Stdio::piped() } else { Stdio::null() })
+        .stderr(if logged {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("binary starts");
     let log = child.stderr.take().map(Lines::read);
