@@ -655,6 +655,20 @@ pub(crate) fn comparison_rows(comparison: &Comparison) -> Vec<ComparisonRow> {
         }
     }
     rows.push(row("server CPU µs/RCPT", "server_cpu_us_per_rcpt", num));
+    // A store of its own (Redis, PostgreSQL started for the run) costs CPU beside the
+    // server: its row, and the whole, show when some arm has one.
+    if comparison
+        .arms
+        .iter()
+        .any(|arm| arm.store_cpu_us_per_rcpt.is_some())
+    {
+        rows.push(row("store CPU µs/RCPT", "store_cpu_us_per_rcpt", num));
+        rows.push(row(
+            "server + store CPU µs/RCPT",
+            "whole_cpu_us_per_rcpt",
+            num,
+        ));
+    }
     rows.push(row("server peak RSS", "peak_rss_bytes", mib));
     rows.push(row("mismatches", "mismatches", count));
     rows.push(row("failed sessions", "failed_sessions", count));
@@ -666,6 +680,7 @@ pub(crate) fn comparison_cell(arm: &ArmFigures, key: &str, f: fn(f64) -> String)
     match arm.metric(key) {
         None if arm.is_failed() => "failed".to_owned(),
         None if key == "server_cpu_us_per_rcpt" || key == "peak_rss_bytes" => "external".to_owned(),
+        None if key == "store_cpu_us_per_rcpt" => "in the server".to_owned(),
         None => "-".to_owned(),
         Some(spread) => {
             let mut cell = spread_text(&spread, f);

@@ -478,11 +478,27 @@ fn run_tiles(s: &Summary) -> Vec<Tile> {
         ),
     ));
     tiles.push(match &s.server {
-        Some(server) => tile(
-            "server CPU per RCPT",
-            format!("{} µs", fmt_num(server.cpu_us_per_rcpt)),
-            format!("peak RSS {}", fmt_mib(server.peak_rss_bytes as f64)),
-        ),
+        Some(server) => match &s.store {
+            Some(store) => tile(
+                "server + store CPU per RCPT",
+                format!(
+                    "{} µs",
+                    fmt_num(server.cpu_us_per_rcpt + store.cpu_us_per_rcpt)
+                ),
+                format!(
+                    "server {} µs, {} {} µs; peak RSS {}",
+                    fmt_num(server.cpu_us_per_rcpt),
+                    store.kind,
+                    fmt_num(store.cpu_us_per_rcpt),
+                    fmt_mib(server.peak_rss_bytes as f64)
+                ),
+            ),
+            None => tile(
+                "server CPU per RCPT",
+                format!("{} µs", fmt_num(server.cpu_us_per_rcpt)),
+                format!("peak RSS {}", fmt_mib(server.peak_rss_bytes as f64)),
+            ),
+        },
         None if s.target.external => tile("server cost", "external target", "not measured"),
         None if s.merged.is_some() => tile("server cost", "per shard only", no_server_text(s)),
         None => tile("server cost", "not measured", ""),
@@ -659,7 +675,28 @@ fn cost_section(s: &Summary) -> Section {
         fmt_num(s.generator.cpu_us_per_rcpt),
         cpu_set_text(s.generator.cpu_set.as_ref())
     );
-    Section::new("Cost", vec![Block::List(vec![server, generator.into()])])
+    let mut items = vec![server];
+    items.extend(store_text(s));
+    items.push(generator.into());
+    Section::new("Cost", vec![Block::List(items)])
+}
+
+/// The store's line, when it ran as processes of its own: its CPU, and the whole cost of
+/// an answer with the server's.
+fn store_text(s: &Summary) -> Option<Text> {
+    let store = s.store.as_ref()?;
+    let mut text = Text::new().plain(format!(
+        "store ({}, processes of its own): {} CPU s in the window, {} µs CPU per RCPT",
+        store.kind,
+        fmt_num(store.cpu_seconds),
+        fmt_num(store.cpu_us_per_rcpt)
+    ));
+    if let Some(whole) = s.whole_cpu_us_per_rcpt() {
+        text = text
+            .plain("; with the server's, ")
+            .strong(format!("{} µs CPU per RCPT in all", fmt_num(whole)));
+    }
+    Some(text)
 }
 
 fn ceiling_section(s: &Summary, ceiling: &Ceiling) -> Section {
@@ -770,6 +807,9 @@ fn terminal_sections(s: &Summary) -> Vec<Section> {
         None => cost.push(Block::Paragraph(
             format!("server: {}", no_server_text(s)).into(),
         )),
+    }
+    if let Some(store) = store_text(s) {
+        cost.push(Block::Paragraph(store));
     }
     cost.push(Block::Paragraph(
         format!(

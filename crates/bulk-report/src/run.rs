@@ -431,9 +431,11 @@ pub fn merge(runs: &[(String, RunData)], partial: bool) -> Result<RunData, Repor
             runs.len()
         ));
     }
-    // Nor does a ceiling measured against one of them describe the merged run.
+    // Nor does a ceiling measured against one of them describe the merged run, nor the
+    // cost of one of their stores.
     if runs.len() > 1 {
         s.ceiling = None;
+        s.store = None;
     }
     s.shard = None;
     s.merged = Some(facts);
@@ -610,6 +612,7 @@ mod tests {
                 },
                 warmup_secs: 0.5,
                 server: Some((1.0, 1 << 20, 0.1)),
+                store: None,
                 generator_cpu_seconds: 0.5,
                 cpu_sets: None,
             },

@@ -468,6 +468,33 @@ pub struct Summary {
     /// this run's figures as ratios to it; null when not measured.
     #[serde(default)]
     pub ceiling: Option<Ceiling>,
+    /// The policy store the server asked, when it ran as a process of its own started for
+    /// the run (Redis, PostgreSQL): its cost over the same window. Null otherwise (a store
+    /// inside the server, or one the run did not start).
+    #[serde(default)]
+    pub store: Option<StoreCost>,
+}
+
+/// A policy store's cost over the measurement window: the CPU time of its processes
+/// (a Redis server, or a PostgreSQL postmaster and its backends), per RCPT of the run.
+/// Added to the server's, it is the whole cost of an answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreCost {
+    /// What the store is: `redis`, `redis-cluster`, `postgres`.
+    pub kind: String,
+    /// User + system CPU seconds of the store's processes within the window.
+    pub cpu_seconds: f64,
+    /// CPU microseconds per measured RCPT.
+    pub cpu_us_per_rcpt: f64,
+}
+
+impl Summary {
+    /// Server and store CPU microseconds per RCPT: what an answer costs in all, when the
+    /// server's was measured (a store inside the server is in the server's figure).
+    pub fn whole_cpu_us_per_rcpt(&self) -> Option<f64> {
+        let server = self.server.as_ref()?.cpu_us_per_rcpt;
+        Some(server + self.store.as_ref().map_or(0.0, |s| s.cpu_us_per_rcpt))
+    }
 }
 
 /// This machine's canned-reply ceiling: the same workload, with the same server flags and
@@ -614,6 +641,9 @@ pub struct SummaryInput {
     pub warmup_secs: f64,
     /// Server CPU seconds in the window, peak RSS, startup (None: external target).
     pub server: Option<(f64, u64, f64)>,
+    /// The store's kind and CPU seconds in the window, when it ran beside the server as
+    /// processes of its own.
+    pub store: Option<(String, f64)>,
     /// Generator CPU seconds in the window.
     pub generator_cpu_seconds: f64,
     /// Time on the server's and the generator's pinned CPUs in the window (None: not
@@ -713,6 +743,11 @@ impl Summary {
                     .map(|s| CpuSetCost::new(s.generator.0.clone(), &s.generator.1, rcpts)),
             },
             ceiling: None,
+            store: input.store.map(|(kind, cpu_seconds)| StoreCost {
+                kind,
+                cpu_seconds,
+                cpu_us_per_rcpt: per_rcpt_us(cpu_seconds, rcpts),
+            }),
         }
     }
 }

@@ -412,3 +412,39 @@ fn a_comparison_of_failed_arms_only_renders() {
     .unwrap();
     assert_eq!(steps.into_inner(), COMPARISON_PLOTS.len() + 3);
 }
+
+#[test]
+fn arms_with_a_store_of_their_own_show_its_cost_and_the_whole() {
+    use bulk_report::summary::StoreCost;
+    let mut with_store = arm("redis", 1);
+    for run in &mut with_store.runs {
+        run.summary.store = Some(StoreCost {
+            kind: "redis".into(),
+            cpu_seconds: 1.0,
+            cpu_us_per_rcpt: 4.0,
+        });
+    }
+    let embedded = arm("memory", 1);
+    let c = Comparison::new("quick", &[embedded.clone(), with_store.clone()]);
+    let (memory, redis) = (&c.arms[0], &c.arms[1]);
+    assert!(memory.store_cpu_us_per_rcpt.is_none());
+    assert_eq!(
+        memory.whole_cpu_us_per_rcpt.unwrap().median,
+        memory.server_cpu_us_per_rcpt.unwrap().median
+    );
+    let whole = redis.whole_cpu_us_per_rcpt.unwrap().median;
+    let server = redis.server_cpu_us_per_rcpt.unwrap().median;
+    assert!(
+        (whole - (server + 4.0)).abs() < 0.01 * whole,
+        "{whole} vs {server} + 4"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    render_comparison(&c, &[embedded, with_store], dir.path()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("comparison.md")).unwrap();
+    assert!(md.contains("store CPU µs/RCPT"), "{md}");
+    assert!(md.contains("server + store CPU µs/RCPT"), "{md}");
+    assert!(
+        md.contains("in the server"),
+        "the embedded arm's store cell: {md}"
+    );
+}

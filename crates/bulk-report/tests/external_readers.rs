@@ -80,6 +80,7 @@ fn run_data() -> RunData {
             },
             warmup_secs: 1.0,
             server: None,
+            store: None,
             generator_cpu_seconds: 0.0,
             cpu_sets: None,
         },

@@ -500,3 +500,46 @@ fn a_figure_added_to_the_model_shows_in_every_rendering() {
     assert!(terminal.contains("phase (us)") && !markdown.contains("phase (us)"));
     assert!(!terminal.contains("## Setup") && markdown.contains("## Setup"));
 }
+
+#[test]
+fn a_store_of_its_own_shows_beside_the_server_and_in_the_whole_cost() {
+    use bulk_report::report::run_report;
+    use bulk_report::summary::StoreCost;
+    let mut data = run(&Spec::default());
+    let server = data.summary.server.as_ref().unwrap().cpu_us_per_rcpt;
+    data.summary.store = Some(StoreCost {
+        kind: "redis".into(),
+        cpu_seconds: 0.75,
+        cpu_us_per_rcpt: 2.5,
+    });
+    let whole = data.summary.whole_cpu_us_per_rcpt().unwrap();
+    assert!((whole - (server + 2.5)).abs() < 1e-9, "{whole} {server}");
+    let report = run_report(&data, "2026-12-05 04:00:00 UTC", &[]);
+    let terminal = bulk_report::terminal::render_terminal(&report);
+    let markdown = bulk_report::markdown::render_markdown(&report);
+    let html = bulk_report::html::render_html(&report);
+    for (name, text) in [
+        ("terminal", &terminal),
+        ("markdown", &markdown),
+        ("html", &html),
+    ] {
+        assert!(
+            text.contains("store (redis, processes of its own)") && text.contains("2.5 µs"),
+            "{name}: {text}"
+        );
+        assert!(text.contains("per RCPT in all"), "{name}: {text}");
+    }
+    assert!(
+        html.contains("server + store CPU per RCPT"),
+        "the tile names the whole: {html}"
+    );
+    // The saved summary carries it and still passes the schema.
+    let dir = tempfile::tempdir().unwrap();
+    data.save(dir.path()).unwrap();
+    let loaded = bulk_report::RunData::load(dir.path()).unwrap();
+    assert_eq!(loaded.summary.store, data.summary.store);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
+    bulk_report::schema::validate(&schema, &json).unwrap();
+}

@@ -187,6 +187,7 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
             },
             warmup_secs: spec.warmup_secs as f64,
             server: spec.server,
+            store: None,
             generator_cpu_seconds: 0.8,
             cpu_sets: spec.server.map(|_| PinnedCpuTimes {
                 server: (

@@ -135,6 +135,7 @@ pub(super) fn summary_input(
         },
         warmup_secs: prepared.scenario.workload.warmup_secs.get(),
         server: None,
+        store: None,
         generator_cpu_seconds: cpu_delta(Some(driven.start.generator), Some(driven.end.generator))
             .unwrap_or(0.0),
         cpu_sets: None,
