@@ -28,6 +28,63 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) / clock_ticks()))
 }
 
+/// CPU time (user + system) of the processes `roots` and every process below them, ended
+/// ones included: a process's own time and the time of the children it has reaped
+/// (cutime, cstime), plus the same of its live descendants. For a store that forks a
+/// process per connection (a PostgreSQL postmaster and its backends), whose children come
+/// and go within a run. `None` when no root can be read.
+pub fn tree_cpu_time(roots: &[u32]) -> Option<Duration> {
+    // (pid, parent, own + reaped children's ticks) of every process now.
+    let processes: Vec<(u32, u32, f64)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (parent, ticks) = stat_ticks(&stat)?;
+            Some((pid, parent, ticks))
+        })
+        .collect();
+    let mut inside: Vec<u32> = roots
+        .iter()
+        .copied()
+        .filter(|root| processes.iter().any(|(pid, ..)| pid == root))
+        .collect();
+    if inside.is_empty() {
+        return None;
+    }
+    // Descendants, level by level (bounded: a process is added at most once).
+    let mut next = 0;
+    while next < inside.len() {
+        let parent = inside[next];
+        for (pid, ppid, _) in &processes {
+            if *ppid == parent && !inside.contains(pid) {
+                inside.push(*pid);
+            }
+        }
+        next += 1;
+    }
+    let ticks: f64 = processes
+        .iter()
+        .filter(|(pid, ..)| inside.contains(pid))
+        .map(|(.., ticks)| ticks)
+        .sum();
+    Some(Duration::from_secs_f64(ticks / clock_ticks()))
+}
+
+/// The parent pid and utime + stime + cutime + cstime of one /proc/PID/stat line.
+fn stat_ticks(stat: &str) -> Option<(u32, f64)> {
+    // Fields after the command name (field 2, in parentheses, may hold spaces): state is
+    // field 3, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let parent = fields.get(1)?.parse().ok()?;
+    let mut ticks = 0.0;
+    for i in 11..=14 {
+        ticks += fields.get(i)?.parse::<f64>().ok()?;
+    }
+    Some((parent, ticks))
+}
+
 /// For each of `sets`, the time its CPUs have spent since boot, by kind, summed, from one
 /// reading of /proc/stat, with the monotonic clock as the span; `None` when it cannot be
 /// read or lacks one of the CPUs.
@@ -189,5 +246,54 @@ intr 123 0 0
         assert!(parse_cpu_set_times(STAT, &[2], 100.0, 60.0).is_none());
         assert!(parse_cpu_set_times("cpu0 1 2 x 4 5 6 7 8\n", &[0], 100.0, 1.0).is_none());
         assert!(parse_cpu_set_times("cpu0 1 2 3 4 5 6 7\n", &[0], 100.0, 1.0).is_none());
+    }
+
+    #[test]
+    fn a_tree_counts_live_children_and_the_ones_it_reaped() {
+        // A shell that burns CPU in a child it waits for, then in a child that stays.
+        let mut shell = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'; \
+                 sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30' & \
+                 sleep 30",
+            ])
+            .spawn()
+            .unwrap();
+        let root = shell.id();
+        // Wait (bounded) until the second child has burned its share too.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut tree = Duration::ZERO;
+        while std::time::Instant::now() < deadline {
+            tree = tree_cpu_time(&[root]).unwrap();
+            let own = cpu_time(Some(root)).unwrap();
+            // The reaped child counts (cutime): more than the shell's own time alone,
+            // and with the live child's, more again.
+            if tree > own + Duration::from_millis(20) && children_busy(root) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert!(tree > Duration::from_millis(20), "{tree:?}");
+        assert_eq!(tree_cpu_time(&[u32::MAX]), None);
+        assert_eq!(
+            stat_ticks("1 (a b) S 7 1 1 0 -1 0 0 0 0 0 3 4 5 6 20"),
+            Some((7, 18.0))
+        );
+    }
+
+    /// A live child of `pid` has used CPU.
+    fn children_busy(pid: u32) -> bool {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|entry| {
+                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                    return false;
+                };
+                stat_ticks(&stat).is_some_and(|(parent, ticks)| parent == pid && ticks > 0.0)
+            })
     }
 }
