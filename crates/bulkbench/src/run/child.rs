@@ -14,7 +14,7 @@ use bulk_report::Summary;
 use bulk_report::summary::Target;
 use tracing::{info, warn};
 
-use super::cpu::{CpuSplit, cpu_delta, pinned_times};
+use super::cpu::{CpuSplit, Watched, cpu_delta, pinned_times};
 use super::outcome::{summarize, summary_input};
 use super::prepare::max_in_flight;
 use super::{Prepared, RunArgs, Stores, drive, load_config};
@@ -29,6 +29,58 @@ pub(super) enum Served<'a> {
     Canned(bulk_policy::AcceptShare),
 }
 
+/// The store a served run's server reads, ready: built (or reused from `stores`), and
+/// for a store that runs as processes of its own, started.
+struct ReadyStore {
+    /// What `serve --backend` gets.
+    serve: ServeBackend,
+    /// The backend as the report names it.
+    label: String,
+    /// Roots of the store's own processes, whose CPU the run measures (none for a store
+    /// inside the server).
+    processes: Vec<u32>,
+    /// The store's kind, for its cost in the report.
+    kind: String,
+}
+
+fn ready_store(
+    served: Served<'_>,
+    prepared: &Prepared,
+    work: &Path,
+    stores: Option<&Stores>,
+    quiet: bool,
+) -> anyhow::Result<ReadyStore> {
+    let backend = match served {
+        Served::Canned(share) => {
+            return Ok(ReadyStore {
+                serve: ServeBackend::Canned(share),
+                label: format!("canned:{share}"),
+                processes: Vec::new(),
+                kind: "canned".into(),
+            });
+        }
+        Served::Store(backend) => backend,
+    };
+    let kind = BackendKind::from_name(backend)
+        .with_context(|| format!("unknown backend {backend:?}; known: memory, fst, lmdb"))?;
+    // A comparison builds each backend's store once and reuses it for every repeat.
+    let store = BackendSpec {
+        kind,
+        path: stores
+            .map_or(work, Stores::path)
+            .join(format!("population.{}", kind.name())),
+    };
+    if stores.is_none() || !store.path.exists() {
+        build_store(kind, &prepared.model, &store.path, quiet)?;
+    }
+    Ok(ReadyStore {
+        serve: ServeBackend::Store(store),
+        label: backend.to_owned(),
+        processes: Vec::new(),
+        kind: kind.name().to_owned(),
+    })
+}
+
 /// Starts `bulkbench serve` (pinned unless `--no-pin`), drives the workload against it,
 /// stops it, and summarizes the run with the server's CPU time and memory.
 pub(super) fn run_with_server(
@@ -40,25 +92,12 @@ pub(super) fn run_with_server(
     work: &Path,
     stores: Option<&Stores>,
 ) -> anyhow::Result<(Summary, RunResult)> {
-    let (store, backend) = match served {
-        Served::Canned(share) => (ServeBackend::Canned(share), format!("canned:{share}")),
-        Served::Store(backend) => {
-            let kind = BackendKind::from_name(backend).with_context(|| {
-                format!("unknown backend {backend:?}; known: memory, fst, lmdb")
-            })?;
-            // A comparison builds each backend's store once and reuses it for every repeat.
-            let store = BackendSpec {
-                kind,
-                path: stores
-                    .map_or(work, Stores::path)
-                    .join(format!("population.{}", kind.name())),
-            };
-            if stores.is_none() || !store.path.exists() {
-                build_store(kind, &prepared.model, &store.path, args.quiet)?;
-            }
-            (ServeBackend::Store(store), backend.to_owned())
-        }
-    };
+    let ReadyStore {
+        serve: store,
+        label: backend,
+        processes: store_pids,
+        kind: store_kind,
+    } = ready_store(served, prepared, work, stores, args.quiet)?;
     let pinning = if args.no_pin {
         None
     } else {
@@ -79,7 +118,11 @@ pub(super) fn run_with_server(
         config.cpus = Some(pinning.generator);
     }
     let split = pinning.as_ref().map(|p| &p.split);
-    let driven = drive(runtime, prepared, config, Some(pid), split, args.quiet);
+    let watched = Watched {
+        server: Some(pid),
+        store: store_pids,
+    };
+    let driven = drive(runtime, prepared, config, &watched, split, args.quiet);
     let (start, end) = (&driven.start, &driven.end);
     let cpu_sets = split.and_then(|split| pinned_times(split, start, end));
     let peak_rss = sys::peak_rss_bytes(pid).unwrap_or_else(|| {
@@ -107,6 +150,7 @@ pub(super) fn run_with_server(
         &driven,
     );
     input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
+    input.store = cpu_delta(driven.start.store, driven.end.store).map(|cpu| (store_kind, cpu));
     input.cpu_sets = cpu_sets;
     summarize(input, driven.result)
 }

@@ -9,19 +9,32 @@ use tracing::warn;
 
 use crate::sys;
 
-/// CPU time of the server (if any) and of this process at one instant, and of each side's
-/// CPUs when they are pinned.
+/// The processes whose CPU a run measures besides its own: the server it started, and
+/// the store's processes when the store runs beside it (started for the run).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Watched {
+    pub(super) server: Option<u32>,
+    /// Roots of the store's process trees (a Redis server each, a PostgreSQL postmaster).
+    pub(super) store: Vec<u32>,
+}
+
+/// CPU time of the server and the store (if any) and of this process at one instant, and
+/// of each side's CPUs when they are pinned.
 #[derive(Clone, Copy)]
 pub(super) struct CpuSample {
     pub(super) server: Option<Duration>,
+    pub(super) store: Option<Duration>,
     pub(super) generator: Duration,
     /// Server's CPUs, generator's CPUs.
     sets: Option<[CpuTimes; 2]>,
 }
 
-pub(super) fn sample_cpu(server_pid: Option<u32>, split: Option<&CpuSplit>) -> CpuSample {
+pub(super) fn sample_cpu(watched: &Watched, split: Option<&CpuSplit>) -> CpuSample {
     CpuSample {
-        server: server_pid.and_then(|pid| sys::cpu_time(Some(pid))),
+        server: watched.server.and_then(|pid| sys::cpu_time(Some(pid))),
+        store: (!watched.store.is_empty())
+            .then(|| sys::tree_cpu_time(&watched.store))
+            .flatten(),
         generator: sys::cpu_time(None).unwrap_or_default(),
         sets: split.and_then(|s| sys::cpu_set_times([&s.server, &s.generator])),
     }

@@ -20,7 +20,7 @@ use bulk_report::summary::Target;
 use clap::{Args, ValueEnum};
 
 use child::{Served, run_with_server};
-use cpu::{CpuSample, CpuSplit, sample_cpu};
+use cpu::{CpuSample, CpuSplit, Watched, sample_cpu};
 pub(crate) use outcome::{RunOutcome, report};
 use outcome::{summarize, summary_input};
 pub(crate) use prepare::Prepared;
@@ -148,7 +148,7 @@ fn drive(
     runtime: &tokio::runtime::Runtime,
     prepared: &Prepared,
     config: LoadConfig,
-    server_pid: Option<u32>,
+    watched: &Watched,
     split: Option<&CpuSplit>,
     quiet: bool,
 ) -> Driven {
@@ -163,14 +163,15 @@ fn drive(
     let workload = prepared.workload.clone();
     let (result, window_start, window_end, started_at) = runtime.block_on(async {
         let sampler_split = split.cloned();
+        let sampler_watched = watched.clone();
         let sampler = tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
-            sample_cpu(server_pid, sampler_split.as_ref())
+            sample_cpu(&sampler_watched, sampler_split.as_ref())
         });
-        let start_sample = sample_cpu(server_pid, split);
+        let start_sample = sample_cpu(watched, split);
         let started_at = SystemTime::now();
         let result = bulk_loadgen::run(workload, config, progress, cancel).await;
-        let end = sample_cpu(server_pid, split);
+        let end = sample_cpu(watched, split);
         // A run shorter than its warm-up has no window: its start is the end.
         let window_start = if sampler.is_finished() {
             sampler.await.unwrap_or(start_sample)
@@ -230,7 +231,14 @@ pub(crate) fn once(
     match target {
         RunTarget::External(addr) => {
             let config = load_config(prepared, *addr, args.verify);
-            let driven = drive(&runtime, prepared, config, None, None, args.quiet);
+            let driven = drive(
+                &runtime,
+                prepared,
+                config,
+                &Watched::default(),
+                None,
+                args.quiet,
+            );
             let target = Target {
                 address: addr.to_string(),
                 external: true,
