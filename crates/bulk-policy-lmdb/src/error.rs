@@ -38,6 +38,22 @@ pub enum LmdbError {
         /// What gave it away.
         reason: String,
     },
+    /// The data file is shorter than the pages the environment says it holds: it was
+    /// truncated (a full disk, a partial copy). Mapping it would kill the process with
+    /// SIGBUS at the first read past its end, so it is refused before any read.
+    #[error(
+        "{file} is truncated: it holds {len} bytes, but the environment's last committed \
+         transaction uses {needed}; restore it from a whole copy, or rebuild it with \
+         `bulkbench population --backend lmdb -o DIR`"
+    )]
+    Truncated {
+        /// The data file.
+        file: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The bytes its pages take.
+        needed: u64,
+    },
     /// The environment was written by another version of this crate's format.
     #[error(
         "{dir} holds policy format `{found}`, this build reads `{expected}`: rebuild it into \

@@ -120,6 +120,7 @@ impl Store {
                 source,
             },
         })?;
+        check_length(&env, &canonical)?;
         // Reader slots of processes that died (a killed CLI) would pin old snapshots, so
         // the file would only grow, and hold slots of the table.
         env.clear_stale_readers()
@@ -439,6 +440,26 @@ fn open_env(dir: &Path) -> Result<Env, heed::Error> {
     // the `STORES` registry keeps this process to one handle per directory. No unsafe
     // environment flag (NO_LOCK, NO_SYNC, WRITE_MAP) is set.
     unsafe { options.open(dir) }
+}
+
+/// Refuses a data file shorter than the pages its last committed transaction uses. Opening
+/// read the two meta pages with plain reads (a file without them is refused as not LMDB),
+/// so the metas this reads from the map are in the file; every other page may not be.
+fn check_length(env: &Env, dir: &Path) -> Result<(), LmdbError> {
+    let file = dir.join(DATA_FILE);
+    let len = std::fs::metadata(&file)
+        .map_err(|source| LmdbError::Io {
+            operation: "cannot read the length of",
+            path: file.clone(),
+            source,
+        })?
+        .len();
+    let pages = env.info().last_page_number as u64 + 1;
+    let needed = pages * u64::from(env.unnamed_database_stat().page_size);
+    if len < needed {
+        return Err(LmdbError::Truncated { file, len, needed });
+    }
+    Ok(())
 }
 
 /// Sum of the sizes of `data.mdb` and `lock.mdb` in `dir`.

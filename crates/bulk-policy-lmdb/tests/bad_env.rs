@@ -228,3 +228,45 @@ fn corrupt_normalize_config_is_refused() {
     let e = LmdbBackend::open(dir.path()).unwrap_err();
     assert!(matches!(e, LmdbError::Corrupt { .. }), "{e}");
 }
+
+#[test]
+fn a_truncated_data_file_is_refused_before_any_read() {
+    // Enough mailboxes for the data to span many pages past the two meta pages.
+    let mut p = population();
+    for i in 0..5_000 {
+        p.add_mailbox(format!("m{i}@x.example").as_bytes(), Preference::Out)
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    build(&p, dir.path()).unwrap();
+    let data = dir.path().join("data.mdb");
+    let whole = std::fs::read(&data).unwrap();
+    assert!(whole.len() > 16 * 4096, "{} bytes", whole.len());
+    // Cut in half, and cut to the two meta pages: either way, mapping it would fault on
+    // the first read of a page past the end (SIGBUS, which used to kill the process).
+    for len in [whole.len() / 2, 2 * 4096] {
+        std::fs::write(&data, &whole[..len]).unwrap();
+        let e = LmdbBackend::open(dir.path()).unwrap_err();
+        match &e {
+            LmdbError::Truncated {
+                file,
+                len: found,
+                needed,
+            } => {
+                assert_eq!(file, &dir.path().canonicalize().unwrap().join("data.mdb"));
+                assert_eq!(*found, len as u64);
+                assert!(*needed > *found, "{e}");
+            }
+            other => panic!("{other}"),
+        }
+        let text = e.to_string();
+        assert!(
+            text.contains("truncated") && text.contains("rebuild"),
+            "{text}"
+        );
+    }
+    // The whole file opens again, with its verdicts.
+    std::fs::write(&data, &whole).unwrap();
+    let backend = LmdbBackend::open(dir.path()).unwrap();
+    assert_eq!(backend.len().unwrap(), 5_001);
+}
