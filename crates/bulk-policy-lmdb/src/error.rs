@@ -11,7 +11,7 @@ use bulk_policy::{AddressError, NormalizeConfig, PolicyError, PopulationError};
 #[derive(Debug, thiserror::Error)]
 pub enum LmdbError {
     /// A file-system operation on the environment's directory failed.
-    #[error("{operation} {path}: {source}")]
+    #[error("{operation} {path}")]
     Io {
         /// What was being done ("cannot create directory").
         operation: &'static str,
@@ -105,7 +105,7 @@ pub enum LmdbError {
         what: String,
     },
     /// LMDB refused an operation.
-    #[error("LMDB {operation} in {dir}: {source}")]
+    #[error("LMDB {operation} in {dir}")]
     Lmdb {
         /// What was being done ("read transaction").
         operation: &'static str,
@@ -117,7 +117,7 @@ pub enum LmdbError {
     },
     /// An address given to [`get`](crate::LmdbBackend::get) or
     /// [`remove`](crate::LmdbBackend::remove) has no lookup key.
-    #[error("address {address:?} has no lookup key: {source}")]
+    #[error("address {address:?} has no lookup key")]
     Address {
         /// The address as given.
         address: String,

@@ -133,9 +133,16 @@ fn update_errors_table() {
         ),
     ];
     for (address, expected) in cases {
-        let got = backend
-            .set(address, Preference::In)
-            .map_err(|e| e.to_string());
+        // As the CLI prints it: the error, then each cause.
+        let got = backend.set(address, Preference::In).map_err(|e| {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text = format!("{text}: {c}");
+                cause = c.source();
+            }
+            text
+        });
         assert_eq!(got.err().as_deref(), Some(*expected), "{address}");
     }
     assert!(matches!(

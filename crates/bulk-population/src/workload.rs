@@ -190,7 +190,7 @@ pub enum RunLength {
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     /// Reading failed.
-    #[error("trace line {line}: read error: {source}")]
+    #[error("trace line {line}: read error")]
     Io {
         /// Line being read.
         line: usize,
@@ -201,7 +201,7 @@ pub enum TraceError {
     #[error("trace is empty: expected a header line")]
     Empty,
     /// Line 1 is not a trace header.
-    #[error("trace line 1: not a bulkbench trace header: {source}")]
+    #[error("trace line 1: not a bulkbench trace header")]
     Header {
         /// Why it does not parse as one.
         source: serde_json::Error,
@@ -215,7 +215,7 @@ pub enum TraceError {
         found: u32,
     },
     /// A session line does not parse.
-    #[error("trace line {line}: {source}")]
+    #[error("trace line {line}")]
     Session {
         /// The line.
         line: usize,
@@ -1222,9 +1222,14 @@ mixed_case_share = 0.3
             ),
         ];
         for (text, fragment) in cases {
-            let err = Workload::read_trace(text.as_bytes())
-                .unwrap_err()
-                .to_string();
+            // As the CLI prints it: the error, then each cause.
+            let error = Workload::read_trace(text.as_bytes()).unwrap_err();
+            let mut err = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(c) = cause {
+                err = format!("{err}: {c}");
+                cause = c.source();
+            }
             assert!(err.contains(fragment), "{text:?}: {err}");
         }
     }

@@ -87,7 +87,7 @@ impl Default for ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The listen socket could not be created or bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -95,7 +95,7 @@ pub enum ServerError {
         source: io::Error,
     },
     /// The spool directory could not be prepared.
-    #[error("cannot open spool directory {path}: {source}")]
+    #[error("cannot open spool directory {path}")]
     Spool {
         /// The directory.
         path: std::path::PathBuf,
@@ -227,119 +227,145 @@ pub(crate) struct Shared<P> {
 }
 
 /// Serves SMTP on `listener` until `shutdown` completes, then shuts down gracefully (see
-/// [`ServerConfig::shutdown_grace`]) and returns what the server did.
+/// [`ServerConfig::shutdown_grace`]) and returns what the server did: [`Server::new`],
+/// then [`Server::run`].
 pub async fn run<P: PolicyBackend>(
     listener: TcpListener,
     config: ServerConfig,
     policy: Arc<P>,
     shutdown: impl Future,
 ) -> Result<StatsSnapshot, ServerError> {
-    let spool = match &config.sink {
-        SinkConfig::Discard => None,
-        SinkConfig::Spool(path) => {
-            Some(Spool::open(path).map_err(|source| ServerError::Spool {
-                path: path.clone(),
-                source,
-            })?)
-        }
-    };
-    let mut config = config;
-    config.session.keep_message = config.sink.keeps_messages();
-    config.identity.max_message_size = config.session.max_message_size;
-    let started_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let shared = Arc::new(Shared {
-        policy,
-        spool,
-        stats: Stats::default(),
-        shutdown: Shutdown::default(),
-        next_queue_id: AtomicU64::new(started_ms << 20),
-        config,
-    });
-    // One permit per connection, taken before the connection task exists: the limit
-    // bounds tasks and buffers, not only sessions.
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    let tasks = TaskTracker::new();
-    let mut refusal = Vec::new();
-    Reply::Closing(Closing::TooManyConnections).encode(&shared.config.identity, &mut refusal);
+    Server::new(config, policy)?.run(listener, shutdown).await
+}
 
-    info!(
-        addr = ?listener.local_addr().ok(),
-        backend = shared.policy.name(),
-        max_connections = shared.config.max_connections,
-        "serving"
-    );
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                // Out of file descriptors or memory: back off instead of spinning; the
-                // kernel keeps the backlog meanwhile.
-                error!(%error, "accept failed; retrying in 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+/// A server ready to serve: its sink opened. Made before the listening socket is
+/// announced, so that a program that prints a ready line (`bulkbench serve`) reports a
+/// bad sink instead of a start.
+pub struct Server<P> {
+    shared: Arc<Shared<P>>,
+}
+
+impl<P: PolicyBackend> Server<P> {
+    /// Opens the sink (the spool directory must be usable) and sets up the counters.
+    pub fn new(config: ServerConfig, policy: Arc<P>) -> Result<Server<P>, ServerError> {
+        let spool = match &config.sink {
+            SinkConfig::Discard => None,
+            SinkConfig::Spool(path) => {
+                Some(Spool::open(path).map_err(|source| ServerError::Spool {
+                    path: path.clone(),
+                    source,
+                })?)
             }
         };
-        let _ = stream.set_nodelay(true);
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let connection = Connection::new(stream, shared.clone());
-                tasks.spawn(async move {
-                    connection.run().await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                shared
-                    .stats
-                    .refused_connections
-                    .fetch_add(1, Ordering::Relaxed);
-                // The greeting is the first thing on the socket and fits its send buffer,
-                // so a non-blocking write either goes out whole or the client is gone.
-                if let Err(error) = stream.try_write(&refusal) {
-                    debug!(%error, "could not send the over-limit refusal");
+        let mut config = config;
+        config.session.keep_message = config.sink.keeps_messages();
+        config.identity.max_message_size = config.session.max_message_size;
+        let started_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let shared = Arc::new(Shared {
+            policy,
+            spool,
+            stats: Stats::default(),
+            shutdown: Shutdown::default(),
+            next_queue_id: AtomicU64::new(started_ms << 20),
+            config,
+        });
+        Ok(Server { shared })
+    }
+
+    /// Serves SMTP on `listener` until `shutdown` completes, then shuts down gracefully
+    /// (see [`ServerConfig::shutdown_grace`]) and returns what the server did.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future,
+    ) -> Result<StatsSnapshot, ServerError> {
+        let shared = self.shared;
+        // One permit per connection, taken before the connection task exists: the limit
+        // bounds tasks and buffers, not only sessions.
+        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let tasks = TaskTracker::new();
+        let mut refusal = Vec::new();
+        Reply::Closing(Closing::TooManyConnections).encode(&shared.config.identity, &mut refusal);
+
+        info!(
+            addr = ?listener.local_addr().ok(),
+            backend = shared.policy.name(),
+            max_connections = shared.config.max_connections,
+            "serving"
+        );
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Out of file descriptors or memory: back off instead of spinning; the
+                    // kernel keeps the backlog meanwhile.
+                    error!(%error, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let connection = Connection::new(stream, shared.clone());
+                    tasks.spawn(async move {
+                        connection.run().await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    shared
+                        .stats
+                        .refused_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    // The greeting is the first thing on the socket and fits its send buffer,
+                    // so a non-blocking write either goes out whole or the client is gone.
+                    if let Err(error) = stream.try_write(&refusal) {
+                        debug!(%error, "could not send the over-limit refusal");
+                    }
                 }
             }
         }
-    }
 
-    drop(listener);
-    let open = tasks.len();
-    info!(open_connections = open, "shutting down: listener closed");
-    shared.shutdown.draining.cancel();
-    tasks.close();
-    if tokio::time::timeout(shared.config.shutdown_grace, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            open_connections = tasks.len(),
-            "grace period over; closing the remaining sessions"
-        );
-        shared.shutdown.grace_over.cancel();
-        // A session blocked writing to a client that does not read is bounded by the idle
-        // timeout, not by shutdown; do not wait that long.
-        if tokio::time::timeout(FINAL_WAIT, tasks.wait())
+        drop(listener);
+        let open = tasks.len();
+        info!(open_connections = open, "shutting down: listener closed");
+        shared.shutdown.draining.cancel();
+        tasks.close();
+        if tokio::time::timeout(shared.config.shutdown_grace, tasks.wait())
             .await
             .is_err()
         {
             warn!(
                 open_connections = tasks.len(),
-                "sessions still busy after the grace period; abandoning them"
+                "grace period over; closing the remaining sessions"
             );
+            shared.shutdown.grace_over.cancel();
+            // A session blocked writing to a client that does not read is bounded by the idle
+            // timeout, not by shutdown; do not wait that long.
+            if tokio::time::timeout(FINAL_WAIT, tasks.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    open_connections = tasks.len(),
+                    "sessions still busy after the grace period; abandoning them"
+                );
+            }
         }
+        let stats = shared.stats.snapshot();
+        info!(?stats, "stopped");
+        Ok(stats)
     }
-    let stats = shared.stats.snapshot();
-    info!(?stats, "stopped");
-    Ok(stats)
 }
 
 /// A policy backend that answers like `inner`, `delay` later: an artificially slower

@@ -300,6 +300,9 @@ async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyh
         config,
         ..
     } = serving;
+    // Everything that can fail is checked before the `listening on` line: a supervisor
+    // that waits for it must never be told of a start that is about to fail.
+    let server = bulk_server::Server::new(config, policy.clone())?;
     let listener = bulk_server::bind(listen, backlog)?;
     let local = listener
         .local_addr()
@@ -328,7 +331,7 @@ async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyh
     stdout.flush().context("cannot write to standard output")?;
     drop(stdout);
     let counters = policy.clone();
-    let stats = bulk_server::run(listener, config, policy, shutdown).await?;
+    let stats = server.run(listener, shutdown).await?;
     info!(
         connections = stats.connections,
         rcpts = stats.rcpts,

@@ -100,6 +100,19 @@ fn bad_flags_and_bad_populations_fail_clearly() {
             ],
             "cannot listen",
         ),
+        // Refused before the ready line, which must not be printed (stdout stays empty).
+        (
+            vec![
+                "serve",
+                "--population",
+                &population,
+                "--listen",
+                "127.0.0.1:0",
+                "--sink",
+                "spool:/proc/no-such-spool",
+            ],
+            "cannot open spool directory /proc/no-such-spool",
+        ),
     ];
     for (args, needle) in cases {
         let output = run(&args);
@@ -111,6 +124,11 @@ fn bad_flags_and_bad_populations_fail_clearly() {
         );
         assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
         assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
+        // Each cause once: an error whose message repeats its source prints it twice.
+        assert!(
+            stderr.matches("(os error").count() <= 1,
+            "{args:?}: a cause printed twice:\n{stderr}"
+        );
     }
 }
 
