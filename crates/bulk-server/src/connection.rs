@@ -28,6 +28,10 @@ const READ_CHUNK: usize = 4096;
 /// after our last reply, so that closing with unread input (which makes the kernel send RST)
 /// does not destroy the reply before the client reads it.
 const LINGER: Duration = Duration::from_secs(2);
+/// The linger while the server shuts down: long enough for input already in flight to be
+/// read (so the close does not reset the connection and destroy the 421), short enough
+/// that a client keeping its side open does not hold the exit.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(100);
 /// Bytes a lingering connection discards at most before it closes anyway.
 const LINGER_MAX_BYTES: usize = 64 * 1024;
 
@@ -266,7 +270,12 @@ impl<P: PolicyBackend> Connection<P> {
         // connection's future for its whole life.
         let mut sink = vec![0u8; 4096];
         let mut discarded = 0;
-        let deadline = tokio::time::Instant::now() + LINGER;
+        let linger = if self.host.shared.shutdown.draining.is_cancelled() {
+            SHUTDOWN_LINGER
+        } else {
+            LINGER
+        };
+        let deadline = tokio::time::Instant::now() + linger;
         while discarded < LINGER_MAX_BYTES {
             match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
                 Ok(Ok(n)) if n > 0 => discarded += n,

@@ -352,13 +352,15 @@ impl<P: PolicyBackend> Server<P> {
             shared.shutdown.grace_over.cancel();
             // A session blocked writing to a client that does not read is bounded by the idle
             // timeout, not by shutdown; do not wait that long.
-            if tokio::time::timeout(FINAL_WAIT, tasks.wait())
-                .await
-                .is_err()
-            {
+            // Counted once the wait is over, and said only when true: a session that
+            // ended as the wait ran out is not abandoned.
+            let waited = tokio::time::timeout(FINAL_WAIT, tasks.wait()).await;
+            let busy = tasks.len();
+            if waited.is_err() && busy > 0 {
                 warn!(
-                    open_connections = tasks.len(),
-                    "sessions still busy after the grace period; abandoning them"
+                    open_connections = busy,
+                    "sessions still busy after the grace period (blocked writing to clients \
+                     that do not read); abandoning them"
                 );
             }
         }

@@ -227,3 +227,30 @@ async fn after_a_421_the_server_lingers_for_a_client_that_may_still_be_sending()
     drop((client, other));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_clients_that_keep_their_side_open() {
+    let config = ServerConfig {
+        shutdown_grace: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let mut server = TestServer::start(config).await;
+    // One session between transactions, one inside a transaction; neither client ever
+    // closes or sends again.
+    let mut idle = Client::greeted(server.addr).await;
+    idle.command("EHLO c.example").await;
+    let mut stalled = Client::greeted(server.addr).await;
+    stalled.command("EHLO c.example").await;
+    stalled.command("MAIL FROM:<a@shop.example>").await;
+    let started = Instant::now();
+    server.begin_shutdown();
+    assert_eq!(idle.reply().await.unwrap().codes(), "421 4.3.2");
+    assert_eq!(stalled.reply().await.unwrap().codes(), "421 4.3.2");
+    let stats = server.wait().await;
+    // The grace period (300 ms), then no wait for the clients' close: the server used to
+    // linger 2 s on each such connection, and leave 2 s after the grace period.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1800), "{took:?}");
+    assert_eq!(stats.connections, 2);
+    drop((idle, stalled));
+}
