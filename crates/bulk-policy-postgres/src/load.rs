@@ -48,7 +48,8 @@ pub struct LoadStats {
 /// them, then drops the old schema and renames the staging one in its place. Backends
 /// reading the schema keep answering from the old store until the commit and from the new
 /// one after, never from a mix; their prepared statements are re-planned by PostgreSQL.
-/// Concurrent loads into one schema run one after the other (an advisory lock).
+/// Concurrent loads into one schema run one after the other (an advisory lock). A `set`
+/// made while a load runs goes to the old store, and is gone with it.
 ///
 /// Refused, untouched: a schema holding tables that are not a store of this crate, and
 /// one holding a store normalized differently from `population` (the servers reading it
