@@ -85,10 +85,12 @@
 //! # Connections and timeouts
 //!
 //! Each backend owns a pool of at most `pool_size` connections (deadpool-postgres), each
-//! with its own cache of prepared statements. Every operation is bounded by the backend's
-//! timeout ([`DEFAULT_TIMEOUT`], or [`PostgresBackend::connect_with_timeout`]): waiting
-//! for a connection, connecting, and the query itself (as a client-side deadline, and as
-//! the server's `statement_timeout`, so the server stops work nobody awaits). A
+//! with its own cache of prepared statements. Every operation (a lookup, `get`, `set`) is
+//! bounded by the backend's timeout ([`DEFAULT_TIMEOUT`], or
+//! [`PostgresBackend::connect_with_timeout`]), from waiting for a connection (and
+//! connecting) to the last row, as a client-side deadline: so a database that stops
+//! answering, its connections still open, fails the lookup too. The query is also bounded
+//! by the server's `statement_timeout`, so the server stops work nobody awaits. A
 //! connection whose query failed or timed out is dropped from the pool, not reused.
 //!
 //! # Why these crates
@@ -339,20 +341,27 @@ impl PostgresBackend {
         self.queries.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on a pooled connection, within the timeout. A connection on which `f`
-    /// failed or timed out is dropped from the pool: after a timeout it may still be busy
-    /// (or hung), after an error it may be broken.
+    /// Runs `f` on a pooled connection, getting the connection and running `f` within one
+    /// timeout. A connection on which `f` failed or timed out is dropped from the pool:
+    /// after a timeout it may still be busy (or hung), after an error it may be broken.
     async fn with_client<T>(
         &self,
         operation: &'static str,
         f: impl AsyncFnOnce(&ClientWrapper) -> Result<T, PostgresStoreError>,
     ) -> Result<T, PostgresStoreError> {
-        let client = self
-            .pool
-            .get()
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = || PostgresStoreError::Timeout {
+            operation,
+            schema: self.schema.clone(),
+            after: self.timeout,
+        };
+        // The pool bounds its own steps too (waiting, recycling, connecting), each by the
+        // timeout; the deadline bounds them together.
+        let client = tokio::time::timeout_at(deadline, self.pool.get())
             .await
+            .map_err(|_| timed_out())?
             .map_err(|e| self.pool_error(operation, e))?;
-        match tokio::time::timeout(self.timeout, f(&client)).await {
+        match tokio::time::timeout_at(deadline, f(&client)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 drop(Object::take(client));
@@ -360,11 +369,7 @@ impl PostgresBackend {
             }
             Err(_) => {
                 drop(Object::take(client));
-                Err(PostgresStoreError::Timeout {
-                    operation,
-                    schema: self.schema.clone(),
-                    after: self.timeout,
-                })
+                Err(timed_out())
             }
         }
     }
