@@ -363,3 +363,22 @@ impl Drop for LocalPostgres {
         let _ = self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_names_itself_and_its_package() {
+        assert_eq!(
+            not_installed("initdb").to_string(),
+            "initdb is not installed (Debian package postgresql)"
+        );
+    }
+
+    #[test]
+    fn passwd_lookup_finds_root() {
+        assert_eq!(passwd_entry("root"), Some((0, 0)));
+        assert_eq!(passwd_entry("no-such-user-here"), None);
+    }
+}
