@@ -28,8 +28,8 @@
 //! | `meta`      | `key text` primary key, `value text`              | `format` = [`FORMAT`]; `fold_local_case` = `true`/`false`; `recipient_delimiter` = the byte in decimal (`43` for `+`) or `none` |
 //!
 //! The primary keys are the only indexes (B-trees, built after COPY). Keys use the `"C"`
-//! collation, byte order, whatever the database's default: comparisons are `memcmp`s and
-//! no locale can make two keys equal. Single-byte `"char"` values keep rows small and
+//! collation, byte order, whatever the database's default: comparisons are `memcmp`s,
+//! cheaper than a locale's, and the index does not depend on how the database was set up. Single-byte `"char"` values keep rows small and
 //! `psql` output readable, like the LMDB store's bytes. Every mailbox's domain is in
 //! `domains` ([`load`] writes only populations, which guarantee it; `set` checks it in
 //! the same statement).
@@ -53,12 +53,12 @@
 //! could not be served (not printable ASCII, too long), are answered `NotLocal` without
 //! being sent; a batch with nothing to send sends no query.
 //!
-//! The plan PostgreSQL 15 picks at 1M mailboxes and 1,000 domains (the same as a custom
-//! plan and as the generic plan a prepared statement settles on): a hash join of the
+//! The plan PostgreSQL 15 picks at 1M mailboxes and 1,000 domains, both as a custom plan
+//! and as the generic plan a prepared statement settles on: a hash join of the
 //! batch's keys with one scan of `domains`, then a nested loop probing `mailboxes`'
 //! primary key once per key, then a sort of the 100 rows by position.
 //!
-//! **Why this query, with figures** (the comparison it won; the figures of record are in
+//! **Why this query, with figures** (the comparison it won; the figures of record go to
 //! BENCHMARKS.md). The alternative sends the same arrays to `SELECT .. FROM mailboxes
 //! WHERE address = ANY($1) UNION ALL SELECT .. FROM domains WHERE domain = ANY($2)` and
 //! joins the answers to the batch in Rust. At 1M mailboxes, batches of 100 on one
@@ -95,12 +95,13 @@
 //!
 //! # Why these crates
 //!
-//! tokio-postgres is the maintained pure-Rust async client (no libpq to link), runs on the
-//! tokio runtime the server already uses, pipelines concurrent queries on one connection
-//! and speaks binary COPY. deadpool-postgres is the small, widely used pool built for it:
-//! it bounds waits and connects with timeouts, replaces connections that closed (a
-//! restarted database), and caches prepared statements per connection, which is exactly
-//! what a hand-written pool would have to redo.
+//! tokio-postgres is the maintained pure-Rust async client: no libpq to link, and it runs
+//! on the tokio runtime the server already uses. It pipelines concurrent queries on one
+//! connection and speaks binary COPY, which the loader needs. deadpool-postgres is the
+//! small, widely used pool built for tokio-postgres: it bounds waiting, connecting and
+//! recycling with timeouts, and replaces connections that closed (a restarted database)
+//! when they are checked out. It also caches prepared statements per connection, which a
+//! hand-written pool would have had to redo along with the rest.
 //!
 //! # Example
 //!
