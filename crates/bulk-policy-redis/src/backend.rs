@@ -1,21 +1,20 @@
 //! [`RedisBackend`]: lookups, reads and updates of a store.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bulk_policy::{
-    AddressBatch, KeyBatch, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, NormalizeConfig, PolicyBackend,
-    PolicyError, Population, Preference, Regime, Verdict,
+    AddressBatch, MAX_ADDRESS_LEN, NormalizeConfig, PolicyBackend, PolicyError, Population,
+    Preference, Regime, Verdict,
 };
-use redis::{Cmd, Pipeline, Value};
-use rustc_hash::FxHashMap;
 
 use crate::conn::{Conn, within};
 use crate::layout::{
-    self, FORMAT, META_DELIMITER, META_FOLD, META_FORMAT, REGIME_FIELD, domain_key, domain_slot,
+    self, FORMAT, META_DELIMITER, META_FOLD, META_FORMAT, REGIME_FIELD, domain_key,
 };
+use crate::lookup::SlotOwners;
 use crate::{RedisSpec, RedisStoreError};
 
 /// How long a lookup, read or update waits for Redis by default before it fails, and how
@@ -36,19 +35,23 @@ return 1
 /// Redis node) and the round-trip counter.
 #[derive(Clone)]
 pub struct RedisBackend {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    conn: Conn,
+pub(crate) struct Inner {
+    pub(crate) conn: Conn,
     /// The spec as displayed, for errors.
-    target: String,
-    prefix: String,
+    pub(crate) target: String,
+    pub(crate) prefix: String,
     /// Read from the store's meta at connect.
-    normalize: NormalizeConfig,
-    timeout: Duration,
+    pub(crate) normalize: NormalizeConfig,
+    pub(crate) timeout: Duration,
     /// Pipelines sent by lookups.
-    round_trips: AtomicU64,
+    pub(crate) round_trips: AtomicU64,
+    /// In a cluster, which node serves each slot, as last asked; `None` until a lookup
+    /// asks, and again after a lookup by it failed (the cluster may have changed). A std
+    /// lock: held only to clone or replace the `Arc`, never across an await.
+    pub(crate) owners: RwLock<Option<Arc<SlotOwners>>>,
     set_if_served: redis::Script,
 }
 
@@ -60,19 +63,6 @@ impl std::fmt::Debug for RedisBackend {
             .field("timeout", &self.inner.timeout)
             .finish()
     }
-}
-
-/// The requests of one batch, built before the first await: the thread's [`KeyBatch`] is
-/// never held across one.
-struct Plan {
-    /// What to send: one pipeline on a single server, one per slot in a cluster.
-    pipelines: Vec<Pipeline>,
-    /// Per domain of the batch: its pipeline, its command's index there, and the number of
-    /// fields it asks for (the regime's included).
-    groups: Vec<(usize, usize, usize)>,
-    /// Per address: its domain and the index of its field in that domain's reply, or
-    /// `None` for an address answered `NotLocal` without asking.
-    fields: Vec<Option<(usize, usize)>>,
 }
 
 impl RedisBackend {
@@ -117,6 +107,7 @@ impl RedisBackend {
                 normalize,
                 timeout,
                 round_trips: AtomicU64::new(0),
+                owners: RwLock::new(None),
                 set_if_served: redis::Script::new(SET_IF_SERVED),
             }),
         })
@@ -127,8 +118,10 @@ impl RedisBackend {
         self.inner.normalize
     }
 
-    /// Pipelines sent by lookups so far: one per lookup on a single server, one per slot of
-    /// the batch in a cluster (sent concurrently); none for a batch with nothing to ask.
+    /// Requests sent by lookups so far: one pipeline per lookup on a single server; in a
+    /// cluster one per node the batch touches (sent at once), plus `CLUSTER SLOTS` when the
+    /// slot map is read, plus one per slot when a lookup falls back (see the crate docs,
+    /// [Round trips](crate#round-trips)). None for a batch with nothing to ask.
     pub fn round_trips(&self) -> u64 {
         self.inner.round_trips.load(Ordering::Relaxed)
     }
@@ -136,142 +129,6 @@ impl RedisBackend {
     /// Whether the store is a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner.conn, Conn::Cluster(_))
-    }
-
-    /// Resolves `batch`, appending one verdict per address to `out` (left unchanged on
-    /// error). This is what [`PolicyBackend::lookup`] runs.
-    pub async fn lookup_batch(
-        &self,
-        batch: &AddressBatch,
-        out: &mut Vec<Verdict>,
-    ) -> Result<(), RedisStoreError> {
-        let plan = self.plan(batch);
-        let replies = if plan.pipelines.is_empty() {
-            Vec::new()
-        } else {
-            self.inner
-                .round_trips
-                .fetch_add(plan.pipelines.len() as u64, Ordering::Relaxed);
-            let conn = &self.inner.conn;
-            let sent = futures_util::future::try_join_all(
-                plan.pipelines
-                    .iter()
-                    .map(|pipeline| conn.pipeline(pipeline)),
-            );
-            within(self.inner.timeout, "lookup", &self.inner.target, sent)
-                .await?
-                .map_err(|source| self.failed("lookup", source))?
-        };
-        let start = out.len();
-        out.reserve(plan.fields.len());
-        let result = self.resolve(&plan, &replies, out);
-        if result.is_err() {
-            out.truncate(start);
-        }
-        result
-    }
-
-    /// Normalizes the batch and builds its pipelines: one `HMGET P:{DOMAIN} "" LOCAL...`
-    /// per distinct domain.
-    fn plan(&self, batch: &AddressBatch) -> Plan {
-        KeyBatch::with_thread_local(|keys| {
-            keys.fill(self.inner.normalize, batch);
-            let mut by_domain: FxHashMap<&[u8], usize> = FxHashMap::default();
-            // Per domain: its slot, its command, the fields asked so far.
-            let mut commands: Vec<(u16, Cmd, usize)> = Vec::new();
-            let mut fields = Vec::with_capacity(batch.len());
-            for key in keys.iter() {
-                let Some(key) = key.filter(|key| key.domain().len() <= MAX_DOMAIN_LEN) else {
-                    fields.push(None);
-                    continue;
-                };
-                let group = *by_domain.entry(key.domain()).or_insert_with(|| {
-                    let mut cmd = redis::cmd("HMGET");
-                    cmd.arg(domain_key(&self.inner.prefix, key.domain()))
-                        .arg(REGIME_FIELD);
-                    commands.push((domain_slot(key.domain()), cmd, 1));
-                    commands.len() - 1
-                });
-                let (_, cmd, asked) = &mut commands[group];
-                cmd.arg(key.local());
-                fields.push(Some((group, *asked)));
-                *asked += 1;
-            }
-            let mut groups = vec![(0, 0, 0); commands.len()];
-            let mut pipelines: Vec<Pipeline> = Vec::new();
-            let mut order: Vec<(u16, usize, Cmd, usize)> = commands
-                .into_iter()
-                .enumerate()
-                .map(|(group, (slot, cmd, asked))| (slot, group, cmd, asked))
-                .collect();
-            let cluster = self.is_cluster();
-            if cluster {
-                order.sort_by_key(|&(slot, group, ..)| (slot, group));
-            }
-            // Commands per pipeline so far.
-            let mut counts: Vec<usize> = Vec::new();
-            let mut last_slot = None;
-            for (slot, group, cmd, asked) in order {
-                if pipelines.is_empty() || (cluster && last_slot != Some(slot)) {
-                    pipelines.push(redis::pipe());
-                    counts.push(0);
-                }
-                last_slot = Some(slot);
-                let index = pipelines.len() - 1;
-                groups[group] = (index, counts[index], asked);
-                counts[index] += 1;
-                pipelines[index].add_command(cmd);
-            }
-            Plan {
-                pipelines,
-                groups,
-                fields,
-            }
-        })
-    }
-
-    /// Appends the verdicts of `plan` from the pipelines' replies.
-    fn resolve(
-        &self,
-        plan: &Plan,
-        replies: &[Vec<Value>],
-        out: &mut Vec<Verdict>,
-    ) -> Result<(), RedisStoreError> {
-        // Per domain: its reply's values and its regime.
-        let mut domains: Vec<(&[Value], Option<Regime>)> = Vec::with_capacity(plan.groups.len());
-        for &(pipeline, index, asked) in &plan.groups {
-            let reply = replies.get(pipeline).and_then(|values| values.get(index));
-            let values = match reply {
-                Some(Value::Array(values)) if values.len() == asked => values.as_slice(),
-                other => return Err(self.corrupt(format!("HMGET answered {other:?}"))),
-            };
-            let regime = match &values[0] {
-                Value::Nil => None,
-                Value::BulkString(value) => Some(
-                    layout::regime_of(value)
-                        .ok_or_else(|| self.corrupt(format!("regime {value:?}")))?,
-                ),
-                other => return Err(self.corrupt(format!("regime {other:?}"))),
-            };
-            domains.push((values, regime));
-        }
-        for field in &plan.fields {
-            let verdict = match *field {
-                None => Verdict::NotLocal,
-                Some((group, index)) => match domains[group] {
-                    (_, None) => Verdict::NotLocal,
-                    (values, Some(regime)) => match &values[index] {
-                        Value::Nil => Verdict::UnknownMailbox,
-                        Value::BulkString(value) => layout::preference_of(value)
-                            .ok_or_else(|| self.corrupt(format!("preference {value:?}")))?
-                            .verdict(regime),
-                        other => return Err(self.corrupt(format!("preference {other:?}"))),
-                    },
-                },
-            };
-            out.push(verdict);
-        }
-        Ok(())
     }
 
     /// The stored preference of `address` (normalized as lookups do), or `None` if it has
@@ -382,7 +239,11 @@ impl RedisBackend {
         Ok((key, at))
     }
 
-    fn failed(&self, operation: &'static str, source: redis::RedisError) -> RedisStoreError {
+    pub(crate) fn failed(
+        &self,
+        operation: &'static str,
+        source: redis::RedisError,
+    ) -> RedisStoreError {
         RedisStoreError::Redis {
             operation,
             target: self.inner.target.clone(),
@@ -390,7 +251,7 @@ impl RedisBackend {
         }
     }
 
-    fn corrupt(&self, what: String) -> RedisStoreError {
+    pub(crate) fn corrupt(&self, what: String) -> RedisStoreError {
         RedisStoreError::Corrupt {
             prefix: self.inner.prefix.clone(),
             target: self.inner.target.clone(),

@@ -58,11 +58,19 @@
 //! # Round trips
 //!
 //! One [`lookup`](PolicyBackend::lookup) is one pipeline on a single server, whatever the
-//! batch holds ([`RedisBackend::round_trips`] counts pipelines). In a cluster the client
-//! refuses a pipeline whose keys span slots, so a batch is split by slot (a domain's keys
-//! share one) into one pipeline per slot, and all of them are sent at once: they share each
-//! node's multiplexed connection, so the lookup waits about one round trip per node, those
-//! in parallel; `round_trips` then counts one per slot.
+//! batch holds ([`RedisBackend::round_trips`] counts pipelines). In a cluster, the client
+//! routes a pipeline by its keys and refuses one whose keys span slots, and it keeps its
+//! slot map to itself. So the backend reads the map once with `CLUSTER SLOTS`, groups the
+//! batch's domains by the node serving their slot, and sends one pipeline per node,
+//! routed by one of its slots, all at once: a lookup waits about one round trip, the
+//! nodes' in parallel. Redis itself accepts a pipeline spanning slots as long as one node
+//! serves them all. If the map has gone stale (a slot moved: that node answers MOVED for
+//! part of the pipeline, and the client's redirection of the whole pipeline fails) or a
+//! node fails, the backend forgets the map and sends that batch again as one pipeline per
+//! slot, which the client routes and redirects (MOVED, ASK) itself; the next lookup reads
+//! the map again. One pipeline per slot is also the fallback when `CLUSTER SLOTS` fails.
+//! With 1,000 domains, a batch of 100 addresses spans about 95 slots: per node instead of
+//! per slot, that is 3 requests instead of 95 on a three-node cluster.
 //!
 //! # Loading and replacing
 //!
@@ -140,6 +148,7 @@ mod error;
 mod layout;
 mod load;
 mod local;
+mod lookup;
 mod spec;
 
 pub use backend::{DEFAULT_TIMEOUT, RedisBackend};
