@@ -84,7 +84,10 @@
 //! may see some old and some new during the renames. A `set` made during a load may be lost
 //! (the rename replaces the hash it went into). The old and new content coexist in memory
 //! until the renames. An interrupted load leaves the old content served and its staging
-//! keys listed in `P:domains`, so the next load or `clear` removes them.
+//! keys listed in `P:domains`, so the next load or `clear` removes them. Run one load at a
+//! time per prefix. A `RENAME` frees the hash it replaces synchronously unless the server
+//! runs with `lazyfree-lazy-server-del yes` ([`LocalRedis`] does): a domain of a million
+//! mailboxes then holds Redis for a fraction of a second.
 //!
 //! # Failures
 //!

@@ -45,7 +45,8 @@ pub struct LoadStats {
     pub removed_domains: usize,
     /// Whether the prefix held a store before (now replaced).
     pub replaced: bool,
-    /// Pipelines sent.
+    /// Requests sent: pipelines, and the commands that read and write the meta and the
+    /// domain list.
     pub pipelines: u64,
     /// Wall-clock time of the whole load.
     pub elapsed: Duration,
@@ -141,7 +142,8 @@ pub async fn load(
         .map(Vec::as_slice)
         .filter(|domain| !kept.contains(domain))
         .collect();
-    pipelines += store.remove_domains(&stale).await? + 1;
+    // The meta read and write, the domain list read.
+    pipelines += store.remove_domains(&stale).await? + 3;
     Ok(LoadStats {
         domains: domains.len(),
         mailboxes: population.mailbox_count(),

@@ -203,6 +203,75 @@ async fn stores_are_refused_with_the_reason() {
     redis.stop().unwrap();
 }
 
+#[tokio::test]
+async fn a_load_replaces_what_the_prefix_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = local_redis(dir.path()) else {
+        return;
+    };
+    let specs = Specs::single(&redis);
+    let spec = specs.next();
+    let neighbour = specs.next();
+    load(&neighbour, &population(), |_| {}).await.unwrap();
+    let first = load(&spec, &population(), |_| {}).await.unwrap();
+    assert!(!first.replaced);
+    let backend = RedisBackend::connect(&spec).await.unwrap();
+    backend
+        .set("dan@example.net", Preference::In)
+        .await
+        .unwrap();
+
+    let text = "@example.org\topt-out\n@example.com\topt-in\nzoe@example.org\tout\n\
+                amy@example.com\tin\n";
+    let second = Population::parse(text.as_bytes(), NormalizeConfig::default()).unwrap();
+    let mut reports = Vec::new();
+    let stats = load(&spec, &second, |n| reports.push(n)).await.unwrap();
+    assert!(stats.replaced);
+    assert_eq!(
+        (stats.domains, stats.mailboxes, stats.removed_domains),
+        (2, 2, 1)
+    );
+    assert_eq!(reports.last(), Some(&2));
+    // The backend connected before sees only the new content.
+    assert_eq!(
+        verdicts(
+            &backend,
+            &[
+                "ann@example.org",
+                "zoe@example.org",
+                "amy@example.com",
+                "dan@example.net"
+            ]
+        )
+        .await,
+        [
+            Verdict::UnknownMailbox,
+            Verdict::OptedOut,
+            Verdict::Accept,
+            Verdict::NotLocal
+        ]
+    );
+    // Two domain hashes, the meta and the domain list: no staging key, nothing stale.
+    let mut keys = raw(&redis.url(), &["KEYS", &format!("{}:*", spec.prefix)]).await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("{}:domains", spec.prefix),
+            format!("{}:meta", spec.prefix),
+            format!("{}:{{example.com}}", spec.prefix),
+            format!("{}:{{example.org}}", spec.prefix),
+        ]
+    );
+    // Another prefix on the same server is left alone.
+    let other = RedisBackend::connect(&neighbour).await.unwrap();
+    assert_eq!(
+        verdicts(&other, &["ann@example.org"]).await,
+        [Verdict::Accept]
+    );
+    redis.stop().unwrap();
+}
+
 /// Sends one command with the Redis client directly and returns its reply's strings.
 async fn raw(url: &str, args: &[&str]) -> Vec<String> {
     let client = redis::Client::open(url).unwrap();
