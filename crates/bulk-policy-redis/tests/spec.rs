@@ -180,3 +180,25 @@ fn specs_display_as_text_that_parses_back() {
         "redis://h:1,redis://h:2?prefix=z"
     );
 }
+
+/// The futures of the public API are `Send`, so a caller may spawn them (checked at
+/// compile time; nothing is polled).
+#[test]
+fn futures_are_send() {
+    use bulk_policy::{Population, Preference, Regime};
+    use bulk_policy_redis::{RedisBackend, clear, load};
+
+    fn send<T: Send>(_: &T) {}
+    fn backend_futures(backend: &RedisBackend) {
+        send(&backend.get("a@b"));
+        send(&backend.set("a@b", Preference::In));
+        send(&backend.set_regime("b", Regime::OptIn));
+        send(&backend.regime("b"));
+    }
+    let _ = backend_futures;
+    let spec = RedisSpec::parse_single("redis://127.0.0.1:1").unwrap();
+    let population = Population::default();
+    send(&load(&spec, &population, |_| {}));
+    send(&clear(&spec));
+    send(&RedisBackend::connect(&spec));
+}
