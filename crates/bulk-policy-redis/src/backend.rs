@@ -46,7 +46,7 @@ pub(crate) struct Inner {
     /// Read from the store's meta at connect.
     pub(crate) normalize: NormalizeConfig,
     pub(crate) timeout: Duration,
-    /// Pipelines sent by lookups.
+    /// Requests sent by lookups ([`RedisBackend::round_trips`]).
     pub(crate) round_trips: AtomicU64,
     /// In a cluster, which node serves each slot, as last asked; `None` until a lookup
     /// asks, and again after a lookup by it failed (the cluster may have changed). A std
