@@ -20,8 +20,11 @@ use crate::run::{self, Prepared, RunArgs, RunTarget, Stores};
 pub struct CompareArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// A policy backend to serve with `bulkbench serve` (repeatable): memory, fst, lmdb.
-    #[arg(long = "backend", value_name = "NAME", value_parser = parse_backend)]
+    /// A policy backend to serve with `bulkbench serve` (repeatable), as `bench --backend`
+    /// takes it: memory, fst, lmdb, redis, redis-cluster, postgres (a store server started
+    /// for the comparison and kept for its repeats), or KIND:URL (one already running).
+    #[arg(long = "backend", value_name = "KIND|KIND:URL",
+          value_parser = crate::backend::parse_run_backend)]
     backends: Vec<String>,
     /// An SMTP server already running (repeatable), as NAME=HOST:PORT.
     #[arg(long = "target", value_name = "NAME=HOST:PORT", value_parser = parse_target)]
@@ -48,13 +51,6 @@ fn parse_percent(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(pct) if pct.is_finite() && pct >= 0.0 => Ok(pct),
         _ => Err("expected a percentage, 0 or more".into()),
-    }
-}
-
-fn parse_backend(value: &str) -> Result<String, String> {
-    match crate::backend::BackendKind::from_name(value) {
-        Some(kind) => Ok(kind.name().to_owned()),
-        None => Err("unknown backend; known: memory, fst, lmdb".into()),
     }
 }
 

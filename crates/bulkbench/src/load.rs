@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::Args;
 use tracing::warn;
 
-use crate::backend::BackendKind;
+use crate::backend::parse_run_backend;
 use crate::run::{self, Prepared, RunArgs, RunOutcome, RunTarget, resolve_target};
 
 /// `bulkbench load`.
@@ -25,9 +25,14 @@ pub struct LoadArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// The policy backend the server runs; its store is built from the scenario.
-    #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
-    backend: BackendKind,
+    /// The policy backend the server runs: memory, fst, lmdb, redis, redis-cluster or
+    /// postgres, its store built from the scenario (for the last three, in a throwaway
+    /// server started on a free loopback port and stopped after the run, whose CPU is
+    /// reported beside the server's); or KIND:URL, a store server already running, into
+    /// which the scenario's population is written (under the URL's prefix or schema).
+    #[arg(long, value_name = "KIND|KIND:URL", default_value = "memory",
+          value_parser = parse_run_backend)]
+    backend: String,
     /// Then run the same workload against `serve --backend canned:SHARE` (the same server
     /// answering every RCPT by a fixed rule accepting the workload's expected share, no
     /// lookup; not verified) and report this server's figures as shares of that ceiling.
@@ -48,7 +53,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<RunOutcome> {
 pub fn bench(args: BenchArgs) -> anyhow::Result<RunOutcome> {
     crate::interrupt::watch();
     let prepared = Prepared::new(&args.run)?;
-    let target = RunTarget::Backend(args.backend.name().to_owned());
+    let target = RunTarget::Backend(args.backend.clone());
     let (mut summary, result) = run::once(&args.run, &prepared, &target, "bench", None)?;
     let ceiling = if args.ceiling {
         crate::ceiling::measure_into(&mut summary, result.drawn, &args.run, &prepared)

@@ -15,6 +15,7 @@ mod report;
 mod run;
 mod serve;
 mod simulate;
+mod store;
 mod sys;
 
 use std::process::ExitCode;

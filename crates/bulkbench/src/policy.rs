@@ -17,8 +17,9 @@ pub struct PolicyArgs {
 enum PolicyCommand {
     /// Print the preference of each ADDRESS (in, out, default, or unknown).
     Get {
-        /// The store: lmdb:PATH.
-        #[arg(long, value_name = "KIND:PATH", value_parser = parse_spec)]
+        /// The store: lmdb:PATH, or a store server (redis:URL, redis-cluster:URL,...,
+        /// postgres:URL); see `serve --help`.
+        #[arg(long, value_name = "KIND:PATH|KIND:URL", value_parser = parse_spec)]
         store: BackendSpec,
         /// Addresses, as written in RCPT TO (normalized like lookups).
         #[arg(required = true, num_args = 1..)]
@@ -27,8 +28,9 @@ enum PolicyCommand {
     /// Set the preference of ADDRESS; a server serving from the store sees it on its next
     /// lookup.
     Set {
-        /// The store: lmdb:PATH.
-        #[arg(long, value_name = "KIND:PATH", value_parser = parse_spec)]
+        /// The store: lmdb:PATH, or a store server (redis:URL, redis-cluster:URL,...,
+        /// postgres:URL); see `serve --help`.
+        #[arg(long, value_name = "KIND:PATH|KIND:URL", value_parser = parse_spec)]
         store: BackendSpec,
         /// The address (its domain must be served).
         address: String,
@@ -48,10 +50,20 @@ enum PreferenceArg {
     Default,
 }
 
-fn updatable(store: &BackendSpec) -> anyhow::Result<bulk_policy_lmdb::LmdbBackend> {
+/// A store `policy` can read and change: an LMDB environment, or a store server.
+enum Updatable {
+    Lmdb(bulk_policy_lmdb::LmdbBackend),
+    Remote(BackendSpec),
+}
+
+fn updatable(store: &BackendSpec) -> anyhow::Result<Updatable> {
     match store.kind {
-        BackendKind::Lmdb => bulk_policy_lmdb::LmdbBackend::open(&store.path)
-            .with_context(|| format!("cannot open the lmdb store {}", store.path.display())),
+        BackendKind::Lmdb => bulk_policy_lmdb::LmdbBackend::open(store.path())
+            .map(Updatable::Lmdb)
+            .with_context(|| format!("cannot open the lmdb store {}", store.location)),
+        BackendKind::Redis | BackendKind::RedisCluster | BackendKind::Postgres => {
+            Ok(Updatable::Remote(store.clone()))
+        }
         BackendKind::Fst => bail!(
             "an fst store is immutable: rebuild it with `bulkbench population --backend fst` \
              and send the server SIGHUP"
@@ -59,6 +71,22 @@ fn updatable(store: &BackendSpec) -> anyhow::Result<bulk_policy_lmdb::LmdbBacken
         BackendKind::Memory => bail!(
             "a memory store is a population file: edit it and restart the server, or use lmdb"
         ),
+    }
+}
+
+impl Updatable {
+    fn get(&self, address: &str) -> anyhow::Result<Option<Preference>> {
+        match self {
+            Updatable::Lmdb(backend) => Ok(backend.get(address)?),
+            Updatable::Remote(spec) => crate::store::get(spec, address),
+        }
+    }
+
+    fn set(&self, address: &str, preference: Preference) -> anyhow::Result<()> {
+        match self {
+            Updatable::Lmdb(backend) => Ok(backend.set(address, preference)?),
+            Updatable::Remote(spec) => crate::store::set(spec, address, preference),
+        }
     }
 }
 

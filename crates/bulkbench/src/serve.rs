@@ -32,8 +32,12 @@ pub struct ServeArgs {
     )]
     population: Option<PathBuf>,
     /// The policy backend and its store: `memory:FILE` (a population file), `fst:PATH` (an
-    /// FST built by `bulkbench population --backend fst`; SIGHUP re-opens it) or
-    /// `lmdb:PATH` (an LMDB environment; `bulkbench policy set` changes it while serving).
+    /// FST built by `bulkbench population --backend fst`; SIGHUP re-opens it),
+    /// `lmdb:PATH` (an LMDB environment; `bulkbench policy set` changes it while serving),
+    /// or a store server filled by `bulkbench population --backend KIND -o URL`, changed
+    /// by `policy set` while serving: `redis:redis://HOST:PORT[/DB][?prefix=P]`,
+    /// `redis-cluster:redis://HOST:PORT,redis://HOST:PORT,...[?prefix=P]`,
+    /// `postgres:postgresql://USER@HOST:PORT/DB[?schema=S]`.
     /// Or `canned[:SHARE]`: no store and no lookup, every RCPT accepted or refused (550
     /// 5.7.1) by a fixed rule accepting SHARE of them (default 1), whatever its address:
     /// this machine's ceiling for `bench --ceiling`.
@@ -107,6 +111,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000, requires = "cache_entries",
           value_parser = clap::value_parser!(u64).range(1..))]
     cache_ttl_ms: u64,
+    /// Connections to a PostgreSQL store (its pool; a lookup holds one for its query).
+    /// Redis needs one, multiplexed.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    store_connections: u64,
 }
 
 /// How the chosen backend is served: the layers around it, the socket, the server.
@@ -178,7 +187,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         (Some(spec), _) => spec.clone(),
         (None, Some(file)) => ServeBackend::Store(BackendSpec {
             kind: BackendKind::Memory,
-            path: file.clone(),
+            location: file.display().to_string(),
         }),
         (None, None) => bail!("give --population FILE or --backend KIND:PATH"),
     };
@@ -219,7 +228,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         backlog: args.backlog,
         config,
     };
-    let started = Instant::now();
     let spec = match spec {
         ServeBackend::Store(spec) => spec,
         ServeBackend::Canned(share) => {
@@ -230,16 +238,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             return serve_with(&runtime, CannedBackend::new(share), serving);
         }
     };
+    serve_store(
+        &runtime,
+        &spec,
+        normalize,
+        args.store_connections as usize,
+        serving,
+    )
+}
+
+/// Opens the store of `spec` and serves from it.
+fn serve_store(
+    runtime: &tokio::runtime::Runtime,
+    spec: &BackendSpec,
+    normalize: NormalizeConfig,
+    store_connections: usize,
+    serving: Serving,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
     match spec.kind {
         BackendKind::Memory => {
-            let population = Population::load(&spec.path, normalize).map_err(|error| {
+            let population = Population::load(spec.path(), normalize).map_err(|error| {
                 // An I/O error names the file already; a content error names only its line.
                 let io = matches!(error, bulk_policy::PopulationError::Io { .. });
                 let error = anyhow::Error::new(error);
                 if io {
                     error
                 } else {
-                    error.context(format!("invalid population file {}", spec.path.display()))
+                    error.context(format!("invalid population file {}", spec.path().display()))
                 }
             })?;
             let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());
@@ -250,30 +276,43 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 load_ms = started.elapsed().as_millis() as u64,
                 "population loaded into the memory backend"
             );
-            serve_with(&runtime, policy, serving)
+            serve_with(runtime, policy, serving)
         }
         BackendKind::Fst => {
-            let policy = bulk_policy_fst::FstBackend::open(&spec.path)
-                .with_context(|| format!("cannot open the fst store {}", spec.path.display()))?;
+            let policy = bulk_policy_fst::FstBackend::open(spec.path())
+                .with_context(|| format!("cannot open the fst store {}", spec.path().display()))?;
             info!(
                 mailboxes = policy.len(),
                 load_ms = started.elapsed().as_millis() as u64,
                 "fst store mapped"
             );
-            serve_with(&runtime, policy, serving)
+            serve_with(runtime, policy, serving)
         }
         BackendKind::Lmdb => {
-            let policy = bulk_policy_lmdb::LmdbBackend::open(&spec.path)
-                .with_context(|| format!("cannot open the lmdb store {}", spec.path.display()))?;
+            let policy = bulk_policy_lmdb::LmdbBackend::open(spec.path())
+                .with_context(|| format!("cannot open the lmdb store {}", spec.path().display()))?;
             let mailboxes = policy
                 .len()
-                .with_context(|| format!("cannot read the lmdb store {}", spec.path.display()))?;
+                .with_context(|| format!("cannot read the lmdb store {}", spec.path().display()))?;
             info!(
                 mailboxes,
                 load_ms = started.elapsed().as_millis() as u64,
                 "lmdb store opened"
             );
-            serve_with(&runtime, policy, serving)
+            serve_with(runtime, policy, serving)
+        }
+        BackendKind::Redis | BackendKind::RedisCluster | BackendKind::Postgres => {
+            let remote =
+                runtime.block_on(crate::store::Remote::connect(spec, store_connections))?;
+            info!(
+                store = spec.kind.name(),
+                connect_ms = started.elapsed().as_millis() as u64,
+                "store server connected"
+            );
+            match remote {
+                crate::store::Remote::Redis(policy) => serve_with(runtime, policy, serving),
+                crate::store::Remote::Postgres(policy) => serve_with(runtime, policy, serving),
+            }
         }
     }
 }

@@ -17,8 +17,9 @@ use tracing::{info, warn};
 use super::cpu::{CpuSplit, Watched, cpu_delta, pinned_times};
 use super::outcome::{summarize, summary_input};
 use super::prepare::max_in_flight;
-use super::{Prepared, RunArgs, Stores, drive, load_config};
-use crate::backend::{BackendKind, BackendSpec, ServeBackend, build_store};
+use super::{Prepared, RunArgs, ServerStore, Stores, drive, load_config};
+use crate::backend::{BackendKind, BackendSpec, ServeBackend, build_store, parse_spec};
+use crate::store::LocalStore;
 use crate::sys;
 
 /// What the server [`run_with_server`] starts serves by.
@@ -37,12 +38,18 @@ struct ReadyStore {
     /// The backend as the report names it.
     label: String,
     /// Roots of the store's own processes, whose CPU the run measures (none for a store
-    /// inside the server).
+    /// inside the server, or a store server the run did not start).
     processes: Vec<u32>,
     /// The store's kind, for its cost in the report.
     kind: String,
+    /// A store server started for this run alone (not kept in `stores`): it stops when
+    /// this is dropped, after the run.
+    _local: Option<LocalStore>,
 }
 
+/// The backend an arm names: a kind (its store built from the scenario: a file, or a
+/// store server started for the run), or `KIND:URL`, a store server already running, into
+/// which the scenario's population is written.
 fn ready_store(
     served: Served<'_>,
     prepared: &Prepared,
@@ -57,28 +64,89 @@ fn ready_store(
                 label: format!("canned:{share}"),
                 processes: Vec::new(),
                 kind: "canned".into(),
+                _local: None,
             });
         }
         Served::Store(backend) => backend,
     };
-    let kind = BackendKind::from_name(backend)
-        .with_context(|| format!("unknown backend {backend:?}; known: memory, fst, lmdb"))?;
-    // A comparison builds each backend's store once and reuses it for every repeat.
-    let store = BackendSpec {
-        kind,
-        path: stores
-            .map_or(work, Stores::path)
-            .join(format!("population.{}", kind.name())),
+    let (kind, given) = match backend.split_once(':') {
+        Some(_) => {
+            let spec = parse_spec(backend).map_err(|error| anyhow::anyhow!("{error}"))?;
+            if !spec.kind.is_remote() {
+                bail!(
+                    "{backend}: a {} store is built from the scenario; give the kind alone",
+                    spec.kind.name()
+                );
+            }
+            (spec.kind, Some(spec))
+        }
+        None => (
+            BackendKind::from_name(backend).with_context(|| {
+                format!(
+                    "unknown backend {backend:?}; known: {}",
+                    BackendKind::names()
+                )
+            })?,
+            None,
+        ),
     };
-    if stores.is_none() || !store.path.exists() {
-        build_store(kind, &prepared.model, &store.path, quiet)?;
-    }
-    Ok(ReadyStore {
-        serve: ServeBackend::Store(store),
+    let mut ready = ReadyStore {
+        serve: ServeBackend::Canned(bulk_policy::AcceptShare::ALL),
         label: backend.to_owned(),
         processes: Vec::new(),
         kind: kind.name().to_owned(),
-    })
+        _local: None,
+    };
+    if !kind.is_remote() {
+        // A comparison builds each backend's store once and reuses it for every repeat.
+        let dir = stores.map_or(work, Stores::path);
+        let store = BackendSpec::file(kind, &dir.join(format!("population.{}", kind.name())));
+        if stores.is_none() || !store.path().exists() {
+            build_store(&store, &prepared.model, quiet)?;
+        }
+        ready.serve = ServeBackend::Store(store);
+        return Ok(ready);
+    }
+    if let Some(stores) = stores {
+        let mut servers = stores.servers.borrow_mut();
+        if let Some((_, kept)) = servers.iter().find(|(label, _)| label == backend) {
+            ready.serve = ServeBackend::Store(kept.spec.clone());
+            ready.processes = kept
+                .local
+                .as_ref()
+                .map_or(Vec::new(), LocalStore::processes);
+            return Ok(ready);
+        }
+        let (spec, local) = start_and_load(kind, given, prepared, quiet)?;
+        ready.serve = ServeBackend::Store(spec.clone());
+        ready.processes = local.as_ref().map_or(Vec::new(), LocalStore::processes);
+        servers.push((backend.to_owned(), ServerStore { spec, local }));
+        return Ok(ready);
+    }
+    let (spec, local) = start_and_load(kind, given, prepared, quiet)?;
+    ready.serve = ServeBackend::Store(spec);
+    ready.processes = local.as_ref().map_or(Vec::new(), LocalStore::processes);
+    ready._local = local;
+    Ok(ready)
+}
+
+/// A store server with the scenario's population in it: the one `given`, or one started
+/// here.
+fn start_and_load(
+    kind: BackendKind,
+    given: Option<BackendSpec>,
+    prepared: &Prepared,
+    quiet: bool,
+) -> anyhow::Result<(BackendSpec, Option<LocalStore>)> {
+    let (spec, local) = match given {
+        Some(spec) => (spec, None),
+        None => {
+            let local = LocalStore::start(kind, quiet)?;
+            (local.spec.clone(), Some(local))
+        }
+    };
+    build_store(&spec, &prepared.model, quiet)?;
+    Ok((spec, local))
 }
 
 /// Starts `bulkbench serve` (pinned unless `--no-pin`), drives the workload against it,
@@ -92,19 +160,16 @@ pub(super) fn run_with_server(
     work: &Path,
     stores: Option<&Stores>,
 ) -> anyhow::Result<(Summary, RunResult)> {
-    let ReadyStore {
-        serve: store,
-        label: backend,
-        processes: store_pids,
-        kind: store_kind,
-    } = ready_store(served, prepared, work, stores, args.quiet)?;
+    let ready = ready_store(served, prepared, work, stores, args.quiet)?;
+    let (store, backend) = (&ready.serve, ready.label.clone());
+    let (store_pids, store_kind) = (ready.processes.clone(), ready.kind.clone());
     let pinning = if args.no_pin {
         None
     } else {
         CpuSplit::halves(&bulk_loadgen::allowed_cpus()).and_then(CpuSplit::pinning)
     };
     let server = ServerProcess::spawn(
-        &store,
+        store,
         prepared,
         &work.join("server.log"),
         pinning.as_ref().map(|p| p.server),

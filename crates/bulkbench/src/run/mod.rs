@@ -273,15 +273,31 @@ pub(crate) fn once(
 /// backend's store once, for all of its repeats. A private folder under the system's
 /// temporary directory, removed when dropped, also when a comparison returns early with an
 /// error (its stores can take gigabytes).
-pub(crate) struct Stores(tempfile::TempDir);
+/// Store servers (Redis, PostgreSQL) are kept the same way: started (or a given one
+/// loaded) at an arm's first run, stopped when this is dropped.
+pub(crate) struct Stores {
+    // Declared first, dropped first: the servers stop before the folder goes.
+    servers: std::cell::RefCell<Vec<(String, ServerStore)>>,
+    dir: tempfile::TempDir,
+}
+
+/// A store server ready for the runs of one arm: where it is, and its processes when it
+/// was started for the comparison.
+pub(crate) struct ServerStore {
+    spec: crate::backend::BackendSpec,
+    local: Option<crate::store::LocalStore>,
+}
 
 impl Stores {
     pub(crate) fn new() -> anyhow::Result<Stores> {
-        tempdir().map(Stores)
+        Ok(Stores {
+            servers: std::cell::RefCell::new(Vec::new()),
+            dir: tempdir()?,
+        })
     }
 
     fn path(&self) -> &Path {
-        self.0.path()
+        self.dir.path()
     }
 }
 
