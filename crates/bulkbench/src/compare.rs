@@ -116,7 +116,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Outcome> {
 fn arms(args: &CompareArgs) -> anyhow::Result<Vec<(String, RunTarget)>> {
     let mut arms: Vec<(String, RunTarget)> = Vec::new();
     for backend in &args.backends {
-        arms.push((backend.clone(), RunTarget::Backend(backend.clone())));
+        // A store server given by URL is named by its kind: a URL makes no folder name,
+        // and may hold a password.
+        let name = backend
+            .split_once(':')
+            .map_or(backend.as_str(), |(kind, _)| kind);
+        arms.push((name.to_owned(), RunTarget::Backend(backend.clone())));
     }
     for (name, addr) in &args.targets {
         arms.push((name.clone(), RunTarget::External(*addr)));

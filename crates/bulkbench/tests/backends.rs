@@ -1,88 +1,18 @@
 //! The fst and LMDB backends through the CLI: built by `population`, served by `serve`,
 //! changed by `policy set` while serving, and compared by `compare` with no mismatch.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{build_population, ok, run, serve, signal};
-
-const SCENARIO: &str = r#"
-name = "backends-test"
-seed = 21
-[population]
-mailboxes = 4000
-domains = 25
-[workload]
-mode = "closed"
-sessions = 300
-concurrency = 10
-recipients_max = 20
-message_size_min = 200
-message_size_max = 1000
-warmup_secs = 0.0
-"#;
-
-fn scenario(dir: &Path) -> PathBuf {
-    let path = dir.join("backends-test.toml");
-    std::fs::write(&path, SCENARIO).unwrap();
-    path
-}
-
-/// One bulk transaction: the reply codes ("250 2.1.5") of RCPTs to `rcpts`.
-fn bulk_replies(addr: &str, rcpts: &[&str]) -> Vec<String> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut read_reply = || {
-        let last = loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                break line;
-            }
-        };
-        last.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ")
-    };
-    read_reply();
-    let mut send = |line: &str| stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    send("EHLO test.example");
-    read_reply();
-    send("BULK FROM:<news@shop.test>");
-    read_reply();
-    let mut out = Vec::new();
-    for rcpt in rcpts {
-        send(&format!("RCPT TO:<{rcpt}>"));
-        out.push(read_reply());
-    }
-    send("QUIT");
-    out
-}
-
-/// A mailbox of the scenario's population with an explicit `in` preference.
-fn opted_in_mailbox(scenario: &Path) -> String {
-    let file = scenario.with_extension("tsv");
-    build_population(scenario, None, &file);
-    std::fs::read_to_string(&file)
-        .unwrap()
-        .lines()
-        .find_map(|line| {
-            line.strip_suffix("\tin")
-                .filter(|a| !a.starts_with('@'))
-                .map(str::to_owned)
-        })
-        .expect("an opted-in mailbox")
-}
+use common::{
+    build_population, bulk_replies, ok, opted_in_mailbox, run, serve, signal, small_scenario,
+};
 
 #[test]
 fn every_backend_benches_with_no_mismatch() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario(dir.path());
+    let scenario = small_scenario(dir.path());
     for backend in ["fst", "lmdb"] {
         let out = dir.path().join(format!("run-{backend}"));
         ok(&[
@@ -104,7 +34,7 @@ fn every_backend_benches_with_no_mismatch() {
 #[test]
 fn compare_runs_memory_fst_and_lmdb_on_one_workload() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario(dir.path());
+    let scenario = small_scenario(dir.path());
     let out = dir.path().join("cmp");
     ok(&[
         "compare",
@@ -145,7 +75,7 @@ fn compare_runs_memory_fst_and_lmdb_on_one_workload() {
 #[test]
 fn lmdb_preferences_change_while_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario(dir.path());
+    let scenario = small_scenario(dir.path());
     let store = dir.path().join("pop.lmdb");
     build_population(&scenario, Some("lmdb"), &store);
     let spec = format!("lmdb:{}", store.display());
@@ -188,7 +118,7 @@ fn lmdb_preferences_change_while_serving() {
 #[test]
 fn a_cached_server_sees_a_change_within_the_ttl_and_reports_its_hit_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario(dir.path());
+    let scenario = small_scenario(dir.path());
     let store = dir.path().join("pop.lmdb");
     build_population(&scenario, Some("lmdb"), &store);
     let spec = format!("lmdb:{}", store.display());
@@ -229,7 +159,7 @@ fn a_cached_server_sees_a_change_within_the_ttl_and_reports_its_hit_rate() {
 #[test]
 fn fst_store_is_swapped_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario(dir.path());
+    let scenario = small_scenario(dir.path());
     let fst = dir.path().join("pop.fst");
     build_population(&scenario, Some("fst"), &fst);
     let address = opted_in_mailbox(&scenario);
@@ -238,7 +168,11 @@ fn fst_store_is_swapped_on_sighup() {
     assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
     // Rebuild from another seed: a different population, where this mailbox is unknown.
     let other = dir.path().join("other.toml");
-    std::fs::write(&other, SCENARIO.replace("seed = 21", "seed = 22")).unwrap();
+    std::fs::write(
+        &other,
+        common::SMALL_SCENARIO.replace("seed = 21", "seed = 22"),
+    )
+    .unwrap();
     build_population(&other, Some("fst"), &fst);
     // Until SIGHUP the old map serves; after it, the new one.
     assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);

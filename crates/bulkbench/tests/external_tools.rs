@@ -100,21 +100,6 @@ fn trial(
     Trial::ignorable_test(name, move || test(&folder))
 }
 
-/// What a test does when its tool is missing: fails where every tool is required
-/// (`BULKBENCH_REQUIRE_EXTERNAL=1`, as CI runs), else reports itself ignored, naming the
-/// package and how to install it.
-fn missing(package: &str, install: &str) -> Result<Completion, Failed> {
-    if std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1") {
-        return Err(format!(
-            "{package} is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: {install}"
-        )
-        .into());
-    }
-    Ok(Completion::ignored_with(format!(
-        "needs {package}, which is missing: {install}"
-    )))
-}
-
 fn have_python_hdrhistogram() -> bool {
     Command::new("python3")
         .args(["-c", "import hdrh.log"])
@@ -146,7 +131,7 @@ fn hlog_files_decode_with_the_pypi_hdrhistogram_reader(
     folder: &RunFolder,
 ) -> Result<Completion, Failed> {
     if !have_python_hdrhistogram() {
-        return missing("PyPI package hdrhistogram", "pip install hdrhistogram");
+        return common::missing("PyPI package hdrhistogram", "pip install hdrhistogram");
     }
     let out = folder.get();
     let summary = common::summary(out);
@@ -255,7 +240,7 @@ fn the_report_renders_in_chromium_at_desk_and_phone_width(
     folder: &RunFolder,
 ) -> Result<Completion, Failed> {
     let Some(browser) = chromium() else {
-        return missing("Chromium", "apt-get install chromium");
+        return common::missing("Chromium", "apt-get install chromium");
     };
     let out = folder.get();
     let work = tempfile::tempdir().unwrap();

@@ -92,7 +92,8 @@ fn ready_store(
     };
     let mut ready = ReadyStore {
         serve: ServeBackend::Canned(bulk_policy::AcceptShare::ALL),
-        label: backend.to_owned(),
+        // The kind, not a URL (which may hold a password) in the report.
+        label: kind.name().to_owned(),
         processes: Vec::new(),
         kind: kind.name().to_owned(),
         _local: None,

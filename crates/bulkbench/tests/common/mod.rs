@@ -4,10 +4,13 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
+
+use libtest_mimic::{Completion, Failed};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bulkbench");
@@ -316,4 +319,90 @@ pub fn load(
     ];
     args.extend(extra);
     run(&args)
+}
+
+/// A small scenario (4,000 mailboxes, 300 sessions): a store in a second, a run in one.
+pub const SMALL_SCENARIO: &str = r#"
+name = "backends-test"
+seed = 21
+[population]
+mailboxes = 4000
+domains = 25
+[workload]
+mode = "closed"
+sessions = 300
+concurrency = 10
+recipients_max = 20
+message_size_min = 200
+message_size_max = 1000
+warmup_secs = 0.0
+"#;
+
+/// [`SMALL_SCENARIO`], written into `dir`.
+pub fn small_scenario(dir: &Path) -> PathBuf {
+    let path = dir.join("backends-test.toml");
+    std::fs::write(&path, SMALL_SCENARIO).unwrap();
+    path
+}
+
+/// One bulk transaction: the reply codes ("250 2.1.5") of RCPTs to `rcpts`.
+pub fn bulk_replies(addr: &str, rcpts: &[&str]) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut read_reply = || {
+        let last = loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                break line;
+            }
+        };
+        last.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ")
+    };
+    read_reply();
+    let mut send = |line: &str| stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    send("EHLO test.example");
+    read_reply();
+    send("BULK FROM:<news@shop.test>");
+    read_reply();
+    let mut out = Vec::new();
+    for rcpt in rcpts {
+        send(&format!("RCPT TO:<{rcpt}>"));
+        out.push(read_reply());
+    }
+    send("QUIT");
+    out
+}
+
+/// A mailbox of the scenario's population with an explicit `in` preference.
+pub fn opted_in_mailbox(scenario: &Path) -> String {
+    let file = scenario.with_extension("tsv");
+    build_population(scenario, None, &file);
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            line.strip_suffix("\tin")
+                .filter(|a| !a.starts_with('@'))
+                .map(str::to_owned)
+        })
+        .expect("an opted-in mailbox")
+}
+
+/// What a test does when its tool is missing: fails where every tool is required
+/// (`BULKBENCH_REQUIRE_EXTERNAL=1`, as CI runs), else reports itself ignored, naming the
+/// package and how to install it.
+pub fn missing(package: &str, install: &str) -> Result<Completion, Failed> {
+    if std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1") {
+        return Err(format!(
+            "{package} is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: {install}"
+        )
+        .into());
+    }
+    Ok(Completion::ignored_with(format!(
+        "needs {package}, which is missing: {install}"
+    )))
 }
