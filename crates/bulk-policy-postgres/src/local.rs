@@ -96,8 +96,8 @@ fn not_installed(program: &'static str) -> PostgresStoreError {
     }
 }
 
-/// Whether the server programs can be found (so a test can skip, loudly, where they
-/// cannot).
+/// Whether the server programs can be found (else [`LocalPostgres::start`] fails with
+/// [`PostgresStoreError::NotInstalled`]).
 pub fn postgres_installed() -> bool {
     Programs::find().is_ok()
 }

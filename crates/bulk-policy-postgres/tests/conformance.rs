@@ -1,6 +1,10 @@
 //! The shared conformance suite, run against stores filled two ways: by a load, and by
 //! `set` calls on a load of the domains alone. One cluster serves both, each store in a
 //! schema of its own.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where PostgreSQL is missing,
+//! a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -8,6 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bulk_policy::{Population, conformance};
 use bulk_policy_postgres::{PostgresBackend, PostgresSpec, load};
+use common::{Outcome, trial};
+
+fn main() {
+    let trials = vec![trial(
+        "loaded_stores_and_stores_filled_by_set_conform",
+        loaded_stores_and_stores_filled_by_set_conform,
+    )];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 /// Connections per backend: fewer than the suite's 16 concurrent lookups, so they queue
 /// for connections as a busy server's would.
@@ -46,11 +59,8 @@ async fn filled_by_set(spec: &PostgresSpec, population: &Population) -> Postgres
     backend
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loaded_stores_and_stores_filled_by_set_conform() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn loaded_stores_and_stores_filled_by_set_conform() -> Outcome {
+    let cluster = common::cluster()?;
     let next = AtomicUsize::new(0);
     let spec = || {
         cluster.spec(&format!(
@@ -61,4 +71,5 @@ async fn loaded_stores_and_stores_filled_by_set_conform() {
     conformance::run(|population| block_on(loaded(&spec(), &population))).await;
     conformance::run(|population| block_on(filled_by_set(&spec(), &population))).await;
     cluster.server.stop().expect("stop");
+    Ok(())
 }

@@ -15,6 +15,10 @@
 //! `SELECT .. FROM mailboxes WHERE address = ANY($1) UNION ALL SELECT .. FROM domains
 //! WHERE domain = ANY($2)` and joins the answers to the batch in Rust (hash maps). Both run
 //! on one connection, one batch at a time, in alternating rounds.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where PostgreSQL is missing,
+//! a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -26,7 +30,17 @@ use bulk_policy_postgres::{PostgresBackend, load};
 use bulk_population::{
     NonNegative, PopulationConfig, PopulationModel, RecipientDraws, Share, WorkloadConfig,
 };
+use common::{Outcome, trial};
 use tokio_postgres::Client;
+
+fn main() {
+    let trials = vec![
+        // Ignored unless asked for (`--ignored`, `--include-ignored`): it loads 1M
+        // mailboxes; run it in release, figures on stderr.
+        trial("load_and_lookup_figures", load_and_lookup_figures).with_ignored_flag(true),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 const SEED: u64 = 1;
 const DOMAINS: u64 = 1_000;
@@ -172,12 +186,8 @@ fn mailboxes_to_load() -> u64 {
     std::env::var("BULK_POLICY_POSTGRES_SCALE").map_or(1_000_000, |n| n.parse().expect("a size"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "loads 1M mailboxes: run in release, figures on stderr"]
-async fn load_and_lookup_figures() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn load_and_lookup_figures() -> Outcome {
+    let cluster = common::cluster()?;
     let mailboxes = mailboxes_to_load();
     let model = population_model(mailboxes);
     let population: Population = model.build();
@@ -255,4 +265,5 @@ async fn load_and_lookup_figures() {
     drop(client);
     drop(backend);
     cluster.server.stop().unwrap();
+    Ok(())
 }

@@ -1,6 +1,10 @@
 //! The store through the public API, each test on a throwaway cluster of its own (initdb
 //! takes about a second here): updates, the one-query contract, reloads, schemas side by
 //! side, refusals and a database too slow to answer.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where PostgreSQL is missing,
+//! a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -11,9 +15,36 @@ use bulk_policy::{
     Verdict,
 };
 use bulk_policy_postgres::{PostgresBackend, PostgresStoreError, load};
-use common::{population, raw_client, verdicts};
+use common::{Outcome, population, raw_client, trial, verdicts};
 
 use Verdict::{Accept, NotLocal, OptedOut, UnknownMailbox};
+
+fn main() {
+    let trials = vec![
+        trial(
+            "get_and_set_are_seen_by_the_next_lookup",
+            get_and_set_are_seen_by_the_next_lookup,
+        ),
+        trial("each_batch_is_one_query", each_batch_is_one_query),
+        trial(
+            "a_second_load_replaces_the_first",
+            a_second_load_replaces_the_first,
+        ),
+        trial(
+            "two_schemas_in_one_database_stay_apart",
+            two_schemas_in_one_database_stay_apart,
+        ),
+        trial(
+            "schemas_that_hold_no_store_are_refused",
+            schemas_that_hold_no_store_are_refused,
+        ),
+        trial(
+            "a_slow_database_makes_lookups_unavailable",
+            a_slow_database_makes_lookups_unavailable,
+        ),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 const FIRST: &str = "\
 @example.org\topt-in
@@ -50,11 +81,8 @@ fn expected(text: &str) -> Vec<Verdict> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_and_set_are_seen_by_the_next_lookup() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn get_and_set_are_seen_by_the_next_lookup() -> Outcome {
+    let cluster = common::cluster()?;
     let spec = cluster.spec("updates");
     load(&spec, &population(FIRST), |_| {}).await.expect("load");
     let backend = PostgresBackend::connect(&spec, 2).await.expect("connect");
@@ -111,6 +139,7 @@ async fn get_and_set_are_seen_by_the_next_lookup() {
     ));
     assert_eq!(backend.get("eve@example.org").await.unwrap(), None);
     cluster.server.stop().expect("stop");
+    Ok(())
 }
 
 /// A population of `n` mailboxes over ten domains, every preference in both regimes.
@@ -136,11 +165,8 @@ fn numbered(n: usize) -> Population {
     population
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_batch_is_one_query() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn each_batch_is_one_query() -> Outcome {
+    let cluster = common::cluster()?;
     let spec = cluster.spec("batches");
     let population = numbered(1_000);
     load(&spec, &population, |_| {}).await.expect("load");
@@ -190,13 +216,11 @@ async fn each_batch_is_one_query() {
     assert_eq!(verdicts(&backend, &odd).await, [UnknownMailbox, Accept]);
     assert_eq!(backend.queries(), 2);
     cluster.server.stop().expect("stop");
+    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_load_replaces_the_first() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn a_second_load_replaces_the_first() -> Outcome {
+    let cluster = common::cluster()?;
     let spec = cluster.spec("reloaded");
     let first = load(&spec, &population(FIRST), |_| {})
         .await
@@ -244,13 +268,11 @@ async fn a_second_load_replaces_the_first() {
     }
     assert_eq!(verdicts(&backend, PROBES).await, expected(SECOND));
     cluster.server.stop().expect("stop");
+    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_schemas_in_one_database_stay_apart() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn two_schemas_in_one_database_stay_apart() -> Outcome {
+    let cluster = common::cluster()?;
     let (spec_a, spec_b) = (cluster.spec("pop_a"), cluster.spec("pop_b"));
     load(&spec_a, &population(FIRST), |_| {})
         .await
@@ -289,13 +311,11 @@ async fn two_schemas_in_one_database_stay_apart() {
         Err(PostgresStoreError::DomainNotServed { .. })
     ));
     cluster.server.stop().expect("stop");
+    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemas_that_hold_no_store_are_refused() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn schemas_that_hold_no_store_are_refused() -> Outcome {
+    let cluster = common::cluster()?;
     match PostgresBackend::connect(&cluster.spec("nothing_here"), 1).await {
         Err(e @ PostgresStoreError::NoStore { .. }) => {
             assert!(e.to_string().contains("nothing_here"), "{e}");
@@ -356,13 +376,11 @@ async fn schemas_that_hold_no_store_are_refused() {
         .await
         .expect("connect after the reload");
     cluster.server.stop().expect("stop");
+    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_database_makes_lookups_unavailable() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn a_slow_database_makes_lookups_unavailable() -> Outcome {
+    let cluster = common::cluster()?;
     let spec = cluster.spec("slow");
     load(&spec, &population(FIRST), |_| {}).await.expect("load");
     let backend = PostgresBackend::connect_with_timeout(&spec, 1, Duration::from_millis(300))
@@ -396,4 +414,5 @@ async fn a_slow_database_makes_lookups_unavailable() {
     // The lock gone, the pool has a working connection again.
     assert_eq!(verdicts(&backend, PROBES).await, expected(FIRST));
     cluster.server.stop().expect("stop");
+    Ok(())
 }

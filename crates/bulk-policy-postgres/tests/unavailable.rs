@@ -1,6 +1,10 @@
 //! A database that went away or stopped answering: lookups fail with
 //! `PolicyError::Unavailable` (the server replies 451), never a guessed verdict, and leave
 //! `out` as it was.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where PostgreSQL is missing,
+//! a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -10,16 +14,28 @@ use std::time::Duration;
 
 use bulk_policy::{AddressBatch, PolicyBackend, PolicyError, Preference, Verdict};
 use bulk_policy_postgres::{PostgresBackend, PostgresSpec, load};
+use common::{Outcome, trial};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_server_makes_lookups_unavailable() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+fn main() {
+    let trials = vec![
+        trial(
+            "a_stopped_server_makes_lookups_unavailable",
+            a_stopped_server_makes_lookups_unavailable,
+        ),
+        trial(
+            "a_database_that_stops_answering_makes_lookups_unavailable",
+            a_database_that_stops_answering_makes_lookups_unavailable,
+        ),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
+
+async fn a_stopped_server_makes_lookups_unavailable() -> Outcome {
+    let cluster = common::cluster()?;
     let spec = cluster.spec("gone");
     let population = common::population("@example.org\topt-out\nann@example.org\tout\n");
     load(&spec, &population, |_| {}).await.expect("load");
@@ -66,6 +82,7 @@ async fn a_stopped_server_makes_lookups_unavailable() {
     );
     assert!(PostgresBackend::connect(&spec, 1).await.is_err());
     assert!(load(&spec, &population, |_| {}).await.is_err());
+    Ok(())
 }
 
 /// How long a relay runs at most; the tests are done well before.
@@ -117,11 +134,8 @@ async fn relay(port: u16) -> (u16, Arc<AtomicBool>) {
     (relay_port, frozen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_that_stops_answering_makes_lookups_unavailable() {
-    let Some(cluster) = common::cluster() else {
-        return;
-    };
+async fn a_database_that_stops_answering_makes_lookups_unavailable() -> Outcome {
+    let cluster = common::cluster()?;
     let population = common::population("@example.org\topt-in\nann@example.org\tin\n");
     load(&cluster.spec("frozen"), &population, |_| {})
         .await
@@ -158,4 +172,5 @@ async fn a_database_that_stops_answering_makes_lookups_unavailable() {
     frozen.store(false, Ordering::Relaxed);
     assert_eq!(common::verdicts(&backend, &addresses).await, expected);
     cluster.server.stop().expect("stop");
+    Ok(())
 }

@@ -163,6 +163,9 @@ impl LocalRedisCluster {
                 "a Redis Cluster needs at least 3 masters, {nodes} asked"
             )));
         }
+        // redis-server first: where neither is installed, its package is the one to name
+        // (Debian's redis-server brings redis-tools, not the other way round).
+        installed("redis-server", "redis-server")?;
         installed("redis-cli", "redis-tools")?;
         let mut cluster = LocalRedisCluster { nodes: Vec::new() };
         for i in 0..nodes {

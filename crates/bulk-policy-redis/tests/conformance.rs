@@ -1,12 +1,28 @@
 //! The shared conformance suite, against one server and a three-node cluster, on stores
 //! filled three ways: by a load, by `set_regime` and `set` calls on a load of the domains
 //! alone, and by a load that replaces a prefix holding another population.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where redis-server or
+//! redis-cli is missing, a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
 use bulk_policy::{Population, Preference, Regime, conformance};
 use bulk_policy_redis::{RedisBackend, load};
-use common::{Specs, block_on, local_cluster, local_redis};
+use common::{Outcome, Runtime, Specs, block_on, local_cluster, local_redis, trial};
+
+fn main() {
+    let trials = vec![
+        trial(
+            "single_server_conforms",
+            Runtime::MultiThread,
+            single_server_conforms,
+        ),
+        trial("cluster_conforms", Runtime::MultiThread, cluster_conforms),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 fn loaded(specs: &Specs, population: &Population) -> RedisBackend {
     let spec = specs.next();
@@ -99,28 +115,24 @@ fn replaced(specs: &Specs, population: &Population) -> RedisBackend {
     backend
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_server_conforms() {
+async fn single_server_conforms() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(dir.path()) else {
-        return;
-    };
+    let redis = local_redis(dir.path())?;
     let specs = Specs::single(&redis);
     conformance::run(|population| loaded(&specs, &population)).await;
     conformance::run(|population| filled_by_updates(&specs, &population)).await;
     conformance::run(|population| replaced(&specs, &population)).await;
     redis.stop().unwrap();
+    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_conforms() {
+async fn cluster_conforms() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cluster) = local_cluster(dir.path()) else {
-        return;
-    };
+    let cluster = local_cluster(dir.path())?;
     let specs = Specs::cluster(&cluster);
     conformance::run(|population| loaded(&specs, &population)).await;
     conformance::run(|population| filled_by_updates(&specs, &population)).await;
     conformance::run(|population| replaced(&specs, &population)).await;
     cluster.stop().unwrap();
+    Ok(())
 }

@@ -1,5 +1,9 @@
 //! A down, stalled or missing Redis gives `PolicyError::Unavailable`, within the timeout,
 //! never a guessed verdict; `out` is left as it was.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where redis-server or
+//! redis-cli is missing, a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -7,7 +11,34 @@ use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, NormalizeConfig, PolicyBackend, PolicyError, Population, Verdict};
 use bulk_policy_redis::{RedisBackend, RedisSpec, RedisStoreError, load};
-use common::{Proxy, Specs, local_cluster, local_redis};
+use common::{Outcome, Proxy, Runtime, Specs, local_cluster, local_redis, trial};
+
+fn main() {
+    let trials = vec![
+        trial(
+            "a_stopped_server_gives_unavailable",
+            Runtime::CurrentThread,
+            a_stopped_server_gives_unavailable,
+        ),
+        trial(
+            "a_stalled_server_times_out",
+            Runtime::CurrentThread,
+            a_stalled_server_times_out,
+        ),
+        // Needs no program: a port with nothing behind it.
+        trial(
+            "nothing_listening_is_an_error_not_a_hang",
+            Runtime::CurrentThread,
+            nothing_listening_is_an_error_not_a_hang,
+        ),
+        trial(
+            "a_stopped_cluster_node_gives_unavailable",
+            Runtime::CurrentThread,
+            a_stopped_cluster_node_gives_unavailable,
+        ),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 /// The timeout of the backends under test: short, so the tests are quick.
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -45,12 +76,9 @@ async fn expect_unavailable(backend: &RedisBackend, name: &str) {
     assert_eq!(out, [Verdict::NotLocal]);
 }
 
-#[tokio::test]
-async fn a_stopped_server_gives_unavailable() {
+async fn a_stopped_server_gives_unavailable() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(dir.path()) else {
-        return;
-    };
+    let redis = local_redis(dir.path())?;
     let spec = Specs::single(&redis).next();
     load(&spec, &population(), |_| {}).await.unwrap();
     let backend = RedisBackend::connect_with_timeout(&spec, TIMEOUT)
@@ -72,14 +100,12 @@ async fn a_stopped_server_gives_unavailable() {
         ),
         "{e}"
     );
+    Ok(())
 }
 
-#[tokio::test]
-async fn a_stalled_server_times_out() {
+async fn a_stalled_server_times_out() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(dir.path()) else {
-        return;
-    };
+    let redis = local_redis(dir.path())?;
     let spec = Specs::single(&redis).next();
     load(&spec, &population(), |_| {}).await.unwrap();
     let proxy = Proxy::start(redis.port(), Duration::ZERO).await;
@@ -103,9 +129,9 @@ async fn a_stalled_server_times_out() {
     backend.lookup(&batch(), &mut out).await.unwrap();
     assert_eq!(out, vec![Verdict::Accept; 20]);
     redis.stop().unwrap();
+    Ok(())
 }
 
-#[tokio::test]
 async fn nothing_listening_is_an_error_not_a_hang() {
     // A port that was free a moment ago.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -127,12 +153,9 @@ async fn nothing_listening_is_an_error_not_a_hang() {
     assert!(e.to_string().contains(&port.to_string()), "{e}");
 }
 
-#[tokio::test]
-async fn a_stopped_cluster_node_gives_unavailable() {
+async fn a_stopped_cluster_node_gives_unavailable() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cluster) = local_cluster(dir.path()) else {
-        return;
-    };
+    let cluster = local_cluster(dir.path())?;
     let spec = Specs::cluster(&cluster).next();
     load(&spec, &population(), |_| {}).await.unwrap();
     let backend = RedisBackend::connect_with_timeout(&spec, TIMEOUT)
@@ -154,4 +177,5 @@ async fn a_stopped_cluster_node_gives_unavailable() {
     expect_unavailable(&backend, "redis-cluster").await;
     expect_unavailable(&backend, "redis-cluster").await;
     cluster.stop().unwrap();
+    Ok(())
 }

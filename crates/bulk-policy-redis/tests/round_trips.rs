@@ -2,6 +2,10 @@
 //! whatever the batch holds, and a proxy between backend and Redis sees one request burst
 //! per lookup, so a 100-RCPT batch costs one network delay, not 100. In a cluster, one
 //! pipeline per node, all sent at once; one per slot when a slot has moved.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where redis-server or
+//! redis-cli is missing, a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -10,8 +14,24 @@ use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, NormalizeConfig, PolicyBackend, Population, Verdict};
 use bulk_policy_redis::{LocalRedisCluster, RedisBackend, RedisSpec, load};
-use common::{Proxy, Specs, local_cluster, local_redis};
+use common::{Outcome, Proxy, Runtime, Specs, local_cluster, local_redis, trial};
 use redis::cluster_routing::Slot;
+
+fn main() {
+    let trials = vec![
+        trial(
+            "a_batch_is_one_round_trip_on_a_server",
+            Runtime::CurrentThread,
+            a_batch_is_one_round_trip_on_a_server,
+        ),
+        trial(
+            "a_batch_is_one_pipeline_per_node_in_a_cluster",
+            Runtime::CurrentThread,
+            a_batch_is_one_pipeline_per_node_in_a_cluster,
+        ),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 /// Domains in the population, and in a batch.
 const DOMAINS: usize = 50;
@@ -51,12 +71,9 @@ async fn checked_lookup(backend: &RedisBackend, population: &Population, batch: 
     assert_eq!(out, expected);
 }
 
-#[tokio::test]
-async fn a_batch_is_one_round_trip_on_a_server() {
+async fn a_batch_is_one_round_trip_on_a_server() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(dir.path()) else {
-        return;
-    };
+    let redis = local_redis(dir.path())?;
     let spec = Specs::single(&redis).next();
     let population = population();
     load(&spec, &population, |_| {}).await.unwrap();
@@ -95,14 +112,12 @@ async fn a_batch_is_one_round_trip_on_a_server() {
     assert_eq!(out, [Verdict::NotLocal; 3]);
     assert_eq!(backend.round_trips(), trips);
     redis.stop().unwrap();
+    Ok(())
 }
 
-#[tokio::test]
-async fn a_batch_is_one_pipeline_per_node_in_a_cluster() {
+async fn a_batch_is_one_pipeline_per_node_in_a_cluster() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cluster) = local_cluster(dir.path()) else {
-        return;
-    };
+    let cluster = local_cluster(dir.path())?;
     let spec = Specs::cluster(&cluster).next();
     let population = population();
     load(&spec, &population, |_| {}).await.unwrap();
@@ -141,6 +156,7 @@ async fn a_batch_is_one_pipeline_per_node_in_a_cluster() {
     checked_lookup(&backend, &population, &batch).await;
     assert_eq!(backend.round_trips() - trips, 1 + 3);
     cluster.stop().unwrap();
+    Ok(())
 }
 
 /// Moves the slot of `key` (and its keys) from its node to the next one, the way

@@ -9,6 +9,10 @@
 //! (`BULK_POLICY_REDIS_SCALE=1000000,5000000` picks other sizes; `BULK_POLICY_REDIS_CLUSTER=0`
 //! skips the cluster.) The population and the lookups are those of the fst and LMDB scale
 //! tests: `bulk_population`'s `PopulationModel` and `RecipientDraws`.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where redis-server or
+//! redis-cli is missing, a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -19,7 +23,16 @@ use bulk_policy_redis::{RedisBackend, RedisSpec, load};
 use bulk_population::{
     NonNegative, PopulationConfig, PopulationModel, RecipientDraws, Share, WorkloadConfig,
 };
-use common::{Specs, local_cluster, local_redis};
+use common::{Outcome, Runtime, Specs, local_cluster, local_redis, trial};
+
+fn main() {
+    let trials = vec![
+        // Ignored unless asked for (`--ignored`, `--include-ignored`): it loads a million
+        // mailboxes; run it in release, figures on stderr.
+        trial("scale_figures", Runtime::MultiThread, scale_figures).with_ignored_flag(true),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 /// Seed of the population and of the lookups.
 const SEED: u64 = 1;
@@ -144,13 +157,9 @@ async fn measure(label: &str, spec: &RedisSpec, mailboxes: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "loads a million mailboxes: run in release, figures on stderr"]
-async fn scale_figures() {
+async fn scale_figures() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(&dir.path().join("single")) else {
-        return;
-    };
+    let redis = local_redis(&dir.path().join("single"))?;
     let specs = Specs::single(&redis);
     for mailboxes in sizes() {
         measure("redis", &specs.next(), mailboxes).await;
@@ -162,16 +171,15 @@ async fn scale_figures() {
     redis.stop().unwrap();
 
     if std::env::var("BULK_POLICY_REDIS_CLUSTER").is_ok_and(|v| v == "0") {
-        return;
+        return Ok(());
     }
-    let Some(cluster) = local_cluster(&dir.path().join("cluster")) else {
-        return;
-    };
+    let cluster = local_cluster(&dir.path().join("cluster"))?;
     let specs = Specs::cluster(&cluster);
     for mailboxes in sizes() {
         measure("redis-cluster (3 nodes)", &specs.next(), mailboxes).await;
     }
     cluster.stop().unwrap();
+    Ok(())
 }
 
 /// `used_memory_human` and `used_memory` from INFO memory.

@@ -1,5 +1,9 @@
 //! Reads and updates while serving: a `set` is seen by the next lookup, on one server and
 //! on a cluster; what `set`, `connect` and `load` refuse, and the errors' words.
+//!
+//! Runs under libtest-mimic (`harness = false` in Cargo.toml): where redis-server or
+//! redis-cli is missing, a test shows as ignored, naming the package, or fails under
+//! `BULKBENCH_REQUIRE_EXTERNAL=1` (see `common`).
 
 mod common;
 
@@ -7,7 +11,33 @@ use bulk_policy::{
     AddressBatch, NormalizeConfig, PolicyBackend, Population, Preference, Regime, Verdict,
 };
 use bulk_policy_redis::{FORMAT, RedisBackend, RedisSpec, RedisStoreError, clear, load};
-use common::{Specs, local_cluster, local_redis};
+use common::{Outcome, Runtime, Specs, local_cluster, local_redis, trial};
+
+fn main() {
+    let trials = vec![
+        trial(
+            "single_server_sets_are_seen_by_the_next_lookup",
+            Runtime::CurrentThread,
+            single_server_sets_are_seen_by_the_next_lookup,
+        ),
+        trial(
+            "cluster_sets_are_seen_by_the_next_lookup",
+            Runtime::CurrentThread,
+            cluster_sets_are_seen_by_the_next_lookup,
+        ),
+        trial(
+            "stores_are_refused_with_the_reason",
+            Runtime::CurrentThread,
+            stores_are_refused_with_the_reason,
+        ),
+        trial(
+            "a_load_replaces_what_the_prefix_held",
+            Runtime::CurrentThread,
+            a_load_replaces_what_the_prefix_held,
+        ),
+    ];
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
+}
 
 fn population() -> Population {
     let text = "@example.org\topt-in\n@example.net\topt-out\nann@example.org\tin\n\
@@ -120,32 +150,25 @@ async fn refusals(backend: &RedisBackend) {
     assert!(matches!(e, RedisStoreError::Entry(_)), "{e}");
 }
 
-#[tokio::test]
-async fn single_server_sets_are_seen_by_the_next_lookup() {
+async fn single_server_sets_are_seen_by_the_next_lookup() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(dir.path()) else {
-        return;
-    };
+    let redis = local_redis(dir.path())?;
     sets_are_seen_by_the_next_lookup(&Specs::single(&redis).next()).await;
     redis.stop().unwrap();
+    Ok(())
 }
 
-#[tokio::test]
-async fn cluster_sets_are_seen_by_the_next_lookup() {
+async fn cluster_sets_are_seen_by_the_next_lookup() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cluster) = local_cluster(dir.path()) else {
-        return;
-    };
+    let cluster = local_cluster(dir.path())?;
     sets_are_seen_by_the_next_lookup(&Specs::cluster(&cluster).next()).await;
     cluster.stop().unwrap();
+    Ok(())
 }
 
-#[tokio::test]
-async fn stores_are_refused_with_the_reason() {
+async fn stores_are_refused_with_the_reason() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(dir.path()) else {
-        return;
-    };
+    let redis = local_redis(dir.path())?;
     let specs = Specs::single(&redis);
 
     // No store under the prefix: the error names it.
@@ -201,14 +224,12 @@ async fn stores_are_refused_with_the_reason() {
     let keys = raw(&redis.url(), &["KEYS", &format!("{}:*", spec.prefix)]).await;
     assert_eq!(keys.len(), 3, "{keys:?}");
     redis.stop().unwrap();
+    Ok(())
 }
 
-#[tokio::test]
-async fn a_load_replaces_what_the_prefix_held() {
+async fn a_load_replaces_what_the_prefix_held() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = local_redis(dir.path()) else {
-        return;
-    };
+    let redis = local_redis(dir.path())?;
     let specs = Specs::single(&redis);
     let spec = specs.next();
     let neighbour = specs.next();
@@ -270,6 +291,7 @@ async fn a_load_replaces_what_the_prefix_held() {
         [Verdict::Accept]
     );
     redis.stop().unwrap();
+    Ok(())
 }
 
 /// Sends one command with the Redis client directly and returns its reply's strings.

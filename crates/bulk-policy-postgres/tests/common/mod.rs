@@ -1,35 +1,74 @@
-//! What the tests share: a throwaway cluster, skipped loudly where PostgreSQL is missing.
+//! What the tests share: a throwaway cluster, and the harness that reports a test ignored
+//! where PostgreSQL is missing.
+//!
+//! A missing program shows a test as ignored, with the package named, in the test output;
+//! with `BULKBENCH_REQUIRE_EXTERNAL=1` (as CI runs) it fails instead. libtest decides what
+//! is ignored when it compiles (`#[ignore]`), so the test files that start a cluster run
+//! under libtest-mimic (`harness = false` in Cargo.toml), which lets a test report itself
+//! ignored when it runs: each test is an `async fn` returning [`Outcome`], whose cluster
+//! comes from `common::cluster()?`, listed in the file's `main` by [`trial`].
 
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
-use bulk_policy_postgres::{LocalPostgres, PostgresSpec, postgres_installed};
+use bulk_policy_postgres::{LocalPostgres, PostgresSpec, PostgresStoreError};
+use libtest_mimic::{Completion, Trial};
 
-/// Whether CI demands every external tool (then a missing PostgreSQL fails the test).
-pub fn required() -> bool {
-    std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1")
+/// A program a test needs that is not installed, and the Debian package that brings it.
+#[derive(Debug)]
+pub struct Missing {
+    program: &'static str,
+    package: &'static str,
 }
 
-/// A cluster in a fresh temporary folder, or `None` (having said so on stderr) where
-/// PostgreSQL is not installed; panics then under `BULKBENCH_REQUIRE_EXTERNAL=1`.
+/// What a test that starts a cluster returns: `Err` where a program it needs is missing.
+pub type Outcome = Result<(), Missing>;
+
+/// The trial `name`, running `test` on a multi-threaded tokio runtime of its own (two
+/// workers, as `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`). Where
+/// `test` returns [`Missing`] the trial fails if every tool is required
+/// (`BULKBENCH_REQUIRE_EXTERNAL=1`, as CI runs), else reports itself ignored, naming the
+/// program and how to install it. A panic fails it.
+pub fn trial<F, Fut>(name: &str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Outcome>,
+{
+    Trial::ignorable_test(name, move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let Err(Missing { program, package }) = runtime.block_on(test()) else {
+            return Ok(Completion::Completed);
+        };
+        if std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1") {
+            return Err(format!(
+                "{program} is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: \
+                 apt-get install {package}"
+            )
+            .into());
+        }
+        Ok(Completion::ignored_with(format!(
+            "needs {program}, which is missing: apt-get install {package}"
+        )))
+    })
+}
+
+/// A cluster in a fresh temporary folder, or [`Missing`] where PostgreSQL (initdb, pg_ctl,
+/// postgres) is not installed; panics on any other error.
 ///
 /// Drop the cluster before the folder: the `Cluster` fields are in that order.
-pub fn cluster() -> Option<Cluster> {
-    if !postgres_installed() {
-        assert!(
-            !required(),
-            "PostgreSQL is required (BULKBENCH_REQUIRE_EXTERNAL=1) but initdb is missing: \
-             apt-get install postgresql"
-        );
-        eprintln!(
-            "\n*** SKIPPED: needs initdb (Debian package postgresql); this check did not run \
-             ***\n"
-        );
-        return None;
-    }
+pub fn cluster() -> Result<Cluster, Missing> {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let server = LocalPostgres::start(dir.path()).expect("start a local PostgreSQL");
-    Some(Cluster { server, _dir: dir })
+    match LocalPostgres::start(dir.path()) {
+        Ok(server) => Ok(Cluster { server, _dir: dir }),
+        Err(PostgresStoreError::NotInstalled { program, package }) => {
+            Err(Missing { program, package })
+        }
+        Err(e) => panic!("start a local PostgreSQL: {e:?}"),
+    }
 }
 
 /// A running cluster and its folder (removed after the server stopped).

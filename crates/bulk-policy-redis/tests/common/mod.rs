@@ -1,6 +1,14 @@
-//! What the tests share: throwaway servers that are skipped loudly where redis-server is
-//! missing (and fail instead under `BULKBENCH_REQUIRE_EXTERNAL=1`, as CI sets), specs with
-//! fresh prefixes, and a TCP proxy that counts round trips, delays or stalls traffic.
+//! What the tests share: throwaway servers, and the harness that reports a test ignored
+//! where redis-server (or redis-cli) is missing; specs with fresh prefixes; a TCP proxy
+//! that counts round trips, delays or stalls traffic.
+//!
+//! A missing program shows a test as ignored, with the package named, in the test output;
+//! with `BULKBENCH_REQUIRE_EXTERNAL=1` (as CI runs) it fails instead. libtest decides what
+//! is ignored when it compiles (`#[ignore]`), so the test files that start a server run
+//! under libtest-mimic (`harness = false` in Cargo.toml), which lets a test report itself
+//! ignored when it runs: each test is an `async fn` returning [`Outcome`], whose server
+//! comes from `local_redis(..)?` or `local_cluster(..)?`, listed in the file's `main` by
+//! [`trial`].
 
 #![allow(dead_code)]
 
@@ -11,43 +19,111 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bulk_policy_redis::{LocalRedis, LocalRedisCluster, RedisSpec, RedisStoreError};
+use libtest_mimic::{Completion, Failed, Trial};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Whether CI demands every external tool.
-fn required() -> bool {
-    std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1")
+/// A program a test needs that is not installed, and the Debian package that brings it.
+#[derive(Debug)]
+pub struct Missing {
+    program: &'static str,
+    package: &'static str,
 }
 
-/// `None` (after saying so loudly) if the error is a missing program and CI does not
-/// require it; panics on any other error.
-fn skip_if_missing<T>(result: Result<T, RedisStoreError>) -> Option<T> {
+impl Missing {
+    /// What the test comes to: a failure where every tool is required
+    /// (`BULKBENCH_REQUIRE_EXTERNAL=1`, as CI runs), else ignored, naming the program and
+    /// how to install it.
+    fn completion(&self) -> Result<Completion, Failed> {
+        let Missing { program, package } = self;
+        if std::env::var_os("BULKBENCH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1") {
+            return Err(format!(
+                "{program} is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: \
+                 apt-get install {package}"
+            )
+            .into());
+        }
+        Ok(Completion::ignored_with(format!(
+            "needs {program}, which is missing: apt-get install {package}"
+        )))
+    }
+}
+
+/// What a test that starts a server returns: `Err` where a program it needs is missing.
+pub type Outcome = Result<(), Missing>;
+
+/// What a test's body may return: `()` (it needs no program) or an [`Outcome`].
+pub trait Finished {
+    fn completion(self) -> Result<Completion, Failed>;
+}
+
+impl Finished for () {
+    fn completion(self) -> Result<Completion, Failed> {
+        Ok(Completion::Completed)
+    }
+}
+
+impl Finished for Outcome {
+    fn completion(self) -> Result<Completion, Failed> {
+        match self {
+            Ok(()) => Ok(Completion::Completed),
+            Err(missing) => missing.completion(),
+        }
+    }
+}
+
+/// The tokio runtime a trial runs its test on, as `#[tokio::test]` would build it.
+#[derive(Clone, Copy)]
+pub enum Runtime {
+    /// `#[tokio::test]`.
+    CurrentThread,
+    /// `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`.
+    MultiThread,
+}
+
+/// The trial `name`, running `test` on a runtime of its own; ignored (or failed, under
+/// `BULKBENCH_REQUIRE_EXTERNAL=1`) where it returns [`Missing`]. A panic fails it.
+pub fn trial<F, Fut>(name: &str, runtime: Runtime, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output: Finished>,
+{
+    Trial::ignorable_test(name, move || {
+        let runtime = match runtime {
+            Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Runtime::MultiThread => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(2);
+                builder
+            }
+        }
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+        runtime.block_on(test()).completion()
+    })
+}
+
+/// `Err(Missing)` if the error is a missing program; panics on any other error.
+fn started<T>(result: Result<T, RedisStoreError>) -> Result<T, Missing> {
     match result {
-        Ok(value) => Some(value),
-        Err(e) if e.is_not_installed() => {
-            assert!(
-                !required(),
-                "redis-server is required (BULKBENCH_REQUIRE_EXTERNAL=1) but missing: {e}"
-            );
-            eprintln!(
-                "\n*** SKIPPED: needs redis-server (Debian package redis-server): {e}; this \
-                 check did not run ***\n"
-            );
-            None
+        Ok(value) => Ok(value),
+        Err(RedisStoreError::NotInstalled { program, package }) => {
+            Err(Missing { program, package })
         }
         Err(e) => panic!("cannot start a throwaway Redis: {e}"),
     }
 }
 
-/// A throwaway Redis in `dir`, or `None` where redis-server is not installed.
-pub fn local_redis(dir: &Path) -> Option<LocalRedis> {
-    skip_if_missing(LocalRedis::start(dir))
+/// A throwaway Redis in `dir`, or [`Missing`] where redis-server is not installed.
+pub fn local_redis(dir: &Path) -> Result<LocalRedis, Missing> {
+    started(LocalRedis::start(dir))
 }
 
-/// A throwaway Redis Cluster of three masters in `dir`, or `None` where redis-server is
-/// not installed.
-pub fn local_cluster(dir: &Path) -> Option<LocalRedisCluster> {
-    skip_if_missing(LocalRedisCluster::start(dir, 3))
+/// A throwaway Redis Cluster of three masters in `dir`, or [`Missing`] where redis-server
+/// or redis-cli is not installed.
+pub fn local_cluster(dir: &Path) -> Result<LocalRedisCluster, Missing> {
+    started(LocalRedisCluster::start(dir, 3))
 }
 
 /// Specs for one server or cluster, each with a fresh prefix (`test-0`, `test-1`, ...), so
