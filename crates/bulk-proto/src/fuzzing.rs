@@ -325,8 +325,6 @@ pub struct Transcript {
     pub output: Vec<u8>,
     /// The messages of every [`Event::Message`].
     pub messages: Vec<Delivered>,
-    /// The sum of [`crate::Resolution::delayed_rcpts`] over every resolve.
-    pub delayed_rcpts: u64,
     /// [`Session::errors`] at the end.
     pub errors: u32,
     /// [`Session::is_closed`] at the end.
@@ -393,7 +391,7 @@ pub fn drive_session(
                         !session.pending().is_empty(),
                         "NeedVerdicts with nothing pending would loop forever"
                     );
-                    resolve(&mut session, backend, &mut transcript);
+                    resolve(&mut session, backend);
                 }
                 Event::Message => {
                     assert!(consumed > 0, "a message ends with its marker");
@@ -405,13 +403,13 @@ pub fn drive_session(
                 }
             }
         }
-        resolve(&mut session, backend, &mut transcript);
+        resolve(&mut session, backend);
         flush(&mut session, &identity, &mut transcript.output);
     }
     if close_at_end {
         session.close(Closing::IdleTimeout);
     }
-    resolve(&mut session, backend, &mut transcript);
+    resolve(&mut session, backend);
     flush(&mut session, &identity, &mut transcript.output);
     transcript.errors = session.errors();
     transcript.closed = session.is_closed();
@@ -427,8 +425,7 @@ pub fn drive_session(
     transcript
 }
 
-fn resolve(session: &mut Session, backend: Backend, transcript: &mut Transcript) {
-    let pending = session.pending().len();
+fn resolve(session: &mut Session, backend: Backend) {
     let verdicts: Vec<Verdict> = session.pending().iter().map(verdict).collect();
     let batch_hash = session
         .pending()
@@ -443,13 +440,11 @@ fn resolve(session: &mut Session, backend: Backend, transcript: &mut Transcript)
             _ => Ok(&verdicts[..]),
         },
     };
-    let resolution = session.resolve(answer);
+    session.resolve(answer);
     assert!(
         session.pending().is_empty(),
         "resolve answers every pending RCPT"
     );
-    assert!(resolution.delayed_rcpts as usize <= pending);
-    transcript.delayed_rcpts += u64::from(resolution.delayed_rcpts);
 }
 
 fn deliver(session: &mut Session, config: &SessionConfig, transcript: &mut Transcript) {
@@ -527,8 +522,9 @@ fn last_line(out: &[u8]) -> &[u8] {
 /// Fuzzes [`Session`]. Three header bytes, then the client's bytes:
 ///
 /// - byte 0: bits 0-1 the backend (0, 1 [`Backend::Healthy`], 2 `Down`, 3 `Flaky`), bit 2
-///   keep messages, bit 3 harvest-resistant mode with the threshold in bits 4-5
-///   (0, 1, 2, 20), bits 6-7 the recipient limit (default, 1, 2, 5);
+///   keep messages, bit 3 harvest-resistant mode (bits 4-5 unused: they chose the
+///   session's harvest threshold, now the server's), bits 6-7 the recipient limit
+///   (default, 1, 2, 5);
 /// - byte 1: bits 0-1 the error limit (default, 0, 1, 3), bits 2-3 the message size limit
 ///   (default, 0, 8, 100), bits 4-6 the longest read (1, 2, 3, 7, 16, 64, 512, 4096), bit 7
 ///   close with a `421` at the end of the input;
@@ -583,9 +579,7 @@ pub fn session_config(first: u8, second: u8) -> (SessionConfig, Backend) {
         max_message_size: [limits::DEFAULT_MAX_MESSAGE_SIZE, 0, 8, 100]
             [usize::from((second >> 2) & 0x03)],
         max_errors: [limits::DEFAULT_MAX_ERRORS, 0, 1, 3][usize::from(second & 0x03)],
-        harvest: (first & 0x08 != 0).then(|| HarvestConfig {
-            unknown_threshold: [0, 1, 2, 20][usize::from((first >> 4) & 0x03)],
-        }),
+        harvest: (first & 0x08 != 0).then_some(HarvestConfig {}),
         keep_message: first & 0x04 != 0,
     };
     (config, backend)

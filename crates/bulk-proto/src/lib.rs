@@ -51,7 +51,7 @@ pub use command::{
 };
 pub use data::{DataReceiver, DataVerdict};
 pub use reply::{Closing, QueueId, Reply, ServerIdentity, replies};
-pub use session::{Event, HarvestConfig, Message, Resolution, Session, SessionConfig, SessionHost};
+pub use session::{Event, HarvestConfig, Message, Session, SessionConfig, SessionHost};
 
 /// Protocol limits (RFC 5321 section 4.5.3.1) and the defaults of configurable ones.
 pub mod limits {
@@ -71,6 +71,4 @@ pub mod limits {
     pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 10 * 1024 * 1024;
     /// Default protocol errors per session.
     pub const DEFAULT_MAX_ERRORS: u32 = 10;
-    /// Default unknown mailboxes before harvest-resistant mode delays RCPTs.
-    pub const DEFAULT_HARVEST_UNKNOWN_THRESHOLD: u32 = 20;
 }

@@ -20,21 +20,11 @@ use crate::reply::{Closing, QueueId, Reply, ServerIdentity, replies};
 const RCPT_BATCH_HINT: usize = 16;
 
 /// Harvest-resistant mode (docs/protocol.md, "Harvest-resistant mode"): unknown and
-/// opted-out mailboxes get the same answer, and after `unknown_threshold` unknown mailboxes
-/// in a session every further RCPT is delayed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HarvestConfig {
-    /// Unknown mailboxes a session may name before its RCPTs are delayed.
-    pub unknown_threshold: u32,
-}
-
-impl Default for HarvestConfig {
-    fn default() -> Self {
-        HarvestConfig {
-            unknown_threshold: limits::DEFAULT_HARVEST_UNKNOWN_THRESHOLD,
-        }
-    }
-}
+/// opted-out mailboxes get the same answer. The delays that go with it are the server's:
+/// they count unknown mailboxes per client address across sessions, which one session
+/// cannot see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HarvestConfig {}
 
 /// Per-session limits and modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,14 +66,6 @@ pub enum Event {
     Message,
     /// The session is over: resolve what is pending, flush the replies, close.
     Close,
-}
-
-/// What the caller must do after [`Session::resolve`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Resolution {
-    /// RCPT replies of this batch that harvest-resistant mode delays; the caller waits
-    /// this many times its per-RCPT delay before sending them.
-    pub delayed_rcpts: u32,
 }
 
 /// A received message and its envelope, ready for the sink.
@@ -155,7 +137,6 @@ pub struct Session {
     pending: AddressBatch,
     pending_kind: TransactionKind,
     errors: u32,
-    unknown_mailboxes: u32,
     /// The client ended the session with QUIT (not a `421`).
     quit: bool,
 }
@@ -190,7 +171,6 @@ impl Session {
             pending_kind: TransactionKind::Mail,
             quit: false,
             errors: 0,
-            unknown_mailboxes: 0,
         }
     }
 
@@ -475,10 +455,9 @@ impl Session {
     /// [`pending`](Self::pending), in order, or `Err` when the backend failed or timed out
     /// (every pending RCPT then gets `451 4.3.0`). A missing verdict is treated as a failure
     /// of that one lookup, never as a guess.
-    pub fn resolve(&mut self, verdicts: Result<&[Verdict], ()>) -> Resolution {
-        let mut resolution = Resolution::default();
+    pub fn resolve(&mut self, verdicts: Result<&[Verdict], ()>) {
         if self.pending.is_empty() {
-            return resolution;
+            return;
         }
         let kind = self.pending_kind;
         let harvest = self.config.harvest;
@@ -499,14 +478,6 @@ impl Session {
                 continue;
             }
             let verdict = verdicts.ok().and_then(|v| v.get(index).copied());
-            if let Some(harvest) = harvest {
-                if self.unknown_mailboxes >= harvest.unknown_threshold {
-                    resolution.delayed_rcpts += 1;
-                }
-                if verdict == Some(Verdict::UnknownMailbox) {
-                    self.unknown_mailboxes += 1;
-                }
-            }
             let reply = match verdict {
                 None => replies::RCPT_TEMPFAIL,
                 Some(verdict) => rcpt_reply(kind, verdict, harvest.is_some()),
@@ -521,7 +492,6 @@ impl Session {
             index += 1;
         }
         self.pending.clear();
-        resolution
     }
 
     /// The message that just ended, with its envelope. Meaningful after [`Event::Message`].
@@ -616,9 +586,9 @@ mod tests {
         }
     }
 
-    fn resolve_all(session: &mut Session, fail: bool) -> Resolution {
+    fn resolve_all(session: &mut Session, fail: bool) {
         let verdicts: Vec<Verdict> = session.pending().iter().map(verdict).collect();
-        session.resolve(if fail { Err(()) } else { Ok(&verdicts) })
+        session.resolve(if fail { Err(()) } else { Ok(&verdicts) });
     }
 
     /// Drives a session over `input` delivered in pieces of `chunk` bytes, as a server
@@ -875,11 +845,9 @@ mod tests {
     }
 
     #[test]
-    fn harvest_resistant_mode_hides_unknowns_and_delays() {
+    fn harvest_resistant_mode_hides_unknowns() {
         let config = SessionConfig {
-            harvest: Some(HarvestConfig {
-                unknown_threshold: 2,
-            }),
+            harvest: Some(HarvestConfig {}),
             ..SessionConfig::default()
         };
         let mut session = Session::new(config);
@@ -888,9 +856,7 @@ mod tests {
                       RCPT TO:<out@x.org>\r\n";
         let (consumed, event) = session.advance(input);
         assert_eq!((consumed, event), (input.len(), Event::NeedInput));
-        let resolution = resolve_all(&mut session, false);
-        // Refusals of known mailboxes add no delay; RCPTs after the second unknown do.
-        assert_eq!(resolution.delayed_rcpts, 2);
+        resolve_all(&mut session, false);
         let mut out = Vec::new();
         session.flush(&ServerIdentity::default(), &mut out);
         let out = String::from_utf8(out).unwrap();

@@ -473,9 +473,9 @@ pub(crate) fn ceiling_notes(summary: &Summary, ceiling: &Ceiling) -> Vec<String>
         == Some(true);
     if harvest_resistant {
         notes.push(
-            "The server is harvest-resistant: the measured one delays RCPTs after too many \
-             unknown mailboxes in a session, while the canned one never finds a mailbox \
-             unknown, so it has none to delay."
+            "The server is harvest-resistant: the measured one delays a client address's \
+             RCPTs for a window after one in which it named too many unknown mailboxes, \
+             while the canned one never finds a mailbox unknown, so it has none to delay."
                 .to_owned(),
         );
     }

@@ -5,9 +5,10 @@
 //! like DATA), and send every reply of the read in one write.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bulk_policy::{PolicyBackend, Verdict};
 use bulk_proto::{Closing, QueueId, Session, SessionHost};
@@ -133,6 +134,9 @@ pub(crate) struct Connection<P> {
 /// policy backend within the policy timeout, and messages into the sink.
 struct Host<P> {
     shared: Arc<Shared<P>>,
+    /// The client's address, by which harvest-resistant mode counts (unspecified when the
+    /// socket could not say).
+    client: IpAddr,
     verdicts: Vec<Verdict>,
     counts: Counts,
 }
@@ -140,6 +144,9 @@ struct Host<P> {
 impl<P: PolicyBackend> Connection<P> {
     pub(crate) fn new(stream: TcpStream, shared: Arc<Shared<P>>) -> Self {
         let session = Session::new(shared.config.session);
+        let client = stream
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
         Connection {
             stream,
             session,
@@ -147,6 +154,7 @@ impl<P: PolicyBackend> Connection<P> {
             output: Vec::new(),
             host: Host {
                 shared,
+                client,
                 verdicts: Vec::new(),
                 counts: Counts::default(),
             },
@@ -291,6 +299,15 @@ impl<P: PolicyBackend> SessionHost for Host<P> {
     async fn resolve(&mut self, session: &mut Session) {
         let pending = session.pending();
         let config = &self.shared.config;
+        // Harvest-resistant mode: whether this batch is delayed is decided now, before its
+        // verdicts are known, by the client address's previous window (harvest.rs).
+        let harvest_delay = self
+            .shared
+            .harvest
+            .as_ref()
+            .map_or(Duration::ZERO, |table| {
+                table.delay(self.client, pending.len(), Instant::now())
+            });
         self.verdicts.clear();
         let lookup = self.shared.policy.lookup(pending, &mut self.verdicts);
         let result = match tokio::time::timeout(config.policy_timeout, lookup).await {
@@ -321,6 +338,14 @@ impl<P: PolicyBackend> SessionHost for Host<P> {
         counts.rcpts += pending.len() as u64;
         match result {
             Ok(verdicts) => {
+                if let Some(table) = &self.shared.harvest {
+                    let unknown = verdicts
+                        .iter()
+                        .filter(|v| **v == Verdict::UnknownMailbox)
+                        .count();
+                    let unknown = u32::try_from(unknown).unwrap_or(u32::MAX);
+                    table.charge(self.client, unknown, Instant::now());
+                }
                 for verdict in verdicts {
                     match verdict {
                         Verdict::Accept => counts.accepted += 1,
@@ -332,14 +357,14 @@ impl<P: PolicyBackend> SessionHost for Host<P> {
             }
             Err(()) => counts.tempfail += pending.len() as u64,
         }
-        let resolution = session.resolve(result);
-        if resolution.delayed_rcpts > 0 {
-            let delay = config.harvest_delay * resolution.delayed_rcpts;
+        session.resolve(result);
+        if !harvest_delay.is_zero() {
             debug!(
-                delay_ms = delay.as_millis() as u64,
+                delay_ms = harvest_delay.as_millis() as u64,
+                client = %self.client,
                 "harvest-resistant delay"
             );
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(harvest_delay).await;
         }
     }
 

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod connection;
+mod harvest;
 pub mod spool;
 
 use std::future::Future;
@@ -41,6 +42,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::connection::Connection;
+pub use crate::harvest::HarvestLimits;
 pub use crate::spool::{SinkConfig, Spool};
 
 /// How long shutdown waits, after the grace period, for sessions to send their 421.
@@ -59,9 +61,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// A policy lookup that takes longer is answered `451 4.3.0`.
     pub policy_timeout: Duration,
-    /// Delay per RCPT in harvest-resistant mode, once a session passed its unknown
-    /// threshold.
-    pub harvest_delay: Duration,
+    /// In harvest-resistant mode (`session.harvest`), how a client address that names too
+    /// many unknown mailboxes is delayed: per address, across its sessions, by window
+    /// (see [`HarvestLimits`]).
+    pub harvest: HarvestLimits,
     /// After shutdown starts, sessions inside a transaction get this long to finish.
     pub shutdown_grace: Duration,
     /// Where accepted messages go.
@@ -76,7 +79,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
             policy_timeout: Duration::from_secs(5),
-            harvest_delay: Duration::from_secs(1),
+            harvest: HarvestLimits::default(),
             shutdown_grace: Duration::from_secs(10),
             sink: SinkConfig::Discard,
         }
@@ -218,6 +221,8 @@ pub(crate) struct Shared<P> {
     pub(crate) config: ServerConfig,
     pub(crate) policy: Arc<P>,
     pub(crate) spool: Option<Spool>,
+    /// Unknown mailboxes per client address, in harvest-resistant mode.
+    pub(crate) harvest: Option<harvest::HarvestTable>,
     pub(crate) stats: Stats,
     pub(crate) shutdown: Shutdown,
     /// Queue ids: the start time in milliseconds shifted left 20 bits, plus a counter, so ids
@@ -263,9 +268,14 @@ impl<P: PolicyBackend> Server<P> {
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let harvest = config
+            .session
+            .harvest
+            .map(|_| harvest::HarvestTable::new(config.harvest));
         let shared = Arc::new(Shared {
             policy,
             spool,
+            harvest,
             stats: Stats::default(),
             shutdown: Shutdown::default(),
             next_queue_id: AtomicU64::new(started_ms << 20),

@@ -3,11 +3,12 @@
 
 mod common;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bulk_proto::{HarvestConfig, SessionConfig};
-use bulk_server::ServerConfig;
-use common::{Client, TestServer};
+use bulk_server::{HarvestLimits, ServerConfig};
+use common::{Client, TestServer, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_flood_gets_421_then_close() {
@@ -102,23 +103,56 @@ async fn a_thousand_concurrent_bulk_sessions() {
     assert_eq!(stats.rcpts, 2000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn harvest_resistant_mode_hides_unknown_mailboxes_and_slows_probing() {
-    let config = ServerConfig {
+/// A harvest-resistant server with short windows: 2 unknown mailboxes per 1.5 s window
+/// allowed, 300 ms per delayed RCPT.
+fn harvest_config() -> ServerConfig {
+    ServerConfig {
         session: SessionConfig {
-            harvest: Some(HarvestConfig {
-                unknown_threshold: 3,
-            }),
+            harvest: Some(HarvestConfig {}),
             ..SessionConfig::default()
         },
-        // Long enough that "not delayed" can be told from "delayed" on a busy machine.
-        harvest_delay: Duration::from_secs(1),
+        harvest: HarvestLimits {
+            window: Duration::from_millis(1500),
+            unknown_threshold: 2,
+            delay: Duration::from_millis(300),
+            ..HarvestLimits::default()
+        },
         ..ServerConfig::default()
-    };
-    let server = TestServer::start(config).await;
-    let mut client = Client::greeted(server.addr).await;
+    }
+}
+
+/// A client greeted over a socket bound to `source` (another loopback address is another
+/// client address to the server), inside an open BULK transaction.
+async fn bulk_client_from(source: [u8; 4], server: SocketAddr) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((Ipv4Addr::from(source), 0).into()).unwrap();
+    let stream = tokio::time::timeout(WAIT, socket.connect(server))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut client = Client::from_stream(stream);
+    assert_eq!(client.reply().await.unwrap().code, 220);
     client.command("EHLO c.example").await;
     client.command("BULK FROM:<probe@x.example>").await;
+    client
+}
+
+/// The time one pipelined group of RCPTs takes to be answered, and its reply codes.
+async fn timed_rcpts(client: &mut Client, rcpts: &[&str]) -> (Duration, Vec<String>) {
+    let batch: String = rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")).collect();
+    let started = Instant::now();
+    client.send(batch.as_bytes()).await;
+    let mut codes = Vec::new();
+    for _ in rcpts {
+        codes.push(client.reply().await.unwrap().codes());
+    }
+    (started.elapsed(), codes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harvest_resistant_mode_hides_unknown_mailboxes_in_reply_and_timing() {
+    let server = TestServer::start(harvest_config()).await;
+    let mut client = bulk_client_from([127, 0, 0, 1], server.addr).await;
     let opted_out = client.command("RCPT TO:<carol@example.org>").await;
     let unknown = client.command("RCPT TO:<nobody@example.org>").await;
     assert_eq!(
@@ -127,30 +161,63 @@ async fn harvest_resistant_mode_hides_unknown_mailboxes_and_slows_probing() {
         "the answers must not tell them apart"
     );
     assert_eq!(unknown.codes(), "550 5.7.1");
-    client.command("RCPT TO:<nobody2@example.org>").await;
-    // Known refusals never add delay, even past... the threshold is not reached yet.
-    let started = Instant::now();
-    client.command("RCPT TO:<nobody3@example.org>").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "third unknown is not delayed"
-    );
-    // Three unknowns seen: every further RCPT is delayed, two of them by at least 2 s.
-    let mut batch = String::new();
-    for _ in 0..2 {
-        batch.push_str("RCPT TO:<ann@example.org>\r\n");
-    }
-    let started = Instant::now();
-    client.send(batch.as_bytes()).await;
-    for _ in 0..2 {
-        assert_eq!(client.reply().await.unwrap().codes(), "250 2.1.5");
-    }
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    // Over the window's threshold (3 unknowns > 2). In this window nothing is delayed,
+    // whatever it names: the decision for a window is taken before it.
+    let (took, _) = timed_rcpts(&mut client, &["nobody2@example.org", "nobody3@example.org"]).await;
+    assert!(took < Duration::from_millis(300), "{took:?}");
     client.quit().await;
+    // The next window: a new connection from the same address is delayed at once, every
+    // RCPT alike, a known accepted mailbox as much as an unknown one. Waited for by
+    // polling (bounded by two windows and a margin): window edges are the server's.
+    let mut again = bulk_client_from([127, 0, 0, 1], server.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (took, codes) = timed_rcpts(&mut again, &["ann@example.org"]).await;
+        assert_eq!(codes, ["250 2.1.5"]);
+        if took >= Duration::from_millis(300) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never delayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (took, codes) = timed_rcpts(
+        &mut again,
+        &[
+            "ann@example.org",
+            "nobody4@example.org",
+            "carol@example.org",
+        ],
+    )
+    .await;
+    assert_eq!(codes, ["250 2.1.5", "550 5.7.1", "550 5.7.1"]);
+    assert!(
+        took >= Duration::from_millis(900),
+        "3 RCPTs x 300 ms: {took:?}"
+    );
+    again.quit().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_known_mailboxes_never_delay_a_bulk_sender() {
+    let server = TestServer::start(harvest_config()).await;
+    // A bulk sender whose refusals are opted-out mailboxes: many per window, for more
+    // than two windows, one unknown per window at most. Never delayed.
+    let mut sender = bulk_client_from([127, 0, 0, 2], server.addr).await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(3500) {
+        let (took, codes) = timed_rcpts(
+            &mut sender,
+            &["carol@example.org", "carol@example.org", "ann@example.org"],
+        )
+        .await;
+        assert_eq!(codes, ["550 5.7.1", "550 5.7.1", "250 2.1.5"]);
+        slowest = slowest.max(took);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(slowest < Duration::from_millis(300), "{slowest:?}");
+    sender.quit().await;
     server.stop().await;
 }
 

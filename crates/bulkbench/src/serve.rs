@@ -11,7 +11,7 @@ use bulk_policy::PolicyBackend;
 use bulk_policy::cache::{CacheConfig, CachedBackend};
 use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Population};
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
-use bulk_server::{ServerConfig, SinkConfig};
+use bulk_server::{HarvestLimits, ServerConfig, SinkConfig};
 
 use crate::backend::{BackendKind, BackendSpec, ServeBackend};
 use clap::Args;
@@ -72,14 +72,20 @@ pub struct ServeArgs {
     /// Where accepted messages go: `discard` (count only) or `spool:DIR` (durable files).
     #[arg(long, value_name = "discard|spool:DIR", default_value = "discard", value_parser = parse_sink)]
     sink: SinkConfig,
-    /// Answer unknown and opted-out mailboxes alike, and delay RCPTs after too many
-    /// unknown mailboxes in a session.
+    /// Answer unknown and opted-out mailboxes alike, and delay a client address's RCPTs
+    /// for a window after a window in which it named too many unknown mailboxes.
     #[arg(long)]
     harvest_resistant: bool,
-    /// Unknown mailboxes per session before harvest-resistant delays start.
-    #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_HARVEST_UNKNOWN_THRESHOLD)]
+    /// Harvest-resistant mode: unknown mailboxes a client address may name per window
+    /// (across its sessions) before every RCPT it sends in the next window is delayed.
+    #[arg(long, value_name = "N", default_value_t = 100)]
     harvest_threshold: u32,
-    /// Delay per RCPT once the harvest threshold is passed, in milliseconds.
+    /// Harvest-resistant mode: the window's length in seconds. A client learns at most one
+    /// bit (one address told apart) per window and address: 3600 / SECS per hour.
+    #[arg(long, value_name = "SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    harvest_window_secs: u64,
+    /// Harvest-resistant mode: the delay per RCPT of a delayed client, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     harvest_delay_ms: u64,
     /// A policy lookup slower than this is answered 451 4.3.0, in milliseconds.
@@ -200,15 +206,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_recipients: args.max_recipients,
             max_message_size: args.max_message_size,
             max_errors: args.max_errors,
-            harvest: args.harvest_resistant.then_some(HarvestConfig {
-                unknown_threshold: args.harvest_threshold,
-            }),
+            harvest: args.harvest_resistant.then_some(HarvestConfig {}),
             keep_message: false,
         },
         max_connections: args.max_connections as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
         policy_timeout: Duration::from_millis(args.policy_timeout_ms),
-        harvest_delay: Duration::from_millis(args.harvest_delay_ms),
+        harvest: HarvestLimits {
+            window: Duration::from_secs(args.harvest_window_secs),
+            unknown_threshold: args.harvest_threshold,
+            delay: Duration::from_millis(args.harvest_delay_ms),
+            ..HarvestLimits::default()
+        },
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         sink: args.sink.clone(),
     };

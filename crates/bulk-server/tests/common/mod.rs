@@ -120,6 +120,11 @@ impl Client {
             .await
             .expect("connect in time")
             .expect("connect");
+        Client::from_stream(stream)
+    }
+
+    /// A client over a socket already connected.
+    pub fn from_stream(stream: TcpStream) -> Client {
         Client {
             reader: BufReader::new(stream),
         }
