@@ -103,6 +103,7 @@ impl LoadConfig {
             expectations: Expectations {
                 max_recipients: bulk_proto::limits::DEFAULT_MAX_RECIPIENTS,
                 harvest_resistant: false,
+                preferences_apply_to_all: false,
             },
             warmup: Duration::ZERO,
             helo_name: "bulkbench.invalid".to_owned(),

@@ -90,6 +90,9 @@ pub struct Expectations {
     pub max_recipients: u32,
     /// The server answers unknown mailboxes like opted-out ones (`550 5.7.1`).
     pub harvest_resistant: bool,
+    /// The server refuses opted-out recipients in every transaction, MAIL included
+    /// (a server without the BULK verb that applies preferences to all mail).
+    pub preferences_apply_to_all: bool,
 }
 
 impl Expectations {
@@ -98,6 +101,8 @@ impl Expectations {
         Expectations {
             max_recipients: server.max_recipients.get(),
             harvest_resistant: server.harvest_resistant,
+            preferences_apply_to_all: server.preferences_apply_to
+                == bulk_population::PreferencesApplyTo::All,
         }
     }
 
@@ -109,8 +114,9 @@ impl Expectations {
         }
         match verdict {
             Verdict::Accept => ReplyClass::Accepted,
-            // In a MAIL transaction preferences are not consulted.
-            Verdict::OptedOut if !bulk => ReplyClass::Accepted,
+            // In a MAIL transaction preferences are not consulted, unless the server
+            // applies them to all mail.
+            Verdict::OptedOut if !bulk && !self.preferences_apply_to_all => ReplyClass::Accepted,
             Verdict::OptedOut => ReplyClass::OptedOut,
             Verdict::UnknownMailbox if self.harvest_resistant => ReplyClass::OptedOut,
             Verdict::UnknownMailbox => ReplyClass::Unknown,
@@ -272,6 +278,7 @@ mod tests {
         let normal = Expectations {
             max_recipients: 2,
             harvest_resistant: false,
+            preferences_apply_to_all: false,
         };
         assert_eq!(
             normal.expected(true, Verdict::OptedOut, 1),
@@ -291,12 +298,32 @@ mod tests {
         );
         let harvest = Expectations {
             harvest_resistant: true,
+            preferences_apply_to_all: false,
             ..normal
         };
         assert_eq!(
             harvest.expected(false, Verdict::UnknownMailbox, 1),
             ReplyClass::OptedOut
         );
+        // A server that applies preferences to all mail refuses opted-out recipients
+        // under MAIL too (Postfix with an access map, `policyd --bulk every`).
+        let all_mail = Expectations {
+            preferences_apply_to_all: true,
+            ..normal
+        };
+        assert_eq!(
+            all_mail.expected(false, Verdict::OptedOut, 1),
+            ReplyClass::OptedOut
+        );
+        assert_eq!(
+            all_mail.expected(false, Verdict::Accept, 1),
+            ReplyClass::Accepted
+        );
+        let scenario = bulk_population::ServerConfig {
+            preferences_apply_to: bulk_population::PreferencesApplyTo::All,
+            ..bulk_population::ServerConfig::default()
+        };
+        assert!(Expectations::of(&scenario).preferences_apply_to_all);
     }
 
     #[test]

@@ -322,6 +322,7 @@ async fn recipients_beyond_the_limit_expect_452() {
     config.expectations = Expectations {
         max_recipients: 5,
         harvest_resistant: false,
+        preferences_apply_to_all: false,
     };
     let result = run(&prepared, config).await;
     assert_eq!(result.mismatches.total, 0, "{:?}", result.mismatches);

@@ -18,6 +18,7 @@ fn simulate_with<P: PolicyBackend>(
     let expectations = Expectations {
         max_recipients: server.max_recipients.get(),
         harvest_resistant: server.harvest_resistant,
+        preferences_apply_to_all: false,
     };
     simulate(
         &prepared.workload,

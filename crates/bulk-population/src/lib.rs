@@ -69,8 +69,8 @@ pub mod workload;
 pub use checked::{CountU32, CountU64, NonNegative, Positive, RangeError, RunSecs, Share};
 pub use population::{Mailbox, PopulationModel};
 pub use scenario::{
-    Arrival, LoopMode, Popularity, PopulationConfig, RecipientsDistribution, Scenario,
-    ScenarioError, ServerConfig, WorkloadConfig,
+    Arrival, LoopMode, Popularity, PopulationConfig, PreferencesApplyTo, RecipientsDistribution,
+    Scenario, ScenarioError, ServerConfig, WorkloadConfig,
 };
 pub use workload::{
     Kind, Recipient, RecipientDraws, RunLength, SessionSpec, TraceError, Transaction, Workload,

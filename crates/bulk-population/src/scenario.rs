@@ -269,6 +269,31 @@ pub struct ServerConfig {
     /// The server runs in harvest-resistant mode (unknown mailboxes answered as opted out,
     /// delays after repeated unknowns); default false.
     pub harvest_resistant: bool,
+    /// Which transactions the server applies recipients' preferences to: `bulk` (BULK
+    /// transactions only, as `bulkbench serve` does; the default) or `all` (every
+    /// transaction, MAIL included: a server without the BULK verb, such as Postfix with
+    /// an access map or `bulkbench policyd --bulk every`, whose opted-out recipients are
+    /// refused under MAIL too). Left out of the scenario's JSON when `bulk`, so the
+    /// fingerprints of scenarios that do not set it stay what they were.
+    #[serde(skip_serializing_if = "PreferencesApplyTo::is_bulk")]
+    pub preferences_apply_to: PreferencesApplyTo,
+}
+
+/// `[server] preferences_apply_to`: the transactions preferences are applied to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferencesApplyTo {
+    /// BULK transactions only; under MAIL an opted-out recipient is accepted.
+    #[default]
+    Bulk,
+    /// Every transaction.
+    All,
+}
+
+impl PreferencesApplyTo {
+    fn is_bulk(&self) -> bool {
+        *self == PreferencesApplyTo::Bulk
+    }
 }
 
 impl Default for ServerConfig {
@@ -277,6 +302,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_recipients: const { CountU32::new(1000).unwrap() },
             harvest_resistant: false,
+            preferences_apply_to: PreferencesApplyTo::Bulk,
         }
     }
 }
@@ -812,6 +838,15 @@ mod tests {
         let mut other = s.clone();
         other.server.harvest_resistant = !other.server.harvest_resistant;
         assert_ne!(other.fingerprint(), s.fingerprint());
+        let mut other = s.clone();
+        other.server.preferences_apply_to = PreferencesApplyTo::All;
+        assert_ne!(other.fingerprint(), s.fingerprint());
+        let all = Scenario::from_toml(
+            &format!("{MINIMAL}\n[server]\npreferences_apply_to = \"all\"\n"),
+            "mini",
+        )
+        .unwrap();
+        assert_eq!(all.server.preferences_apply_to, PreferencesApplyTo::All);
         let mut other = s.clone();
         other.population.mailboxes = (s.population.mailboxes.get() + 1).try_into().unwrap();
         assert_ne!(other.fingerprint(), s.fingerprint());
