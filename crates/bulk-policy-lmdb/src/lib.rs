@@ -231,7 +231,7 @@ impl LmdbBackend {
         check.add_domain(&key[at + 1..], Regime::OptOut)?;
         check.add_mailbox(address.as_bytes(), preference)?;
         let domain = &key[at + 1..];
-        let value = [store::preference_byte(preference)];
+        let value = [preference.as_byte()];
         self.store.write(|wtxn| {
             // Checked in the writing transaction, so no concurrent change slips between.
             if self.regime_in(wtxn, domain)?.is_none() {
@@ -274,7 +274,7 @@ impl LmdbBackend {
         let mut check = Population::new(self.normalize);
         check.add_domain(domain.as_bytes(), regime)?;
         let key = domain.to_ascii_lowercase();
-        let value = [store::regime_byte(regime)];
+        let value = [regime.as_byte()];
         self.store.write(|wtxn| {
             self.dbs
                 .domains
@@ -316,15 +316,12 @@ impl LmdbBackend {
 
     /// The lookup key of an address given to the update API, and the index of its '@'.
     fn lookup_key(&self, address: &str) -> Result<(Vec<u8>, usize), LmdbError> {
-        let mut key = Vec::new();
-        let at = self
-            .normalize
-            .normalize_into(address.as_bytes(), &mut key)
+        self.normalize
+            .key_of(address)
             .map_err(|source| LmdbError::Address {
                 address: address.to_string(),
                 source,
-            })?;
-        Ok((key, at))
+            })
     }
 
     /// The verdict for a normalized key whose '@' is at `at`.
@@ -361,7 +358,7 @@ impl LmdbBackend {
             .map_err(self.store.lmdb("get mailbox"))?
         {
             None => Ok(None),
-            Some(value) => store::preference_of(value)
+            Some(value) => Preference::from_bytes(value)
                 .map(Some)
                 .ok_or_else(|| self.store.corrupt("mailboxes", key, value)),
         }
@@ -379,7 +376,7 @@ impl LmdbBackend {
             .map_err(self.store.lmdb("get domain"))?
         {
             None => Ok(None),
-            Some(value) => store::regime_of(value)
+            Some(value) => Regime::from_bytes(value)
                 .map(Some)
                 .ok_or_else(|| self.store.corrupt("domains", domain, value)),
         }

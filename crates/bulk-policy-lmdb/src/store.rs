@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use bulk_policy::{NormalizeConfig, Preference, Regime};
+use bulk_policy::NormalizeConfig;
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn};
 
@@ -487,62 +487,9 @@ pub(crate) fn round_map_size(bytes: u64) -> u64 {
     bytes.div_ceil(MAP_GRANULE).saturating_mul(MAP_GRANULE)
 }
 
-/// Value byte of a preference.
-pub(crate) fn preference_byte(preference: Preference) -> u8 {
-    match preference {
-        Preference::In => b'i',
-        Preference::Out => b'o',
-        Preference::Default => b'd',
-    }
-}
-
-/// Preference of a value byte, or `None` for a byte this crate never writes.
-pub(crate) fn preference_of(value: &[u8]) -> Option<Preference> {
-    match value {
-        b"i" => Some(Preference::In),
-        b"o" => Some(Preference::Out),
-        b"d" => Some(Preference::Default),
-        _ => None,
-    }
-}
-
-/// Value byte of a regime.
-pub(crate) fn regime_byte(regime: Regime) -> u8 {
-    match regime {
-        Regime::OptIn => b'i',
-        Regime::OptOut => b'o',
-    }
-}
-
-/// Regime of a value byte, or `None` for a byte this crate never writes.
-pub(crate) fn regime_of(value: &[u8]) -> Option<Regime> {
-    match value {
-        b"i" => Some(Regime::OptIn),
-        b"o" => Some(Regime::OptOut),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn value_bytes_round_trip() {
-        for preference in [Preference::In, Preference::Out, Preference::Default] {
-            assert_eq!(
-                preference_of(&[preference_byte(preference)]),
-                Some(preference)
-            );
-        }
-        for regime in [Regime::OptIn, Regime::OptOut] {
-            assert_eq!(regime_of(&[regime_byte(regime)]), Some(regime));
-        }
-        for bad in [&b""[..], b"x", b"in", b"I"] {
-            assert_eq!(preference_of(bad), None);
-            assert_eq!(regime_of(bad), None);
-        }
-    }
 
     /// A write that does not fit grows the map and runs again, as often as needed.
     #[test]

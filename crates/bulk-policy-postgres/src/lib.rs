@@ -475,12 +475,12 @@ impl PostgresBackend {
         let Some(regime) = regime else {
             return Ok(Verdict::NotLocal);
         };
-        let regime = store::regime_of(regime)
+        let regime = Regime::from_byte(regime as u8)
             .ok_or_else(|| self.corrupt(format!("a domain has regime {regime}")))?;
         let Some(preference) = preference else {
             return Ok(Verdict::UnknownMailbox);
         };
-        let preference = store::preference_of(preference)
+        let preference = Preference::from_byte(preference as u8)
             .ok_or_else(|| self.corrupt(format!("a mailbox has preference {preference}")))?;
         Ok(preference.verdict(regime))
     }
@@ -494,15 +494,12 @@ impl PostgresBackend {
 
     /// The lookup key of an address given to `get` or `set`, and the index of its '@'.
     fn lookup_key(&self, address: &str) -> Result<(Vec<u8>, usize), PostgresStoreError> {
-        let mut key = Vec::new();
-        let at = self
-            .normalize
-            .normalize_into(address.as_bytes(), &mut key)
+        self.normalize
+            .key_of(address)
             .map_err(|source| PostgresStoreError::Address {
                 address: address.to_string(),
                 source,
-            })?;
-        Ok((key, at))
+            })
     }
 
     /// The stored preference of `address` (normalized as lookups do), or `None` if it has
@@ -530,7 +527,7 @@ impl PostgresBackend {
             return Ok(None);
         };
         let value: i8 = row.try_get(0).map_err(database("get", schema))?;
-        store::preference_of(value)
+        Preference::from_byte(value as u8)
             .map(Some)
             .ok_or_else(|| self.corrupt(format!("mailbox {address} has preference {value}")))
     }
@@ -553,7 +550,7 @@ impl PostgresBackend {
         // Validated: printable ASCII.
         let key = String::from_utf8_lossy(&key).into_owned();
         let domain = &key[at + 1..];
-        let value = store::preference_char(preference);
+        let value = preference.as_byte() as i8;
         let schema = self.schema.as_str();
         let written = self
             .with_client("set", async |client| {

@@ -177,7 +177,7 @@ async fn copy_domains(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     buf.put_slice(COPY_HEADER);
     for (domain, regime) in population.domains() {
-        put_row(&mut buf, domain, store::regime_char(regime));
+        put_row(&mut buf, domain, regime.as_byte() as i8);
     }
     buf.put_i16(-1);
     sink.send(buf.freeze()).await?;
@@ -202,7 +202,7 @@ async fn copy_mailboxes(
     let mut written = 0u64;
     let mut in_chunk = 0;
     for (address, preference) in population.mailboxes() {
-        put_row(&mut buf, address, store::preference_char(preference));
+        put_row(&mut buf, address, preference.as_byte() as i8);
         in_chunk += 1;
         if in_chunk == MAILBOXES_PER_CHUNK {
             sink.send(buf.split().freeze()).await?;

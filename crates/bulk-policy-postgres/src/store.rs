@@ -1,7 +1,7 @@
 //! The store's layout in SQL: table definitions, the statements the backend prepares, and
 //! how regimes, preferences and the meta table are encoded (the crate docs describe it).
 
-use bulk_policy::{NormalizeConfig, Preference, Regime};
+use bulk_policy::NormalizeConfig;
 use tokio_postgres::GenericClient;
 
 use crate::error::PostgresStoreError;
@@ -74,42 +74,6 @@ pub(crate) fn set_sql(schema: &str) -> String {
          SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM {s}.domains WHERE domain = $3)
          ON CONFLICT (address) DO UPDATE SET preference = excluded.preference"
     )
-}
-
-/// `"char"` value of a regime.
-pub(crate) fn regime_char(regime: Regime) -> i8 {
-    match regime {
-        Regime::OptIn => b'i' as i8,
-        Regime::OptOut => b'o' as i8,
-    }
-}
-
-/// Regime of a `"char"` value, if it is one this crate writes.
-pub(crate) fn regime_of(value: i8) -> Option<Regime> {
-    match value as u8 {
-        b'i' => Some(Regime::OptIn),
-        b'o' => Some(Regime::OptOut),
-        _ => None,
-    }
-}
-
-/// `"char"` value of a preference.
-pub(crate) fn preference_char(preference: Preference) -> i8 {
-    match preference {
-        Preference::In => b'i' as i8,
-        Preference::Out => b'o' as i8,
-        Preference::Default => b'd' as i8,
-    }
-}
-
-/// Preference of a `"char"` value, if it is one this crate writes.
-pub(crate) fn preference_of(value: i8) -> Option<Preference> {
-    match value as u8 {
-        b'i' => Some(Preference::In),
-        b'o' => Some(Preference::Out),
-        b'd' => Some(Preference::Default),
-        _ => None,
-    }
 }
 
 /// The rows of the `meta` table for a store normalized with `normalize`.
@@ -222,18 +186,6 @@ fn parse_normalize<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_round_trip() {
-        for regime in [Regime::OptIn, Regime::OptOut] {
-            assert_eq!(regime_of(regime_char(regime)), Some(regime));
-        }
-        for preference in [Preference::In, Preference::Out, Preference::Default] {
-            assert_eq!(preference_of(preference_char(preference)), Some(preference));
-        }
-        assert_eq!(regime_of(b'd' as i8), None);
-        assert_eq!(preference_of(0), None);
-    }
 
     #[test]
     fn meta_round_trips() {

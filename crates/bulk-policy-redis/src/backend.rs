@@ -144,7 +144,7 @@ impl RedisBackend {
         let value: Option<Vec<u8>> = self.run("get", self.inner.conn.query(&cmd)).await?;
         value
             .map(|value| {
-                layout::preference_of(&value)
+                Preference::from_bytes(&value)
                     .ok_or_else(|| self.corrupt(format!("preference {value:?} of {address}")))
             })
             .transpose()
@@ -162,7 +162,7 @@ impl RedisBackend {
         check.add_domain(domain, Regime::OptOut)?;
         check.add_mailbox(address.as_bytes(), preference)?;
         let hash = domain_key(&self.inner.prefix, domain);
-        let value = [layout::preference_byte(preference)];
+        let value = [preference.as_byte()];
         let (keys, args) = ([hash.as_slice()], [&key[..at], &value[..]]);
         let set = self
             .inner
@@ -186,7 +186,7 @@ impl RedisBackend {
         let value: Option<Vec<u8>> = self.run("regime", self.inner.conn.query(&cmd)).await?;
         value
             .map(|value| {
-                layout::regime_of(&value)
+                Regime::from_bytes(&value)
                     .ok_or_else(|| self.corrupt(format!("regime {value:?} of {domain}")))
             })
             .transpose()
@@ -209,7 +209,7 @@ impl RedisBackend {
         let mut cmd = redis::cmd("HSET");
         cmd.arg(domain_key(&self.inner.prefix, domain.as_bytes()))
             .arg(REGIME_FIELD)
-            .arg(&[layout::regime_byte(regime)]);
+            .arg(&[regime.as_byte()]);
         self.run("set_regime", self.inner.conn.query::<()>(&cmd))
             .await
     }
@@ -227,16 +227,13 @@ impl RedisBackend {
 
     /// The lookup key of an address given to the update API, and the index of its '@'.
     fn lookup_key(&self, address: &str) -> Result<(Vec<u8>, usize), RedisStoreError> {
-        let mut key = Vec::new();
-        let at = self
-            .inner
+        self.inner
             .normalize
-            .normalize_into(address.as_bytes(), &mut key)
+            .key_of(address)
             .map_err(|source| RedisStoreError::Address {
                 address: address.to_string(),
                 source,
-            })?;
-        Ok((key, at))
+            })
     }
 
     pub(crate) fn failed(

@@ -1,7 +1,7 @@
 //! The store's key names, value bytes and meta fields (the crate docs give the layout as a
 //! table), and the Redis Cluster slot of a domain's keys.
 
-use bulk_policy::{NormalizeConfig, Preference, Regime};
+use bulk_policy::NormalizeConfig;
 
 /// The format tag written under `PREFIX:meta` (field `format`); [`RedisBackend::connect`]
 /// refuses any other.
@@ -93,42 +93,6 @@ impl Crc16 {
                 };
             }
         }
-    }
-}
-
-/// The stored byte of a regime.
-pub(crate) fn regime_byte(regime: Regime) -> u8 {
-    match regime {
-        Regime::OptIn => b'i',
-        Regime::OptOut => b'o',
-    }
-}
-
-/// The regime of a stored value, if it is one this crate writes.
-pub(crate) fn regime_of(value: &[u8]) -> Option<Regime> {
-    match value {
-        b"i" => Some(Regime::OptIn),
-        b"o" => Some(Regime::OptOut),
-        _ => None,
-    }
-}
-
-/// The stored byte of a preference.
-pub(crate) fn preference_byte(preference: Preference) -> u8 {
-    match preference {
-        Preference::In => b'i',
-        Preference::Out => b'o',
-        Preference::Default => b'd',
-    }
-}
-
-/// The preference of a stored value, if it is one this crate writes.
-pub(crate) fn preference_of(value: &[u8]) -> Option<Preference> {
-    match value {
-        b"i" => Some(Preference::In),
-        b"o" => Some(Preference::Out),
-        b"d" => Some(Preference::Default),
-        _ => None,
     }
 }
 

@@ -104,9 +104,7 @@ pub async fn load(
             .push(slot, redis::cmd("UNLINK").arg(&staging).clone(), 1, 0)
             .await?;
         let mut cmd = redis::cmd("HSET");
-        cmd.arg(&staging)
-            .arg(REGIME_FIELD)
-            .arg(&[layout::regime_byte(regime)]);
+        cmd.arg(&staging).arg(REGIME_FIELD).arg(&[regime.as_byte()]);
         batch.push(slot, cmd, 1, 0).await?;
         for chunk in mailboxes
             .get(domain)
@@ -117,7 +115,7 @@ pub async fn load(
             let mut cmd = redis::cmd("HSET");
             cmd.arg(&staging);
             for &(local, preference) in chunk {
-                cmd.arg(local).arg(&[layout::preference_byte(preference)]);
+                cmd.arg(local).arg(&[preference.as_byte()]);
             }
             batch.push(slot, cmd, chunk.len(), chunk.len()).await?;
         }

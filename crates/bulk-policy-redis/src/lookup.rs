@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bulk_policy::{AddressBatch, KeyBatch, MAX_DOMAIN_LEN, Regime, Verdict};
+use bulk_policy::{AddressBatch, KeyBatch, MAX_DOMAIN_LEN, Preference, Regime, Verdict};
 use redis::{Cmd, Pipeline, Value};
 use rustc_hash::FxHashMap;
 
 use crate::conn::{Conn, within};
-use crate::layout::{self, REGIME_FIELD, SLOTS, domain_key, domain_slot};
+use crate::layout::{REGIME_FIELD, SLOTS, domain_key, domain_slot};
 use crate::{RedisBackend, RedisStoreError};
 
 /// Which node serves each slot, from `CLUSTER SLOTS`: lets a lookup send one pipeline per
@@ -175,7 +175,7 @@ impl RedisBackend {
             let regime = match &values[0] {
                 Value::Nil => None,
                 Value::BulkString(value) => Some(
-                    layout::regime_of(value)
+                    Regime::from_bytes(value)
                         .ok_or_else(|| self.corrupt(format!("regime {value:?}")))?,
                 ),
                 other => return Err(self.corrupt(format!("regime {other:?}"))),
@@ -189,7 +189,7 @@ impl RedisBackend {
                     (_, None) => Verdict::NotLocal,
                     (values, Some(regime)) => match &values[index] {
                         Value::Nil => Verdict::UnknownMailbox,
-                        Value::BulkString(value) => layout::preference_of(value)
+                        Value::BulkString(value) => Preference::from_bytes(value)
                             .ok_or_else(|| self.corrupt(format!("preference {value:?}")))?
                             .verdict(regime),
                         other => return Err(self.corrupt(format!("preference {other:?}"))),

@@ -67,6 +67,15 @@ pub(crate) struct Normalized {
 }
 
 impl NormalizeConfig {
+    /// The lookup key of one address, in a buffer of its own, and the index of its `@`:
+    /// for the update APIs of the stores (`get`, `set`), which handle one address at a
+    /// time. Lookups reuse a buffer through [`normalize_into`](Self::normalize_into).
+    pub fn key_of(&self, address: &str) -> Result<(Vec<u8>, usize), AddressError> {
+        let mut key = Vec::new();
+        let at = self.normalize_into(address.as_bytes(), &mut key)?;
+        Ok((key, at))
+    }
+
     /// Writes the lookup key of `address` into `out` (cleared first) and returns the index of
     /// the '@' in `out`.
     ///

@@ -58,6 +58,30 @@ impl Regime {
             Regime::OptOut => "opt-out",
         }
     }
+
+    /// The one byte the stores write for it (`i`, `o`): readable in each store's own
+    /// tools (`mdb_dump`, `redis-cli`, `psql`).
+    pub fn as_byte(self) -> u8 {
+        match self {
+            Regime::OptIn => b'i',
+            Regime::OptOut => b'o',
+        }
+    }
+
+    /// The regime of a stored byte, or `None` for a byte no store writes.
+    pub fn from_byte(byte: u8) -> Option<Regime> {
+        [Regime::OptIn, Regime::OptOut]
+            .into_iter()
+            .find(|r| r.as_byte() == byte)
+    }
+
+    /// The regime of a stored value: one byte, [`from_byte`](Self::from_byte).
+    pub fn from_bytes(value: &[u8]) -> Option<Regime> {
+        match value {
+            [byte] => Regime::from_byte(*byte),
+            _ => None,
+        }
+    }
 }
 
 /// A mailbox's own choice about bulk mail.
@@ -87,6 +111,30 @@ impl Preference {
             Preference::In => "in",
             Preference::Out => "out",
             Preference::Default => "default",
+        }
+    }
+
+    /// The one byte the stores write for it (`i`, `o`, `d`).
+    pub fn as_byte(self) -> u8 {
+        match self {
+            Preference::In => b'i',
+            Preference::Out => b'o',
+            Preference::Default => b'd',
+        }
+    }
+
+    /// The preference of a stored byte, or `None` for a byte no store writes.
+    pub fn from_byte(byte: u8) -> Option<Preference> {
+        [Preference::In, Preference::Out, Preference::Default]
+            .into_iter()
+            .find(|p| p.as_byte() == byte)
+    }
+
+    /// The preference of a stored value: one byte, [`from_byte`](Self::from_byte).
+    pub fn from_bytes(value: &[u8]) -> Option<Preference> {
+        match value {
+            [byte] => Preference::from_byte(*byte),
+            _ => None,
         }
     }
 }
@@ -770,6 +818,28 @@ impl Population {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_bytes_round_trip_and_refuse_what_no_store_writes() {
+        for regime in [Regime::OptIn, Regime::OptOut] {
+            assert_eq!(Regime::from_byte(regime.as_byte()), Some(regime));
+            assert_eq!(Regime::from_bytes(&[regime.as_byte()]), Some(regime));
+        }
+        for preference in [Preference::In, Preference::Out, Preference::Default] {
+            assert_eq!(
+                Preference::from_byte(preference.as_byte()),
+                Some(preference)
+            );
+            assert_eq!(
+                Preference::from_bytes(&[preference.as_byte()]),
+                Some(preference)
+            );
+        }
+        assert_eq!(Regime::from_byte(b'd'), None);
+        assert_eq!(Preference::from_byte(0), None);
+        assert_eq!(Preference::from_bytes(b"in"), None);
+        assert_eq!(Regime::from_bytes(b""), None);
+    }
     use proptest::prelude::*;
 
     const CASE_SENSITIVE: NormalizeConfig = NormalizeConfig {
