@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// of its message, so error chains (anyhow's `{:#}`) do not print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum FstError {
-    /// The table file could not be opened or mapped (missing, unreadable).
+    /// The table file could not be opened, read or mapped (missing, unreadable).
     #[error("cannot open fst table {}", path.display())]
     Open {
         /// The table file.

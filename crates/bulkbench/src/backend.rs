@@ -16,7 +16,8 @@ use crate::progress::Steps;
 pub enum BackendKind {
     /// The population file loaded into a hash map (startup reads the whole file).
     Memory,
-    /// A memory-mapped finite state transducer file; immutable, swapped on SIGHUP.
+    /// A finite state transducer file, read into memory (or mapped); immutable, swapped on
+    /// SIGHUP.
     Fst,
     /// An LMDB environment; updatable while serving (`bulkbench policy set`).
     Lmdb,

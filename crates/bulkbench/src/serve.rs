@@ -43,6 +43,13 @@ pub struct ServeArgs {
     /// this machine's ceiling for `bench --ceiling`.
     #[arg(long, value_name = "KIND:PATH", value_parser = crate::backend::parse_serve_backend)]
     backend: Option<ServeBackend>,
+    /// With an fst backend: map the file instead of reading it into memory (at start and
+    /// on SIGHUP). Saves memory (the pages are the page cache's, shared) and startup; but a
+    /// file truncated in place while served kills the server with SIGBUS, and one rewritten
+    /// in place feeds lookups changing bytes: replace files by rename, as `bulkbench
+    /// population` does.
+    #[arg(long)]
+    fst_mmap: bool,
     /// Name in the greeting and EHLO reply [default: this machine's hostname].
     #[arg(long, value_name = "H")]
     hostname: Option<String>,
@@ -238,11 +245,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             return serve_with(&runtime, CannedBackend::new(share), serving);
         }
     };
+    let fst_load = match args.fst_mmap {
+        true => bulk_policy_fst::FstLoad::Map,
+        false => bulk_policy_fst::FstLoad::Read,
+    };
     serve_store(
         &runtime,
         &spec,
         normalize,
         args.store_connections as usize,
+        fst_load,
         serving,
     )
 }
@@ -253,6 +265,7 @@ fn serve_store(
     spec: &BackendSpec,
     normalize: NormalizeConfig,
     store_connections: usize,
+    fst_load: bulk_policy_fst::FstLoad,
     serving: Serving,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -279,12 +292,17 @@ fn serve_store(
             serve_with(runtime, policy, serving)
         }
         BackendKind::Fst => {
-            let policy = bulk_policy_fst::FstBackend::open(spec.path())
+            let policy = bulk_policy_fst::FstBackend::open_with(spec.path(), fst_load)
                 .with_context(|| format!("cannot open the fst store {}", spec.path().display()))?;
             info!(
                 mailboxes = policy.len(),
+                bytes = policy.file_bytes(),
                 load_ms = started.elapsed().as_millis() as u64,
-                "fst store mapped"
+                "fst store {}",
+                match fst_load {
+                    bulk_policy_fst::FstLoad::Read => "read into memory",
+                    bulk_policy_fst::FstLoad::Map => "mapped",
+                }
             );
             serve_with(runtime, policy, serving)
         }

@@ -191,3 +191,83 @@ fn fst_store_is_swapped_on_sighup() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Up to `n` mailboxes of the scenario's population file (written beside it by
+/// [`opted_in_mailbox`]), with an unknown mailbox of each of their domains and a foreign
+/// address.
+fn some_addresses(scenario: &std::path::Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(scenario.with_extension("tsv")).unwrap();
+    let mut addresses: Vec<String> = text
+        .lines()
+        .filter(|line| !line.starts_with('@'))
+        .filter_map(|line| Some(line.split_once('\t')?.0.to_owned()))
+        .step_by(7)
+        .take(n)
+        .collect();
+    let unknown: Vec<String> = addresses
+        .iter()
+        .filter_map(|a| Some(format!("nobody-here@{}", a.rsplit_once('@')?.1)))
+        .take(10)
+        .collect();
+    addresses.extend(unknown);
+    addresses.push("ann@nowhere.test".to_owned());
+    addresses
+}
+
+/// [`bulk_replies`] from a server that must stay up: if the transaction fails, says how
+/// the server ended ("signal: 7 (SIGBUS)").
+fn replies_from_live_server(server: &mut common::Server, rcpts: &[&str]) -> Vec<String> {
+    let replies = std::panic::catch_unwind(|| bulk_replies(&server.addr, rcpts));
+    let mut ended = None;
+    if replies.is_err() {
+        common::wait_until(Duration::from_secs(10), "the server's exit", || {
+            ended = server.child.try_wait().unwrap();
+            ended.is_some()
+        });
+    }
+    match (replies, ended) {
+        (Ok(replies), _) => replies,
+        (Err(_), Some(status)) => panic!("the server died: {status}"),
+        (Err(panic), None) => std::panic::resume_unwind(panic),
+    }
+}
+
+#[test]
+fn fst_store_truncated_in_place_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let fst = dir.path().join("pop.fst");
+    build_population(&scenario, Some("fst"), &fst);
+    opted_in_mailbox(&scenario); // writes the population file the addresses come from
+    let addresses = some_addresses(&scenario, 300);
+    let rcpts: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let mut server = common::serve_logged(&["--backend", &format!("fst:{}", fst.display())]);
+    let log = server.log.take().unwrap();
+    log.wait_for("fst store read into memory", Duration::from_secs(10));
+    let before = bulk_replies(&server.addr, &rcpts);
+    assert!(before.iter().any(|r| r == "250 2.1.5"), "{before:?}");
+
+    // Truncated to half in place, its first 4 KiB overwritten: the file served is the same
+    // inode, changed under the server (on a mapped table, a SIGBUS at the next lookup).
+    let len = std::fs::metadata(&fst).unwrap().len();
+    let mut file = std::fs::File::options().write(true).open(&fst).unwrap();
+    file.set_len(len / 2).unwrap();
+    std::io::Write::write_all(&mut file, &[0xff; 4096]).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    assert_eq!(replies_from_live_server(&mut server, &rcpts), before);
+
+    // A reload reads the damaged file, refuses it, and keeps the table in service.
+    signal(&server.child, libc::SIGHUP);
+    let line = log.wait_for("reload failed", Duration::from_secs(10));
+    assert!(line.contains("not a valid fst file"), "{line}");
+    assert_eq!(replies_from_live_server(&mut server, &rcpts), before);
+
+    // The opt-in map says what it risks.
+    let help = ok(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--fst-mmap") && help.contains("SIGBUS"),
+        "{help}"
+    );
+}
