@@ -6,7 +6,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use bulk_policy::{AddressBatch, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict};
+use bulk_policy::{
+    AddressBatch, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Reload, ReloadError,
+    Verdict,
+};
 use fst::{IntoStreamer, Map, Streamer};
 use memmap2::Mmap;
 use rustc_hash::FxHashMap;
@@ -402,11 +405,12 @@ impl PolicyBackend for FstBackend {
         })
     }
 
-    fn reload(&self) -> Result<(), PolicyError> {
-        self.reopen().map_err(|e| PolicyError::Unavailable {
+    fn reload(&self) -> Result<Reload, ReloadError> {
+        self.reopen().map_err(|e| ReloadError {
             backend: NAME,
             reason: e.chain(),
-        })
+        })?;
+        Ok(Reload::Swapped)
     }
 }
 
@@ -787,6 +791,7 @@ mod tests {
             .unwrap();
         std::fs::rename(&garbage, &path).unwrap();
         let e = backend.reload().unwrap_err();
+        assert_eq!(e.backend, "fst");
         assert!(
             e.to_string()
                 .contains("is not a valid fst file (empty, truncated or corrupt): "),
@@ -810,7 +815,7 @@ mod tests {
         p.add_domain(b"in.example", Regime::OptOut).unwrap();
         p.add_mailbox(b"Ann+x@in.example", Preference::Out).unwrap();
         crate::build(&p, &path).unwrap();
-        backend.reload().unwrap();
+        assert_eq!(backend.reload().unwrap(), Reload::Swapped);
         assert_eq!(backend.len(), 1);
         assert_eq!(backend.normalize_config(), p.normalize_config());
         assert_eq!(

@@ -74,7 +74,7 @@ pub enum FstError {
 
 impl FstError {
     /// The message with every cause appended (`a: b: c`), for callers that can only carry a
-    /// string, such as [`PolicyError::Unavailable`](bulk_policy::PolicyError::Unavailable).
+    /// string, such as [`ReloadError`](bulk_policy::ReloadError).
     pub fn chain(&self) -> String {
         let mut message = self.to_string();
         let mut source = std::error::Error::source(self);

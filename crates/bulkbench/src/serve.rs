@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bulk_policy::PolicyBackend;
 use bulk_policy::cache::{CacheConfig, CachedBackend};
-use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Population};
+use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Population, Reload};
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
 use bulk_server::{ServerConfig, SinkConfig};
 
@@ -375,8 +375,24 @@ async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyh
             return;
         };
         while hangup.recv().await.is_some() {
-            match reloader.reload() {
-                Ok(()) => info!(backend = reloader.name(), "SIGHUP: store reloaded"),
+            // A reload reads and checks a whole store: on a blocking thread, not on a
+            // worker that serves sessions.
+            let (policy, started) = (reloader.clone(), Instant::now());
+            let reloaded = tokio::task::spawn_blocking(move || policy.reload()).await;
+            let (backend, reload_ms) = (reloader.name(), started.elapsed().as_millis() as u64);
+            match reloaded {
+                Ok(Ok(Reload::Swapped)) => info!(backend, reload_ms, "SIGHUP: store reloaded"),
+                Ok(Ok(Reload::InPlace)) => info!(
+                    backend,
+                    "SIGHUP: nothing to reload: changes to the store are seen at once"
+                ),
+                Ok(Ok(Reload::Unsupported)) => {
+                    warn!(
+                        backend,
+                        "SIGHUP: this backend has no store to reload; nothing changed"
+                    )
+                }
+                Ok(Err(error)) => warn!(%error, "SIGHUP: reload failed; the previous store stays"),
                 Err(error) => warn!(%error, "SIGHUP: reload failed; the previous store stays"),
             }
         }
