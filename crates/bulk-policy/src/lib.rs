@@ -10,7 +10,9 @@
 //! - [`Population`]: served domains with their [`Regime`] (opt-in or opt-out) and mailboxes
 //!   with their [`Preference`], built in code or parsed from a population file
 //!   (format in [`population`]). [`Population::verdict_of`] is the reference semantics.
-//! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time.
+//! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time;
+//!   loaded from a population file ([`MemoryBackend::load`]), it reloads the file on
+//!   [`PolicyBackend::reload`].
 //! - [`CannedBackend`]: no store and no lookup, every RCPT answered by a fixed
 //!   [`AcceptShare`] rule: the cheapest backend, for measuring a machine's ceiling.
 //! - `cache` (feature `cache`): `CachedBackend`, a read-through cache in front of any

@@ -14,7 +14,8 @@ use crate::progress::Steps;
 /// The policy backends this build knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
-    /// The population file loaded into a hash map (startup reads the whole file).
+    /// The population file loaded into a hash map (startup reads the whole file); SIGHUP
+    /// reads it again.
     Memory,
     /// A finite state transducer file, read into memory (or mapped); immutable, swapped on
     /// SIGHUP.

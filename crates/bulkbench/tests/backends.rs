@@ -276,3 +276,42 @@ fn fst_store_truncated_in_place_keeps_serving() {
         "{help}"
     );
 }
+
+#[test]
+fn memory_store_is_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let address = opted_in_mailbox(&scenario);
+    let file = scenario.with_extension("tsv");
+    let mut server = common::serve_logged(&["--backend", &format!("memory:{}", file.display())]);
+    let log = server.log.take().unwrap();
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
+
+    // The mailbox opts out in the file: the old map serves until SIGHUP, the new one after.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replace(
+        &format!("\n{address}\tin\n"),
+        &format!("\n{address}\tout\n"),
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&file, &edited).unwrap();
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
+    signal(&server.child, libc::SIGHUP);
+    log.wait_for("SIGHUP: store reloaded", Duration::from_secs(60));
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["550 5.7.1"]);
+
+    // A broken file: the reload fails, naming the file and the line, and the map in service
+    // stays (with the change above).
+    let broken = format!("{edited}no-tab-on-this-line\n");
+    let line = broken.lines().count();
+    std::fs::write(&file, &broken).unwrap();
+    signal(&server.child, libc::SIGHUP);
+    let warning = log.wait_for("reload failed", Duration::from_secs(60));
+    assert!(
+        warning.contains(&file.display().to_string())
+            && warning.contains(&format!("line {line}"))
+            && warning.contains("no-tab-on-this-line"),
+        "{warning}"
+    );
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["550 5.7.1"]);
+}
