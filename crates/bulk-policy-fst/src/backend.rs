@@ -1,11 +1,15 @@
-//! The backend: a memory-mapped table behind an atomically swappable pointer.
+//! The backend: a table read into memory (or mapped, on request) behind an atomically
+//! swappable pointer.
 
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use bulk_policy::{AddressBatch, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Verdict};
+use bulk_policy::{
+    AddressBatch, KeyBatch, NormalizeConfig, PolicyBackend, PolicyError, Reload, ReloadError,
+    Verdict,
+};
 use fst::{IntoStreamer, Map, Streamer};
 use memmap2::Mmap;
 use rustc_hash::FxHashMap;
@@ -24,35 +28,75 @@ const NAME: &str = "fst";
 /// many at a time into arrays on the stack.
 const CHUNK: usize = 64;
 
+/// How [`FstBackend::open_with`] holds a table file: the same choice applies to every
+/// [`reopen`](FstBackend::reopen).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FstLoad {
+    /// Read the whole file into memory of the process's own (the default). The table costs
+    /// its file's size in private memory (about 8-9 bytes per mailbox), and nothing done
+    /// to the file afterwards can reach lookups: a file truncated, rewritten or removed
+    /// while served changes nothing until the next reload.
+    #[default]
+    Read,
+    /// Map the file (memmap2): no copy, pages shared through the page cache with every
+    /// process that maps the file, and a start that reads the file once (the checksum)
+    /// instead of copying it. The risk: the map is the file, so a file truncated in
+    /// place while served kills the process with SIGBUS at the next lookup that touches a
+    /// vanished page, and one rewritten in place feeds lookups changing bytes. Replace the
+    /// file only by renaming a new one over it, as [`build`](crate::build) does.
+    Map,
+}
+
 /// A [`PolicyBackend`] answering from an fst table file written by [`build`](crate::build).
 ///
 /// Lookups normalize with the config stored in the file, so a table always agrees with
 /// the population it was built from. A known mailbox costs one normalization and one fst
 /// walk; an unknown one a second, shorter walk for its `@domain` key.
 ///
-/// [`reload`](PolicyBackend::reload) (or [`reopen`](Self::reopen)) maps the file at the
-/// same path again and swaps it in; see `current` below for how lookups stay consistent.
+/// [`reload`](PolicyBackend::reload) (or [`reopen`](Self::reopen)) reads (or maps) the
+/// file at the same path again and swaps it in; see `current` below for how lookups stay
+/// consistent.
 pub struct FstBackend {
-    /// The file [`reopen`](Self::reopen) maps again.
+    /// The file [`reopen`](Self::reopen) opens again.
     path: PathBuf,
+    /// Read or mapped, at open and at every reopen.
+    load: FstLoad,
     /// The table in service.
     ///
     /// Swap protocol: a batch takes the read lock only long enough to clone the `Arc`, then
     /// resolves every address of the batch against that one table, so a batch never mixes
-    /// two tables (nor a table with another table's normalization). A reload maps and
-    /// verifies the new file with no lock held, then takes the write lock just to replace
+    /// two tables (nor a table with another table's normalization). A reload reads (or
+    /// maps) and verifies the new file with no lock held, then takes the write lock just to replace
     /// the `Arc`; lookups in flight keep the old table alive through their clones, and the
-    /// old map is unmapped when the last of them drops it, outside the lock. A failed
-    /// reload never touches the lock, so the old table stays in service.
+    /// old table is freed (or unmapped) when the last of them drops it, outside the lock.
+    /// A failed reload never touches the lock, so the old table stays in service.
     ///
     /// Neither critical section can panic, so the lock cannot be poisoned in practice; a
     /// poisoned lock is used anyway, since its content (an `Arc`) is always valid.
     current: RwLock<Arc<Table>>,
 }
 
-/// One mapped, verified table file.
+/// A table file's bytes, as [`FstLoad`] chose to hold them.
+enum TableBytes {
+    /// Read into a buffer of ours.
+    Read(Box<[u8]>),
+    /// Mapped.
+    Mapped(Mmap),
+}
+
+impl AsRef<[u8]> for TableBytes {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            TableBytes::Read(bytes) => bytes,
+            TableBytes::Mapped(map) => map,
+        }
+    }
+}
+
+/// One read (or mapped), verified table file.
 struct Table {
-    map: Map<Mmap>,
+    map: Map<TableBytes>,
     /// Every served domain, with where its mailbox keys continue (`None`: the domain has no
     /// mailbox). Read from the domain keys at open: a few dozen bytes per domain, and one
     /// hash probe per lookup instead of walking the domain's bytes through the fst.
@@ -69,6 +113,7 @@ impl fmt::Debug for FstBackend {
         let table = self.table();
         f.debug_struct("FstBackend")
             .field("path", &self.path)
+            .field("load", &self.load)
             .field("normalize", &table.normalize)
             .field("mailboxes", &table.mailboxes)
             .field("domains", &table.domains)
@@ -78,43 +123,57 @@ impl fmt::Debug for FstBackend {
 }
 
 impl FstBackend {
-    /// Maps the table at `path`, checks it, and serves it.
+    /// Reads the table at `path` into memory, checks it, and serves it:
+    /// [`open_with`](Self::open_with) and [`FstLoad::Read`], which nothing done to the
+    /// file while it is served can disturb.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, FstError> {
+        Self::open_with(path, FstLoad::Read)
+    }
+
+    /// Reads or maps the table at `path`, as `load` says, checks it, and serves it.
     ///
-    /// Checks, in order: the file opens and maps ([`FstError::Open`]); the `fst` crate
-    /// accepts it and its checksum matches ([`FstError::Format`]; this reads the whole file
-    /// once, and leaves it in the page cache: open times are in BENCHMARKS.md, section 3,
-    /// "Size and build time"); it has the bulkbench header key ([`FstError::NotATable`]) of
+    /// Checks, in order: the file opens and reads or maps ([`FstError::Open`]); the `fst`
+    /// crate accepts it and its checksum matches ([`FstError::Format`]; this reads the
+    /// whole file once: open times are in BENCHMARKS.md, section 3, "Size and build
+    /// time"); it has the bulkbench header key ([`FstError::NotATable`]) of
     /// [`FORMAT_VERSION`](crate::FORMAT_VERSION) ([`FstError::Version`]); and the header is
     /// consistent ([`FstError::Header`]).
     ///
-    /// The file must only ever be replaced by renaming a new file over it, as
-    /// [`build`](crate::build) does; truncating or rewriting it in place while it is mapped
-    /// would make lookups read changing bytes, or fault.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, FstError> {
+    /// With [`FstLoad::Map`], the file must only ever be replaced by renaming a new file
+    /// over it, as [`build`](crate::build) does: truncating it in place while it is mapped
+    /// kills the process with SIGBUS, and rewriting it makes lookups read changing bytes.
+    pub fn open_with(path: impl AsRef<Path>, load: FstLoad) -> Result<Self, FstError> {
         let path = path.as_ref().to_path_buf();
-        let table = Table::open(&path)?;
+        let table = Table::open(&path, load)?;
         Ok(FstBackend {
             path,
+            load,
             current: RwLock::new(Arc::new(table)),
         })
     }
 
-    /// Maps the file at [`path`](Self::path) again and puts it in service. On error the
-    /// table in service stays, and lookups go on undisturbed.
+    /// Reads (or maps, as the backend was opened) the file at [`path`](Self::path) again
+    /// and puts it in service. On error the table in service stays, and lookups go on
+    /// undisturbed.
     pub fn reopen(&self) -> Result<(), FstError> {
-        let table = Arc::new(Table::open(&self.path)?);
+        let table = Arc::new(Table::open(&self.path, self.load)?);
         let old = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
             table,
         );
-        // Unmapping a large file takes a while: not under the lock.
+        // Freeing or unmapping a large table takes a while: not under the lock.
         drop(old);
         Ok(())
     }
 
-    /// The table file this backend maps.
+    /// The table file this backend reads (or maps).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the table is read into memory or mapped.
+    pub fn load(&self) -> FstLoad {
+        self.load
     }
 
     /// Number of mailboxes in the table in service.
@@ -132,7 +191,7 @@ impl FstBackend {
         self.table().domains
     }
 
-    /// Size in bytes of the table file in service (all of it is mapped).
+    /// Size in bytes of the table file in service (all of it is read, or mapped).
     pub fn file_bytes(&self) -> u64 {
         self.table().bytes
     }
@@ -149,7 +208,7 @@ impl FstBackend {
 }
 
 impl Table {
-    fn open(path: &Path) -> Result<Table, FstError> {
+    fn open(path: &Path, load: FstLoad) -> Result<Table, FstError> {
         let open_error = |source| FstError::Open {
             path: path.to_path_buf(),
             source,
@@ -163,14 +222,27 @@ impl Table {
             reason,
         };
 
-        let file = File::open(path).map_err(open_error)?;
-        // SAFETY: the map is only sound while nobody modifies the file. The table's only
-        // writer, `build`, never writes to an existing file: it renames a complete new one
-        // over the path, which leaves this inode and its pages untouched. Editing the file
-        // in place is outside the contract (documented on `open`).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(open_error)?;
-        let bytes = mmap.len() as u64;
-        let map = Map::new(mmap).map_err(format_error)?;
+        let data = match load {
+            // One read of the whole file, sized by its length: a file that changes while
+            // it is read yields bytes that fail the checksum below, never a fault.
+            FstLoad::Read => {
+                TableBytes::Read(std::fs::read(path).map_err(open_error)?.into_boxed_slice())
+            }
+            FstLoad::Map => {
+                let file = File::open(path).map_err(open_error)?;
+                // SAFETY: the map is only sound while nobody modifies the file, and this
+                // mode is an opt-in whose risk is stated where it is chosen (`FstLoad::Map`,
+                // `serve --fst-mmap`). The table's only writer, `build`, never writes to an
+                // existing file: it renames a complete new one over the path, which leaves
+                // this inode and its pages untouched. A file truncated in place while
+                // mapped kills the process with SIGBUS at the next access to a page past its
+                // new end; one rewritten in place changes the bytes lookups read (the
+                // checksum is only verified here, at open).
+                TableBytes::Mapped(unsafe { Mmap::map(&file) }.map_err(open_error)?)
+            }
+        };
+        let bytes = data.as_ref().len() as u64;
+        let map = Map::new(data).map_err(format_error)?;
         // `Map::new` only checks the first and last words; a truncated or damaged file can
         // pass it, and then a walk could index out of bounds. The checksum covers every
         // byte, so after it only a file crafted to match could make a lookup misbehave.
@@ -289,7 +361,7 @@ impl Table {
 
 /// The domain index of a table: each domain key's domain, with the node its mailbox keys
 /// continue from.
-fn index_domains(map: &Map<Mmap>) -> FxHashMap<Box<[u8]>, Option<Start>> {
+fn index_domains(map: &Map<TableBytes>) -> FxHashMap<Box<[u8]>, Option<Start>> {
     let fst = map.as_fst();
     let root = Start::root(fst);
     let mut index = FxHashMap::default();
@@ -314,8 +386,9 @@ impl PolicyBackend for FstBackend {
         out: &mut Vec<Verdict>,
     ) -> Result<(), PolicyError> {
         // One table for the whole batch (see `current`). Nothing here waits: the batch is
-        // resolved within the first poll. Pages of the file come from the page cache, which
-        // `open` filled; under memory pressure a lookup can fault on a page on this thread.
+        // resolved within the first poll. A mapped table's pages come from the page cache,
+        // which `open` filled; under memory pressure a lookup can fault on a page on this
+        // thread.
         let table = self.table();
         let len = out.len();
         out.reserve(batch.len());
@@ -332,11 +405,12 @@ impl PolicyBackend for FstBackend {
         })
     }
 
-    fn reload(&self) -> Result<(), PolicyError> {
-        self.reopen().map_err(|e| PolicyError::Unavailable {
+    fn reload(&self) -> Result<Reload, ReloadError> {
+        self.reopen().map_err(|e| ReloadError {
             backend: NAME,
             reason: e.chain(),
-        })
+        })?;
+        Ok(Reload::Swapped)
     }
 }
 
@@ -717,6 +791,7 @@ mod tests {
             .unwrap();
         std::fs::rename(&garbage, &path).unwrap();
         let e = backend.reload().unwrap_err();
+        assert_eq!(e.backend, "fst");
         assert!(
             e.to_string()
                 .contains("is not a valid fst file (empty, truncated or corrupt): "),
@@ -740,7 +815,7 @@ mod tests {
         p.add_domain(b"in.example", Regime::OptOut).unwrap();
         p.add_mailbox(b"Ann+x@in.example", Preference::Out).unwrap();
         crate::build(&p, &path).unwrap();
-        backend.reload().unwrap();
+        assert_eq!(backend.reload().unwrap(), Reload::Swapped);
         assert_eq!(backend.len(), 1);
         assert_eq!(backend.normalize_config(), p.normalize_config());
         assert_eq!(

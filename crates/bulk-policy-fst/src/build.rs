@@ -41,9 +41,9 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// The table is written to a temporary file in the same directory
 /// (`.NAME.tmp.PID.N`), fsynced, renamed over `path`, and the directory is fsynced. A
 /// reader therefore sees the old file or the complete new one, never a partial table, and a
-/// [`FstBackend`](crate::FstBackend) that still maps the old file keeps reading it
-/// untouched (the rename unlinks the old inode; its pages live until the last map of it
-/// goes). On error the temporary file is removed, except after a crash, which leaves it
+/// [`FstBackend`](crate::FstBackend) that maps the old file
+/// ([`FstLoad::Map`](crate::FstLoad::Map)) keeps reading it untouched (the rename unlinks
+/// the old inode; its pages live until the last map of it goes). On error the temporary file is removed, except after a crash, which leaves it
 /// behind under that name. If only the final directory fsync fails, the new table is
 /// already in place but may not survive a power loss; the error says so by its source.
 ///

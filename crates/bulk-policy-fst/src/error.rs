@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// of its message, so error chains (anyhow's `{:#}`) do not print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum FstError {
-    /// The table file could not be opened or mapped (missing, unreadable).
+    /// The table file could not be opened, read or mapped (missing, unreadable).
     #[error("cannot open fst table {}", path.display())]
     Open {
         /// The table file.
@@ -74,7 +74,7 @@ pub enum FstError {
 
 impl FstError {
     /// The message with every cause appended (`a: b: c`), for callers that can only carry a
-    /// string, such as [`PolicyError::Unavailable`](bulk_policy::PolicyError::Unavailable).
+    /// string, such as [`ReloadError`](bulk_policy::ReloadError).
     pub fn chain(&self) -> String {
         let mut message = self.to_string();
         let mut source = std::error::Error::source(self);

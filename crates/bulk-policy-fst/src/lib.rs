@@ -1,24 +1,30 @@
 //! The `fst` policy backend for bulkbench: the population compiled into a finite state
-//! transducer file, memory-mapped at start and swapped atomically on reload.
+//! transducer file, read into memory (or mapped, on request) at start and swapped
+//! atomically on reload.
 //!
 //! # Overview
 //!
 //! - [`build`] compiles a [`Population`](bulk_policy::Population) into a table file, with
 //!   every mailbox's verdict resolved at build time, and replaces the file atomically
 //!   (temporary file, fsync, rename, directory fsync). It returns [`BuildStats`].
-//! - [`FstBackend::open`] maps a table file (memmap2) after checking it is a complete,
+//! - [`FstBackend::open`] reads a table file into memory after checking it is a complete,
 //!   current-version bulkbench table; [`FstBackend`] implements
 //!   [`PolicyBackend`](bulk_policy::PolicyBackend) under the name `fst`. Lookups are
 //!   batched: every address of a batch is normalized first, then looked up.
-//! - [`PolicyBackend::reload`](bulk_policy::PolicyBackend::reload) maps the file at the same
-//!   path again and swaps it in while lookups go on; a bad file leaves the old table in
-//!   service. Rebuild with [`build`], then reload: no lookup ever sees a partial table.
+//!   [`FstBackend::open_with`] and [`FstLoad::Map`] map the file instead (memmap2): less
+//!   memory and a quicker start, but a file truncated in place while served then kills
+//!   the process with SIGBUS ([`FstLoad`] says when each fits).
+//! - [`PolicyBackend::reload`](bulk_policy::PolicyBackend::reload) reads (or maps) the file
+//!   at the same path again and swaps it in while lookups go on; a bad file leaves the old
+//!   table in service. Rebuild with [`build`], then reload: no lookup ever sees a partial
+//!   table.
 //! - [`FstError`]: why a table could not be built or opened, naming the file.
 //!
 //! Compared with [`MemoryBackend`](bulk_policy::MemoryBackend), the table takes a few
 //! bytes per mailbox instead of a hash map entry and a heap key, starts without parsing a
-//! population file, and is shared through the page cache by every process that maps it; a
-//! lookup walks the automaton, byte by byte, instead of hashing once. Two things keep the
+//! population file, and, mapped, is shared through the page cache by every process that
+//! maps it; a lookup walks the automaton, byte by byte, instead of hashing once. Two
+//! things keep the
 //! walks short and their cache misses overlapped: a domain index in memory (each served
 //! domain with the fst node its mailbox keys continue from, built at open), so a lookup
 //! walks only the local part; and walks of a batch run eight at a time, each prefetching
@@ -94,7 +100,7 @@ mod error;
 mod format;
 mod walk;
 
-pub use backend::FstBackend;
+pub use backend::{FstBackend, FstLoad};
 pub use build::{BuildStats, build};
 pub use error::FstError;
 pub use format::FORMAT_VERSION;

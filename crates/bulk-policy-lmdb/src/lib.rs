@@ -86,7 +86,7 @@ use std::sync::Arc;
 
 use bulk_policy::{
     AddressBatch, KeyBatch, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, NormalizeConfig, PolicyBackend,
-    PolicyError, Population, Preference, Regime, Verdict,
+    PolicyError, Population, Preference, Regime, Reload, ReloadError, Verdict,
 };
 use heed::RoTxn;
 
@@ -396,5 +396,11 @@ impl PolicyBackend for LmdbBackend {
         // Resolved within the first poll, on this thread: the read transaction lives and
         // dies inside `lookup_batch`, never across an await.
         self.lookup_batch(batch, out).map_err(PolicyError::from)
+    }
+
+    /// The environment changes in place (`bulkbench policy set`), and the next lookup sees a
+    /// change: there is nothing to reload.
+    fn reload(&self) -> Result<Reload, ReloadError> {
+        Ok(Reload::InPlace)
     }
 }

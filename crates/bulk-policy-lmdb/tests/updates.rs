@@ -6,7 +6,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bulk_policy::{
-    AddressBatch, NormalizeConfig, PolicyBackend, Population, Preference, Regime, Verdict,
+    AddressBatch, NormalizeConfig, PolicyBackend, Population, Preference, Regime, Reload, Verdict,
 };
 use bulk_policy_lmdb::{LmdbBackend, LmdbError, build};
 
@@ -34,6 +34,8 @@ fn update_api_table() {
     let dir = tempfile::tempdir().unwrap();
     let backend = built(dir.path());
     assert_eq!(backend.name(), "lmdb");
+    // Changes are seen at once: nothing to reload.
+    assert_eq!(backend.reload().unwrap(), Reload::InPlace);
     assert_eq!(backend.normalize_config(), NormalizeConfig::default());
     assert_eq!(backend.len().unwrap(), 4);
     assert!(!backend.is_empty().unwrap());

@@ -154,7 +154,7 @@ use std::time::Duration;
 
 use bulk_policy::{
     AddressBatch, KeyBatch, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, NormalizeConfig, PolicyBackend,
-    PolicyError, Population, Preference, Regime, Verdict,
+    PolicyError, Population, Preference, Regime, Reload, ReloadError, Verdict,
 };
 use deadpool_postgres::{
     ClientWrapper, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
@@ -600,5 +600,11 @@ impl PolicyBackend for PostgresBackend {
         self.lookup_batch(batch, out)
             .await
             .map_err(PolicyError::from)
+    }
+
+    /// The database changes in place (`bulkbench policy set`), and the next lookup sees a
+    /// change: there is nothing to reload.
+    fn reload(&self) -> Result<Reload, ReloadError> {
+        Ok(Reload::InPlace)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bulk_policy::{
     AddressBatch, MAX_ADDRESS_LEN, NormalizeConfig, PolicyBackend, PolicyError, Population,
-    Preference, Regime, Verdict,
+    Preference, Regime, Reload, ReloadError, Verdict,
 };
 
 use crate::conn::{Conn, within};
@@ -305,5 +305,11 @@ impl PolicyBackend for RedisBackend {
         self.lookup_batch(batch, out)
             .await
             .map_err(|e| e.into_policy(self.name()))
+    }
+
+    /// The Redis store changes in place (`bulkbench policy set`), and the next lookup sees a
+    /// change: there is nothing to reload.
+    fn reload(&self) -> Result<Reload, ReloadError> {
+        Ok(Reload::InPlace)
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::{AddressBatch, PolicyBackend, PolicyError, Verdict};
+use crate::{AddressBatch, PolicyBackend, PolicyError, Reload, ReloadError, Verdict};
 
 /// How large the cache is and how stale an entry may get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,13 +124,14 @@ impl<B: PolicyBackend> PolicyBackend for CachedBackend<B> {
         Ok(())
     }
 
-    fn reload(&self) -> Result<(), PolicyError> {
-        self.inner.reload()?;
-        // A new store: what the cache holds came from the old one.
+    fn reload(&self) -> Result<Reload, ReloadError> {
+        let reload = self.inner.reload()?;
+        // A new store: what the cache holds came from the old one. A store that changes in
+        // place: emptying the cache makes its changes seen at once, as SIGHUP promises.
         if let Some(cache) = &self.cache {
             cache.invalidate_all();
         }
-        Ok(())
+        Ok(reload)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

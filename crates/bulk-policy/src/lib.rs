@@ -10,7 +10,9 @@
 //! - [`Population`]: served domains with their [`Regime`] (opt-in or opt-out) and mailboxes
 //!   with their [`Preference`], built in code or parsed from a population file
 //!   (format in [`population`]). [`Population::verdict_of`] is the reference semantics.
-//! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time.
+//! - [`MemoryBackend`]: the in-memory backend, every verdict resolved at build time;
+//!   loaded from a population file ([`MemoryBackend::load`]), it reloads the file on
+//!   [`PolicyBackend::reload`].
 //! - [`CannedBackend`]: no store and no lookup, every RCPT answered by a fixed
 //!   [`AcceptShare`] rule: the cheapest backend, for measuring a machine's ceiling.
 //! - `cache` (feature `cache`): `CachedBackend`, a read-through cache in front of any
@@ -79,6 +81,30 @@ pub enum PolicyError {
     },
 }
 
+/// Why [`PolicyBackend::reload`] could not put a new version of the store in service
+/// (missing, unreadable, invalid): the version in service stays, and lookups go on.
+#[derive(Debug, thiserror::Error)]
+#[error("policy backend {backend} cannot reload its store: {reason}")]
+pub struct ReloadError {
+    /// [`PolicyBackend::name`] of the backend.
+    pub backend: &'static str,
+    /// What is wrong with the new version, naming its file (and line, where it has lines).
+    pub reason: String,
+}
+
+/// What [`PolicyBackend::reload`] did, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// A new version of the store was read and is in service.
+    Swapped,
+    /// The store changes in place and lookups see a change at once (LMDB, the store
+    /// servers): there is nothing to reload.
+    InPlace,
+    /// The backend has no store it could reload: it was built in code, or serves none
+    /// (canned). Nothing changed.
+    Unsupported,
+}
+
 /// Where recipients' preferences live. Implementations must agree with
 /// [`Population::verdict_of`] for the population they were built from; `conformance::run`
 /// (feature `conformance`) checks that. The one exception is [`CannedBackend`], built from no population: it
@@ -100,12 +126,14 @@ pub trait PolicyBackend: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), PolicyError>> + Send;
 
     /// Picks up a new version of the backend's store, if it has one that is replaced as a
-    /// whole (the server calls this on SIGHUP). Lookups in flight finish on the old version;
-    /// later ones see the new one; none fails or sees a half-built table. On error the old
-    /// version stays in service. Backends whose store changes in place, or never, keep this
-    /// default, which does nothing.
-    fn reload(&self) -> Result<(), PolicyError> {
-        Ok(())
+    /// whole (the server calls this on SIGHUP), and says what it did. Lookups in flight
+    /// finish on the old version; later ones see the new one; none fails or sees a
+    /// half-built table. On error ([`ReloadError`]) the old version stays in service.
+    ///
+    /// Backends whose store changes in place return [`Reload::InPlace`]. The default, for
+    /// backends with nothing to reload, does nothing and says so: [`Reload::Unsupported`].
+    fn reload(&self) -> Result<Reload, ReloadError> {
+        Ok(Reload::Unsupported)
     }
 
     /// Counters worth reporting beside the server's own, as (name, value) pairs: a cache's

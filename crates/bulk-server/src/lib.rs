@@ -407,7 +407,7 @@ impl<P: PolicyBackend> PolicyBackend for DelayedPolicy<P> {
         self.inner.lookup(batch, out).await
     }
 
-    fn reload(&self) -> Result<(), bulk_policy::PolicyError> {
+    fn reload(&self) -> Result<bulk_policy::Reload, bulk_policy::ReloadError> {
         self.inner.reload()
     }
 

@@ -14,9 +14,11 @@ use crate::progress::Steps;
 /// The policy backends this build knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
-    /// The population file loaded into a hash map (startup reads the whole file).
+    /// The population file loaded into a hash map (startup reads the whole file); SIGHUP
+    /// reads it again.
     Memory,
-    /// A memory-mapped finite state transducer file; immutable, swapped on SIGHUP.
+    /// A finite state transducer file, read into memory (or mapped); immutable, swapped on
+    /// SIGHUP.
     Fst,
     /// An LMDB environment; updatable while serving (`bulkbench policy set`).
     Lmdb,

@@ -69,7 +69,8 @@ fn updatable(store: &BackendSpec) -> anyhow::Result<Updatable> {
              and send the server SIGHUP"
         ),
         BackendKind::Memory => bail!(
-            "a memory store is a population file: edit it and restart the server, or use lmdb"
+            "a memory store is a population file: edit it and send the server SIGHUP, or use \
+             lmdb"
         ),
     }
 }

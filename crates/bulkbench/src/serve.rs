@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bulk_policy::PolicyBackend;
 use bulk_policy::cache::{CacheConfig, CachedBackend};
-use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Population};
+use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Reload};
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
 use bulk_server::{HarvestLimits, ServerConfig, SinkConfig};
 
@@ -31,8 +31,9 @@ pub struct ServeArgs {
         conflicts_with = "backend"
     )]
     population: Option<PathBuf>,
-    /// The policy backend and its store: `memory:FILE` (a population file), `fst:PATH` (an
-    /// FST built by `bulkbench population --backend fst`; SIGHUP re-opens it),
+    /// The policy backend and its store: `memory:FILE` (a population file; SIGHUP reads it
+    /// again), `fst:PATH` (an FST built by `bulkbench population --backend fst`; SIGHUP
+    /// re-opens it),
     /// `lmdb:PATH` (an LMDB environment; `bulkbench policy set` changes it while serving),
     /// or a store server filled by `bulkbench population --backend KIND -o URL`, changed
     /// by `policy set` while serving: `redis:redis://HOST:PORT[/DB][?prefix=P]`,
@@ -43,6 +44,13 @@ pub struct ServeArgs {
     /// this machine's ceiling for `bench --ceiling`.
     #[arg(long, value_name = "KIND:PATH", value_parser = crate::backend::parse_serve_backend)]
     backend: Option<ServeBackend>,
+    /// With an fst backend: map the file instead of reading it into memory (at start and
+    /// on SIGHUP). Saves memory (the pages are the page cache's, shared) and startup; but a
+    /// file truncated in place while served kills the server with SIGBUS, and one rewritten
+    /// in place feeds lookups changing bytes: replace files by rename, as `bulkbench
+    /// population` does.
+    #[arg(long)]
+    fst_mmap: bool,
     /// Name in the greeting and EHLO reply [default: this machine's hostname].
     #[arg(long, value_name = "H")]
     hostname: Option<String>,
@@ -247,11 +255,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             return serve_with(&runtime, CannedBackend::new(share), serving);
         }
     };
+    let fst_load = match args.fst_mmap {
+        true => bulk_policy_fst::FstLoad::Map,
+        false => bulk_policy_fst::FstLoad::Read,
+    };
     serve_store(
         &runtime,
         &spec,
         normalize,
         args.store_connections as usize,
+        fst_load,
         serving,
     )
 }
@@ -262,12 +275,13 @@ fn serve_store(
     spec: &BackendSpec,
     normalize: NormalizeConfig,
     store_connections: usize,
+    fst_load: bulk_policy_fst::FstLoad,
     serving: Serving,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     match spec.kind {
         BackendKind::Memory => {
-            let population = Population::load(spec.path(), normalize).map_err(|error| {
+            let policy = MemoryBackend::load(spec.path(), normalize).map_err(|error| {
                 // An I/O error names the file already; a content error names only its line.
                 let io = matches!(error, bulk_policy::PopulationError::Io { .. });
                 let error = anyhow::Error::new(error);
@@ -277,23 +291,26 @@ fn serve_store(
                     error.context(format!("invalid population file {}", spec.path().display()))
                 }
             })?;
-            let (domains, mailboxes) = (population.domain_count(), population.mailbox_count());
-            let policy = MemoryBackend::new(population);
             info!(
-                domains,
-                mailboxes,
+                domains = policy.domain_count(),
+                mailboxes = policy.len(),
                 load_ms = started.elapsed().as_millis() as u64,
                 "population loaded into the memory backend"
             );
             serve_with(runtime, policy, serving)
         }
         BackendKind::Fst => {
-            let policy = bulk_policy_fst::FstBackend::open(spec.path())
+            let policy = bulk_policy_fst::FstBackend::open_with(spec.path(), fst_load)
                 .with_context(|| format!("cannot open the fst store {}", spec.path().display()))?;
             info!(
                 mailboxes = policy.len(),
+                bytes = policy.file_bytes(),
                 load_ms = started.elapsed().as_millis() as u64,
-                "fst store mapped"
+                "fst store {}",
+                match fst_load {
+                    bulk_policy_fst::FstLoad::Read => "read into memory",
+                    bulk_policy_fst::FstLoad::Map => "mapped",
+                }
             );
             serve_with(runtime, policy, serving)
         }
@@ -366,8 +383,24 @@ async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyh
             return;
         };
         while hangup.recv().await.is_some() {
-            match reloader.reload() {
-                Ok(()) => info!(backend = reloader.name(), "SIGHUP: store reloaded"),
+            // A reload reads and builds a whole store (about 1 s for a population file of
+            // 1M mailboxes): on a blocking thread, not on a worker that serves sessions.
+            let (policy, started) = (reloader.clone(), Instant::now());
+            let reloaded = tokio::task::spawn_blocking(move || policy.reload()).await;
+            let (backend, reload_ms) = (reloader.name(), started.elapsed().as_millis() as u64);
+            match reloaded {
+                Ok(Ok(Reload::Swapped)) => info!(backend, reload_ms, "SIGHUP: store reloaded"),
+                Ok(Ok(Reload::InPlace)) => info!(
+                    backend,
+                    "SIGHUP: nothing to reload: changes to the store are seen at once"
+                ),
+                Ok(Ok(Reload::Unsupported)) => {
+                    warn!(
+                        backend,
+                        "SIGHUP: this backend has no store to reload; nothing changed"
+                    )
+                }
+                Ok(Err(error)) => warn!(%error, "SIGHUP: reload failed; the previous store stays"),
                 Err(error) => warn!(%error, "SIGHUP: reload failed; the previous store stays"),
             }
         }

@@ -148,8 +148,13 @@ fn a_cached_server_sees_a_change_within_the_ttl_and_reports_its_hit_rate() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // LMDB changes in place: SIGHUP reloads nothing, and says so (it empties the cache).
+    signal(&server.child, libc::SIGHUP);
+    let log = server.log.take().unwrap();
+    log.wait_for("SIGHUP: nothing to reload", Duration::from_secs(60));
     signal(&server.child, libc::SIGTERM);
-    let log = server.log.take().unwrap().all();
+    let log = log.all();
+    assert!(!log.contains("store reloaded"), "{log}");
     assert!(
         log.contains("cache_hits=") && log.contains("cache_hit_rate="),
         "{log}"
@@ -190,4 +195,123 @@ fn fst_store_is_swapped_on_sighup() {
         assert!(Instant::now() < deadline, "SIGHUP did not swap the store");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Up to `n` mailboxes of the scenario's population file (written beside it by
+/// [`opted_in_mailbox`]), with an unknown mailbox of each of their domains and a foreign
+/// address.
+fn some_addresses(scenario: &std::path::Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(scenario.with_extension("tsv")).unwrap();
+    let mut addresses: Vec<String> = text
+        .lines()
+        .filter(|line| !line.starts_with('@'))
+        .filter_map(|line| Some(line.split_once('\t')?.0.to_owned()))
+        .step_by(7)
+        .take(n)
+        .collect();
+    let unknown: Vec<String> = addresses
+        .iter()
+        .filter_map(|a| Some(format!("nobody-here@{}", a.rsplit_once('@')?.1)))
+        .take(10)
+        .collect();
+    addresses.extend(unknown);
+    addresses.push("ann@nowhere.test".to_owned());
+    addresses
+}
+
+/// [`bulk_replies`] from a server that must stay up: if the transaction fails, says how
+/// the server ended ("signal: 7 (SIGBUS)").
+fn replies_from_live_server(server: &mut common::Server, rcpts: &[&str]) -> Vec<String> {
+    let replies = std::panic::catch_unwind(|| bulk_replies(&server.addr, rcpts));
+    let mut ended = None;
+    if replies.is_err() {
+        common::wait_until(Duration::from_secs(10), "the server's exit", || {
+            ended = server.child.try_wait().unwrap();
+            ended.is_some()
+        });
+    }
+    match (replies, ended) {
+        (Ok(replies), _) => replies,
+        (Err(_), Some(status)) => panic!("the server died: {status}"),
+        (Err(panic), None) => std::panic::resume_unwind(panic),
+    }
+}
+
+#[test]
+fn fst_store_truncated_in_place_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let fst = dir.path().join("pop.fst");
+    build_population(&scenario, Some("fst"), &fst);
+    opted_in_mailbox(&scenario); // writes the population file the addresses come from
+    let addresses = some_addresses(&scenario, 300);
+    let rcpts: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let mut server = common::serve_logged(&["--backend", &format!("fst:{}", fst.display())]);
+    let log = server.log.take().unwrap();
+    log.wait_for("fst store read into memory", Duration::from_secs(10));
+    let before = bulk_replies(&server.addr, &rcpts);
+    assert!(before.iter().any(|r| r == "250 2.1.5"), "{before:?}");
+
+    // Truncated to half in place, its first 4 KiB overwritten: the file served is the same
+    // inode, changed under the server (on a mapped table, a SIGBUS at the next lookup).
+    let len = std::fs::metadata(&fst).unwrap().len();
+    let mut file = std::fs::File::options().write(true).open(&fst).unwrap();
+    file.set_len(len / 2).unwrap();
+    std::io::Write::write_all(&mut file, &[0xff; 4096]).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    assert_eq!(replies_from_live_server(&mut server, &rcpts), before);
+
+    // A reload reads the damaged file, refuses it, and keeps the table in service.
+    signal(&server.child, libc::SIGHUP);
+    let line = log.wait_for("reload failed", Duration::from_secs(10));
+    assert!(line.contains("not a valid fst file"), "{line}");
+    assert_eq!(replies_from_live_server(&mut server, &rcpts), before);
+
+    // The opt-in map says what it risks.
+    let help = ok(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--fst-mmap") && help.contains("SIGBUS"),
+        "{help}"
+    );
+}
+
+#[test]
+fn memory_store_is_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let address = opted_in_mailbox(&scenario);
+    let file = scenario.with_extension("tsv");
+    let mut server = common::serve_logged(&["--backend", &format!("memory:{}", file.display())]);
+    let log = server.log.take().unwrap();
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
+
+    // The mailbox opts out in the file: the old map serves until SIGHUP, the new one after.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replace(
+        &format!("\n{address}\tin\n"),
+        &format!("\n{address}\tout\n"),
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&file, &edited).unwrap();
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["250 2.1.5"]);
+    signal(&server.child, libc::SIGHUP);
+    log.wait_for("SIGHUP: store reloaded", Duration::from_secs(60));
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["550 5.7.1"]);
+
+    // A broken file: the reload fails, naming the file and the line, and the map in service
+    // stays (with the change above).
+    let broken = format!("{edited}no-tab-on-this-line\n");
+    let line = broken.lines().count();
+    std::fs::write(&file, &broken).unwrap();
+    signal(&server.child, libc::SIGHUP);
+    let warning = log.wait_for("reload failed", Duration::from_secs(60));
+    assert!(
+        warning.contains(&file.display().to_string())
+            && warning.contains(&format!("line {line}"))
+            && warning.contains("no-tab-on-this-line"),
+        "{warning}"
+    );
+    assert_eq!(bulk_replies(&server.addr, &[&address]), ["550 5.7.1"]);
 }
