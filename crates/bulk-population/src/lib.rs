@@ -9,7 +9,8 @@
 //!   Mailbox `i` ([`Mailbox`]: local part, domain, preference) and its expected
 //!   [`Verdict`](bulk_policy::Verdict) are computed on demand from an RNG seeded by
 //!   (seed, i); [`PopulationModel::build`] makes a [`bulk_policy::Population`] and
-//!   [`PopulationModel::write_file`] streams the population file a server loads.
+//!   [`PopulationModel::write_file`] streams the population file a server loads
+//!   ([`PopulationModel::write_mailboxes_with`], any other per-mailbox format).
 //! - [`Workload`]: the sessions of a scenario ([`SessionSpec`]: start offset, pipelining,
 //!   and its [`Transaction`]s: [`Kind`] BULK or MAIL, sender, [`Recipient`]s with expected
 //!   verdicts, message size), each drawn from an RNG seeded by (seed, session index);
@@ -67,7 +68,7 @@ pub mod seeding;
 pub mod workload;
 
 pub use checked::{CountU32, CountU64, NonNegative, Positive, RangeError, RunSecs, Share};
-pub use population::{Mailbox, PopulationModel};
+pub use population::{Mailbox, MailboxEntry, PopulationModel};
 pub use scenario::{
     Arrival, LoopMode, Popularity, PopulationConfig, PreferencesApplyTo, RecipientsDistribution,
     Scenario, ScenarioError, ServerConfig, WorkloadConfig,

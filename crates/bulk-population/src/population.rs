@@ -70,6 +70,38 @@ pub struct Mailbox {
     pub preference: Preference,
 }
 
+/// One mailbox as [`PopulationModel::write_mailboxes_with`] hands it to its renderer,
+/// borrowed for the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxEntry<'a> {
+    /// Local part, lowercase, without `+`.
+    pub local: &'a str,
+    /// Its domain's name (`riverbend.example`).
+    pub domain: &'a str,
+    /// Its domain's regime.
+    pub regime: Regime,
+    /// Its explicit preference, or `Default` (the regime decides).
+    pub preference: Preference,
+}
+
+impl MailboxEntry<'_> {
+    /// The verdict a bulk RCPT to this mailbox gets: its preference under its domain's
+    /// regime.
+    pub fn verdict(&self) -> Verdict {
+        self.preference.verdict(self.regime)
+    }
+
+    /// Appends its population-file line, `local@domain<TAB>in|out|default`.
+    fn write_population_line(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.local.as_bytes());
+        out.push(b'@');
+        out.extend_from_slice(self.domain.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(self.preference.as_str().as_bytes());
+        out.push(b'\n');
+    }
+}
+
 /// Local-part shapes, with their share (in percent) among non-role mailboxes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Template {
@@ -426,17 +458,21 @@ impl PopulationModel {
         }
     }
 
-    /// Appends the population-file lines of mailboxes `range` to `out`.
-    fn render_lines(&self, range: std::ops::Range<u64>, out: &mut Vec<u8>) {
+    /// Appends what `render` makes of each mailbox of `range` to `out`, in index order.
+    fn render_lines<F>(&self, range: std::ops::Range<u64>, render: &F, out: &mut Vec<u8>)
+    where
+        F: Fn(MailboxEntry<'_>, &mut Vec<u8>),
+    {
         let mut local = String::with_capacity(32);
         for i in range {
             let (domain, preference) = self.mailbox_into(i, &mut local);
-            out.extend_from_slice(local.as_bytes());
-            out.push(b'@');
-            out.extend_from_slice(self.inner.names[domain].as_bytes());
-            out.push(b'\t');
-            out.extend_from_slice(preference.as_str().as_bytes());
-            out.push(b'\n');
+            let entry = MailboxEntry {
+                local: &local,
+                domain: &self.inner.names[domain],
+                regime: self.inner.regimes[domain],
+                preference,
+            };
+            render(entry, out);
         }
     }
 
@@ -514,7 +550,7 @@ impl PopulationModel {
     pub fn write_file_with_progress(
         &self,
         w: impl Write,
-        mut progress: impl FnMut(u64),
+        progress: impl FnMut(u64),
     ) -> io::Result<()> {
         let mut w = io::BufWriter::with_capacity(1 << 16, w);
         writeln!(
@@ -527,13 +563,36 @@ impl PopulationModel {
         for (name, regime) in self.inner.names.iter().zip(&self.inner.regimes) {
             writeln!(w, "@{name}\t{}", regime.as_str())?;
         }
+        self.write_mailboxes_with(
+            &mut w,
+            |entry, out| entry.write_population_line(out),
+            progress,
+        )?;
+        w.flush()
+    }
+
+    /// Writes what `render` appends for each mailbox, in index order: the streaming
+    /// generator behind [`write_file`](Self::write_file), for other formats of the same
+    /// population. Mailboxes are rendered in parallel batches on the rayon pool and
+    /// written in order, so the bytes do not depend on the number of threads, and memory
+    /// stays bounded (one batch of 262,144 mailboxes' output) whatever the population
+    /// size. Calls `progress` with the number of mailboxes written after each batch.
+    pub fn write_mailboxes_with<F>(
+        &self,
+        mut w: impl Write,
+        render: F,
+        mut progress: impl FnMut(u64),
+    ) -> io::Result<()>
+    where
+        F: Fn(MailboxEntry<'_>, &mut Vec<u8>) + Sync,
+    {
         for batch in self.batches() {
             let batch_end = batch.end;
             let chunks: Vec<Vec<u8>> = Self::tasks(batch)
                 .into_par_iter()
                 .map(|task| {
                     let mut out = Vec::with_capacity((task.end - task.start) as usize * 40);
-                    self.render_lines(task, &mut out);
+                    self.render_lines(task, &render, &mut out);
                     out
                 })
                 .collect();
@@ -542,7 +601,7 @@ impl PopulationModel {
             }
             progress(batch_end);
         }
-        w.flush()
+        Ok(())
     }
 }
 
