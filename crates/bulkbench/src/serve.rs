@@ -144,9 +144,9 @@ struct Serving {
 
 /// A recipient delimiter flag value: one ASCII character, or none.
 #[derive(Clone, Copy, Debug)]
-struct Delimiter(Option<u8>);
+pub(crate) struct Delimiter(pub(crate) Option<u8>);
 
-fn parse_delimiter(value: &str) -> Result<Delimiter, String> {
+pub(crate) fn parse_delimiter(value: &str) -> Result<Delimiter, String> {
     match value.as_bytes() {
         b"none" => Ok(Delimiter(None)),
         [byte] if byte.is_ascii_graphic() && *byte != b'@' && *byte != b'"' => {
@@ -176,7 +176,7 @@ fn system_hostname() -> String {
 }
 
 /// Raises the open-files limit, warning when it stays below what the server may need.
-fn raise_open_files_limit(wanted: u64) {
+pub(crate) fn raise_open_files_limit(wanted: u64) {
     let limit = crate::sys::raise_open_files_limit();
     if limit < wanted {
         warn!(
@@ -269,14 +269,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
 }
 
-/// Opens the store of `spec` and serves from it.
-fn serve_store(
+/// What runs on an opened backend: `serve`'s SMTP server, `policyd`'s policy server.
+pub(crate) trait BackendUser {
+    /// Runs on `policy` until the server stops.
+    fn run<P: PolicyBackend>(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        policy: P,
+    ) -> anyhow::Result<()>;
+}
+
+/// Opens the store of `spec` and serves from it: `serving` runs on the opened backend.
+pub(crate) fn serve_store(
     runtime: &tokio::runtime::Runtime,
     spec: &BackendSpec,
     normalize: NormalizeConfig,
     store_connections: usize,
     fst_load: bulk_policy_fst::FstLoad,
-    serving: Serving,
+    serving: impl BackendUser,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     match spec.kind {
@@ -343,19 +353,31 @@ fn serve_store(
     }
 }
 
-/// Binds, prints the `listening on` line, and serves with `policy` (behind the cache and
-/// the delay, when asked) until SIGTERM/SIGINT; SIGHUP asks the backend to reload its store.
+/// Runs `serving` (`serve`'s server, `policyd`'s) on the opened backend `policy`.
 fn serve_with<P: PolicyBackend>(
     runtime: &tokio::runtime::Runtime,
     policy: P,
-    serving: Serving,
+    serving: impl BackendUser,
 ) -> anyhow::Result<()> {
-    // One server type per backend, whatever the layers: each is a no-op when off.
-    let policy = bulk_server::DelayedPolicy {
-        inner: CachedBackend::new(policy, serving.cache),
-        delay: serving.delay,
-    };
-    runtime.block_on(serve_async(Arc::new(policy), serving))
+    serving.run(runtime, policy)
+}
+
+impl BackendUser for Serving {
+    /// Binds, prints the `listening on` line, and serves with `policy` (behind the cache
+    /// and the delay, when asked) until SIGTERM/SIGINT; SIGHUP asks the backend to reload
+    /// its store.
+    fn run<P: PolicyBackend>(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        policy: P,
+    ) -> anyhow::Result<()> {
+        // One server type per backend, whatever the layers: each is a no-op when off.
+        let policy = bulk_server::DelayedPolicy {
+            inner: CachedBackend::new(policy, self.cache),
+            delay: self.delay,
+        };
+        runtime.block_on(serve_async(Arc::new(policy), self))
+    }
 }
 
 async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyhow::Result<()> {
@@ -375,7 +397,28 @@ async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyh
     // Every signal handler is in place before the `listening on` line: a supervisor may
     // send SIGHUP or SIGTERM the moment it reads it.
     let shutdown = shutdown_signal()?;
-    let reloader = policy.clone();
+    reload_on_hangup(policy.clone());
+    // Exactly one line on standard output, once ready: scripts and `bulkbench bench`
+    // wait for it to learn the port.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {local}").context("cannot write to standard output")?;
+    stdout.flush().context("cannot write to standard output")?;
+    drop(stdout);
+    let counters = policy.clone();
+    let stats = server.run(listener, shutdown).await?;
+    info!(
+        connections = stats.connections,
+        rcpts = stats.rcpts,
+        messages = stats.messages,
+        "server stopped"
+    );
+    log_backend_counters(&counters.counters());
+    Ok(())
+}
+
+/// Reloads the backend's store on every SIGHUP. The handler is registered when this
+/// returns (call it from within the runtime).
+pub(crate) fn reload_on_hangup<P: PolicyBackend>(reloader: Arc<P>) {
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(async move {
         let Ok(mut hangup) = hangup else {
@@ -405,26 +448,10 @@ async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyh
             }
         }
     });
-    // Exactly one line on standard output, once ready: scripts and `bulkbench bench`
-    // wait for it to learn the port.
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {local}").context("cannot write to standard output")?;
-    stdout.flush().context("cannot write to standard output")?;
-    drop(stdout);
-    let counters = policy.clone();
-    let stats = server.run(listener, shutdown).await?;
-    info!(
-        connections = stats.connections,
-        rcpts = stats.rcpts,
-        messages = stats.messages,
-        "server stopped"
-    );
-    log_backend_counters(&counters.counters());
-    Ok(())
 }
 
 /// The backend's counters at the end, with the cache's hit rate when there is a cache.
-fn log_backend_counters(counters: &[(&'static str, u64)]) {
+pub(crate) fn log_backend_counters(counters: &[(&'static str, u64)]) {
     if counters.is_empty() {
         return;
     }
@@ -442,7 +469,7 @@ fn log_backend_counters(counters: &[(&'static str, u64)]) {
 
 /// Completes on SIGTERM or SIGINT. Both handlers are registered when this returns, so a
 /// signal sent from then on is never the default action (death without a drain).
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
