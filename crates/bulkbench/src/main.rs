@@ -9,6 +9,7 @@ mod compare;
 mod interrupt;
 mod load;
 mod policy;
+mod policyd;
 mod population;
 mod progress;
 mod report;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the BULK-capable ESMTP server on a population file.
     Serve(serve::ServeArgs),
+    /// Run a Postfix policy server (check_policy_service) answering RCPTs from a backend.
+    Policyd(policyd::PolicydArgs),
     /// Write a scenario's population file, or build its fst or LMDB store.
     Population(population::PopulationArgs),
     /// Read or change one recipient's preference in an updatable (LMDB) store.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).map(|()| Status::Clean),
+        Command::Policyd(args) => policyd::run(args).map(|()| Status::Clean),
         Command::Population(args) => population::run(args).map(|()| Status::Clean),
         Command::Policy(args) => policy::run(args).map(|()| Status::Clean),
         Command::Load(args) => load::load(args).map(run_status),

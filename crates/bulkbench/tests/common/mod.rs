@@ -74,17 +74,23 @@ impl Drop for Server {
 
 /// Starts `bulkbench serve --listen 127.0.0.1:0 ARGS...` and waits for its line.
 pub fn serve(args: &[&str]) -> Server {
-    start_server(args, false)
+    start_server("serve", args, false)
 }
 
 /// [`serve`], with the server's log (at `info`) read into [`Server::log`].
 pub fn serve_logged(args: &[&str]) -> Server {
-    start_server(args, true)
+    start_server("serve", args, true)
 }
 
-fn start_server(args: &[&str], logged: bool) -> Server {
+/// Starts `bulkbench policyd --listen 127.0.0.1:0 ARGS...`, its log read into
+/// [`Server::log`], and waits for its line.
+pub fn policyd(args: &[&str]) -> Server {
+    start_server("policyd", args, true)
+}
+
+fn start_server(command: &str, args: &[&str], logged: bool) -> Server {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([command, "--listen", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -103,7 +109,7 @@ fn start_server(args: &[&str], logged: bool) -> Server {
     let addr = line
         .trim()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("serve {args:?}: {line:?}"))
+        .unwrap_or_else(|| panic!("{command} {args:?}: {line:?}"))
         .to_owned();
     Server { child, addr, log }
 }
