@@ -39,12 +39,24 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
+/// A Postfix program: found on the PATH, or in /usr/sbin, where Debian puts them (and
+/// which an unprivileged user's PATH may lack).
+fn program(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    match on_path {
+        true => PathBuf::from(name),
+        false => Path::new("/usr/sbin").join(name),
+    }
+}
+
 /// Runs a Postfix program; `None` when it is not installed.
-fn postfix_tool(program: &str, args: &[&str]) -> Option<Output> {
-    match Command::new(program).args(args).output() {
+fn postfix_tool(name: &str, args: &[&str]) -> Option<Output> {
+    match Command::new(program(name)).args(args).output() {
         Ok(output) => Some(output),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => panic!("{program} {args:?}: {error}"),
+        Err(error) => panic!("{name} {args:?}: {error}"),
     }
 }
 
@@ -185,7 +197,7 @@ struct Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix")
+        let _ = Command::new(program("postfix"))
             .args(["-c", self.config.to_str().unwrap(), "stop"])
             .output();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -292,7 +304,7 @@ impl Postfix {
         }
         std::fs::write(config.join("main.cf"), main_cf).unwrap();
         std::fs::write(config.join("master.cf"), master_cf).unwrap();
-        let mut child = Command::new("postfix")
+        let mut child = Command::new(program("postfix"))
             .args(["-c", config.to_str().unwrap(), "start-fg"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
