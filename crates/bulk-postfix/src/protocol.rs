@@ -118,8 +118,11 @@ pub struct Decoder {
     buf: Vec<u8>,
     /// Where the request being read starts: the bytes before it were handed out.
     start: usize,
-    /// Where scanning resumes: `buf[start..scanned]` are this request's checked lines.
+    /// Where the line being read starts: `buf[start..scanned]` are this request's checked
+    /// lines.
     scanned: usize,
+    /// Where the search for the line's end resumes: `buf[scanned..searched]` holds no LF.
+    searched: usize,
     /// Attribute lines of this request so far.
     attributes: usize,
     /// Once a request is refused, the connection is done: every later call says so.
@@ -137,6 +140,7 @@ impl Decoder {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.scanned -= self.start;
+            self.searched -= self.start;
             self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
@@ -158,6 +162,7 @@ impl Decoder {
             Ok(Some((begin, end))) => {
                 self.attributes = 0;
                 self.start = self.scanned;
+                self.searched = self.scanned;
                 // Every line was checked to be UTF-8, and LF is ASCII: this never fails.
                 match std::str::from_utf8(&self.buf[begin..end]) {
                     Ok(text) => Ok(Some(Request { text })),
@@ -184,7 +189,9 @@ impl Decoder {
         loop {
             let line_start = self.scanned;
             let number = self.attributes + 1;
-            let Some(length) = memchr::memchr(b'\n', &self.buf[line_start..]) else {
+            let from = self.searched.max(line_start);
+            let Some(found) = memchr::memchr(b'\n', &self.buf[from..]) else {
+                self.searched = self.buf.len();
                 if self.buf.len() - line_start > MAX_LINE_LEN {
                     return Err(ProtocolError::LineTooLong { line: number });
                 }
@@ -193,6 +200,7 @@ impl Decoder {
                 }
                 return Ok(None);
             };
+            let length = from + found - line_start;
             if length > MAX_LINE_LEN {
                 return Err(ProtocolError::LineTooLong { line: number });
             }
@@ -472,45 +480,115 @@ mod tests {
             prop_assert_eq!(decoded, requests);
         }
 
-        /// Fuzz-style: any bytes, biased to the protocol's own, in any pieces: the decoder
-        /// never panics, holds no more than a request's limit beyond one piece, and hands
-        /// out only requests whose attributes are well formed.
+        /// Fuzz-style: any bytes, biased to the protocol's own, in any pieces.
         #[test]
         fn any_bytes_never_panic_and_stay_bounded(
-            input in prop::collection::vec(
-                prop_oneof![
-                    4 => any::<u8>(),
-                    2 => Just(b'\n'),
-                    2 => Just(b'='),
-                    1 => Just(b'\r'),
-                    4 => b'a'..=b'z',
-                ],
-                0..4096,
-            ),
+            input in prop::collection::vec(any::<u8>(), 0..2048),
             chunk in 1usize..512,
         ) {
-            let mut decoder = Decoder::new();
-            for piece in input.chunks(chunk) {
-                decoder.feed(piece);
-                prop_assert!(decoder.buffered() <= MAX_REQUEST_LEN + piece.len());
-                loop {
-                    match decoder.next_request() {
-                        Ok(Some(request)) => {
-                            let attributes: Vec<_> = request.attributes().collect();
-                            prop_assert!(!attributes.is_empty());
-                            prop_assert!(attributes.len() <= MAX_ATTRIBUTES);
-                            for (name, value) in attributes {
-                                prop_assert!(!name.is_empty());
-                                prop_assert!(!value.contains('\n'));
-                            }
+            check_stream(&biased(&input), chunk);
+        }
+    }
+
+    /// Maps random bytes to a mix that reaches the protocol's states: about half are
+    /// newlines, `=`, CRs and letters, the rest any byte.
+    fn biased(random: &[u8]) -> Vec<u8> {
+        random
+            .iter()
+            .map(|&b| match b % 16 {
+                0..=2 => b'\n',
+                3..=4 => b'=',
+                5 => b'\r',
+                6..=8 => b'a' + b / 16,
+                _ => b,
+            })
+            .collect()
+    }
+
+    /// Feeds `input` in pieces of `chunk` bytes: the decoder never panics, holds no more
+    /// than a request's limit beyond one piece, and hands out only requests whose
+    /// attributes are well formed. Returns how many it handed out, and whether it refused
+    /// the stream.
+    fn check_stream(input: &[u8], chunk: usize) -> (usize, bool) {
+        let mut decoder = Decoder::new();
+        let mut requests = 0;
+        for piece in input.chunks(chunk) {
+            decoder.feed(piece);
+            assert!(decoder.buffered() <= MAX_REQUEST_LEN + piece.len());
+            loop {
+                match decoder.next_request() {
+                    Ok(Some(request)) => {
+                        requests += 1;
+                        let attributes: Vec<_> = request.attributes().collect();
+                        assert!(!attributes.is_empty() && attributes.len() <= MAX_ATTRIBUTES);
+                        for (name, value) in attributes {
+                            assert!(!name.is_empty() && !name.contains(['=', ' ']));
+                            assert!(!value.contains(|c: char| c.is_control() && c != '\t'));
                         }
-                        Ok(None) => break,
-                        // The server closes the connection here.
-                        Err(_) => return Ok(()),
                     }
+                    Ok(None) => break,
+                    // The server closes the connection here.
+                    Err(_) => return (requests, true),
                 }
             }
         }
+        (requests, false)
+    }
+
+    /// Requests made of `random`: attribute lines of random names and values, an empty
+    /// line after about one in eight, and one line in 400 with a byte replaced by a random
+    /// one.
+    fn requests_from(random: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(random.len() * 2);
+        for draw in random.chunks_exact(4) {
+            let line_start = out.len();
+            let name_len = 1 + usize::from(draw[0] % 12);
+            let value_len = usize::from(draw[1] % 40);
+            out.extend((0..name_len).map(|k| b'a' + (draw[2].wrapping_add(k as u8) % 26)));
+            out.push(b'=');
+            out.extend((0..value_len).map(|k| b' ' + (draw[3].wrapping_mul(k as u8 + 1) % 95)));
+            out.push(b'\n');
+            // One line in 400 gets a random byte somewhere.
+            if u16::from_le_bytes([draw[1], draw[2]]) < 164 {
+                let at = line_start + usize::from(draw[3]) * (out.len() - line_start) / 256;
+                out[at] = draw[0];
+            }
+            if draw[0] % 8 == 0 {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    /// Fuzz-style at scale: long seeded random streams, past every limit, in pieces of
+    /// every size from 1 byte to 16 KiB.
+    #[test]
+    fn random_streams_never_panic_and_stay_bounded() {
+        use bulk_population::seeding::mix;
+        let (mut requests, mut refused) = (0, 0);
+        for case in 0..200u64 {
+            let length = (mix(15, 1, case) % (96 * 1024)) as usize;
+            let random: Vec<u8> = (0..length.div_ceil(8) as u64)
+                .flat_map(|i| mix(15, 2 + case, i).to_le_bytes())
+                .take(length)
+                .collect();
+            // Raw bytes, biased bytes, and requests of random attributes with a byte
+            // corrupted now and then.
+            let input = match case % 3 {
+                0 => random,
+                1 => biased(&random),
+                _ => requests_from(&random),
+            };
+            let chunk = 1 + (mix(15, 0, case) % (16 * 1024)) as usize;
+            let (handed_out, was_refused) = check_stream(&input, chunk);
+            requests += handed_out;
+            refused += usize::from(was_refused);
+        }
+        // The streams reach both ends: requests handed out, and streams refused.
+        assert!(
+            requests > 100 && refused > 100,
+            "{requests} requests, {refused} refused"
+        );
     }
 
     /// A stream without line ends, or of lines without an empty one, is refused once
