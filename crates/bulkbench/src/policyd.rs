@@ -37,7 +37,8 @@ pub struct PolicydArgs {
     #[arg(long)]
     fst_mmap: bool,
     /// Which transactions are bulk: `every` one (preferences apply to all mail).
-    #[arg(long, value_enum, conflicts_with_all = ["bulk_senders", "bulk_clients"])]
+    #[arg(long, value_enum, value_name = "every",
+          conflicts_with_all = ["bulk_senders", "bulk_clients"])]
     bulk: Option<BulkMode>,
     /// Transactions from these senders are bulk: a file of addresses, domains (`shop.example`
     /// or `@shop.example`) and `.parent` domains (their subdomains), one a line, `#`

@@ -23,9 +23,10 @@ pub struct PopulationArgs {
     /// postgres; it replaces what the key prefix or schema held).
     #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
     backend: BackendKind,
-    /// Where: a path (`-` for standard output, memory only; an fst or lmdb store is built
-    /// beside and moved into place whole), or the store server's URL, as `serve --backend`
-    /// takes it after `KIND:` (`redis://127.0.0.1:6379/0?prefix=P`,
+    /// Where: a path (`-` for standard output, a population file or access table; an fst
+    /// or lmdb store, or an access table, is written beside and moved into place whole),
+    /// or the store server's URL, as `serve --backend` takes it after `KIND:`
+    /// (`redis://127.0.0.1:6379/0?prefix=P`,
     /// `postgresql://bulk@127.0.0.1:5432/postgres?schema=S`).
     #[arg(short, long, value_name = "PATH|URL")]
     output: String,

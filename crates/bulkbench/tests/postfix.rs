@@ -27,6 +27,10 @@ const UNKNOWN: &str = "550 5.1.1 Mailbox unknown";
 fn main() {
     let args = Arguments::from_args();
     let trials = vec![
+        Trial::test(
+            "population_writes_the_access_table_whole_or_to_stdout",
+            population_writes_the_table,
+        ),
         Trial::ignorable_test(
             "postmap_reads_the_access_table_with_serves_codes",
             postmap_reads_the_table,
@@ -149,6 +153,64 @@ fn access_table(dir: &Path, config: &str, a: &Addresses) -> Result<String, Faile
         return Err(format!("postmap {map}: {}", String::from_utf8_lossy(&built.stderr)).into());
     }
     Ok(map)
+}
+
+/// Needs no Postfix: the table `population --format postfix-access` writes, in a file
+/// (readable, not a private temporary file) and on standard output.
+fn population_writes_the_table() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addresses(dir.path());
+    let table = dir.path().join("access");
+    let args = |output: &str| {
+        vec![
+            "population".to_owned(),
+            a.scenario.to_str().unwrap().to_owned(),
+            "--format".to_owned(),
+            "postfix-access".to_owned(),
+            "-o".to_owned(),
+            output.to_owned(),
+        ]
+    };
+    let args_to_file = args(table.to_str().unwrap());
+    ok(&args_to_file.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = std::fs::read_to_string(&table).unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&table).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
+    let lines: Vec<&str> = text.lines().collect();
+    // The small scenario: a comment, 25 domains, 4,000 mailboxes.
+    assert_eq!(lines.len(), 1 + 25 + 4000);
+    assert!(lines[0].starts_with("# bulkbench population as a Postfix access table"));
+    for domain in &a.domains {
+        assert!(
+            lines.contains(&format!("{domain}\t{UNKNOWN}").as_str()),
+            "{domain}"
+        );
+    }
+    assert!(lines.contains(&format!("{}\tDUNNO", a.accepting).as_str()));
+    assert!(lines.contains(&format!("{}\t{OPTED_OUT}", a.opted_out).as_str()));
+    // The same bytes on standard output; nothing but the table in the folder.
+    // (`Command::output` reads as the child writes: `common::run` reads after the exit,
+    // and a table fills the pipe first.)
+    let output = Command::new(common::BIN)
+        .args(args("-"))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(output.stdout == text.as_bytes());
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["access", "backends-test.toml", "population.tsv"]);
+    // A format is not a store.
+    let mut both = args_to_file;
+    both.extend(["--backend".to_owned(), "fst".to_owned()]);
+    let refused = common::run(&both.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(refused.status.code(), Some(2));
+    Ok(())
 }
 
 fn postmap_reads_the_table() -> Outcome {
