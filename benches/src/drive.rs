@@ -1,7 +1,8 @@
-//! The drivers the criterion benches share, so that they measure the same code path: the
-//! server's RCPT path through [`Session::feed`] with the memory backend as its host
-//! ([`FullPath`]), and one batched backend lookup polled once ([`lookup_now`]) on a batch
-//! refilled as a session fills its pending batch ([`fill`]).
+//! The drivers the criterion benches and the instruction-count workloads
+//! (`src/bin/icount.rs`) share, so that they measure the same code path: the server's RCPT
+//! path through [`Session::feed`] with the memory backend as its host ([`FullPath`]), and
+//! one batched backend lookup polled once ([`lookup_now`]) on a batch refilled as a session
+//! fills its pending batch ([`fill`]).
 
 use std::future::Future;
 use std::hint::black_box;

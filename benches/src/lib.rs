@@ -3,7 +3,8 @@
 //! generator and the backends' scale tests use, so all of them measure the same kind of
 //! data, and every draw is seeded by (seed, index) in its one seeding module.
 //!
-//! [`drive`] holds the drivers the criterion benches share.
+//! [`drive`] holds the drivers the criterion benches and the instruction-count workloads
+//! (`src/bin/icount.rs`, run by `.ci/icount`) share.
 #![allow(missing_docs)] // an unpublished bench helper: the names say it
 
 pub mod drive;
