@@ -47,16 +47,14 @@
 //! and every machine. Zipf ranks are scattered over the mailboxes by a seeded permutation,
 //! so popularity is unrelated to domain, key order and hash.
 
-use std::future::Future;
 use std::hint::black_box;
 use std::path::Path;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Population, Verdict};
 use bulk_policy_fst::FstBackend;
 use bulk_policy_lmdb::LmdbBackend;
+use bulkbench_benches::drive::lookup_now;
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
@@ -114,10 +112,7 @@ impl Pool {
     /// of batches of every size timed), as a session fills its pending batch from a read.
     #[inline]
     fn fill(&self, batch: &mut AddressBatch, start: usize, size: usize) {
-        batch.clear();
-        for i in start..start + size {
-            batch.push(self.addresses.get(i).expect("in the pool"));
-        }
+        bulkbench_benches::drive::fill(batch, &self.addresses, start, size);
     }
 
     /// The split of verdicts over the first `n` recipients, and the number of distinct
@@ -139,19 +134,6 @@ impl Pool {
             seen.insert(address);
         }
         seen.len()
-    }
-}
-
-/// One batched lookup, polled once with a no-op waker: every backend here is `Ready` at
-/// once (the lookups run on the calling thread).
-#[inline]
-fn lookup_now<B: PolicyBackend>(backend: &B, batch: &AddressBatch, out: &mut Vec<Verdict>) {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut lookup = pin!(backend.lookup(batch, out));
-    match lookup.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(error)) => panic!("{} lookup failed: {error}", backend.name()),
-        Poll::Pending => panic!("{} lookup not ready at its first poll", backend.name()),
     }
 }
 

@@ -38,9 +38,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Population, Verdict};
-use bulk_proto::{
-    Command, Event, ForwardPath, ServerIdentity, Session, SessionConfig, SessionHost,
-};
+use bulk_proto::{Command, ForwardPath};
+use bulkbench_benches::drive::{FullPath, REOPEN};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rustc_hash::FxHashMap;
 
@@ -48,11 +47,6 @@ use rustc_hash::FxHashMap;
 const RCPTS: usize = 10_000;
 /// Mailboxes, in 1,000 domains (`bulkbench_benches::population`).
 const MAILBOXES: u64 = 1_000_000;
-
-const OPEN: &[u8] = b"EHLO bench.example\r\nBULK FROM:<news@shop.example>\r\n";
-/// Re-opens the transaction between iterations (untimed): RSET ends the previous one, and
-/// the session keeps its buffers, as a long-lived connection does.
-const REOPEN: &[u8] = b"RSET\r\nBULK FROM:<news@shop.example>\r\n";
 
 use bulk_population::Popularity;
 
@@ -92,113 +86,6 @@ impl Workload {
             recipients,
             stream,
         }
-    }
-}
-
-/// One connection's session and buffers, reused from iteration to iteration.
-struct FullPath<'a> {
-    session: Session,
-    backend: &'a MemoryBackend,
-    identity: ServerIdentity,
-    verdicts: Vec<Verdict>,
-    out: Vec<u8>,
-    scratch: Vec<u8>,
-}
-
-impl<'a> FullPath<'a> {
-    fn new(backend: &'a MemoryBackend) -> Self {
-        let mut session = Session::new(SessionConfig {
-            max_recipients: RCPTS as u32,
-            ..SessionConfig::default()
-        });
-        session.greet();
-        let mut path = FullPath {
-            session,
-            backend,
-            identity: ServerIdentity::default(),
-            verdicts: Vec::new(),
-            out: Vec::new(),
-            scratch: Vec::new(),
-        };
-        path.feed(OPEN);
-        assert!(path.scratch.ends_with(b"250 2.1.0 Sender ok\r\n"));
-        path
-    }
-
-    /// Feeds commands that are answered at once and discards their replies.
-    fn feed(&mut self, commands: &[u8]) {
-        let (consumed, event) = self.session.advance(commands);
-        assert_eq!((consumed, event), (commands.len(), Event::NeedInput));
-        self.scratch.clear();
-        self.session.flush(&self.identity, &mut self.scratch);
-    }
-
-    /// `iters` runs over `stream`, each after an untimed `RSET` + `BULK FROM:` that reopens
-    /// the transaction; the sum of `clock`'s advance across the runs alone.
-    fn time_runs(&mut self, stream: &[u8], iters: u64, clock: impl Fn() -> Duration) -> Duration {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            self.feed(REOPEN);
-            let start = clock();
-            self.run(black_box(stream));
-            total += clock() - start;
-            black_box(&self.out);
-        }
-        total
-    }
-
-    /// What a connection does with one read of RCPTs: the measured part.
-    #[inline(never)]
-    fn run(&mut self, stream: &[u8]) {
-        let FullPath {
-            session,
-            backend,
-            identity,
-            verdicts,
-            out,
-            ..
-        } = self;
-        // The server's own loop (`Session::feed`), with the memory backend as its host.
-        let mut host = MemoryHost { backend, verdicts };
-        let mut cx = Context::from_waker(Waker::noop());
-        let Poll::Ready(consumed) = pin!(session.feed(stream, &mut host)).poll(&mut cx) else {
-            panic!("the memory backend's lookup was not ready at its first poll");
-        };
-        assert_eq!(consumed, stream.len());
-        out.clear();
-        session.flush(identity, out);
-    }
-
-    /// [`run`](Self::run) with the verdicts given instead of looked up: parser, state
-    /// machine and reply encoder only.
-    #[inline(never)]
-    fn run_without_lookup(&mut self, stream: &[u8], verdicts: &[Verdict]) {
-        let (consumed, event) = self.session.advance(stream);
-        assert!(consumed == stream.len() && event == Event::NeedInput);
-        self.session.resolve(Ok(verdicts));
-        self.out.clear();
-        self.session.flush(&self.identity, &mut self.out);
-    }
-}
-
-/// The session's host in the full path: the memory backend, answering at once.
-struct MemoryHost<'a> {
-    backend: &'a MemoryBackend,
-    verdicts: &'a mut Vec<Verdict>,
-}
-
-impl SessionHost for MemoryHost<'_> {
-    async fn resolve(&mut self, session: &mut Session) {
-        self.verdicts.clear();
-        self.backend
-            .lookup(session.pending(), self.verdicts)
-            .await
-            .expect("the memory backend does not fail");
-        session.resolve(Ok(self.verdicts));
-    }
-
-    async fn deliver(&mut self, session: &mut Session) {
-        session.delivered(Ok(bulk_proto::QueueId(0)));
     }
 }
 
@@ -294,7 +181,7 @@ fn rcpt_path(c: &mut Criterion) {
             key.into_boxed_slice()
         })
         .collect();
-    let mut path = FullPath::new(&backend);
+    let mut path = FullPath::new(&backend, RCPTS as u32);
     check_full_path(&mut path, &work);
 
     // The population is only needed for checks: free it before measuring.
@@ -479,7 +366,7 @@ fn rcpt_path(c: &mut Criterion) {
 }
 
 /// Sessions of `quick` that `simulate_quick` replays per iteration (about 25,000 RCPTs).
-const SIMULATE_SESSIONS: usize = 1_000;
+const SIMULATE_SESSIONS: u64 = 1_000;
 
 /// Group `simulate_ratio`: `simulate`'s cost per RCPT against the hot path's, both in
 /// thread CPU time and measured one after the other in the same process, so that their
@@ -495,16 +382,10 @@ const SIMULATE_SESSIONS: usize = 1_000;
 fn simulate_ratio(c: &mut Criterion, path: &mut FullPath<'_>, stream: &[u8]) {
     use bulk_loadgen::simulate::{session_config, simulate, thread_cpu};
     use bulk_loadgen::{Expectations, VerifyMode};
-    use bulk_population::{PopulationModel, Scenario, Workload as Replay};
 
-    let scenario_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quick.toml");
-    let scenario = Scenario::load(scenario_path).expect("scenarios/quick.toml loads");
-    let model = PopulationModel::new(&scenario.population, scenario.seed);
+    // quick is sized in time: the first sessions of its pool, run once.
+    let (scenario, model, replay) = bulkbench_benches::quick_sessions(SIMULATE_SESSIONS);
     let backend = MemoryBackend::new(model.build());
-    let mut replay = Replay::generate(&scenario, &model);
-    // quick is sized in time: its pool, run once, cut to the first sessions.
-    replay.sessions.truncate(SIMULATE_SESSIONS);
-    replay.run = bulk_population::RunLength::Once;
     let rcpts = replay.rcpt_count();
     let config = session_config(&scenario.server);
     let expectations = Expectations::of(&scenario.server);

@@ -2,11 +2,16 @@
 //! `bulk_population` ([`PopulationModel`], [`RecipientDraws`]): the generator the load
 //! generator and the backends' scale tests use, so all of them measure the same kind of
 //! data, and every draw is seeded by (seed, index) in its one seeding module.
+//!
+//! [`drive`] holds the drivers the criterion benches and the instruction-count workloads
+//! (`src/bin/icount.rs`, run by `.ci/icount`) share.
 #![allow(missing_docs)] // an unpublished bench helper: the names say it
 
+pub mod drive;
+
 use bulk_population::{
-    NonNegative, Popularity, PopulationConfig, PopulationModel, RecipientDraws, Share,
-    WorkloadConfig,
+    CountU64, NonNegative, Popularity, PopulationConfig, PopulationModel, RecipientDraws, Scenario,
+    Share, Workload, WorkloadConfig,
 };
 
 /// Seed of the benches' population; recipient pools use [`SEED`] (uniform) and `SEED + 1`
@@ -58,6 +63,21 @@ pub fn recipients(model: &PopulationModel, popularity: Popularity) -> RecipientD
         ..WorkloadConfig::default()
     };
     RecipientDraws::new(model, &mix, seed)
+}
+
+/// `scenarios/quick.toml`, its population model, and its first `sessions` sessions as a list
+/// run once. quick is sized in time; its sessions depend only on (seed, index), so these are
+/// the first sessions of the pool a run cycles (`Workload::generate` draws only these, not
+/// the whole pool of a million RCPTs).
+pub fn quick_sessions(sessions: u64) -> (Scenario, PopulationModel, Workload) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quick.toml");
+    let mut scenario = Scenario::load(path).expect("scenarios/quick.toml loads");
+    scenario.workload.sessions = Some(CountU64::new(sessions).expect("a valid session count"));
+    scenario.workload.duration_secs = None;
+    let model = PopulationModel::new(&scenario.population, scenario.seed);
+    let workload = Workload::generate(&scenario, &model);
+    assert_eq!(workload.sessions.len() as u64, sessions);
+    (scenario, model, workload)
 }
 
 #[cfg(test)]

@@ -168,7 +168,32 @@ impl Tally {
 /// The EHLO name `simulate` sends, as the load generator's default.
 const HELO: &[u8] = b"bulkbench.invalid";
 
-impl<P: PolicyBackend> Driver<'_, P> {
+impl<'a, P: PolicyBackend> Driver<'a, P> {
+    fn new(
+        policy: &'a P,
+        identity: &'a ServerIdentity,
+        config: SessionConfig,
+        expectations: Expectations,
+        verify: VerifyMode,
+    ) -> Self {
+        Driver {
+            identity,
+            config,
+            verifier: Verifier {
+                expectations,
+                mode: verify,
+            },
+            write: Vec::new(),
+            replies: Vec::new(),
+            host: Host {
+                policy,
+                verdicts: Vec::new(),
+                failed: false,
+            },
+            counts: Counts::default(),
+        }
+    }
+
     /// Feeds the client's write to the session, as the server's connection does (the same
     /// `Session::feed`: one batched lookup per command group), and leaves the replies in
     /// `self.replies`.
@@ -245,6 +270,45 @@ pub fn session_config(server: &bulk_population::ServerConfig) -> SessionConfig {
     }
 }
 
+/// The server identity `simulate` answers with.
+fn identity(config: SessionConfig) -> ServerIdentity {
+    ServerIdentity {
+        hostname: "bulkbench.simulate".to_owned(),
+        max_message_size: config.max_message_size,
+    }
+}
+
+/// [`simulate`] without rayon: each of `sessions` once, in order, on the calling thread,
+/// through one driver (the same client script, session loop and checks). Its work depends
+/// on nothing but its arguments (no thread pool, no splitting of the list), which is what
+/// an instruction count needs (`.ci/icount`'s `simulate_quick`). `threads` is 1, and
+/// `wall` and `cpu` are the calling thread's.
+pub fn simulate_serial<P: PolicyBackend>(
+    sessions: &[SessionSpec],
+    policy: &P,
+    config: SessionConfig,
+    expectations: Expectations,
+    verify: VerifyMode,
+) -> SimulateResult {
+    let identity = identity(config);
+    let mut driver = Driver::new(policy, &identity, config, expectations, verify);
+    let mut tally = Tally::default();
+    let wall_start = Instant::now();
+    let started = thread_cpu();
+    driver.run_all(sessions, &mut tally);
+    tally.cpu = thread_cpu().saturating_sub(started);
+    SimulateResult {
+        sessions: tally.sessions,
+        rcpts: tally.rcpts,
+        messages: tally.messages,
+        failed_sessions: tally.failed,
+        mismatches: tally.mismatches,
+        wall: wall_start.elapsed(),
+        cpu: tally.cpu,
+        threads: 1,
+    }
+}
+
 /// Sessions per unit of parallel work: the thread's CPU clock is read around each unit,
 /// so reading it costs nothing next to the work.
 const CHUNK: usize = 64;
@@ -260,10 +324,7 @@ pub fn simulate<P: PolicyBackend>(
     expectations: Expectations,
     verify: VerifyMode,
 ) -> SimulateResult {
-    let identity = ServerIdentity {
-        hostname: "bulkbench.simulate".to_owned(),
-        max_message_size: config.max_message_size,
-    };
+    let identity = identity(config);
     let threads = rayon::current_num_threads();
     let wall_start = Instant::now();
     let run = |sessions: &[SessionSpec]| {
@@ -313,22 +374,7 @@ fn simulate_sessions<P: PolicyBackend>(
         .par_chunks(CHUNK)
         .fold(
             || {
-                let driver = Driver {
-                    identity,
-                    config,
-                    verifier: Verifier {
-                        expectations,
-                        mode: verify,
-                    },
-                    write: Vec::new(),
-                    replies: Vec::new(),
-                    host: Host {
-                        policy,
-                        verdicts: Vec::new(),
-                        failed: false,
-                    },
-                    counts: Counts::default(),
-                };
+                let driver = Driver::new(policy, identity, config, expectations, verify);
                 (driver, Tally::default())
             },
             |(mut driver, mut tally), chunk| {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bulk_loadgen::simulate::{SimulateResult, session_config, simulate};
+use bulk_loadgen::simulate::{SimulateResult, session_config, simulate, simulate_serial};
 use bulk_loadgen::{Expectations, VerifyMode};
 use bulk_policy::{PolicyBackend, Verdict};
 use common::{OneWrong, memory_backend, prepare, scenario};
@@ -82,4 +82,34 @@ fn sessions_of_several_transactions_simulate_as_they_run() {
         assert_eq!(result.rcpts, prepared.workload.rcpt_count());
         assert_eq!(result.messages, messages, "pipelining {pipelining}");
     }
+}
+
+/// The serial path (`simulate_serial`, what `.ci/icount` counts) does what `simulate`
+/// does: the same sessions, RCPTs and messages, and the same mismatch caught.
+#[test]
+fn the_serial_path_simulates_what_the_parallel_one_does() {
+    let prepared = prepare(scenario(300, 1, None));
+    let (_, victim) = common::lone_accepted_recipient(&prepared.workload);
+    let policy = OneWrong {
+        inner: memory_backend(&prepared.model),
+        address: victim.address.clone(),
+        verdict: Verdict::UnknownMailbox,
+    };
+    let server = &prepared.scenario.server;
+    let parallel = simulate_with(&prepared, &policy, VerifyMode::Strict);
+    let serial = simulate_serial(
+        &prepared.workload.sessions,
+        &policy,
+        session_config(server),
+        Expectations::of(server),
+        VerifyMode::Strict,
+    );
+    assert_eq!(serial.threads, 1);
+    assert_eq!(
+        (serial.sessions, serial.rcpts, serial.messages),
+        (parallel.sessions, parallel.rcpts, parallel.messages)
+    );
+    assert_eq!(serial.failed_sessions, 0);
+    assert_eq!(serial.mismatches.total, 1);
+    assert_eq!(serial.mismatches, parallel.mismatches);
 }
