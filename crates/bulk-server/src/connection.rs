@@ -3,6 +3,9 @@
 //! Per read: parse every complete command in the buffer, resolve that read's RCPTs in one
 //! backend call (more than one only when a command in the read depends on earlier verdicts,
 //! like DATA), and send every reply of the read in one write.
+//!
+//! With a spool, message content goes to the message's spool file in chunks as it
+//! arrives.
 
 use std::io;
 use std::sync::Arc;
@@ -16,8 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::spool::Spool;
-use crate::{Shared, Stats};
+use crate::spool::{Draft, Spool};
+use crate::{MemoryGrant, MessageMemory, Shared, Stats};
 
 /// Bytes read at most per read call. The input buffer holds only what the session has not
 /// consumed yet (a partial command line); it is empty, and released, between reads of a
@@ -135,6 +138,22 @@ struct Host<P> {
     shared: Arc<Shared<P>>,
     verdicts: Vec<Verdict>,
     counts: Counts,
+    /// The spool file of the message in progress and what goes with it; `None` between
+    /// messages, and always without a spool.
+    draft: Option<Box<Streaming>>,
+}
+
+/// A message in progress on its way to the spool.
+#[derive(Default)]
+struct Streaming {
+    /// Its file in `tmp/`, once its first chunk is written.
+    file: Option<Draft>,
+    /// A content buffer, swapped with the session's at each chunk.
+    spare: Vec<u8>,
+    /// This connection's share of the message memory, while it holds one.
+    grant: Option<MemoryGrant>,
+    /// A write failed: the message can no longer be stored, and gets `451` at its end.
+    failed: bool,
 }
 
 impl<P: PolicyBackend> Connection<P> {
@@ -149,6 +168,7 @@ impl<P: PolicyBackend> Connection<P> {
                 shared,
                 verdicts: Vec::new(),
                 counts: Counts::default(),
+                draft: None,
             },
         }
     }
@@ -161,6 +181,8 @@ impl<P: PolicyBackend> Connection<P> {
         if self.session.in_transaction() {
             debug!("connection closed inside a transaction; nothing was delivered for it");
         }
+        // A message cut off by the end of the connection leaves no file behind.
+        self.host.abandon().await;
         self.host.counts.add_to(&self.host.shared.stats);
     }
 
@@ -188,6 +210,7 @@ impl<P: PolicyBackend> Connection<P> {
                 }
             }
             self.process().await;
+            self.host.bound_content(&mut self.session).await;
             if self.input.is_empty() {
                 // Nothing half-read: give the buffer back while the client thinks.
                 self.input = BytesMut::new();
@@ -345,29 +368,147 @@ impl<P: PolicyBackend> SessionHost for Host<P> {
 
     /// Hands the message that just ended to the sink, then tells the session how it went.
     async fn deliver(&mut self, session: &mut Session) {
-        let id = QueueId(self.shared.next_queue_id.fetch_add(1, Ordering::Relaxed));
-        let result = match &self.shared.spool {
-            None => Ok(id),
-            Some(spool) => {
-                let contents = Spool::render(&session.message());
-                let spool = spool.clone();
-                match tokio::task::spawn_blocking(move || spool.store(id, &contents)).await {
-                    Ok(Ok(_path)) => Ok(id),
-                    Ok(Err(error)) => {
-                        warn!(%error, queue_id = %id, "spool write failed; answering 451");
-                        Err(())
-                    }
-                    Err(error) => {
-                        warn!(%error, queue_id = %id, "spool task failed; answering 451");
-                        Err(())
-                    }
-                }
-            }
+        let result = match self.shared.spool.clone() {
+            None => Ok(self.next_id()),
+            Some(spool) => self.store(&spool, session).await,
         };
         if result.is_ok() {
             self.counts.messages += 1;
         }
+        self.end_message().await;
         session.delivered(result);
+    }
+
+    /// Writes the content the session holds to the message's spool file.
+    async fn content(&mut self, session: &mut Session) {
+        let Some(spool) = self.shared.spool.clone() else {
+            session.swap_content(&mut Vec::new());
+            return;
+        };
+        let streaming = self.draft.get_or_insert_default();
+        session.swap_content(&mut streaming.spare);
+        if streaming.failed {
+            return;
+        }
+        let chunk = std::mem::take(&mut streaming.spare);
+        let file = streaming.file.take();
+        let (id, head) = match &file {
+            Some(draft) => (draft.id(), Vec::new()),
+            None => (self.next_id(), Spool::envelope(&session.message())),
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            let mut draft = match file {
+                Some(draft) => draft,
+                None => spool.create(id, &head)?,
+            };
+            // On error the draft is dropped here, on this blocking thread: its file goes.
+            draft.append(&chunk)?;
+            Ok::<_, io::Error>((draft, chunk))
+        })
+        .await;
+        let streaming = self.draft.get_or_insert_default();
+        match written {
+            Ok(Ok((draft, mut chunk))) => {
+                chunk.clear();
+                streaming.spare = chunk;
+                streaming.file = Some(draft);
+            }
+            Ok(Err(error)) => {
+                warn!(%error, queue_id = %id, "spool write failed; the message will get 451");
+                streaming.failed = true;
+            }
+            Err(error) => {
+                warn!(%error, queue_id = %id, "spool task failed; the message will get 451");
+                streaming.failed = true;
+            }
+        }
+    }
+
+    /// The message was refused at its end: its spool file goes.
+    async fn refused(&mut self, _session: &mut Session) {
+        self.end_message().await;
+    }
+}
+
+impl<P> Host<P> {
+    fn next_id(&self) -> QueueId {
+        QueueId(self.shared.next_queue_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Stores the message that just ended: the rest of its content after what its spool
+    /// file holds (or all of it, with its envelope, for a message that fit one chunk),
+    /// then fsync, rename into `new/`, fsync of `new/`, all on a blocking thread.
+    async fn store(&mut self, spool: &Spool, session: &mut Session) -> Result<QueueId, ()> {
+        let mut streaming = self.draft.take().unwrap_or_default();
+        if streaming.failed {
+            return Err(());
+        }
+        let mut rest = Vec::new();
+        session.swap_content(&mut rest);
+        let file = streaming.file.take();
+        let (id, head) = match &file {
+            Some(draft) => (draft.id(), Vec::new()),
+            None => (self.next_id(), Spool::envelope(&session.message())),
+        };
+        let spool = spool.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut draft = match file {
+                Some(draft) => draft,
+                None => spool.create(id, &head)?,
+            };
+            draft.append(&rest)?;
+            spool.commit(draft)
+        })
+        .await;
+        match stored {
+            Ok(Ok(_path)) => Ok(id),
+            Ok(Err(error)) => {
+                warn!(%error, queue_id = %id, "spool write failed; answering 451");
+                Err(())
+            }
+            Err(error) => {
+                warn!(%error, queue_id = %id, "spool task failed; answering 451");
+                Err(())
+            }
+        }
+    }
+
+    /// Whatever is left of the message that just ended goes: its temporary file (removed
+    /// on a blocking thread), its buffers, its share of the message memory.
+    async fn end_message(&mut self) {
+        self.abandon().await;
+    }
+
+    /// Drops the message in progress, if any, removing its temporary file.
+    pub(crate) async fn abandon(&mut self) {
+        let Some(mut streaming) = self.draft.take() else {
+            return;
+        };
+        if let Some(file) = streaming.file.take() {
+            // The draft removes its file when dropped: a blocking call, so not here.
+            let _ = tokio::task::spawn_blocking(move || drop(file)).await;
+        }
+    }
+
+    /// Keeps the content a connection holds in memory within the server's budget: in DATA
+    /// with a spool, a connection without a share of the message memory (two content
+    /// chunks) tries to get one; if there is no room, what this read brought goes to the
+    /// spool file at once.
+    async fn bound_content(&mut self, session: &mut Session)
+    where
+        Self: SessionHost,
+    {
+        if self.shared.spool.is_none() || !session.in_data() {
+            return;
+        }
+        let streaming = self.draft.get_or_insert_default();
+        if streaming.grant.is_none() {
+            let octets = self.shared.config.session.content_chunk.saturating_mul(2);
+            streaming.grant = MessageMemory::grant(&self.shared.message_memory, octets);
+        }
+        if streaming.grant.is_none() && !session.message().body.is_empty() {
+            SessionHost::content(self, session).await;
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bulk_policy::PolicyBackend;
@@ -57,6 +57,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// No command (or no progress writing a reply) for this long: `421 4.4.2`, close.
     pub idle_timeout: Duration,
+    /// Octets of message content that all connections together hold in memory at most,
+    /// with a spool. A connection in DATA holds up to two content chunks
+    /// ([`SessionConfig::content_chunk`]) while it has a share of this; without one it
+    /// writes what each read brings to its spool file at once.
+    pub message_memory: usize,
     /// A policy lookup that takes longer is answered `451 4.3.0`.
     pub policy_timeout: Duration,
     /// Delay per RCPT in harvest-resistant mode, once a session passed its unknown
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             session: SessionConfig::default(),
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
+            message_memory: 64 * 1024 * 1024,
             policy_timeout: Duration::from_secs(5),
             harvest_delay: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
@@ -213,11 +219,50 @@ pub(crate) struct Shutdown {
     pub(crate) grace_over: CancellationToken,
 }
 
+/// The octets of message content that connections may hold in memory, all together
+/// ([`ServerConfig::message_memory`]), shared out in grants.
+#[derive(Debug)]
+pub(crate) struct MessageMemory {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+/// A connection's share of [`MessageMemory`], given back when it is dropped.
+#[derive(Debug)]
+pub(crate) struct MemoryGrant {
+    memory: Arc<MessageMemory>,
+    octets: usize,
+}
+
+impl MessageMemory {
+    /// A grant of `octets`, or `None` when the budget has no room for it.
+    pub(crate) fn grant(memory: &Arc<MessageMemory>, octets: usize) -> Option<MemoryGrant> {
+        memory
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(octets)
+                    .filter(|&total| total <= memory.limit)
+            })
+            .ok()?;
+        Some(MemoryGrant {
+            memory: memory.clone(),
+            octets,
+        })
+    }
+}
+
+impl Drop for MemoryGrant {
+    fn drop(&mut self) {
+        self.memory.used.fetch_sub(self.octets, Ordering::AcqRel);
+    }
+}
+
 /// State shared by all connections of a server.
 pub(crate) struct Shared<P> {
     pub(crate) config: ServerConfig,
     pub(crate) policy: Arc<P>,
     pub(crate) spool: Option<Spool>,
+    pub(crate) message_memory: Arc<MessageMemory>,
     pub(crate) stats: Stats,
     pub(crate) shutdown: Shutdown,
     /// Queue ids: the start time in milliseconds shifted left 20 bits, plus a counter, so ids
@@ -263,9 +308,14 @@ impl<P: PolicyBackend> Server<P> {
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let message_memory = Arc::new(MessageMemory {
+            limit: config.message_memory,
+            used: AtomicUsize::new(0),
+        });
         let shared = Arc::new(Shared {
             policy,
             spool,
+            message_memory,
             stats: Stats::default(),
             shutdown: Shutdown::default(),
             next_queue_id: AtomicU64::new(started_ms << 20),

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// With a spool: octets of message content all connections together hold in memory
+    /// (two 64 KiB chunks per connection in DATA; past it, content goes to disk per read).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    message_memory: u64,
     /// Protocol errors per session before 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_MAX_ERRORS,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -203,10 +207,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             harvest: args.harvest_resistant.then_some(HarvestConfig {
                 unknown_threshold: args.harvest_threshold,
             }),
-            keep_message: false,
+            ..SessionConfig::default()
         },
         max_connections: args.max_connections as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        message_memory: usize::try_from(args.message_memory).unwrap_or(usize::MAX),
         policy_timeout: Duration::from_millis(args.policy_timeout_ms),
         harvest_delay: Duration::from_millis(args.harvest_delay_ms),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),

@@ -125,6 +125,15 @@ impl Client {
         }
     }
 
+    /// Sends each write without waiting for more (no Nagle), so small writes reach the
+    /// server as small reads.
+    pub fn set_nodelay(&self) {
+        self.reader
+            .get_ref()
+            .set_nodelay(true)
+            .expect("TCP_NODELAY");
+    }
+
     /// Connects and reads the greeting, which must be 220.
     pub async fn greeted(addr: SocketAddr) -> Client {
         let mut client = Client::connect(addr).await;
