@@ -262,6 +262,13 @@ impl Session {
         self.mode == Mode::Data
     }
 
+    /// Whether the session is inside an over-long command line, discarding it up to its
+    /// LF: it consumes every byte of that line, so the caller's buffer does not show that a
+    /// line is in progress, and its line deadline still runs.
+    pub fn discarding_line(&self) -> bool {
+        self.mode == Mode::Discarding
+    }
+
     /// Protocol errors counted so far.
     pub fn errors(&self) -> u32 {
         self.errors

@@ -4,8 +4,10 @@
 //! backend call (more than one only when a command in the read depends on earlier verdicts,
 //! like DATA), and send every reply of the read in one write.
 //!
-//! With a spool, message content goes to the message's spool file in chunks as it
-//! arrives.
+//! Three clocks bound how long a client can hold the connection: the idle timeout (no
+//! byte at all), the line deadline (a command line started and not finished) and the DATA
+//! deadline (message content slower than the minimum rate). With a spool, message content
+//! goes to the message's spool file in chunks as it arrives.
 
 use std::io;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use bulk_proto::{Closing, QueueId, Session, SessionHost};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::spool::{Draft, Spool};
@@ -91,10 +94,18 @@ fn read_chunk(stream: &TcpStream, chunk: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `by` after `at`, or a time that never comes if that is past what an `Instant` holds
+/// (a timeout given as "forever").
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// What woke a connection waiting for input.
 enum Wake {
     Readable,
-    Idle,
+    /// A deadline passed: the idle timeout, the line or the DATA deadline.
+    Expired(Closing),
     Shutdown,
     Failed(io::Error),
 }
@@ -130,6 +141,11 @@ pub(crate) struct Connection<P> {
     input: BytesMut,
     output: Vec<u8>,
     host: Host<P>,
+    /// When the server began waiting for the rest of the command line in progress; `None`
+    /// between lines.
+    line_since: Option<Instant>,
+    /// While the session reads message content: when the DATA phase runs out.
+    data_deadline: Option<Instant>,
 }
 
 /// What the session asks of the server (`bulk_proto::SessionHost`): verdicts from the
@@ -141,6 +157,8 @@ struct Host<P> {
     /// The spool file of the message in progress and what goes with it; `None` between
     /// messages, and always without a spool.
     draft: Option<Box<Streaming>>,
+    /// A message ended (delivered or refused) since the connection last looked.
+    message_ended: bool,
 }
 
 /// A message in progress on its way to the spool.
@@ -169,7 +187,10 @@ impl<P: PolicyBackend> Connection<P> {
                 verdicts: Vec::new(),
                 counts: Counts::default(),
                 draft: None,
+                message_ended: false,
             },
+            line_since: None,
+            data_deadline: None,
         }
     }
 
@@ -192,7 +213,7 @@ impl<P: PolicyBackend> Connection<P> {
         loop {
             match self.wait_readable().await {
                 Wake::Readable => {}
-                Wake::Idle => return self.close(Closing::IdleTimeout).await,
+                Wake::Expired(why) => return self.close(why).await,
                 Wake::Shutdown => return self.close(Closing::ShuttingDown).await,
                 Wake::Failed(error) => return Err(error),
             }
@@ -204,12 +225,16 @@ impl<P: PolicyBackend> Connection<P> {
                 let mut chunk = [0u8; READ_CHUNK];
                 match read_chunk(&self.stream, &mut chunk) {
                     Ok(0) => return Ok(()),
-                    Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        self.input.extend_from_slice(&chunk[..n]);
+                        self.credit_data(n);
+                    }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(error) => return Err(error),
                 }
             }
-            self.process().await;
+            let consumed = self.process().await;
+            self.track_deadlines(consumed);
             self.host.bound_content(&mut self.session).await;
             if self.input.is_empty() {
                 // Nothing half-read: give the buffer back while the client thinks.
@@ -238,28 +263,90 @@ impl<P: PolicyBackend> Connection<P> {
         Ok(())
     }
 
-    /// Waits until the socket is readable, the idle timeout passes, or shutdown asks this
-    /// session to end: at once when it is between transactions, at the end of the grace
-    /// period when it is inside one.
+    /// Waits until the socket is readable, a deadline passes (the idle timeout, or the
+    /// line or DATA deadline when one runs), or shutdown asks this session to end: at once
+    /// when it is between transactions, at the end of the grace period when it is inside
+    /// one. A line or DATA deadline already passed ends the session even if input is
+    /// waiting: a client sending an endless line fast never lets the socket go quiet.
     async fn wait_readable(&self) -> Wake {
         let shutdown = &self.host.shared.shutdown;
-        let idle = self.host.shared.config.idle_timeout;
+        let config = &self.host.shared.config;
+        let now = Instant::now();
+        let (mut at, mut why) = (later(now, config.idle_timeout), Closing::IdleTimeout);
+        let running = [
+            self.line_since
+                .map(|since| (later(since, config.line_timeout), Closing::LineTimeout)),
+            self.data_deadline.map(|data| (data, Closing::DataTimeout)),
+        ];
+        for (deadline, reason) in running.into_iter().flatten() {
+            if deadline < at {
+                (at, why) = (deadline, reason);
+            }
+        }
+        if at <= now {
+            return Wake::Expired(why);
+        }
         tokio::select! {
             biased;
             () = shutdown.grace_over.cancelled() => Wake::Shutdown,
             () = shutdown.draining.cancelled(), if !self.session.in_transaction() => Wake::Shutdown,
-            ready = tokio::time::timeout(idle, self.stream.readable()) => match ready {
-                Err(_) => Wake::Idle,
+            ready = tokio::time::timeout_at(at, self.stream.readable()) => match ready {
+                Err(_) => Wake::Expired(why),
                 Ok(Ok(())) => Wake::Readable,
                 Ok(Err(error)) => Wake::Failed(error),
             },
         }
     }
 
-    /// Feeds the buffered input to the session until it needs more.
-    async fn process(&mut self) {
+    /// Feeds the buffered input to the session until it needs more; returns how many bytes
+    /// it consumed.
+    async fn process(&mut self) -> usize {
         let consumed = self.session.feed(&self.input, &mut self.host).await;
         self.input.advance(consumed);
+        consumed
+    }
+
+    /// In DATA, `n` octets just read extend the DATA deadline by `n / min_data_rate`
+    /// seconds, to at most `data_timeout` from now (docs/protocol.md).
+    fn credit_data(&mut self, n: usize) {
+        let Some(deadline) = self.data_deadline else {
+            return;
+        };
+        let config = &self.host.shared.config;
+        let credit = Duration::from_secs_f64(n as f64 / config.min_data_rate.max(1) as f64);
+        let cap = later(Instant::now(), config.data_timeout);
+        self.data_deadline = Some(later(deadline, credit).min(cap));
+    }
+
+    /// After a read was processed: starts, keeps or stops the line deadline and the DATA
+    /// deadline by where the session now stands. `consumed`: bytes the read's processing
+    /// consumed.
+    fn track_deadlines(&mut self, consumed: usize) {
+        // Read only when a deadline starts: most reads end between whole commands.
+        let mut clock = None;
+        let mut now = || *clock.get_or_insert_with(Instant::now);
+        let config = &self.host.shared.config;
+        let session = &self.session;
+        // A partial line in the buffer, or an over-long one being discarded. If the read
+        // consumed anything in command mode, the partial line left began after it (what
+        // was buffered before held no line end), in this read; an over-long line goes on.
+        let mid_line = !session.in_data()
+            && !session.is_closed()
+            && (session.discarding_line() || !self.input.is_empty());
+        self.line_since = match self.line_since {
+            _ if !mid_line => None,
+            Some(since) if consumed == 0 || session.discarding_line() => Some(since),
+            _ => Some(now()),
+        };
+        // A message that ended lets the next one, even in the same read, start afresh.
+        if std::mem::take(&mut self.host.message_ended) {
+            self.data_deadline = None;
+        }
+        self.data_deadline = match self.data_deadline {
+            _ if !session.in_data() => None,
+            None => Some(later(now(), config.data_timeout)),
+            running => running,
+        };
     }
 
     /// Sends every queued reply in one write. A client that stops reading cannot hold the
@@ -476,6 +563,7 @@ impl<P> Host<P> {
     /// Whatever is left of the message that just ended goes: its temporary file (removed
     /// on a blocking thread), its buffers, its share of the message memory.
     async fn end_message(&mut self) {
+        self.message_ended = true;
         self.abandon().await;
     }
 

@@ -57,6 +57,17 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// No command (or no progress writing a reply) for this long: `421 4.4.2`, close.
     pub idle_timeout: Duration,
+    /// A command line the client has started must be complete within this long of the
+    /// server starting to wait for its rest, or the session ends with `421 4.4.2`: the
+    /// idle timeout restarts at every byte, so alone it lets a client hold a connection
+    /// forever by sending one byte at a time.
+    pub line_timeout: Duration,
+    /// The DATA phase starts with this long to run; each octet received adds
+    /// `1 / min_data_rate` s, but never more than this long from now. Past it the session
+    /// ends with `421 4.4.2` (docs/protocol.md, "Slow clients").
+    pub data_timeout: Duration,
+    /// Octets per second of message content that keep a DATA phase going (at least 1).
+    pub min_data_rate: u64,
     /// Octets of message content that all connections together hold in memory at most,
     /// with a spool. A connection in DATA holds up to two content chunks
     /// ([`SessionConfig::content_chunk`]) while it has a share of this; without one it
@@ -80,6 +91,9 @@ impl Default for ServerConfig {
             session: SessionConfig::default(),
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
+            line_timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(120),
+            min_data_rate: 1024,
             message_memory: 64 * 1024 * 1024,
             policy_timeout: Duration::from_secs(5),
             harvest_delay: Duration::from_secs(1),

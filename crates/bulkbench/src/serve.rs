@@ -66,6 +66,19 @@ pub struct ServeArgs {
     /// (two 64 KiB chunks per connection in DATA; past it, content goes to disk per read).
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     message_memory: u64,
+    /// Seconds a started command line has to be completed before 421 4.4.2.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    line_timeout: u64,
+    /// Seconds a DATA phase starts with; each octet received adds 1/--min-data-rate s, up
+    /// to this many seconds from now. Past it: 421 4.4.2.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    data_timeout: u64,
+    /// Octets per second of message content that keep a DATA phase going.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    min_data_rate: u64,
     /// Protocol errors per session before 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_MAX_ERRORS,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -211,6 +224,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_connections: args.max_connections as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        line_timeout: Duration::from_secs(args.line_timeout),
+        data_timeout: Duration::from_secs(args.data_timeout),
+        min_data_rate: args.min_data_rate,
         message_memory: usize::try_from(args.message_memory).unwrap_or(usize::MAX),
         policy_timeout: Duration::from_millis(args.policy_timeout_ms),
         harvest_delay: Duration::from_millis(args.harvest_delay_ms),
