@@ -5,6 +5,7 @@ Starts the server on 127.0.0.1 (port chosen by the kernel) with a spool in a tem
 directory, reads its resident set size, opens N connections (default 30) and takes each one
 into DATA (EHLO, MAIL, RCPT, DATA, `354`), then sends each the first `--sent` bytes (default
 9,000,000) of a `--size`-byte message (default 10,000,000: under the default 10 MiB limit).
+The connections come from 127.0.0.1 to 127.0.0.16, as the load generator's do.
 Once the server has read all of it (every client socket's send queue and every server
 socket's receive queue empty, from /proc/net/tcp) and its RSS has settled, it reads
 VmRSS and VmHWM again: the growth is what the messages in the middle of their DATA cost.
@@ -146,7 +147,10 @@ def run(args):
         time.sleep(1.0)
         rss_before = status_kib(server.pid, "VmRSS")
         for i in range(args.connections):
-            sock = socket.create_connection(address, timeout=10)
+            # From 16 loopback addresses, as the load generator connects: the server's
+            # per-address limit is a tenth of its connection limit.
+            sock = socket.create_connection(address, timeout=10,
+                                            source_address=(f"127.0.0.{1 + i % 16}", 0))
             socks.append(sock)
             greeting = read_until(sock, b"\r\n", 10)
             if not greeting.startswith(b"220"):

@@ -1,5 +1,6 @@
-//! Hostile clients: slow command lines, slow message content. The server closes the slow
-//! ones within their deadlines, and serves a legitimate client once their slots are free.
+//! Hostile clients: slow command lines, slow message content, many connections from one
+//! address. The server closes the slow ones within their deadlines, refuses one source's
+//! connections past its share, and serves a legitimate client meanwhile.
 //!
 //! The deadlines are configured short (a second or so) and the idle timeout long (300 s),
 //! so "closed by the deadline" and "never closed" are far apart: every bound below sits far
@@ -161,6 +162,63 @@ async fn slow_command_lines_are_closed_at_the_line_deadline_and_free_their_slots
     legitimate_session(&mut legit).await;
     legit.quit().await;
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_its_share_of_slots_and_a_legitimate_client_is_served_meanwhile() {
+    let config = ServerConfig {
+        max_connections: 50,
+        max_connections_per_ip: 10,
+        ..patient()
+    };
+    let server = TestServer::start(config).await;
+    // Fifty connections from one address: ten are served, forty are turned away at once.
+    let mut held = Vec::new();
+    let mut refusals = 0;
+    for i in 0..50 {
+        let (stream, first) = connect_from(server.addr, loopback(1)).await;
+        if first.starts_with("220 ") {
+            held.push(stream);
+        } else {
+            assert!(
+                first.starts_with("421 4.7.0 localhost Too many connections from your address"),
+                "connection {i}: {first}"
+            );
+            refusals += 1;
+        }
+    }
+    assert_eq!((held.len(), refusals), (10, 40));
+    // Another address is served while the ten are connected.
+    let mut legit = Client::connect_from(server.addr, loopback(2)).await;
+    assert_eq!(legit.reply().await.unwrap().code, 220);
+    legitimate_session(&mut legit).await;
+    legit.quit().await;
+    // The ten are still served: the per-address limit, not a timeout, kept slots free.
+    let mut first = held.swap_remove(0);
+    first.write_all(b"NOOP\r\n").await.unwrap();
+    let mut reply = [0u8; 64];
+    let n = tokio::time::timeout(common::WAIT, first.read(&mut reply))
+        .await
+        .expect("reply in time")
+        .unwrap();
+    assert!(reply[..n].starts_with(b"250 "), "{:?}", &reply[..n]);
+    // One leaves, and that address gets a slot again.
+    drop(first);
+    let admitted = tokio::time::timeout(common::WAIT, async {
+        loop {
+            let (stream, first) = connect_from(server.addr, loopback(1)).await;
+            if first.starts_with("220 ") {
+                return stream;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a freed per-address slot is reused");
+    drop((admitted, held));
+    let stats = server.stop().await;
+    assert!(stats.refused_per_ip >= 40, "{stats:?}");
+    assert_eq!(stats.refused_connections, 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

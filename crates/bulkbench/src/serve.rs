@@ -62,10 +62,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
-    /// With a spool: octets of message content all connections together hold in memory
-    /// (two 64 KiB chunks per connection in DATA; past it, content goes to disk per read).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-    message_memory: u64,
+    /// Concurrent connections from one client address; one more gets 421 4.7.0 as its
+    /// greeting [default: a tenth of --max-connections, rounded up].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_ip: Option<u64>,
     /// Seconds a started command line has to be completed before 421 4.4.2.
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -79,6 +79,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     min_data_rate: u64,
+    /// With a spool: octets of message content all connections together hold in memory
+    /// (two 64 KiB chunks per connection in DATA; past it, content goes to disk per read).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    message_memory: u64,
     /// Protocol errors per session before 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_MAX_ERRORS,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -223,6 +227,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..SessionConfig::default()
         },
         max_connections: args.max_connections as usize,
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .unwrap_or(args.max_connections.div_ceil(10)) as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
         line_timeout: Duration::from_secs(args.line_timeout),
         data_timeout: Duration::from_secs(args.data_timeout),
