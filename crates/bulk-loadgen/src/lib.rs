@@ -107,13 +107,17 @@ impl LoadConfig {
             },
             warmup: Duration::ZERO,
             helo_name: "bulkbench.invalid".to_owned(),
-            source_ips: loopback_sources(target, 16),
+            source_ips: loopback_sources(target, LOOPBACK_SOURCES),
             max_in_flight: 10_000,
             event_loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpus: None,
         }
     }
 }
+
+/// Loopback addresses a [`LoadConfig::new`] spreads its connections over, round-robin by
+/// session: a server's per-address limit sees about this fraction of them from each.
+pub const LOOPBACK_SOURCES: u8 = 16;
 
 /// `count` source addresses in 127.0.0.0/8 when `target` is an IPv4 loopback address
 /// (127.0.0.1, 127.0.0.2, ...); none otherwise.

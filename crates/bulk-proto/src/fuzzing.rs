@@ -336,15 +336,19 @@ pub struct Transcript {
 /// Drives one session over `input` as a server would: reads of the lengths in `read_lens`
 /// (cycled; a 0 counts as 1), advancing after each read until the session needs input,
 /// resolving and flushing after each read, and at the end of the input resolving and
-/// flushing what is left (after a `421` for an idle timeout when `close_at_end`). Spooling a
-/// message fails for one message in eight, by a hash of its envelope.
+/// flushing what is left (after a `421` for an idle timeout when `close_at_end`). Content
+/// handed over at [`Event::Content`] is collected, dropped at [`Event::MessageRefused`], and
+/// joined to the rest at [`Event::Message`]. Spooling a message fails for one message in
+/// eight, by a hash of its envelope.
 ///
 /// Asserts on the way that the session makes progress (every `NeedVerdicts` has something
-/// pending, every `Message` consumed bytes, the number of `advance` calls is bounded by the
-/// input), never asks the caller to keep a complete line or [`MAX_COMMAND_LINE`] octets
-/// unconsumed, consumes everything on `Close`, hands over messages that passed their checks,
-/// and that every flush is whole reply lines: three digits, `-` or space, text, CRLF, with a
-/// multi-line reply never cut and always closed by a line with a space.
+/// pending, every `Message` and `Content` consumed bytes, the number of `advance` calls is
+/// bounded by the input), never asks the caller to keep a complete line or
+/// [`MAX_COMMAND_LINE`] octets unconsumed, consumes everything on `Close`, holds at most
+/// [`SessionConfig::content_chunk`] octets of content (plus one) and hands them over only
+/// when it keeps messages, hands over messages that passed their checks, and that every
+/// flush is whole reply lines: three digits, `-` or space, text, CRLF, with a multi-line
+/// reply never cut and always closed by a line with a space.
 pub fn drive_session(
     config: SessionConfig,
     backend: Backend,
@@ -361,10 +365,14 @@ pub fn drive_session(
     session.greet();
     let mut transcript = Transcript::default();
     let mut buffer: Vec<u8> = Vec::new();
+    // Content taken at Event::Content, and the buffer swapped in for it.
+    let (mut taken, mut spare) = (Vec::new(), Vec::new());
+    let chunk = config.content_chunk.max(1);
     let mut read = 0;
     // Each call either ends a read (NeedInput, Close), or consumes at least one line or end
-    // marker before its event (Message, a NeedVerdicts after the RCPT that made it pending).
-    let mut calls_left = 3 * input.len() + 8;
+    // marker before its event (Message, MessageRefused, a NeedVerdicts after the RCPT that
+    // made it pending), or at least one octet of content (Content).
+    let mut calls_left = 4 * input.len() + 8;
     let mut lens = read_lens.iter().cycle();
     'read: while read < input.len() {
         let len = lens.next().copied().unwrap_or(1).max(1);
@@ -377,6 +385,11 @@ pub fn drive_session(
             let (consumed, event) = session.advance(&buffer);
             assert!(consumed <= buffer.len(), "consumed past the input");
             buffer.drain(..consumed);
+            let held = session.message().body.len();
+            assert!(
+                held <= chunk.saturating_add(1),
+                "holds {held} octets of content, chunk {chunk}"
+            );
             match event {
                 Event::NeedInput => {
                     assert!(
@@ -395,7 +408,21 @@ pub fn drive_session(
                 }
                 Event::Message => {
                     assert!(consumed > 0, "a message ends with its marker");
-                    deliver(&mut session, &config, &mut transcript);
+                    session.swap_content(&mut spare);
+                    taken.extend_from_slice(&spare);
+                    deliver(&mut session, &config, &mut taken, &mut transcript);
+                }
+                Event::Content => {
+                    assert!(consumed > 0, "content is handed over as it is consumed");
+                    assert!(config.keep_message && session.in_data() && held >= chunk);
+                    session.swap_content(&mut spare);
+                    taken.extend_from_slice(&spare);
+                }
+                Event::MessageRefused => {
+                    assert!(consumed > 0, "a message ends with its marker");
+                    assert!(!session.in_transaction());
+                    assert!(!session.in_data() && session.message().body.is_empty());
+                    taken.clear();
                 }
                 Event::Close => {
                     assert!(buffer.is_empty() && session.is_closed());
@@ -447,23 +474,31 @@ fn resolve(session: &mut Session, backend: Backend) {
     );
 }
 
-fn deliver(session: &mut Session, config: &SessionConfig, transcript: &mut Transcript) {
+/// Records the message that just ended, whose content (`body`, taken from the session in
+/// chunks and at its end) the host holds, and answers it.
+fn deliver(
+    session: &mut Session,
+    config: &SessionConfig,
+    body: &mut Vec<u8>,
+    transcript: &mut Transcript,
+) {
     let message = session.message();
     assert!(
         !message.recipients.is_empty(),
         "DATA is only accepted with a recipient"
     );
     assert!(message.size <= config.max_message_size);
+    assert!(message.body.is_empty(), "the host took all content");
     if config.keep_message {
-        assert_eq!(message.body.len() as u64, message.size);
+        assert_eq!(body.len() as u64, message.size);
     } else {
-        assert!(message.body.is_empty());
+        assert!(body.is_empty());
     }
     let delivered = Delivered {
         kind: message.kind,
         sender: message.sender.to_vec(),
         recipients: message.recipients.iter().map(<[u8]>::to_vec).collect(),
-        body: message.body.to_vec(),
+        body: std::mem::take(body),
         size: message.size,
     };
     let spooled = !(fnv1a(&delivered.sender) ^ delivered.size).is_multiple_of(8);
@@ -531,10 +566,12 @@ fn last_line(out: &[u8]) -> &[u8] {
 /// - byte 2: the seed of the read lengths.
 ///
 /// Drives the session with [`drive_session`] (whose progress and reply-format assertions
-/// apply) over the whole input in one read and over reads of pseudo-random lengths (and,
-/// for inputs up to 4 KiB, one byte at a time), and asserts that every run has the same
-/// [`Transcript`]: replies, messages, delays, error count and final state. With a flaky
-/// backend the answers depend on batching, so only the per-run assertions apply.
+/// apply) over the whole input in one read and over reads of pseudo-random lengths with
+/// content chunks of 1 to 16 octets by the seed (and, for inputs up to 4 KiB, one byte at a
+/// time with chunks of one octet), and asserts that every run has the same [`Transcript`]:
+/// replies, messages (content included: chunks change nothing), delays, error count and
+/// final state. With a flaky backend the answers depend on batching, so only the per-run
+/// assertions apply.
 pub fn session(data: &[u8]) {
     let byte = |i: usize| data.get(i).copied().unwrap_or(0);
     let (config, backend) = session_config(byte(0), byte(1));
@@ -554,9 +591,14 @@ pub fn session(data: &[u8]) {
         .collect();
 
     let whole = drive_session(config, backend, input, &[input.len().max(1)], close_at_end);
-    let split = drive_session(config, backend, input, &read_lens, close_at_end);
-    let bytewise =
-        (input.len() <= 4096).then(|| drive_session(config, backend, input, &[1], close_at_end));
+    let chunked = |chunk| SessionConfig {
+        content_chunk: chunk,
+        ..config
+    };
+    let split_config = chunked(1 + usize::from(byte(2) % 16));
+    let split = drive_session(split_config, backend, input, &read_lens, close_at_end);
+    let bytewise = (input.len() <= 4096)
+        .then(|| drive_session(chunked(1), backend, input, &[1], close_at_end));
     if backend == Backend::Flaky {
         return;
     }
@@ -581,6 +623,7 @@ pub fn session_config(first: u8, second: u8) -> (SessionConfig, Backend) {
         max_errors: [limits::DEFAULT_MAX_ERRORS, 0, 1, 3][usize::from(second & 0x03)],
         harvest: (first & 0x08 != 0).then_some(HarvestConfig {}),
         keep_message: first & 0x04 != 0,
+        content_chunk: limits::DEFAULT_CONTENT_CHUNK,
     };
     (config, backend)
 }

@@ -69,6 +69,9 @@ pub mod limits {
     pub const DEFAULT_MAX_RECIPIENTS: u32 = 1000;
     /// Default largest message: 10 MiB.
     pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 10 * 1024 * 1024;
+    /// Default most message content a session that keeps messages holds before handing
+    /// it over (`SessionConfig::content_chunk`): 64 KiB.
+    pub const DEFAULT_CONTENT_CHUNK: usize = 64 * 1024;
     /// Default protocol errors per session.
     pub const DEFAULT_MAX_ERRORS: u32 = 10;
 }

@@ -46,6 +46,15 @@ pub enum Closing {
     ShuttingDown,
     /// The connection limit is reached; sent instead of the greeting (`421 4.3.2`).
     TooManyConnections,
+    /// The client's address already holds its share of connections; sent instead of the
+    /// greeting (`421 4.7.0`).
+    TooManyFromAddress,
+    /// A command line was started but not completed within the line deadline
+    /// (`421 4.4.2`).
+    LineTimeout,
+    /// Message content arrived too slowly: the DATA phase passed its deadline
+    /// (`421 4.4.2`).
+    DataTimeout,
 }
 
 impl Closing {
@@ -55,6 +64,18 @@ impl Closing {
             Closing::IdleTimeout => ("4.4.2", "Error: idle timeout exceeded, closing connection"),
             Closing::ShuttingDown => ("4.3.2", "Service shutting down, closing connection"),
             Closing::TooManyConnections => ("4.3.2", "Too many connections, try again later"),
+            Closing::TooManyFromAddress => (
+                "4.7.0",
+                "Too many connections from your address, try again later",
+            ),
+            Closing::LineTimeout => (
+                "4.4.2",
+                "Error: command line not completed in time, closing connection",
+            ),
+            Closing::DataTimeout => (
+                "4.4.2",
+                "Error: message content arriving too slowly, closing connection",
+            ),
         }
     }
 }
@@ -317,6 +338,9 @@ mod tests {
             (Closing::IdleTimeout, "421 4.4.2 localhost "),
             (Closing::ShuttingDown, "421 4.3.2 localhost "),
             (Closing::TooManyConnections, "421 4.3.2 localhost "),
+            (Closing::TooManyFromAddress, "421 4.7.0 localhost "),
+            (Closing::LineTimeout, "421 4.4.2 localhost "),
+            (Closing::DataTimeout, "421 4.4.2 localhost "),
         ];
         for (why, prefix) in closings {
             assert!(

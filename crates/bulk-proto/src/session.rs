@@ -39,6 +39,11 @@ pub struct SessionConfig {
     pub harvest: Option<HarvestConfig>,
     /// Keep message bodies for the caller (a spool); a discarding sink only needs sizes.
     pub keep_message: bool,
+    /// With `keep_message`: the most message content the session holds. Once it holds this
+    /// many octets, [`Session::advance`] stops with [`Event::Content`] for the caller to
+    /// take them ([`Session::swap_content`]), so a large message never sits whole in
+    /// memory. At least 1 (0 counts as 1); `usize::MAX` keeps every message whole.
+    pub content_chunk: usize,
 }
 
 impl Default for SessionConfig {
@@ -49,6 +54,7 @@ impl Default for SessionConfig {
             max_errors: limits::DEFAULT_MAX_ERRORS,
             harvest: None,
             keep_message: false,
+            content_chunk: limits::DEFAULT_CONTENT_CHUNK,
         }
     }
 }
@@ -61,9 +67,20 @@ pub enum Event {
     /// The next command depends on pending RCPT verdicts: look up [`Session::pending`],
     /// call [`Session::resolve`], then call `advance` again with the unconsumed bytes.
     NeedVerdicts,
-    /// A message ended and passed every check: store [`Session::message`], then call
+    /// A message ended and passed every check: store [`Session::message`] (its content
+    /// after the parts already taken at [`Event::Content`]), then call
     /// [`Session::delivered`].
     Message,
+    /// With [`SessionConfig::keep_message`]: the session holds
+    /// [`SessionConfig::content_chunk`] octets of the message in progress. Take them with
+    /// [`Session::swap_content`] (or the session stops here again), then call `advance`
+    /// again with the unconsumed bytes. They are not accepted yet: the message may still
+    /// be refused at its end ([`Event::MessageRefused`]) or never end.
+    Content,
+    /// A message ended and was refused (its reply is queued, the transaction is over):
+    /// drop whatever was taken of it at [`Event::Content`], then call `advance` again with
+    /// the unconsumed bytes.
+    MessageRefused,
     /// The session is over: resolve what is pending, flush the replies, close.
     Close,
 }
@@ -77,7 +94,9 @@ pub struct Message<'a> {
     pub sender: &'a [u8],
     /// Accepted recipients, in RCPT order.
     pub recipients: &'a AddressBatch,
-    /// The content, unstuffed, if the session keeps messages; empty otherwise.
+    /// The content, unstuffed, if the session keeps messages (empty otherwise): what was
+    /// not taken at [`Event::Content`] yet, the whole content for a message that fits one
+    /// chunk.
     pub body: &'a [u8],
     /// Size of the content in octets.
     pub size: u64,
@@ -152,6 +171,19 @@ pub trait SessionHost {
     /// Takes the message that just ended ([`Session::message`]) and tells the session how
     /// it went ([`Session::delivered`]).
     fn deliver(&mut self, session: &mut Session) -> impl std::future::Future<Output = ()>;
+    /// Takes the content the session holds of the message in progress
+    /// ([`Session::swap_content`]), at [`Event::Content`]. The default drops it: right for
+    /// hosts that do not keep messages, which never get here.
+    fn content(&mut self, session: &mut Session) -> impl std::future::Future<Output = ()> {
+        session.swap_content(&mut Vec::new());
+        std::future::ready(())
+    }
+    /// A message was refused at its end ([`Event::MessageRefused`]): drops what
+    /// [`content`](Self::content) took of it. The default does nothing.
+    fn refused(&mut self, session: &mut Session) -> impl std::future::Future<Output = ()> {
+        let _ = session;
+        std::future::ready(())
+    }
 }
 
 impl Session {
@@ -204,6 +236,19 @@ impl Session {
         self.transaction.is_some()
     }
 
+    /// Whether the session is reading message content (after `354`, before the end of the
+    /// message): the caller's DATA deadline runs.
+    pub fn in_data(&self) -> bool {
+        self.mode == Mode::Data
+    }
+
+    /// Whether the session is inside an over-long command line, discarding it up to its
+    /// LF: it consumes every byte of that line, so the caller's buffer does not show that a
+    /// line is in progress, and its line deadline still runs.
+    pub fn discarding_line(&self) -> bool {
+        self.mode == Mode::Discarding
+    }
+
     /// Protocol errors counted so far.
     pub fn errors(&self) -> u32 {
         self.errors
@@ -228,6 +273,8 @@ impl Session {
                 Event::NeedInput | Event::Close => break,
                 Event::NeedVerdicts => self.ask_verdicts(host).await,
                 Event::Message => host.deliver(self).await,
+                Event::Content => host.content(self).await,
+                Event::MessageRefused => host.refused(self).await,
             }
         }
         self.ask_verdicts(host).await;
@@ -250,10 +297,15 @@ impl Session {
             match self.mode {
                 Mode::Closed => return (input.len(), Event::Close),
                 Mode::Data => {
-                    let body = self.config.keep_message.then_some(&mut self.body);
-                    let (n, ended) = self.data.feed(&input[pos..], body);
+                    let (n, ended) = self.feed_content(&input[pos..]);
                     pos += n;
                     if !ended {
+                        if self.config.keep_message && self.body.len() >= self.chunk() {
+                            return (pos, Event::Content);
+                        }
+                        if pos < input.len() {
+                            continue;
+                        }
                         return (pos, Event::NeedInput);
                     }
                     self.mode = Mode::Command;
@@ -264,6 +316,7 @@ impl Session {
                         DataVerdict::Refuse(reply) => {
                             self.reset_transaction();
                             self.reply(reply);
+                            return (pos, Event::MessageRefused);
                         }
                     }
                 }
@@ -314,6 +367,25 @@ impl Session {
         }
     }
 
+    /// [`SessionConfig::content_chunk`], at least 1.
+    fn chunk(&self) -> usize {
+        self.config.content_chunk.max(1)
+    }
+
+    /// Feeds message content to the receiver. A session that keeps messages feeds at most
+    /// the room left in its chunk, so the content it holds stays within the chunk (plus
+    /// one octet: unstuffing never makes content longer than its input, but a CR held back
+    /// at the end of one input comes out with the next); the rest of `input` is left for
+    /// the next call.
+    fn feed_content(&mut self, input: &[u8]) -> (usize, bool) {
+        if !self.config.keep_message {
+            return self.data.feed(input, None);
+        }
+        let room = self.chunk().saturating_sub(self.body.len()).max(1);
+        let piece = &input[..room.min(input.len())];
+        self.data.feed(piece, Some(&mut self.body))
+    }
+
     fn reply(&mut self, reply: Reply) {
         self.replies.push(Slot::Ready(reply));
     }
@@ -332,7 +404,9 @@ impl Session {
         self.transaction = None;
         self.sender.clear();
         self.recipients.clear();
-        self.body.clear();
+        // Released, not cleared: a session between messages holds no content buffer (a
+        // session that never keeps messages never had one).
+        self.body = Vec::new();
     }
 
     fn apply(&mut self, command: Command<'_>) {
@@ -426,7 +500,7 @@ impl Session {
                     self.reply(replies::NO_VALID_RECIPIENTS);
                 } else {
                     self.data = DataReceiver::new(self.config.max_message_size);
-                    self.body.clear();
+                    self.body = Vec::new();
                     self.mode = Mode::Data;
                     self.reply(replies::START_DATA);
                 }
@@ -506,6 +580,15 @@ impl Session {
             body: &self.body,
             size: self.data.size(),
         }
+    }
+
+    /// Hands the content held of the message in progress to the caller without a copy:
+    /// swaps it with `buffer`, which is cleared first, so its capacity is reused for what
+    /// follows. At [`Event::Content`] this is a chunk of the message; at [`Event::Message`]
+    /// its last part ([`Message::body`]).
+    pub fn swap_content(&mut self, buffer: &mut Vec<u8>) {
+        buffer.clear();
+        std::mem::swap(&mut self.body, buffer);
     }
 
     /// Tells the session what became of the message of [`Event::Message`]: queued under an
@@ -618,6 +701,11 @@ mod tests {
                         session.flush(&identity, &mut out);
                         break 'read;
                     }
+
+                    Event::MessageRefused => {}
+                    Event::Content => {
+                        unreachable!("a session that keeps no messages hands no content over")
+                    }
                 }
             }
             resolve_all(&mut session, fail);
@@ -644,6 +732,11 @@ mod tests {
                 }
                 Event::NeedInput | Event::Close => return session,
                 Event::Message => session.delivered(Ok(QueueId(0))),
+
+                Event::MessageRefused => {}
+                Event::Content => {
+                    unreachable!("a session that keeps no messages hands no content over")
+                }
             }
         }
     }
@@ -936,6 +1029,11 @@ mod tests {
                             session.delivered(Ok(QueueId(1)));
                         }
                         Event::NeedInput | Event::Close => break,
+
+                        Event::MessageRefused => {}
+                        Event::Content => {
+                            unreachable!("a session that keeps no messages hands no content over")
+                        }
                     }
                 }
                 resolve_all(&mut session, false);
@@ -963,5 +1061,106 @@ mod tests {
                 "221 2.0.0"
             ]
         );
+    }
+
+    /// Drives a keeping session over `input` in reads of `read` bytes with `chunk`-octet
+    /// content chunks; returns each delivered message's whole content, the number of
+    /// refused messages, and the most content the session ever held at once.
+    fn chunked(input: &[u8], read: usize, chunk: usize) -> (Vec<Vec<u8>>, usize, usize) {
+        let config = SessionConfig {
+            keep_message: true,
+            content_chunk: chunk,
+            ..SessionConfig::default()
+        };
+        let mut session = Session::new(config);
+        let (mut buffer, mut taken, mut spare) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut delivered, mut refused, mut most) = (Vec::new(), 0, 0);
+        for piece in input.chunks(read) {
+            buffer.extend_from_slice(piece);
+            loop {
+                let (used, event) = session.advance(&buffer);
+                buffer.drain(..used);
+                most = most.max(session.message().body.len());
+                match event {
+                    Event::NeedInput | Event::Close => break,
+                    Event::NeedVerdicts => {
+                        resolve_all(&mut session, false);
+                    }
+                    Event::Content => {
+                        session.swap_content(&mut spare);
+                        taken.extend_from_slice(&spare);
+                    }
+                    Event::MessageRefused => {
+                        refused += 1;
+                        taken.clear();
+                    }
+                    Event::Message => {
+                        session.swap_content(&mut spare);
+                        taken.extend_from_slice(&spare);
+                        assert_eq!(taken.len() as u64, session.message().size);
+                        delivered.push(std::mem::take(&mut taken));
+                        session.delivered(Ok(QueueId(1)));
+                    }
+                }
+            }
+            resolve_all(&mut session, false);
+        }
+        (delivered, refused, most)
+    }
+
+    #[test]
+    fn content_is_handed_over_in_chunks_whatever_the_reads() {
+        let mut body = Vec::new();
+        for i in 0..300 {
+            body.extend_from_slice(format!("..line {i} of a long message\r\n").as_bytes());
+        }
+        let mut input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\nDATA\r\n".to_vec();
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b".\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\nDATA\r\n");
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b"bare\nLF\r\n.\r\nQUIT\r\n");
+        let unstuffed: Vec<u8> = body
+            .split_inclusive(|&b| b == b'\n')
+            .flat_map(|line| line[1..].to_vec())
+            .collect();
+        let (whole, refused, _) = chunked(&input, input.len(), usize::MAX);
+        assert_eq!((whole, refused), (vec![unstuffed.clone()], 1));
+        for chunk in [1, 2, 7, 100, 4096] {
+            for read in [1, 3, 50, 4096] {
+                let (delivered, refused, most) = chunked(&input, read, chunk);
+                assert_eq!(
+                    delivered,
+                    std::slice::from_ref(&unstuffed),
+                    "chunk {chunk}, reads of {read}"
+                );
+                assert_eq!(refused, 1, "chunk {chunk}, reads of {read}");
+                // One octet over at most: a CR held back comes out with its LF.
+                assert!(
+                    most <= chunk + 1,
+                    "held {most}, chunk {chunk}, reads of {read}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_session_between_messages_holds_no_content_buffer() {
+        let config = SessionConfig {
+            keep_message: true,
+            ..SessionConfig::default()
+        };
+        let mut session = Session::new(config);
+        let input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\nDATA\r\n";
+        let (n, _) = session.advance(input);
+        resolve_all(&mut session, false);
+        session.advance(&input[n..]);
+        let lines = format!("{}\r\n", "x".repeat(98)).repeat(50);
+        let (_, event) = session.advance(lines.as_bytes());
+        assert_eq!(event, Event::NeedInput);
+        assert!(session.body.capacity() >= 5000);
+        let (_, event) = session.advance(b".\r\n");
+        assert_eq!(event, Event::Message);
+        session.delivered(Ok(QueueId(1)));
+        assert_eq!(session.body.capacity(), 0);
     }
 }

@@ -575,22 +575,25 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// A generated valid pipelined conversation gets the same replies, messages and final
-    /// state however its bytes are split into reads; it makes no protocol error, every
-    /// command gets one reply, and the sink receives exactly the messages sent.
+    /// state however its bytes are split into reads and its messages' content into chunks;
+    /// it makes no protocol error, every command gets one reply, and the sink receives
+    /// exactly the messages sent.
     #[test]
     fn session_output_does_not_depend_on_reads(
         transactions in vec(transaction(), 0..5),
         quit in any::<bool>(),
         reads in vec(1..80usize, 1..16),
+        chunk in 1..100usize,
     ) {
         let (input, replies, expected) = conversation(&transactions, quit);
         let config = SessionConfig { keep_message: true, ..SessionConfig::default() };
-        let drive = |lens: &[usize]| {
+        let drive = |lens: &[usize], content_chunk| {
+            let config = SessionConfig { content_chunk, ..config };
             drive_session(config, Backend::Healthy, &input, lens, false)
         };
-        let whole = drive(&[input.len().max(1)]);
-        prop_assert_eq!(&drive(&reads), &whole, "reads {:?}", reads);
-        prop_assert_eq!(&drive(&[1]), &whole);
+        let whole = drive(&[input.len().max(1)], usize::MAX);
+        prop_assert_eq!(&drive(&reads, chunk), &whole, "reads {:?}, chunk {}", reads, chunk);
+        prop_assert_eq!(&drive(&[1], 1), &whole);
         prop_assert_eq!(whole.errors, 0, "{}", String::from_utf8_lossy(&whole.output));
         prop_assert_eq!(count_replies(&whole.output), replies);
         prop_assert_eq!(&whole.messages, &expected);

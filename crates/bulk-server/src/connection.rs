@@ -3,22 +3,28 @@
 //! Per read: parse every complete command in the buffer, resolve that read's RCPTs in one
 //! backend call (more than one only when a command in the read depends on earlier verdicts,
 //! like DATA), and send every reply of the read in one write.
+//!
+//! Three clocks bound how long a client can hold the connection: the idle timeout (no
+//! byte at all), the line deadline (a command line started and not finished) and the DATA
+//! deadline (message content slower than the minimum rate). With a spool, message content
+//! goes to the message's spool file in chunks as it arrives.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bulk_policy::{PolicyBackend, Verdict};
 use bulk_proto::{Closing, QueueId, Session, SessionHost};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::spool::Spool;
-use crate::{Shared, Stats};
+use crate::spool::{Draft, Spool};
+use crate::{MemoryGrant, MessageMemory, Shared, Stats};
 
 /// Bytes read at most per read call. The input buffer holds only what the session has not
 /// consumed yet (a partial command line); it is empty, and released, between reads of a
@@ -89,10 +95,18 @@ fn read_chunk(stream: &TcpStream, chunk: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `by` after `at`, or a time that never comes if that is past what an `Instant` holds
+/// (a timeout given as "forever").
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// What woke a connection waiting for input.
 enum Wake {
     Readable,
-    Idle,
+    /// A deadline passed: the idle timeout, the line or the DATA deadline.
+    Expired(Closing),
     Shutdown,
     Failed(io::Error),
 }
@@ -128,6 +142,11 @@ pub(crate) struct Connection<P> {
     input: BytesMut,
     output: Vec<u8>,
     host: Host<P>,
+    /// When the server began waiting for the rest of the command line in progress; `None`
+    /// between lines.
+    line_since: Option<Instant>,
+    /// While the session reads message content: when the DATA phase runs out.
+    data_deadline: Option<Instant>,
 }
 
 /// What the session asks of the server (`bulk_proto::SessionHost`): verdicts from the
@@ -139,6 +158,24 @@ struct Host<P> {
     client: IpAddr,
     verdicts: Vec<Verdict>,
     counts: Counts,
+    /// The spool file of the message in progress and what goes with it; `None` between
+    /// messages, and always without a spool.
+    draft: Option<Box<Streaming>>,
+    /// A message ended (delivered or refused) since the connection last looked.
+    message_ended: bool,
+}
+
+/// A message in progress on its way to the spool.
+#[derive(Default)]
+struct Streaming {
+    /// Its file in `tmp/`, once its first chunk is written.
+    file: Option<Draft>,
+    /// A content buffer, swapped with the session's at each chunk.
+    spare: Vec<u8>,
+    /// This connection's share of the message memory, while it holds one.
+    grant: Option<MemoryGrant>,
+    /// A write failed: the message can no longer be stored, and gets `451` at its end.
+    failed: bool,
 }
 
 impl<P: PolicyBackend> Connection<P> {
@@ -157,7 +194,11 @@ impl<P: PolicyBackend> Connection<P> {
                 client,
                 verdicts: Vec::new(),
                 counts: Counts::default(),
+                draft: None,
+                message_ended: false,
             },
+            line_since: None,
+            data_deadline: None,
         }
     }
 
@@ -169,6 +210,8 @@ impl<P: PolicyBackend> Connection<P> {
         if self.session.in_transaction() {
             debug!("connection closed inside a transaction; nothing was delivered for it");
         }
+        // A message cut off by the end of the connection leaves no file behind.
+        self.host.abandon().await;
         self.host.counts.add_to(&self.host.shared.stats);
     }
 
@@ -178,7 +221,7 @@ impl<P: PolicyBackend> Connection<P> {
         loop {
             match self.wait_readable().await {
                 Wake::Readable => {}
-                Wake::Idle => return self.close(Closing::IdleTimeout).await,
+                Wake::Expired(why) => return self.close(why).await,
                 Wake::Shutdown => return self.close(Closing::ShuttingDown).await,
                 Wake::Failed(error) => return Err(error),
             }
@@ -190,12 +233,17 @@ impl<P: PolicyBackend> Connection<P> {
                 let mut chunk = [0u8; READ_CHUNK];
                 match read_chunk(&self.stream, &mut chunk) {
                     Ok(0) => return Ok(()),
-                    Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        self.input.extend_from_slice(&chunk[..n]);
+                        self.credit_data(n);
+                    }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(error) => return Err(error),
                 }
             }
-            self.process().await;
+            let consumed = self.process().await;
+            self.track_deadlines(consumed);
+            self.host.bound_content(&mut self.session).await;
             if self.input.is_empty() {
                 // Nothing half-read: give the buffer back while the client thinks.
                 self.input = BytesMut::new();
@@ -223,28 +271,90 @@ impl<P: PolicyBackend> Connection<P> {
         Ok(())
     }
 
-    /// Waits until the socket is readable, the idle timeout passes, or shutdown asks this
-    /// session to end: at once when it is between transactions, at the end of the grace
-    /// period when it is inside one.
+    /// Waits until the socket is readable, a deadline passes (the idle timeout, or the
+    /// line or DATA deadline when one runs), or shutdown asks this session to end: at once
+    /// when it is between transactions, at the end of the grace period when it is inside
+    /// one. A line or DATA deadline already passed ends the session even if input is
+    /// waiting: a client sending an endless line fast never lets the socket go quiet.
     async fn wait_readable(&self) -> Wake {
         let shutdown = &self.host.shared.shutdown;
-        let idle = self.host.shared.config.idle_timeout;
+        let config = &self.host.shared.config;
+        let now = Instant::now();
+        let (mut at, mut why) = (later(now, config.idle_timeout), Closing::IdleTimeout);
+        let running = [
+            self.line_since
+                .map(|since| (later(since, config.line_timeout), Closing::LineTimeout)),
+            self.data_deadline.map(|data| (data, Closing::DataTimeout)),
+        ];
+        for (deadline, reason) in running.into_iter().flatten() {
+            if deadline < at {
+                (at, why) = (deadline, reason);
+            }
+        }
+        if at <= now {
+            return Wake::Expired(why);
+        }
         tokio::select! {
             biased;
             () = shutdown.grace_over.cancelled() => Wake::Shutdown,
             () = shutdown.draining.cancelled(), if !self.session.in_transaction() => Wake::Shutdown,
-            ready = tokio::time::timeout(idle, self.stream.readable()) => match ready {
-                Err(_) => Wake::Idle,
+            ready = tokio::time::timeout_at(at, self.stream.readable()) => match ready {
+                Err(_) => Wake::Expired(why),
                 Ok(Ok(())) => Wake::Readable,
                 Ok(Err(error)) => Wake::Failed(error),
             },
         }
     }
 
-    /// Feeds the buffered input to the session until it needs more.
-    async fn process(&mut self) {
+    /// Feeds the buffered input to the session until it needs more; returns how many bytes
+    /// it consumed.
+    async fn process(&mut self) -> usize {
         let consumed = self.session.feed(&self.input, &mut self.host).await;
         self.input.advance(consumed);
+        consumed
+    }
+
+    /// In DATA, `n` octets just read extend the DATA deadline by `n / min_data_rate`
+    /// seconds, to at most `data_timeout` from now (docs/protocol.md).
+    fn credit_data(&mut self, n: usize) {
+        let Some(deadline) = self.data_deadline else {
+            return;
+        };
+        let config = &self.host.shared.config;
+        let credit = Duration::from_secs_f64(n as f64 / config.min_data_rate.max(1) as f64);
+        let cap = later(Instant::now(), config.data_timeout);
+        self.data_deadline = Some(later(deadline, credit).min(cap));
+    }
+
+    /// After a read was processed: starts, keeps or stops the line deadline and the DATA
+    /// deadline by where the session now stands. `consumed`: bytes the read's processing
+    /// consumed.
+    fn track_deadlines(&mut self, consumed: usize) {
+        // Read only when a deadline starts: most reads end between whole commands.
+        let mut clock = None;
+        let mut now = || *clock.get_or_insert_with(Instant::now);
+        let config = &self.host.shared.config;
+        let session = &self.session;
+        // A partial line in the buffer, or an over-long one being discarded. If the read
+        // consumed anything in command mode, the partial line left began after it (what
+        // was buffered before held no line end), in this read; an over-long line goes on.
+        let mid_line = !session.in_data()
+            && !session.is_closed()
+            && (session.discarding_line() || !self.input.is_empty());
+        self.line_since = match self.line_since {
+            _ if !mid_line => None,
+            Some(since) if consumed == 0 || session.discarding_line() => Some(since),
+            _ => Some(now()),
+        };
+        // A message that ended lets the next one, even in the same read, start afresh.
+        if std::mem::take(&mut self.host.message_ended) {
+            self.data_deadline = None;
+        }
+        self.data_deadline = match self.data_deadline {
+            _ if !session.in_data() => None,
+            None => Some(later(now(), config.data_timeout)),
+            running => running,
+        };
     }
 
     /// Sends every queued reply in one write. A client that stops reading cannot hold the
@@ -306,7 +416,7 @@ impl<P: PolicyBackend> SessionHost for Host<P> {
             .harvest
             .as_ref()
             .map_or(Duration::ZERO, |table| {
-                table.delay(self.client, pending.len(), Instant::now())
+                table.delay(self.client, pending.len(), std::time::Instant::now())
             });
         self.verdicts.clear();
         let lookup = self.shared.policy.lookup(pending, &mut self.verdicts);
@@ -344,7 +454,7 @@ impl<P: PolicyBackend> SessionHost for Host<P> {
                         .filter(|v| **v == Verdict::UnknownMailbox)
                         .count();
                     let unknown = u32::try_from(unknown).unwrap_or(u32::MAX);
-                    table.charge(self.client, unknown, Instant::now());
+                    table.charge(self.client, unknown, std::time::Instant::now());
                 }
                 for verdict in verdicts {
                     match verdict {
@@ -370,29 +480,148 @@ impl<P: PolicyBackend> SessionHost for Host<P> {
 
     /// Hands the message that just ended to the sink, then tells the session how it went.
     async fn deliver(&mut self, session: &mut Session) {
-        let id = QueueId(self.shared.next_queue_id.fetch_add(1, Ordering::Relaxed));
-        let result = match &self.shared.spool {
-            None => Ok(id),
-            Some(spool) => {
-                let contents = Spool::render(&session.message());
-                let spool = spool.clone();
-                match tokio::task::spawn_blocking(move || spool.store(id, &contents)).await {
-                    Ok(Ok(_path)) => Ok(id),
-                    Ok(Err(error)) => {
-                        warn!(%error, queue_id = %id, "spool write failed; answering 451");
-                        Err(())
-                    }
-                    Err(error) => {
-                        warn!(%error, queue_id = %id, "spool task failed; answering 451");
-                        Err(())
-                    }
-                }
-            }
+        let result = match self.shared.spool.clone() {
+            None => Ok(self.next_id()),
+            Some(spool) => self.store(&spool, session).await,
         };
         if result.is_ok() {
             self.counts.messages += 1;
         }
+        self.end_message().await;
         session.delivered(result);
+    }
+
+    /// Writes the content the session holds to the message's spool file.
+    async fn content(&mut self, session: &mut Session) {
+        let Some(spool) = self.shared.spool.clone() else {
+            session.swap_content(&mut Vec::new());
+            return;
+        };
+        let streaming = self.draft.get_or_insert_default();
+        session.swap_content(&mut streaming.spare);
+        if streaming.failed {
+            return;
+        }
+        let chunk = std::mem::take(&mut streaming.spare);
+        let file = streaming.file.take();
+        let (id, head) = match &file {
+            Some(draft) => (draft.id(), Vec::new()),
+            None => (self.next_id(), Spool::envelope(&session.message())),
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            let mut draft = match file {
+                Some(draft) => draft,
+                None => spool.create(id, &head)?,
+            };
+            // On error the draft is dropped here, on this blocking thread: its file goes.
+            draft.append(&chunk)?;
+            Ok::<_, io::Error>((draft, chunk))
+        })
+        .await;
+        let streaming = self.draft.get_or_insert_default();
+        match written {
+            Ok(Ok((draft, mut chunk))) => {
+                chunk.clear();
+                streaming.spare = chunk;
+                streaming.file = Some(draft);
+            }
+            Ok(Err(error)) => {
+                warn!(%error, queue_id = %id, "spool write failed; the message will get 451");
+                streaming.failed = true;
+            }
+            Err(error) => {
+                warn!(%error, queue_id = %id, "spool task failed; the message will get 451");
+                streaming.failed = true;
+            }
+        }
+    }
+
+    /// The message was refused at its end: its spool file goes.
+    async fn refused(&mut self, _session: &mut Session) {
+        self.end_message().await;
+    }
+}
+
+impl<P> Host<P> {
+    fn next_id(&self) -> QueueId {
+        QueueId(self.shared.next_queue_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Stores the message that just ended: the rest of its content after what its spool
+    /// file holds (or all of it, with its envelope, for a message that fit one chunk),
+    /// then fsync, rename into `new/`, fsync of `new/`, all on a blocking thread.
+    async fn store(&mut self, spool: &Spool, session: &mut Session) -> Result<QueueId, ()> {
+        let mut streaming = self.draft.take().unwrap_or_default();
+        if streaming.failed {
+            return Err(());
+        }
+        let mut rest = Vec::new();
+        session.swap_content(&mut rest);
+        let file = streaming.file.take();
+        let (id, head) = match &file {
+            Some(draft) => (draft.id(), Vec::new()),
+            None => (self.next_id(), Spool::envelope(&session.message())),
+        };
+        let spool = spool.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut draft = match file {
+                Some(draft) => draft,
+                None => spool.create(id, &head)?,
+            };
+            draft.append(&rest)?;
+            spool.commit(draft)
+        })
+        .await;
+        match stored {
+            Ok(Ok(_path)) => Ok(id),
+            Ok(Err(error)) => {
+                warn!(%error, queue_id = %id, "spool write failed; answering 451");
+                Err(())
+            }
+            Err(error) => {
+                warn!(%error, queue_id = %id, "spool task failed; answering 451");
+                Err(())
+            }
+        }
+    }
+
+    /// Whatever is left of the message that just ended goes: its temporary file (removed
+    /// on a blocking thread), its buffers, its share of the message memory.
+    async fn end_message(&mut self) {
+        self.message_ended = true;
+        self.abandon().await;
+    }
+
+    /// Drops the message in progress, if any, removing its temporary file.
+    pub(crate) async fn abandon(&mut self) {
+        let Some(mut streaming) = self.draft.take() else {
+            return;
+        };
+        if let Some(file) = streaming.file.take() {
+            // The draft removes its file when dropped: a blocking call, so not here.
+            let _ = tokio::task::spawn_blocking(move || drop(file)).await;
+        }
+    }
+
+    /// Keeps the content a connection holds in memory within the server's budget: in DATA
+    /// with a spool, a connection without a share of the message memory (two content
+    /// chunks) tries to get one; if there is no room, what this read brought goes to the
+    /// spool file at once.
+    async fn bound_content(&mut self, session: &mut Session)
+    where
+        Self: SessionHost,
+    {
+        if self.shared.spool.is_none() || !session.in_data() {
+            return;
+        }
+        let streaming = self.draft.get_or_insert_default();
+        if streaming.grant.is_none() {
+            let octets = self.shared.config.session.content_chunk.saturating_mul(2);
+            streaming.grant = MessageMemory::grant(&self.shared.message_memory, octets);
+        }
+        if streaming.grant.is_none() && !session.message().body.is_empty() {
+            SessionHost::content(self, session).await;
+        }
     }
 }
 

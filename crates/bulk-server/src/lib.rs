@@ -26,11 +26,12 @@ mod connection;
 mod harvest;
 pub mod spool;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bulk_policy::PolicyBackend;
@@ -57,8 +58,28 @@ pub struct ServerConfig {
     pub session: SessionConfig,
     /// Concurrent connections; the one over it gets `421 4.3.2` as its greeting.
     pub max_connections: usize,
+    /// Concurrent connections from one client address (IPv4-mapped IPv6 addresses count as
+    /// their IPv4 address); the one over it gets `421 4.7.0` as its greeting, so one
+    /// source cannot take every slot. At `max_connections` or more nothing is counted.
+    pub max_connections_per_ip: usize,
     /// No command (or no progress writing a reply) for this long: `421 4.4.2`, close.
     pub idle_timeout: Duration,
+    /// A command line the client has started must be complete within this long of the
+    /// server starting to wait for its rest, or the session ends with `421 4.4.2`: the
+    /// idle timeout restarts at every byte, so alone it lets a client hold a connection
+    /// forever by sending one byte at a time.
+    pub line_timeout: Duration,
+    /// The DATA phase starts with this long to run; each octet received adds
+    /// `1 / min_data_rate` s, but never more than this long from now. Past it the session
+    /// ends with `421 4.4.2` (docs/protocol.md, "Slow clients").
+    pub data_timeout: Duration,
+    /// Octets per second of message content that keep a DATA phase going (at least 1).
+    pub min_data_rate: u64,
+    /// Octets of message content that all connections together hold in memory at most,
+    /// with a spool. A connection in DATA holds up to two content chunks
+    /// ([`SessionConfig::content_chunk`]) while it has a share of this; without one it
+    /// writes what each read brings to its spool file at once.
+    pub message_memory: usize,
     /// A policy lookup that takes longer is answered `451 4.3.0`.
     pub policy_timeout: Duration,
     /// In harvest-resistant mode (`session.harvest`), how a client address that names too
@@ -77,7 +98,12 @@ impl Default for ServerConfig {
             identity: ServerIdentity::default(),
             session: SessionConfig::default(),
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             idle_timeout: Duration::from_secs(300),
+            line_timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(120),
+            min_data_rate: 1024,
+            message_memory: 64 * 1024 * 1024,
             policy_timeout: Duration::from_secs(5),
             harvest: HarvestLimits::default(),
             shutdown_grace: Duration::from_secs(10),
@@ -155,6 +181,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> 
 pub(crate) struct Stats {
     pub(crate) connections: AtomicU64,
     pub(crate) refused_connections: AtomicU64,
+    pub(crate) refused_per_ip: AtomicU64,
     pub(crate) rcpts: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) opted_out: AtomicU64,
@@ -171,6 +198,8 @@ pub struct StatsSnapshot {
     pub connections: u64,
     /// Connections refused over the connection limit.
     pub refused_connections: u64,
+    /// Connections refused over the per-address limit.
+    pub refused_per_ip: u64,
     /// RCPTs looked up in the policy backend.
     pub rcpts: u64,
     /// ... whose verdict was Accept.
@@ -193,6 +222,7 @@ impl Stats {
         StatsSnapshot {
             connections: get(&self.connections),
             refused_connections: get(&self.refused_connections),
+            refused_per_ip: get(&self.refused_per_ip),
             rcpts: get(&self.rcpts),
             accepted: get(&self.accepted),
             opted_out: get(&self.opted_out),
@@ -216,6 +246,85 @@ pub(crate) struct Shutdown {
     pub(crate) grace_over: CancellationToken,
 }
 
+/// Connections per client address, while the per-address limit can bind.
+struct PerAddress {
+    limit: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count, given back when it is dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for a connection from `ip`, or `None` when that address holds its limit.
+    fn admit(table: &Arc<PerAddress>, ip: IpAddr) -> Option<AddressSlot> {
+        let ip = ip.to_canonical();
+        let mut counts = table.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.get(&ip).copied().unwrap_or(0);
+        if count >= table.limit {
+            return None;
+        }
+        counts.insert(ip, count + 1);
+        Some(AddressSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The octets of message content that connections may hold in memory, all together
+/// ([`ServerConfig::message_memory`]), shared out in grants.
+#[derive(Debug)]
+pub(crate) struct MessageMemory {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+/// A connection's share of [`MessageMemory`], given back when it is dropped.
+#[derive(Debug)]
+pub(crate) struct MemoryGrant {
+    memory: Arc<MessageMemory>,
+    octets: usize,
+}
+
+impl MessageMemory {
+    /// A grant of `octets`, or `None` when the budget has no room for it.
+    pub(crate) fn grant(memory: &Arc<MessageMemory>, octets: usize) -> Option<MemoryGrant> {
+        memory
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(octets)
+                    .filter(|&total| total <= memory.limit)
+            })
+            .ok()?;
+        Some(MemoryGrant {
+            memory: memory.clone(),
+            octets,
+        })
+    }
+}
+
+impl Drop for MemoryGrant {
+    fn drop(&mut self) {
+        self.memory.used.fetch_sub(self.octets, Ordering::AcqRel);
+    }
+}
+
 /// State shared by all connections of a server.
 pub(crate) struct Shared<P> {
     pub(crate) config: ServerConfig,
@@ -223,6 +332,7 @@ pub(crate) struct Shared<P> {
     pub(crate) spool: Option<Spool>,
     /// Unknown mailboxes per client address, in harvest-resistant mode.
     pub(crate) harvest: Option<harvest::HarvestTable>,
+    pub(crate) message_memory: Arc<MessageMemory>,
     pub(crate) stats: Stats,
     pub(crate) shutdown: Shutdown,
     /// Queue ids: the start time in milliseconds shifted left 20 bits, plus a counter, so ids
@@ -272,10 +382,15 @@ impl<P: PolicyBackend> Server<P> {
             .session
             .harvest
             .map(|_| harvest::HarvestTable::new(config.harvest));
+        let message_memory = Arc::new(MessageMemory {
+            limit: config.message_memory,
+            used: AtomicUsize::new(0),
+        });
         let shared = Arc::new(Shared {
             policy,
             spool,
             harvest,
+            message_memory,
             stats: Stats::default(),
             shutdown: Shutdown::default(),
             next_queue_id: AtomicU64::new(started_ms << 20),
@@ -292,91 +407,137 @@ impl<P: PolicyBackend> Server<P> {
         shutdown: impl Future,
     ) -> Result<StatsSnapshot, ServerError> {
         let shared = self.shared;
-        // One permit per connection, taken before the connection task exists: the limit
-        // bounds tasks and buffers, not only sessions.
-        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let tasks = TaskTracker::new();
-        let mut refusal = Vec::new();
-        Reply::Closing(Closing::TooManyConnections).encode(&shared.config.identity, &mut refusal);
-
         info!(
             addr = ?listener.local_addr().ok(),
             backend = shared.policy.name(),
             max_connections = shared.config.max_connections,
+            max_connections_per_ip = shared.config.max_connections_per_ip,
             "serving"
         );
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    // Out of file descriptors or memory: back off instead of spinning; the
-                    // kernel keeps the backlog meanwhile.
-                    error!(%error, "accept failed; retrying in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    let connection = Connection::new(stream, shared.clone());
-                    tasks.spawn(async move {
-                        connection.run().await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    shared
-                        .stats
-                        .refused_connections
-                        .fetch_add(1, Ordering::Relaxed);
-                    // The greeting is the first thing on the socket and fits its send buffer,
-                    // so a non-blocking write either goes out whole or the client is gone.
-                    if let Err(error) = stream.try_write(&refusal) {
-                        debug!(%error, "could not send the over-limit refusal");
-                    }
-                }
-            }
-        }
-
+        accept_until(&listener, &shared, &tasks, shutdown).await;
         drop(listener);
-        let open = tasks.len();
-        info!(open_connections = open, "shutting down: listener closed");
-        shared.shutdown.draining.cancel();
-        tasks.close();
-        if tokio::time::timeout(shared.config.shutdown_grace, tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                open_connections = tasks.len(),
-                "grace period over; closing the remaining sessions"
-            );
-            shared.shutdown.grace_over.cancel();
-            // A session blocked writing to a client that does not read is bounded by the idle
-            // timeout, not by shutdown; do not wait that long.
-            // Counted once the wait is over, and said only when true: a session that
-            // ended as the wait ran out is not abandoned.
-            let waited = tokio::time::timeout(FINAL_WAIT, tasks.wait()).await;
-            let busy = tasks.len();
-            if waited.is_err() && busy > 0 {
-                warn!(
-                    open_connections = busy,
-                    "sessions still busy after the grace period (blocked writing to clients \
-                     that do not read); abandoning them"
-                );
-            }
-        }
+        drain(&shared, &tasks).await;
         let stats = shared.stats.snapshot();
         info!(?stats, "stopped");
         Ok(stats)
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, each with a task of its
+/// own on `tasks`, or, over a limit, with the limit's `421` and no task.
+async fn accept_until<P: PolicyBackend>(
+    listener: &TcpListener,
+    shared: &Arc<Shared<P>>,
+    tasks: &TaskTracker,
+    shutdown: impl Future,
+) {
+    // One permit per connection, taken before the connection task exists: the limit
+    // bounds tasks and buffers, not only sessions.
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    // Counted only where the per-address limit can bind: below the connection limit.
+    let per_address =
+        (shared.config.max_connections_per_ip < shared.config.max_connections).then(|| {
+            Arc::new(PerAddress {
+                limit: shared.config.max_connections_per_ip,
+                counts: Mutex::new(HashMap::new()),
+            })
+        });
+    let refusal = |why| {
+        let mut text = Vec::new();
+        Reply::Closing(why).encode(&shared.config.identity, &mut text);
+        text
+    };
+    let over_limit = refusal(Closing::TooManyConnections);
+    let over_address_limit = refusal(Closing::TooManyFromAddress);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors or memory: back off instead of spinning; the
+                // kernel keeps the backlog meanwhile.
+                error!(%error, "accept failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = match &per_address {
+            None => None,
+            Some(table) => match PerAddress::admit(table, peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    shared.stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                    refuse(&stream, &over_address_limit);
+                    continue;
+                }
+            },
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let connection = Connection::new(stream, shared.clone());
+                tasks.spawn(async move {
+                    connection.run().await;
+                    drop((permit, slot));
+                });
+            }
+            Err(_) => {
+                shared
+                    .stats
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                refuse(&stream, &over_limit);
+            }
+        }
+    }
+}
+
+/// Sends a connection turned away at accept its `421`, without a task; the caller then
+/// drops (closes) it.
+fn refuse(stream: &tokio::net::TcpStream, refusal: &[u8]) {
+    // The greeting is the first thing on the socket and fits its send buffer, so a
+    // non-blocking write either goes out whole or the client is gone.
+    if let Err(error) = stream.try_write(refusal) {
+        debug!(%error, "could not send the over-limit refusal");
+    }
+}
+
+/// The graceful shutdown once the listener is closed: sessions between transactions end
+/// at once, the others get the grace period, then a last short wait.
+async fn drain<P>(shared: &Shared<P>, tasks: &TaskTracker) {
+    let open = tasks.len();
+    info!(open_connections = open, "shutting down: listener closed");
+    shared.shutdown.draining.cancel();
+    tasks.close();
+    if tokio::time::timeout(shared.config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open_connections = tasks.len(),
+            "grace period over; closing the remaining sessions"
+        );
+        shared.shutdown.grace_over.cancel();
+        // A session blocked writing to a client that does not read is bounded by the idle
+        // timeout, not by shutdown; do not wait that long.
+        // Counted once the wait is over, and said only when true: a session that
+        // ended as the wait ran out is not abandoned.
+        let waited = tokio::time::timeout(FINAL_WAIT, tasks.wait()).await;
+        let busy = tasks.len();
+        if waited.is_err() && busy > 0 {
+            warn!(
+                open_connections = busy,
+                "sessions still busy after the grace period (blocked writing to clients \
+                 that do not read); abandoning them"
+            );
+        }
     }
 }
 

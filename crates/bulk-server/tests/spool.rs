@@ -94,3 +94,153 @@ async fn a_failed_spool_write_answers_451_and_never_250() {
     client.quit().await;
     assert_eq!(server.stop().await.messages, 0);
 }
+
+/// `count` dot-stuffed lines of varying length, and the content they unstuff to.
+fn long_message(count: usize) -> (Vec<u8>, Vec<u8>) {
+    let (mut wire, mut content) = (Vec::new(), Vec::new());
+    for i in 0..count {
+        let line = format!(".line {i} {}\r\n", "abcdefghij".repeat(i % 9));
+        wire.push(b'.');
+        wire.extend_from_slice(line.as_bytes());
+        content.extend_from_slice(line.as_bytes());
+    }
+    (wire, content)
+}
+
+/// The files in the spool's `sub` folder.
+fn files_in(dir: &std::path::Path, sub: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join(sub))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect()
+}
+
+/// Polls until `done` holds, for at most `common::WAIT`; panics with `what` otherwise.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < common::WAIT, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_many_chunks_in_many_small_reads_is_spooled_byte_exact() {
+    // Chunks of 1 KiB: the message is about 40 of them. With no message memory, no
+    // connection gets a share of it and every read goes to the file as it comes.
+    for message_memory in [64 * 1024 * 1024, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig {
+            sink: SinkConfig::Spool(dir.path().to_owned()),
+            message_memory,
+            ..ServerConfig::default()
+        };
+        config.session.content_chunk = 1024;
+        let server = TestServer::start(config).await;
+        let mut client = Client::greeted(server.addr).await;
+        client.set_nodelay();
+        client.command("EHLO c.example").await;
+        client.command("MAIL FROM:<big@shop.example>").await;
+        client.command("RCPT TO:<ann@example.org>").await;
+        assert_eq!(client.command("DATA").await.code, 354);
+        let (wire, content) = long_message(600);
+        assert!(content.len() > 30 * 1024, "{}", content.len());
+        // Writes of 1 to 97 octets: many reads, split anywhere (mid-line, mid-CRLF, right
+        // after a stuffing dot).
+        let mut at = 0;
+        for size in (1..=97).cycle() {
+            if at == wire.len() {
+                break;
+            }
+            let end = (at + size).min(wire.len());
+            client.send(&wire[at..end]).await;
+            at = end;
+        }
+        client.send(b".\r\n").await;
+        let reply = client.reply().await.expect("end-of-data reply");
+        assert_eq!(reply.codes(), "250 2.0.0", "memory {message_memory}");
+        let id = reply.text().rsplit(' ').next().unwrap().to_owned();
+        let stored = std::fs::read(dir.path().join("new").join(&id)).expect("spooled");
+        let mut expected = b"Bulkbench-Kind: MAIL\r\nBulkbench-Sender: <big@shop.example>\r\n\
+            Bulkbench-Recipient: <ann@example.org>\r\n\r\n"
+            .to_vec();
+        expected.extend_from_slice(&content);
+        assert!(
+            stored == expected,
+            "memory {message_memory}: not byte-exact"
+        );
+        assert!(files_in(dir.path(), "tmp").is_empty());
+        client.quit().await;
+        assert_eq!(server.stop().await.messages, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_goes_to_disk_as_it_comes_and_an_aborted_data_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        sink: SinkConfig::Spool(dir.path().to_owned()),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut client = Client::greeted(server.addr).await;
+    client.command("EHLO c.example").await;
+    client.command("MAIL FROM:<big@shop.example>").await;
+    client.command("RCPT TO:<ann@example.org>").await;
+    assert_eq!(client.command("DATA").await.code, 354);
+    // 1 MiB of a message that never ends: the server holds at most two 64 KiB chunks of
+    // it, the rest is in its temporary file (the old server kept all of it in memory and
+    // wrote nothing before the end).
+    let line = format!("{}\r\n", "y".repeat(1022));
+    for _ in 0..1024 {
+        client.send(line.as_bytes()).await;
+    }
+    let tmp = dir.path().join("tmp");
+    wait_until("a temporary file holding most of the content", || {
+        files_in(dir.path(), "tmp")
+            .iter()
+            .any(|path| std::fs::metadata(path).is_ok_and(|m| m.len() >= 900 * 1024))
+    })
+    .await;
+    // The client goes away in the middle of the message: its file goes too.
+    drop(client);
+    wait_until("the temporary file removed", || {
+        std::fs::read_dir(&tmp).unwrap().count() == 0
+    })
+    .await;
+    assert!(files_in(dir.path(), "new").is_empty());
+    assert_eq!(server.stop().await.messages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_at_its_end_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig {
+        sink: SinkConfig::Spool(dir.path().to_owned()),
+        ..ServerConfig::default()
+    };
+    config.session.max_message_size = 100_000;
+    config.session.content_chunk = 4096;
+    let server = TestServer::start(config).await;
+    let mut client = Client::greeted(server.addr).await;
+    client.command("EHLO c.example").await;
+    // Too big, and a bare LF: both refused at the end, after chunks were written.
+    let too_big = format!("{}\r\n", "z".repeat(98)).repeat(2000);
+    let bare_lf = format!(
+        "{}bare\nLF\r\n",
+        format!("{}\r\n", "z".repeat(98)).repeat(500)
+    );
+    for (content, refusal) in [(too_big, "552 5.3.4"), (bare_lf, "550 5.5.2")] {
+        client.command("MAIL FROM:<big@shop.example>").await;
+        client.command("RCPT TO:<ann@example.org>").await;
+        assert_eq!(client.command("DATA").await.code, 354);
+        client.send(content.as_bytes()).await;
+        client.send(b".\r\n").await;
+        assert_eq!(client.reply().await.unwrap().codes(), refusal);
+        // The refusal is sent once the file is gone (removed before the reply's write).
+        assert!(files_in(dir.path(), "tmp").is_empty(), "{refusal}");
+    }
+    assert!(files_in(dir.path(), "new").is_empty());
+    client.quit().await;
+    assert_eq!(server.stop().await.messages, 0);
+}

@@ -70,6 +70,27 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Concurrent connections from one client address; one more gets 421 4.7.0 as its
+    /// greeting [default: a tenth of --max-connections, rounded up].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_ip: Option<u64>,
+    /// Seconds a started command line has to be completed before 421 4.4.2.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    line_timeout: u64,
+    /// Seconds a DATA phase starts with; each octet received adds 1/--min-data-rate s, up
+    /// to this many seconds from now. Past it: 421 4.4.2.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    data_timeout: u64,
+    /// Octets per second of message content that keep a DATA phase going.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    min_data_rate: u64,
+    /// With a spool: octets of message content all connections together hold in memory
+    /// (two 64 KiB chunks per connection in DATA; past it, content goes to disk per read).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    message_memory: u64,
     /// Protocol errors per session before 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = bulk_proto::limits::DEFAULT_MAX_ERRORS,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -215,10 +236,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_message_size: args.max_message_size,
             max_errors: args.max_errors,
             harvest: args.harvest_resistant.then_some(HarvestConfig {}),
-            keep_message: false,
+            ..SessionConfig::default()
         },
         max_connections: args.max_connections as usize,
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .unwrap_or(args.max_connections.div_ceil(10)) as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        line_timeout: Duration::from_secs(args.line_timeout),
+        data_timeout: Duration::from_secs(args.data_timeout),
+        min_data_rate: args.min_data_rate,
+        message_memory: usize::try_from(args.message_memory).unwrap_or(usize::MAX),
         policy_timeout: Duration::from_millis(args.policy_timeout_ms),
         harvest: HarvestLimits {
             window: Duration::from_secs(args.harvest_window_secs),

@@ -79,6 +79,24 @@ fn bad_flags_and_bad_populations_fail_clearly() {
             ],
             "--hostname",
         ),
+        (
+            vec![
+                "serve",
+                "--population",
+                &population,
+                "--max-connections-per-ip",
+                "0",
+            ],
+            "--max-connections-per-ip",
+        ),
+        (
+            vec!["serve", "--population", &population, "--min-data-rate", "0"],
+            "--min-data-rate",
+        ),
+        (
+            vec!["serve", "--population", &population, "--line-timeout", "0"],
+            "--line-timeout",
+        ),
         (vec!["serve"], "--population"),
         (
             vec!["serve", "--backend", "canned:1.5"],
@@ -260,6 +278,28 @@ fn harvest_resistant_flag_and_spool_sink_take_effect() {
     );
     exchange(&mut stream, &mut reader, "QUIT");
     drop((stream, reader));
+    assert!(server.terminate().success());
+}
+
+/// The per-address limit defaults to a tenth of `--max-connections`, and a command line
+/// not completed within `--line-timeout` ends the session.
+#[test]
+fn the_per_address_limit_and_the_line_deadline_take_effect() {
+    let server = start(&["--max-connections", "20", "--line-timeout", "1"]);
+    let first = connect(&server.addr);
+    let second = connect(&server.addr);
+    assert!(first.2.starts_with("220 ") && second.2.starts_with("220 "));
+    // A third from 127.0.0.1: over its two (20 / 10).
+    let (_, _, third) = connect(&server.addr);
+    assert!(third.starts_with("421 4.7.0 "), "{third}");
+    // A started line that never ends: 421 4.4.2 after a second (the idle timeout is 300 s,
+    // far beyond the 10 s read timeout of the reader).
+    let (mut stream, mut reader, _) = first;
+    stream.write_all(b"NOOP and then nothing").unwrap();
+    let mut closing = String::new();
+    reader.read_line(&mut closing).unwrap();
+    assert!(closing.starts_with("421 4.4.2 "), "{closing}");
+    drop((stream, reader, second));
     assert!(server.terminate().success());
 }
 

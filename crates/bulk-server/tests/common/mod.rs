@@ -130,6 +130,32 @@ impl Client {
         }
     }
 
+    /// Connects from `source` (bound before the connect: any 127.0.0.0/8 address works on
+    /// loopback), so tests can stand for many client addresses.
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let _ = stream.set_nodelay(true);
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Sends each write without waiting for more (no Nagle), so small writes reach the
+    /// server as small reads.
+    pub fn set_nodelay(&self) {
+        self.reader
+            .get_ref()
+            .set_nodelay(true)
+            .expect("TCP_NODELAY");
+    }
+
     /// Connects and reads the greeting, which must be 220.
     pub async fn greeted(addr: SocketAddr) -> Client {
         let mut client = Client::connect(addr).await;
@@ -151,6 +177,12 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// The socket, for a test that takes over from here (nothing must be left unread).
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.reader.buffer().is_empty(), "unread server output");
+        self.reader.into_inner()
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

@@ -242,6 +242,13 @@ impl ServerProcess {
         let concurrency = max_in_flight(&prepared.scenario);
         // At least 1.1x the scenario's concurrency, so the limit never refuses the load.
         let max_connections = (concurrency * 11).div_ceil(10).max(100) + 16;
+        // The generator spreads its connections over `bulk_loadgen::LOOPBACK_SOURCES` (16)
+        // addresses by session index, so an address holds about a sixteenth of them (625
+        // of sessions-10k's 10,000), which serve's default (a tenth of --max-connections)
+        // already allows; but how many of one address's sessions are in flight at once
+        // varies, and the generator is the one client being measured: the per-address
+        // limit is set to the whole limit, where the server does not count at all.
+        let max_per_ip = max_connections;
         let server = &prepared.scenario.server;
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
@@ -252,6 +259,7 @@ impl ServerProcess {
             .arg("--backend")
             .arg(store.to_string())
             .args(["--max-connections", &max_connections.to_string()])
+            .args(["--max-connections-per-ip", &max_per_ip.to_string()])
             .args(["--max-recipients", &server.max_recipients.get().to_string()])
             .args(["--hostname", "bulkbench.test"])
             .stdin(Stdio::null())
