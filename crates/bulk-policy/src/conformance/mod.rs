@@ -18,6 +18,8 @@
 //! # }
 //! ```
 
+pub mod reload;
+
 use std::fmt::Write as _;
 use std::future::Future;
 
