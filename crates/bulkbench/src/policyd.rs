@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bulk_policy::{NormalizeConfig, PolicyBackend};
+use bulk_policy::PolicyBackend;
 use bulk_postfix::policy::DEFAULT_UNAVAILABLE;
 use bulk_postfix::{BulkRule, ClientList, PolicydConfig, SenderList};
 use clap::{ArgGroup, Args, ValueEnum};
 use tracing::info;
 
 use crate::backend::BackendSpec;
-use crate::serve::{BackendUser, Delimiter};
+use crate::serve::{BackendUser, StoreOptions};
 
 #[derive(Debug, Args)]
 #[command(group(
@@ -32,10 +32,6 @@ pub struct PolicydArgs {
     /// `fst:PATH`, `lmdb:PATH`, `redis:URL`, `redis-cluster:URL,...`, `postgres:URL`.
     #[arg(long, value_name = "KIND:LOCATION", value_parser = crate::backend::parse_spec)]
     backend: BackendSpec,
-    /// With an fst backend: map the file instead of reading it into memory, as `serve
-    /// --fst-mmap` (then replace the file only by rename, as `bulkbench population` does).
-    #[arg(long)]
-    fst_mmap: bool,
     /// Which transactions are bulk: `every` one (preferences apply to all mail).
     #[arg(long, value_enum, value_name = "every",
           conflicts_with_all = ["bulk_senders", "bulk_clients"])]
@@ -68,19 +64,8 @@ pub struct PolicydArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
-    /// Keep the case of local parts when looking up recipients (memory backend; domains
-    /// are always folded).
-    #[arg(long)]
-    case_sensitive_local_part: bool,
-    /// Subaddress delimiter stripped before lookup (memory backend), `none` to keep local
-    /// parts whole.
-    #[arg(long, value_name = "CHAR|none", default_value = "+",
-          value_parser = crate::serve::parse_delimiter)]
-    recipient_delimiter: Delimiter,
-    /// Connections to a PostgreSQL store (its pool).
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    store_connections: u64,
+    #[command(flatten)]
+    store: StoreOptions,
 }
 
 /// `--bulk` values.
@@ -131,10 +116,6 @@ pub fn run(args: PolicydArgs) -> anyhow::Result<()> {
     if rule == BulkRule::Every {
         info!("bulk transactions: every one (preferences apply to all mail)");
     }
-    let normalize = NormalizeConfig {
-        fold_local_case: !args.case_sensitive_local_part,
-        recipient_delimiter: args.recipient_delimiter.0,
-    };
     let policyd = Policyd {
         listen: args.listen,
         config: PolicydConfig {
@@ -150,18 +131,7 @@ pub fn run(args: PolicydArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let fst_load = match args.fst_mmap {
-        true => bulk_policy_fst::FstLoad::Map,
-        false => bulk_policy_fst::FstLoad::Read,
-    };
-    crate::serve::serve_store(
-        &runtime,
-        &args.backend,
-        normalize,
-        args.store_connections as usize,
-        fst_load,
-        policyd,
-    )
+    crate::serve::serve_store(&runtime, &args.backend, &args.store, policyd)
 }
 
 /// The policy server, run on the backend `serve_store` opens.

@@ -44,13 +44,6 @@ pub struct ServeArgs {
     /// this machine's ceiling for `bench --ceiling`.
     #[arg(long, value_name = "KIND:PATH", value_parser = crate::backend::parse_serve_backend)]
     backend: Option<ServeBackend>,
-    /// With an fst backend: map the file instead of reading it into memory (at start and
-    /// on SIGHUP). Saves memory (the pages are the page cache's, shared) and startup; but a
-    /// file truncated in place while served kills the server with SIGBUS, and one rewritten
-    /// in place feeds lookups changing bytes: replace files by rename, as `bulkbench
-    /// population` does.
-    #[arg(long)]
-    fst_mmap: bool,
     /// Name in the greeting and EHLO reply [default: this machine's hostname].
     #[arg(long, value_name = "H")]
     hostname: Option<String>,
@@ -124,17 +117,10 @@ pub struct ServeArgs {
     /// Seconds sessions inside a transaction get to finish after SIGTERM/SIGINT.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     shutdown_grace: u64,
-    /// Keep the case of local parts when looking up recipients (domains are always folded).
-    #[arg(long)]
-    case_sensitive_local_part: bool,
     /// Delay every policy lookup by this many microseconds: an artificially slower backend,
     /// for demonstrating and testing `bulkbench compare`. 0: off.
     #[arg(long, value_name = "US", default_value_t = 0)]
     lookup_delay_us: u64,
-    /// Subaddress delimiter stripped before lookup (`ann+news` is `ann`); `none` to keep
-    /// local parts whole.
-    #[arg(long, value_name = "CHAR|none", default_value = "+", value_parser = parse_delimiter)]
-    recipient_delimiter: Delimiter,
     /// Put a read-through cache of N entries (one per distinct RCPT address, as written) in
     /// front of the backend, for stores across the network. A change made in the store is
     /// then seen within --cache-ttl-ms, not at the next lookup. The server logs the cache's
@@ -146,11 +132,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000, requires = "cache_entries",
           value_parser = clap::value_parser!(u64).range(1..))]
     cache_ttl_ms: u64,
-    /// Connections to a PostgreSQL store (its pool; a lookup holds one for its query).
-    /// Redis needs one, multiplexed.
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    store_connections: u64,
+    #[command(flatten)]
+    store: StoreOptions,
 }
 
 /// How the chosen backend is served: the layers around it, the socket, the server.
@@ -161,6 +144,49 @@ struct Serving {
     listen: SocketAddr,
     backlog: u32,
     config: ServerConfig,
+}
+
+/// How a backend's store is opened and its addresses normalized: the flags `serve` and
+/// `policyd` share.
+#[derive(Debug, Args)]
+pub(crate) struct StoreOptions {
+    /// With an fst backend: map the file instead of reading it into memory (at start and
+    /// on SIGHUP). Saves memory (the pages are the page cache's, shared) and startup; but a
+    /// file truncated in place while served kills the server with SIGBUS, and one rewritten
+    /// in place feeds lookups changing bytes: replace files by rename, as `bulkbench
+    /// population` does.
+    #[arg(long)]
+    pub(crate) fst_mmap: bool,
+    /// Keep the case of local parts when looking up recipients (domains are always folded).
+    #[arg(long)]
+    pub(crate) case_sensitive_local_part: bool,
+    /// Subaddress delimiter stripped before lookup (`ann+news` is `ann`); `none` to keep
+    /// local parts whole.
+    #[arg(long, value_name = "CHAR|none", default_value = "+", value_parser = parse_delimiter)]
+    pub(crate) recipient_delimiter: Delimiter,
+    /// Connections to a PostgreSQL store (its pool; a lookup holds one for its query).
+    /// Redis needs one, multiplexed.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub(crate) store_connections: u64,
+}
+
+impl StoreOptions {
+    /// How lookups normalize addresses (a population file's; the stores keep their own).
+    pub(crate) fn normalize(&self) -> NormalizeConfig {
+        NormalizeConfig {
+            fold_local_case: !self.case_sensitive_local_part,
+            recipient_delimiter: self.recipient_delimiter.0,
+        }
+    }
+
+    /// How an fst store is loaded.
+    fn fst_load(&self) -> bulk_policy_fst::FstLoad {
+        match self.fst_mmap {
+            true => bulk_policy_fst::FstLoad::Map,
+            false => bulk_policy_fst::FstLoad::Read,
+        }
+    }
 }
 
 /// A recipient delimiter flag value: one ASCII character, or none.
@@ -214,10 +240,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     {
         bail!("--hostname must be non-empty printable ASCII without spaces");
     }
-    let normalize = NormalizeConfig {
-        fold_local_case: !args.case_sensitive_local_part,
-        recipient_delimiter: args.recipient_delimiter.0,
-    };
     let spec = match (&args.backend, &args.population) {
         (Some(spec), _) => spec.clone(),
         (None, Some(file)) => ServeBackend::Store(BackendSpec {
@@ -283,18 +305,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             return serve_with(&runtime, CannedBackend::new(share), serving);
         }
     };
-    let fst_load = match args.fst_mmap {
-        true => bulk_policy_fst::FstLoad::Map,
-        false => bulk_policy_fst::FstLoad::Read,
-    };
-    serve_store(
-        &runtime,
-        &spec,
-        normalize,
-        args.store_connections as usize,
-        fst_load,
-        serving,
-    )
+    serve_store(&runtime, &spec, &args.store, serving)
 }
 
 /// What runs on an opened backend: `serve`'s SMTP server, `policyd`'s policy server.
@@ -311,12 +322,12 @@ pub(crate) trait BackendUser {
 pub(crate) fn serve_store(
     runtime: &tokio::runtime::Runtime,
     spec: &BackendSpec,
-    normalize: NormalizeConfig,
-    store_connections: usize,
-    fst_load: bulk_policy_fst::FstLoad,
+    options: &StoreOptions,
     serving: impl BackendUser,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let (normalize, fst_load) = (options.normalize(), options.fst_load());
+    let store_connections = options.store_connections as usize;
     match spec.kind {
         BackendKind::Memory => {
             let policy = MemoryBackend::load(spec.path(), normalize).map_err(|error| {
