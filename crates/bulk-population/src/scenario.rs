@@ -273,7 +273,8 @@ pub struct ServerConfig {
     /// transactions only, as `bulkbench serve` does; the default) or `all` (every
     /// transaction, MAIL included: a server without the BULK verb, such as Postfix with
     /// an access map or `bulkbench policyd --bulk every`, whose opted-out recipients are
-    /// refused under MAIL too). Left out of the scenario's JSON when `bulk`, so the
+    /// refused under MAIL too, or `bulkbench serve --preferences-apply-to all`, which
+    /// `bench` starts for such a scenario). Left out of the scenario's JSON when `bulk`, so the
     /// fingerprints of scenarios that do not set it stay what they were.
     #[serde(skip_serializing_if = "PreferencesApplyTo::is_bulk")]
     pub preferences_apply_to: PreferencesApplyTo,
@@ -293,6 +294,20 @@ pub enum PreferencesApplyTo {
 impl PreferencesApplyTo {
     fn is_bulk(&self) -> bool {
         *self == PreferencesApplyTo::Bulk
+    }
+}
+
+/// The scenario's spelling, `bulk` or `all`, for the flags that name the same choice
+/// (`serve --preferences-apply-to`).
+impl std::str::FromStr for PreferencesApplyTo {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "bulk" => Ok(PreferencesApplyTo::Bulk),
+            "all" => Ok(PreferencesApplyTo::All),
+            other => Err(format!("`{other}` is neither `bulk` nor `all`")),
+        }
     }
 }
 

@@ -557,9 +557,8 @@ fn last_line(out: &[u8]) -> &[u8] {
 /// Fuzzes [`Session`]. Three header bytes, then the client's bytes:
 ///
 /// - byte 0: bits 0-1 the backend (0, 1 [`Backend::Healthy`], 2 `Down`, 3 `Flaky`), bit 2
-///   keep messages, bit 3 harvest-resistant mode (bits 4-5 unused: they chose the
-///   session's harvest threshold, now the server's), bits 6-7 the recipient limit
-///   (default, 1, 2, 5);
+///   keep messages, bit 3 harvest-resistant mode, bit 4 preferences applied to MAIL
+///   transactions too (bit 5 unused), bits 6-7 the recipient limit (default, 1, 2, 5);
 /// - byte 1: bits 0-1 the error limit (default, 0, 1, 3), bits 2-3 the message size limit
 ///   (default, 0, 8, 100), bits 4-6 the longest read (1, 2, 3, 7, 16, 64, 512, 4096), bit 7
 ///   close with a `421` at the end of the input;
@@ -622,6 +621,7 @@ pub fn session_config(first: u8, second: u8) -> (SessionConfig, Backend) {
             [usize::from((second >> 2) & 0x03)],
         max_errors: [limits::DEFAULT_MAX_ERRORS, 0, 1, 3][usize::from(second & 0x03)],
         harvest: (first & 0x08 != 0).then_some(HarvestConfig {}),
+        preferences_for_mail: first & 0x10 != 0,
         keep_message: first & 0x04 != 0,
         content_chunk: limits::DEFAULT_CONTENT_CHUNK,
     };

@@ -37,6 +37,11 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// Harvest-resistant mode, off when `None`.
     pub harvest: Option<HarvestConfig>,
+    /// Apply recipients' preferences to MAIL transactions too: an opted-out mailbox is
+    /// refused under MAIL as under BULK, for a site that treats all its incoming mail as
+    /// bulk (as `policyd --bulk every` or a Postfix access map does). Off by default: under
+    /// MAIL an opted-out mailbox still receives ordinary mail.
+    pub preferences_for_mail: bool,
     /// Keep message bodies for the caller (a spool); a discarding sink only needs sizes.
     pub keep_message: bool,
     /// With `keep_message`: the most message content the session holds. Once it holds this
@@ -53,6 +58,7 @@ impl Default for SessionConfig {
             max_message_size: limits::DEFAULT_MAX_MESSAGE_SIZE,
             max_errors: limits::DEFAULT_MAX_ERRORS,
             harvest: None,
+            preferences_for_mail: false,
             keep_message: false,
             content_chunk: limits::DEFAULT_CONTENT_CHUNK,
         }
@@ -533,7 +539,12 @@ impl Session {
         if self.pending.is_empty() {
             return;
         }
-        let kind = self.pending_kind;
+        // With preferences applied to every transaction, MAIL's recipients are answered
+        // as BULK's.
+        let kind = match self.config.preferences_for_mail {
+            true => TransactionKind::Bulk,
+            false => self.pending_kind,
+        };
         let harvest = self.config.harvest;
         // Accepted addresses join the envelope only if their transaction is still open;
         // the barrier in `advance` guarantees it, since every command that ends a
@@ -966,6 +977,28 @@ mod tests {
         );
         assert!(!out.contains("5.1.1"));
         assert_eq!(out.matches("550 5.7.1 Recipient refused").count(), 4);
+    }
+
+    #[test]
+    fn preferences_for_mail_refuse_opted_out_recipients_under_mail() {
+        let input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<out@x.org>\r\n\
+                      RCPT TO:<in@x.org>\r\nRCPT TO:<n1@x.org>\r\n";
+        let mail_codes = |preferences_for_mail| {
+            let config = SessionConfig {
+                preferences_for_mail,
+                ..SessionConfig::default()
+            };
+            codes(&converse_with(config, input, input.len(), false))
+        };
+        // By default an opted-out mailbox still receives ordinary mail.
+        assert_eq!(
+            mail_codes(false),
+            ["250 2.1.0", "250 2.1.5", "250 2.1.5", "550 5.1.1"]
+        );
+        assert_eq!(
+            mail_codes(true),
+            ["250 2.1.0", "550 5.7.1", "250 2.1.5", "550 5.1.1"]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use bulk_policy::PolicyBackend;
 use bulk_policy::cache::{CacheConfig, CachedBackend};
 use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Reload};
+use bulk_population::PreferencesApplyTo;
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
 use bulk_server::{HarvestLimits, ServerConfig, SinkConfig};
 
@@ -107,6 +108,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..))]
     harvest_window_secs: u64,
+    /// Which transactions recipients' preferences apply to: `bulk` (BULK transactions; under
+    /// MAIL an opted-out mailbox still receives ordinary mail) or `all` (MAIL too: a site
+    /// that treats all its incoming mail as bulk, as `policyd --bulk every` does).
+    #[arg(long, value_name = "bulk|all", default_value = "bulk")]
+    preferences_apply_to: PreferencesApplyTo,
     /// Harvest-resistant mode: the delay per RCPT of a delayed client, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     harvest_delay_ms: u64,
@@ -258,6 +264,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_message_size: args.max_message_size,
             max_errors: args.max_errors,
             harvest: args.harvest_resistant.then_some(HarvestConfig {}),
+            preferences_for_mail: args.preferences_apply_to == PreferencesApplyTo::All,
             ..SessionConfig::default()
         },
         max_connections: args.max_connections as usize,

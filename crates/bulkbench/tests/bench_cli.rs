@@ -243,6 +243,49 @@ fn mismatches_make_the_run_fail_and_are_printed_first() {
     assert!(s["mismatches"]["total"].as_u64().unwrap() > 0);
 }
 
+/// A scenario for a target that applies preferences to every transaction: `bench` starts
+/// its server so (`--preferences-apply-to all`), and every reply, MAIL's included, verifies;
+/// a server applying them to BULK only contradicts it.
+#[test]
+fn preferences_applied_to_all_mail_verify_against_serve_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("all-mail.toml");
+    let text = SCENARIO.replace("[workload]\n", "[workload]\nbulk_share = 0.0\n")
+        + "[server]\npreferences_apply_to = \"all\"\n";
+    std::fs::write(&scenario, text).unwrap();
+    let out = dir.path().join("bench");
+    let output = run(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["mismatches"]["total"], 0);
+    assert!(
+        s["totals"]["by_class"]["opted_out"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+
+    let population = dir.path().join("population.tsv");
+    build_population(&scenario, None, &population);
+    let server = serve(&["--population", population.to_str().unwrap()]);
+    let out = dir.path().join("load");
+    let output = load(&scenario, &server, &out, &[]);
+    drop(server);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "opted-out mailboxes accepted under MAIL"
+    );
+}
+
 #[test]
 fn simulate_runs_the_workload_in_process() {
     let dir = tempfile::tempdir().unwrap();

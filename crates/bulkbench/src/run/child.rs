@@ -268,6 +268,9 @@ impl ServerProcess {
         if server.harvest_resistant {
             command.arg("--harvest-resistant");
         }
+        if server.preferences_apply_to == bulk_population::PreferencesApplyTo::All {
+            command.args(["--preferences-apply-to", "all"]);
+        }
         if let Some(cpus) = cpus {
             sys::pin_child(&mut command, cpus);
         }
