@@ -662,9 +662,12 @@ fn cost_section(s: &Summary) -> Section {
                 fmt_num(server.cpu_us_per_rcpt)
             ))
             .plain(format!(
-                ", peak RSS {}, ready {} s after spawn{}",
+                ", peak RSS {}{}{}",
                 fmt_mib(server.peak_rss_bytes as f64),
-                fmt_num(server.startup_secs),
+                match server.startup_secs {
+                    Some(secs) => format!(", ready {} s after spawn", fmt_num(secs)),
+                    None => format!(", measured on processes {}", pid_list(&s.target.processes)),
+                },
                 cpu_set_text(server.cpu_set.as_ref())
             )),
         None => format!("server: {}", no_server_text(s)).into(),
@@ -794,11 +797,14 @@ fn terminal_sections(s: &Summary) -> Vec<Section> {
         Some(server) => {
             cost.push(Block::Paragraph(
                 format!(
-                    "server: {:.2} CPU s, {:.2} us CPU/RCPT, peak RSS {:.1} MiB, ready after {:.2} s",
+                    "server: {:.2} CPU s, {:.2} us CPU/RCPT, peak RSS {:.1} MiB, {}",
                     server.cpu_seconds,
                     server.cpu_us_per_rcpt,
                     server.peak_rss_bytes as f64 / (1024.0 * 1024.0),
-                    server.startup_secs
+                    match server.startup_secs {
+                        Some(secs) => format!("ready after {secs:.2} s"),
+                        None => format!("measured on processes {}", pid_list(&s.target.processes)),
+                    }
                 )
                 .into(),
             ));
@@ -1054,4 +1060,15 @@ fn comparison_tiles(comparison: &Comparison) -> Vec<Tile> {
             tile(&arm.name, value, detail)
         })
         .collect()
+}
+
+/// "1234 and 5678", "1, 2 and 3": the processes an external server was measured on (with
+/// everything below them).
+fn pid_list(pids: &[u32]) -> String {
+    let text: Vec<String> = pids.iter().map(u32::to_string).collect();
+    match text.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => "none".to_owned(),
+    }
 }

@@ -60,6 +60,11 @@ pub struct Target {
     /// The CPUs the generator's event loops were pinned to (`None`: not pinned).
     #[serde(default)]
     pub generator_cpus: Option<Vec<usize>>,
+    /// An external server's processes whose CPU and memory were measured as the
+    /// server's, with everything below them (`load --server-pid`, `compare --target-pid`);
+    /// empty when none were named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<u32>,
 }
 
 /// The part of a workload a run replayed: `load --shard INDEX/COUNT`, the sessions whose
@@ -249,10 +254,12 @@ pub struct ServerCost {
     pub cpu_seconds: f64,
     /// CPU microseconds per measured RCPT.
     pub cpu_us_per_rcpt: f64,
-    /// Peak resident memory of the server process (VmHWM).
+    /// Peak resident memory of the server process (VmHWM); for an external server of
+    /// several processes, the sum of their peaks.
     pub peak_rss_bytes: u64,
-    /// From spawning the server to its `listening on` line (population load included).
-    pub startup_secs: f64,
+    /// From spawning the server to its `listening on` line (population load included);
+    /// null for an external server, which this run did not start.
+    pub startup_secs: Option<f64>,
     /// Time on the CPUs the server was pinned to (null: not pinned).
     #[serde(default)]
     pub cpu_set: Option<CpuSetCost>,
@@ -639,8 +646,9 @@ pub struct SummaryInput {
     pub expected: Expected,
     /// Warm-up excluded, seconds.
     pub warmup_secs: f64,
-    /// Server CPU seconds in the window, peak RSS, startup (None: external target).
-    pub server: Option<(f64, u64, f64)>,
+    /// Server CPU seconds in the window, peak RSS, startup (None: not measured, an external
+    /// target whose processes were not named; startup None: an external target).
+    pub server: Option<(f64, u64, Option<f64>)>,
     /// The store's kind and CPU seconds in the window, when it ran beside the server as
     /// processes of its own.
     pub store: Option<(String, f64)>,

@@ -73,6 +73,7 @@ fn run_data() -> RunData {
                 backend: None,
                 server_cpus: None,
                 generator_cpus: None,
+                processes: Vec::new(),
             },
             expected: Expected {
                 sessions: 0,

@@ -29,6 +29,11 @@ pub struct CompareArgs {
     /// An SMTP server already running (repeatable), as NAME=HOST:PORT.
     #[arg(long = "target", value_name = "NAME=HOST:PORT", value_parser = parse_target)]
     targets: Vec<(String, SocketAddr)>,
+    /// Measure the CPU and memory of these processes of target NAME, and of every process
+    /// below them, as its server's cost (repeatable, one per target): a Postfix master and
+    /// the policy server it asks, say.
+    #[arg(long = "target-pid", value_name = "NAME=PID[,PID...]", value_parser = parse_target_pids)]
+    target_pids: Vec<(String, Vec<u32>)>,
     /// Runs per arm, interleaved: every arm once per repeat, in a random order per repeat.
     /// With 2 or more, each ratio gets a 95% confidence interval (5 or more to narrow it).
     #[arg(long, value_name = "K", default_value_t = 3,
@@ -64,6 +69,15 @@ fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
         return Err("the NAME must be letters, digits, '-', '_' or '.'".into());
     }
     Ok((name.to_owned(), run::resolve_target(addr)?))
+}
+
+fn parse_target_pids(value: &str) -> Result<(String, Vec<u32>), String> {
+    let (name, pids) = value.split_once('=').ok_or("expected NAME=PID[,PID...]")?;
+    let pids = pids
+        .split(',')
+        .map(run::parse_pid)
+        .collect::<Result<_, _>>()?;
+    Ok((name.to_owned(), pids))
 }
 
 /// Exit statuses beyond success: see main.rs.
@@ -123,8 +137,34 @@ fn arms(args: &CompareArgs) -> anyhow::Result<Vec<(String, RunTarget)>> {
             .map_or(backend.as_str(), |(kind, _)| kind);
         arms.push((name.to_owned(), RunTarget::Backend(backend.clone())));
     }
+    for (name, _) in &args.target_pids {
+        if !args.targets.iter().any(|(target, _)| target == name) {
+            bail!("--target-pid {name}=...: no --target is named {name:?}");
+        }
+        if args
+            .target_pids
+            .iter()
+            .filter(|(other, _)| other == name)
+            .count()
+            > 1
+        {
+            bail!("--target-pid {name}=... given twice: list every process in one");
+        }
+    }
     for (name, addr) in &args.targets {
-        arms.push((name.clone(), RunTarget::External(*addr)));
+        let processes = args
+            .target_pids
+            .iter()
+            .find(|(target, _)| target == name)
+            .map(|(_, pids)| pids.clone())
+            .unwrap_or_default();
+        arms.push((
+            name.clone(),
+            RunTarget::External {
+                addr: *addr,
+                processes,
+            },
+        ));
     }
     if arms.is_empty() {
         bail!("nothing to compare: give at least one --backend NAME or --target NAME=HOST:PORT");

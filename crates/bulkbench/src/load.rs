@@ -18,6 +18,11 @@ pub struct LoadArgs {
     /// first IPv4 address if it has one; the report names the address used).
     #[arg(long, value_name = "HOST:PORT", value_parser = resolve_target)]
     target: SocketAddr,
+    /// Measure the CPU and memory of these processes of the server, and of every process
+    /// below them, as the server's cost (a Postfix master, a policy server beside it).
+    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',',
+          value_parser = crate::run::parse_pid)]
+    server_pid: Vec<u32>,
 }
 
 /// `bulkbench bench`.
@@ -44,7 +49,10 @@ pub struct BenchArgs {
 pub fn load(args: LoadArgs) -> anyhow::Result<RunOutcome> {
     crate::interrupt::watch();
     let prepared = Prepared::new(&args.run)?;
-    let target = RunTarget::External(args.target);
+    let target = RunTarget::External {
+        addr: args.target,
+        processes: args.server_pid.clone(),
+    };
     let (summary, result) = run::once(&args.run, &prepared, &target, "load", None)?;
     run::report(&args.run, &prepared, summary, &result)
 }

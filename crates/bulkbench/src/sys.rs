@@ -34,6 +34,26 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
 /// process per connection (a PostgreSQL postmaster and its backends), whose children come
 /// and go within a run. `None` when no root can be read.
 pub fn tree_cpu_time(roots: &[u32]) -> Option<Duration> {
+    let ticks: f64 = process_tree(roots)?.iter().map(|(_, ticks)| ticks).sum();
+    Some(Duration::from_secs_f64(ticks / clock_ticks()))
+}
+
+/// The sum of the peak resident set sizes (VmHWM) of the processes `roots` and every live
+/// process below them, in bytes: for a server of several processes, an upper bound of
+/// what they held at once. `None` when no root can be read.
+pub fn tree_peak_rss_bytes(roots: &[u32]) -> Option<u64> {
+    let tree = process_tree(roots)?;
+    Some(
+        tree.iter()
+            .filter_map(|(pid, _)| peak_rss_bytes(*pid))
+            .sum(),
+    )
+}
+
+/// The processes `roots` and every live process below them, each with its own and its
+/// reaped children's CPU ticks (utime + stime + cutime + cstime); `None` when no root is
+/// alive.
+fn process_tree(roots: &[u32]) -> Option<Vec<(u32, f64)>> {
     // (pid, parent, own + reaped children's ticks) of every process now.
     let processes: Vec<(u32, u32, f64)> = std::fs::read_dir("/proc")
         .ok()?
@@ -63,12 +83,13 @@ pub fn tree_cpu_time(roots: &[u32]) -> Option<Duration> {
         }
         next += 1;
     }
-    let ticks: f64 = processes
-        .iter()
-        .filter(|(pid, ..)| inside.contains(pid))
-        .map(|(.., ticks)| ticks)
-        .sum();
-    Some(Duration::from_secs_f64(ticks / clock_ticks()))
+    Some(
+        processes
+            .iter()
+            .filter(|(pid, ..)| inside.contains(pid))
+            .map(|(pid, _, ticks)| (*pid, *ticks))
+            .collect(),
+    )
 }
 
 /// The parent pid and utime + stime + cutime + cstime of one /proc/PID/stat line.
@@ -278,6 +299,10 @@ intr 123 0 0
         let _ = shell.wait();
         assert!(tree > Duration::from_millis(20), "{tree:?}");
         assert_eq!(tree_cpu_time(&[u32::MAX]), None);
+        // This process and the shell children below it: at least this process's own peak.
+        let own = peak_rss_bytes(std::process::id()).unwrap();
+        assert!(tree_peak_rss_bytes(&[std::process::id()]).unwrap() >= own);
+        assert_eq!(tree_peak_rss_bytes(&[u32::MAX]), None);
         assert_eq!(
             stat_ticks("1 (a b) S 7 1 1 0 -1 0 0 0 0 0 3 4 5 6 20"),
             Some((7, 18.0))

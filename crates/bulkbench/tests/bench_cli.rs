@@ -215,6 +215,53 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
     assert_eq!(s["totals"]["sessions_completed"], 400);
 }
 
+/// Named processes of an external server are measured as its cost: CPU and memory, with
+/// no startup (the run did not start it), and the report says which processes.
+#[test]
+fn load_measures_the_processes_of_an_external_server_when_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    let population = dir.path().join("population.tsv");
+    build_population(&scenario, None, &population);
+    let server = serve(&["--population", population.to_str().unwrap()]);
+    let pid = server.child.id().to_string();
+    let out = dir.path().join("report");
+    let output = load(&scenario, &server, &out, &["--server-pid", &pid]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["target"]["external"], true);
+    assert_eq!(s["target"]["processes"][0].to_string(), pid);
+    assert!(
+        s["server"]["cpu_us_per_rcpt"].as_f64().unwrap() > 0.0,
+        "{s}"
+    );
+    assert!(
+        s["server"]["peak_rss_bytes"].as_u64().unwrap() > 1 << 20,
+        "{s}"
+    );
+    assert!(s["server"]["startup_secs"].is_null(), "{s}");
+    let report = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        report.contains(&format!("measured on processes {pid}")),
+        "{report}"
+    );
+
+    // A process that is not running is refused before the run.
+    let output = load(
+        &scenario,
+        &server,
+        &dir.path().join("r2"),
+        &["--server-pid", "4294967295"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no process 4294967295"));
+    drop(server);
+}
+
 #[test]
 fn mismatches_make_the_run_fail_and_are_printed_first() {
     let dir = tempfile::tempdir().unwrap();

@@ -420,6 +420,21 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
     let out = dir.path().join("cmp");
     let fast_arm = format!("fast={}", fast.addr);
     let slow_arm = format!("slow={}", slow.addr);
+    // The fast server's process is named: its CPU is measured, the slow one's is not.
+    let fast_pid = format!("fast={}", fast.child.id());
+    let unknown = run(&[
+        "compare",
+        scenario.to_str().unwrap(),
+        "--target",
+        &fast_arm,
+        "--target-pid",
+        "quick=1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no --target is named \"quick\""),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
     ok(&[
         "compare",
         scenario.to_str().unwrap(),
@@ -427,6 +442,8 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
         &fast_arm,
         "--target",
         &slow_arm,
+        "--target-pid",
+        &fast_pid,
         "--repeat",
         "2",
         "--order-seed",
@@ -447,6 +464,8 @@ fn compare_ranks_a_slower_backend_below_and_catches_regressions() {
     let (f, s) = (arm(&comparison, "fast"), arm(&comparison, "slow"));
     assert_eq!((f.repeats, s.repeats), (2, 2));
     let median = |a: &bulk_report::compare::ArmFigures, key: &str| a.metric(key).unwrap().median;
+    assert!(median(&f, "server_cpu_us_per_rcpt") > 0.0, "{text}");
+    assert!(s.metric("server_cpu_us_per_rcpt").is_none(), "{text}");
     assert!(
         median(&f, "rcpt_per_sec") > 1.5 * median(&s, "rcpt_per_sec"),
         "{text}"

@@ -24,7 +24,7 @@ pub struct Spec {
     pub secs: u64,
     pub warmup_secs: u64,
     /// (CPU seconds, peak RSS, startup secs); None: external target.
-    pub server: Option<(f64, u64, f64)>,
+    pub server: Option<(f64, u64, Option<f64>)>,
     pub mismatches: u64,
     pub failed_sessions: u64,
     /// Stretches the measurement window: 2.0 halves every rate, latencies unchanged.
@@ -40,7 +40,7 @@ impl Default for Spec {
             rcpts_per_session: 10,
             secs: 10,
             warmup_secs: 2,
-            server: Some((1.5, 64 << 20, 0.4)),
+            server: Some((1.5, 64 << 20, Some(0.4))),
             mismatches: 0,
             failed_sessions: 0,
             window_scale: 1.0,
@@ -180,6 +180,7 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
                 backend: spec.server.map(|_| "memory".into()),
                 server_cpus: spec.server.map(|_| vec![0]),
                 generator_cpus: spec.server.map(|_| vec![1]),
+                processes: Vec::new(),
             },
             expected: Expected {
                 sessions,

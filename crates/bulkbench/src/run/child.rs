@@ -187,6 +187,7 @@ pub(super) fn run_with_server(
     let watched = Watched {
         server: Some(pid),
         store: store_pids,
+        ..Watched::default()
     };
     let driven = drive(runtime, prepared, config, &watched, split, args.quiet);
     let (start, end) = (&driven.start, &driven.end);
@@ -212,10 +213,11 @@ pub(super) fn run_with_server(
             backend: Some(backend),
             server_cpus: pinning.as_ref().map(|p| p.split.server.clone()),
             generator_cpus: pinning.map(|p| p.split.generator),
+            processes: Vec::new(),
         },
         &driven,
     );
-    input.server = server_cpu.map(|cpu| (cpu, peak_rss, startup.as_secs_f64()));
+    input.server = server_cpu.map(|cpu| (cpu, peak_rss, Some(startup.as_secs_f64())));
     input.store = cpu_delta(driven.start.store, driven.end.store).map(|cpu| (store_kind, cpu));
     input.cpu_sets = cpu_sets;
     summarize(input, driven.result)

@@ -9,11 +9,15 @@ use tracing::warn;
 
 use crate::sys;
 
-/// The processes whose CPU a run measures besides its own: the server it started, and
-/// the store's processes when the store runs beside it (started for the run).
+/// The processes whose CPU a run measures besides its own: the server it started (or an
+/// external server's processes, when named), and the store's processes when the store runs
+/// beside it (started for the run).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Watched {
     pub(super) server: Option<u32>,
+    /// Roots of an external server's process trees (Postfix's master and its smtpd
+    /// processes, a policy server beside it), measured as the server.
+    pub(super) server_tree: Vec<u32>,
     /// Roots of the store's process trees (a Redis server each, a PostgreSQL postmaster).
     pub(super) store: Vec<u32>,
 }
@@ -31,7 +35,11 @@ pub(super) struct CpuSample {
 
 pub(super) fn sample_cpu(watched: &Watched, split: Option<&CpuSplit>) -> CpuSample {
     CpuSample {
-        server: watched.server.and_then(|pid| sys::cpu_time(Some(pid))),
+        server: match watched.server {
+            Some(pid) => sys::cpu_time(Some(pid)),
+            None if !watched.server_tree.is_empty() => sys::tree_cpu_time(&watched.server_tree),
+            None => None,
+        },
         store: (!watched.store.is_empty())
             .then(|| sys::tree_cpu_time(&watched.store))
             .flatten(),

@@ -20,7 +20,7 @@ use bulk_report::summary::Target;
 use clap::{Args, ValueEnum};
 
 use child::{Served, run_with_server};
-use cpu::{CpuSample, CpuSplit, Watched, sample_cpu};
+use cpu::{CpuSample, CpuSplit, Watched, cpu_delta, sample_cpu};
 pub(crate) use outcome::{RunOutcome, report};
 use outcome::{summarize, summary_input};
 pub(crate) use prepare::Prepared;
@@ -209,8 +209,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// What a run drives.
 #[derive(Clone, Debug)]
 pub(crate) enum RunTarget {
-    /// An SMTP server already running.
-    External(SocketAddr),
+    /// An SMTP server already running, and the roots of its process trees whose CPU (and
+    /// memory) is measured as the server's (none: not measured).
+    External {
+        addr: SocketAddr,
+        processes: Vec<u32>,
+    },
     /// `bulkbench serve` started for this run with this policy backend.
     Backend(String),
     /// `bulkbench serve --backend canned:SHARE` started for this run (`bench --ceiling`).
@@ -229,24 +233,28 @@ pub(crate) fn once(
 ) -> anyhow::Result<(Summary, RunResult)> {
     let runtime = runtime()?;
     match target {
-        RunTarget::External(addr) => {
+        RunTarget::External { addr, processes } => {
             let config = load_config(prepared, *addr, args.verify);
-            let driven = drive(
-                &runtime,
-                prepared,
-                config,
-                &Watched::default(),
-                None,
-                args.quiet,
-            );
+            let watched = Watched {
+                server_tree: processes.clone(),
+                ..Watched::default()
+            };
+            let driven = drive(&runtime, prepared, config, &watched, None, args.quiet);
             let target = Target {
                 address: addr.to_string(),
                 external: true,
                 backend: None,
                 server_cpus: None,
                 generator_cpus: None,
+                processes: processes.clone(),
             };
-            let input = summary_input(command, args, prepared, target, &driven);
+            let mut input = summary_input(command, args, prepared, target, &driven);
+            // An external server's memory: the sum of its processes' peaks (an upper
+            // bound for several), read at the end; it has no startup of ours to time.
+            input.server = cpu_delta(driven.start.server, driven.end.server).map(|cpu| {
+                let rss = crate::sys::tree_peak_rss_bytes(processes).unwrap_or(0);
+                (cpu, rss, None)
+            });
             summarize(input, driven.result)
         }
         RunTarget::Backend(backend) => {
@@ -266,6 +274,19 @@ pub(crate) fn once(
             let served = Served::Canned(*share);
             run_with_server(args, prepared, served, command, &runtime, work.path(), None)
         }
+    }
+}
+
+/// A process of an external server to measure (`load --server-pid`, `compare
+/// --target-pid`), alive now.
+pub(crate) fn parse_pid(value: &str) -> Result<u32, String> {
+    let pid: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a process id"))?;
+    match Path::new(&format!("/proc/{pid}")).exists() {
+        true => Ok(pid),
+        false => Err(format!("no process {pid} is running")),
     }
 }
 
