@@ -39,6 +39,10 @@ fn main() {
             "postfix_refuses_rcpts_through_policyd_and_through_the_access_table",
             postfix_refuses_rcpts,
         ),
+        Trial::ignorable_test(
+            "the_postfix_comparison_verifies_every_reply_of_the_three_targets",
+            postfix_comparison,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -552,5 +556,63 @@ fn postfix_refuses_rcpts() -> Outcome {
     }
     let log = server.log.as_ref().unwrap();
     log.wait_for("policy server serving", Duration::from_secs(5));
+    Ok(Completion::Completed)
+}
+
+/// `benches/postfix_compare.py`, the recipe of BENCHMARKS.md's Postfix figures, on a short
+/// run of its scenario: `serve`, Postfix with the access table and Postfix with `policyd`
+/// answer every RCPT as the population says, and each one's server CPU is measured.
+fn postfix_comparison() -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tool_config(dir.path());
+    if let Err(outcome) = lmdb_tables(&config) {
+        return outcome;
+    }
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return common::missing(
+            "root privileges",
+            "run as root: Postfix's master starts as root",
+        );
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let scenario = std::fs::read_to_string(root.join("scenarios/postfix.toml"))
+        .unwrap()
+        .replace("mailboxes = 200000", "mailboxes = 5000")
+        .replace("duration_secs = 12.0", "duration_secs = 2.0")
+        .replace("warmup_secs = 2.0", "warmup_secs = 0.5");
+    let short = dir.path().join("postfix-short.toml");
+    std::fs::write(&short, scenario).unwrap();
+    let out = dir.path().join("comparison");
+    let run = Command::new("python3")
+        .arg(root.join("benches/postfix_compare.py"))
+        .arg(&short)
+        .args(["--repeat", "1", "--bin", common::BIN, "--out"])
+        .arg(&out)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    if !run.status.success() {
+        return Err(format!("postfix_compare.py: {}\n{stdout}\n{stderr}", run.status).into());
+    }
+    let text = std::fs::read_to_string(out.join("comparison.json")).unwrap();
+    let comparison: bulk_report::compare::Comparison = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = comparison.arms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["serve", "postfix-access", "postfix-policyd"]);
+    for arm in &comparison.arms {
+        let metric = |key: &str| arm.metric(key).map(|m| m.median);
+        assert_eq!(metric("mismatches"), Some(0.0), "{}: {text}", arm.name);
+        assert!(
+            metric("rcpt_per_sec").unwrap() > 0.0,
+            "{}: {text}",
+            arm.name
+        );
+        assert!(
+            metric("server_cpu_us_per_rcpt").unwrap() > 0.0,
+            "{}: {text}",
+            arm.name
+        );
+    }
     Ok(Completion::Completed)
 }
