@@ -24,6 +24,7 @@ pub mod record;
 pub mod result;
 mod script;
 pub mod simulate;
+pub mod tls;
 pub mod verify;
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +42,7 @@ pub use crate::event_loops::{CpuSet, allowed_cpus};
 use crate::precise_timer::PreciseTimer;
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
+pub use crate::tls::{CertificateCheck, TlsClient, TlsError};
 pub use crate::verify::{
     Expectations, MismatchExample, Mismatches, ReplyClass, Verifier, VerifyMode,
 };
@@ -89,6 +91,9 @@ pub struct LoadConfig {
     pub event_loops: usize,
     /// CPUs the event loops are pinned to; `None`: not pinned.
     pub cpus: Option<CpuSet>,
+    /// The TLS client of the sessions that use STARTTLS; by default for the target's
+    /// address, accepting any certificate.
+    pub tls: TlsClient,
 }
 
 impl LoadConfig {
@@ -111,6 +116,7 @@ impl LoadConfig {
             max_in_flight: 10_000,
             event_loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpus: None,
+            tls: TlsClient::unverified(target.ip()),
         }
     }
 }
@@ -314,6 +320,7 @@ impl Run {
             }
         }
         totals.bulk_fallback_sessions += u64::from(log.counts.bulk_fallback);
+        totals.starttls_sessions += u64::from(log.counts.starttls);
         match outcome {
             Ok(()) => totals.sessions_completed += 1,
             Err(kind) => {
@@ -353,6 +360,7 @@ pub async fn run(
                 expectations: config.expectations,
                 mode: config.verify,
             },
+            tls: config.tls.clone(),
         },
         shards: (0..loops.len())
             .map(|_| Mutex::new(Shard::default()))
