@@ -3,7 +3,6 @@
 //! `--repeat K` times in a seeded random order per repeat, reported side by side with a
 //! confidence interval on every ratio.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -14,7 +13,7 @@ use bulk_report::{ReportDir, RunData, Summary};
 use clap::Args;
 use tracing::{error, info, warn};
 
-use crate::run::{self, Prepared, RunArgs, RunTarget, Stores};
+use crate::run::{self, Prepared, RunArgs, RunTarget, Stores, TargetAddr};
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -28,7 +27,7 @@ pub struct CompareArgs {
     backends: Vec<String>,
     /// An SMTP server already running (repeatable), as NAME=HOST:PORT.
     #[arg(long = "target", value_name = "NAME=HOST:PORT", value_parser = parse_target)]
-    targets: Vec<(String, SocketAddr)>,
+    targets: Vec<(String, TargetAddr)>,
     /// Runs per arm, interleaved: every arm once per repeat, in a random order per repeat.
     /// With 2 or more, each ratio gets a 95% confidence interval (5 or more to narrow it).
     #[arg(long, value_name = "K", default_value_t = 3,
@@ -54,7 +53,7 @@ fn parse_percent(value: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
+fn parse_target(value: &str) -> Result<(String, TargetAddr), String> {
     let (name, addr) = value.split_once('=').ok_or("expected NAME=HOST:PORT")?;
     if name.is_empty()
         || !name
@@ -63,7 +62,7 @@ fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
     {
         return Err("the NAME must be letters, digits, '-', '_' or '.'".into());
     }
-    Ok((name.to_owned(), run::resolve_target(addr)?))
+    Ok((name.to_owned(), run::parse_target(addr)?))
 }
 
 /// Exit statuses beyond success: see main.rs.
@@ -124,7 +123,7 @@ fn arms(args: &CompareArgs) -> anyhow::Result<Vec<(String, RunTarget)>> {
         arms.push((name.to_owned(), RunTarget::Backend(backend.clone())));
     }
     for (name, addr) in &args.targets {
-        arms.push((name.clone(), RunTarget::External(*addr)));
+        arms.push((name.clone(), RunTarget::External(addr.clone())));
     }
     if arms.is_empty() {
         bail!("nothing to compare: give at least one --backend NAME or --target NAME=HOST:PORT");
