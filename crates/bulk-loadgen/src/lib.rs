@@ -11,6 +11,10 @@
 //!   between intended and actual start is its own phase, so a stalled server cannot hide
 //!   its stall (coordinated omission). No `record_correct` on top: that would correct twice.
 //!
+//! Sessions drawn with `starttls` upgrade their connection with STARTTLS (RFC 3207) over
+//! rustls, through one [`TlsClient`] per run ([`LoadConfig::tls`]; certificates unchecked
+//! unless [`CertificateCheck::Roots`]); their handshake is its own phase.
+//!
 //! Sessions run on a few single-threaded event loops, one per thread (`event_loops.rs`).
 //! Samples are recorded by session into one shard per loop (one uncontended lock per
 //! session, not per sample) and merged at the end; HdrHistograms add exactly.
