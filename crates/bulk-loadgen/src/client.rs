@@ -1,5 +1,6 @@
 //! One client session over TCP: the [`Script`] of a [`SessionSpec`] driven over a socket,
-//! every reply parsed with `bulk_proto::parse_reply` and timed.
+//! every reply parsed with `bulk_proto::parse_reply` and timed. A STARTTLS session wraps
+//! its socket in TLS after STARTTLS's 220, and goes on over it.
 
 use std::future::Future;
 use std::io;
@@ -11,10 +12,12 @@ use bulk_population::SessionSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tokio_rustls::client::TlsStream;
 
 use crate::record::Phase;
 use crate::result::ErrorKind;
 use crate::script::{Counts, Script};
+use crate::tls::TlsClient;
 use crate::verify::Verifier;
 
 /// What a session needs besides its spec.
@@ -25,6 +28,8 @@ pub(crate) struct SessionContext {
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
     pub verifier: Verifier,
+    /// The TLS client of STARTTLS sessions.
+    pub tls: TlsClient,
 }
 
 /// Everything one session measured, handed to a recorder shard at its end.
@@ -108,8 +113,43 @@ impl Deadline<'_> {
     }
 }
 
+/// A session's socket: plain TCP until STARTTLS, then TLS over it.
+///
+/// An enum rather than a boxed trait object, so that a plain session's reads and writes
+/// are the socket's own, with a branch in front and no allocation; the TLS stream (a few
+/// kilobytes of rustls state) is boxed so that it does not size every session's future.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The socket is with the handshake (and is gone if it failed).
+    Upgrading,
+}
+
+impl Stream {
+    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read_buf(buf).await,
+            Stream::Tls(tls) => tls.read_buf(buf).await,
+            Stream::Upgrading => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_all(bytes).await,
+            Stream::Tls(tls) => {
+                // rustls may keep records it could not write yet: flushing sends them
+                // before the session waits for their replies.
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
+            Stream::Upgrading => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
 struct Connection<'a> {
-    stream: TcpStream,
+    stream: Stream,
     /// The worker's read buffer, reused from session to session.
     buf: &'a mut Vec<u8>,
     pos: usize,
@@ -158,6 +198,30 @@ impl Connection<'_> {
             None => Err(ErrorKind::Timeout),
             Some(Err(error)) => Err(ErrorKind::from_io(&error)),
             Some(Ok(())) => Ok(()),
+        }
+    }
+
+    /// After STARTTLS's 220: the TLS handshake over the socket, within the command
+    /// timeout; the session goes on over TLS.
+    async fn start_tls(&mut self, tls: &TlsClient) -> Result<(), ErrorKind> {
+        // Nothing may follow the 220 before the handshake: bytes there would be read as
+        // if they had come over TLS (the injection of CVE-2011-0411).
+        if self.pos != self.buf.len() {
+            return Err(ErrorKind::TlsHandshake);
+        }
+        self.buf.clear();
+        self.pos = 0;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(ErrorKind::Protocol);
+        };
+        let handshake = tls.connector().connect(tls.server_name(), tcp);
+        match self.deadline.within(handshake).await {
+            None => Err(ErrorKind::Timeout),
+            Some(Err(error)) => Err(ErrorKind::from_tls(&error)),
+            Some(Ok(stream)) => {
+                self.stream = Stream::Tls(Box::new(stream));
+                Ok(())
+            }
         }
     }
 }
@@ -234,6 +298,8 @@ pub(crate) async fn run_session(
     log: &mut SessionLog,
     buffers: &mut Buffers,
 ) -> Result<(), ErrorKind> {
+    // Counted whether or not the session gets as far as STARTTLS.
+    log.counts.starttls = spec.starttls;
     let sleep = tokio::time::sleep(ctx.connect_timeout);
     tokio::pin!(sleep);
     let mut deadline = Deadline {
@@ -249,7 +315,7 @@ pub(crate) async fn run_session(
     } = buffers;
     read.clear();
     let mut conn = Connection {
-        stream,
+        stream: Stream::Plain(stream),
         buf: read,
         pos: 0,
         confirmed: false,
@@ -259,8 +325,16 @@ pub(crate) async fn run_session(
     // Every reply is timed from the write that carried its command (pipelined: the
     // group's), the greeting from the connect.
     let mut since = connected;
+    // When the last reply was read: a TLS handshake counts from STARTTLS's 220.
+    let mut replied = connected;
     let mut first = true;
     while let Some(phase) = script.expecting() {
+        if phase == Phase::TlsHandshake {
+            conn.start_tls(&ctx.tls).await?;
+            log.sample(phase, replied);
+            script.on_handshake();
+            continue;
+        }
         scratch.clear();
         if script.take_write(scratch) {
             since = Instant::now();
@@ -282,7 +356,7 @@ pub(crate) async fn run_session(
             }
         }
         let judged = outcome?;
-        log.sample(phase, since);
+        replied = log.sample(phase, since);
         judged?;
     }
     log.sample(Phase::Session, intended);

@@ -11,6 +11,10 @@
 //!   between intended and actual start is its own phase, so a stalled server cannot hide
 //!   its stall (coordinated omission). No `record_correct` on top: that would correct twice.
 //!
+//! Sessions drawn with `starttls` upgrade their connection with STARTTLS (RFC 3207) over
+//! rustls, through one [`TlsClient`] per run ([`LoadConfig::tls`]; certificates unchecked
+//! unless [`CertificateCheck::Roots`]); their handshake is its own phase.
+//!
 //! Sessions run on a few single-threaded event loops, one per thread (`event_loops.rs`).
 //! Samples are recorded by session into one shard per loop (one uncontended lock per
 //! session, not per sample) and merged at the end; HdrHistograms add exactly.
@@ -24,6 +28,7 @@ pub mod record;
 pub mod result;
 mod script;
 pub mod simulate;
+pub mod tls;
 pub mod verify;
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +46,7 @@ pub use crate::event_loops::{CpuSet, allowed_cpus};
 use crate::precise_timer::PreciseTimer;
 pub use crate::record::{Interval, Phase, Recorder};
 pub use crate::result::{ErrorKind, RunResult, Totals};
+pub use crate::tls::{CertificateCheck, TlsClient, TlsError};
 pub use crate::verify::{
     Expectations, MismatchExample, Mismatches, ReplyClass, Verifier, VerifyMode,
 };
@@ -89,6 +95,9 @@ pub struct LoadConfig {
     pub event_loops: usize,
     /// CPUs the event loops are pinned to; `None`: not pinned.
     pub cpus: Option<CpuSet>,
+    /// The TLS client of the sessions that use STARTTLS; by default for the target's
+    /// address, accepting any certificate.
+    pub tls: TlsClient,
 }
 
 impl LoadConfig {
@@ -111,6 +120,7 @@ impl LoadConfig {
             max_in_flight: 10_000,
             event_loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpus: None,
+            tls: TlsClient::unverified(target.ip()),
         }
     }
 }
@@ -314,6 +324,7 @@ impl Run {
             }
         }
         totals.bulk_fallback_sessions += u64::from(log.counts.bulk_fallback);
+        totals.starttls_sessions += u64::from(log.counts.starttls);
         match outcome {
             Ok(()) => totals.sessions_completed += 1,
             Err(kind) => {
@@ -353,6 +364,7 @@ pub async fn run(
                 expectations: config.expectations,
                 mode: config.verify,
             },
+            tls: config.tls.clone(),
         },
         shards: (0..loops.len())
             .map(|_| Mutex::new(Shard::default()))

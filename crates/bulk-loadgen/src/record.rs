@@ -34,8 +34,17 @@ pub enum Phase {
     Connect,
     /// From connected to the 220 greeting.
     Greeting,
-    /// EHLO to its reply.
+    /// EHLO to its reply. A STARTTLS session says EHLO twice, before STARTTLS and after
+    /// the handshake (over TLS), and records both.
     Ehlo,
+    /// STARTTLS sessions only: STARTTLS to its 220 (from the write that carried it).
+    Starttls,
+    /// STARTTLS sessions only: the TLS handshake, from the moment STARTTLS's 220 was read
+    /// (the client's hello is written at once) to the handshake's end on the client's
+    /// side: the server's Finished received and checked, the client's own Finished
+    /// written (so in TLS 1.3 one round trip, in TLS 1.2 two). Certificate checking, when
+    /// on, is in it; session resumption is off, so every session pays a full handshake.
+    TlsHandshake,
     /// RSET to its reply: between transactions of a session, after one that sent no
     /// message (pipelined: from the write of the next transaction's group).
     Rset,
@@ -55,11 +64,13 @@ pub enum Phase {
 
 impl Phase {
     /// All phases, in session order.
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 13] = [
         Phase::ScheduleLag,
         Phase::Connect,
         Phase::Greeting,
         Phase::Ehlo,
+        Phase::Starttls,
+        Phase::TlsHandshake,
         Phase::Rset,
         Phase::From,
         Phase::Rcpt,
@@ -76,6 +87,8 @@ impl Phase {
             Phase::Connect => "connect",
             Phase::Greeting => "greeting",
             Phase::Ehlo => "ehlo",
+            Phase::Starttls => "starttls",
+            Phase::TlsHandshake => "tls_handshake",
             Phase::Rset => "rset",
             Phase::From => "from",
             Phase::Rcpt => "rcpt",

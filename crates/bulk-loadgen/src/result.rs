@@ -34,6 +34,16 @@ pub enum ErrorKind {
     ServerClosed421,
     /// A reply of the wrong class (greeting not 2xx, FROM refused, ...).
     UnexpectedReply,
+    /// A STARTTLS session's server did not advertise STARTTLS in its EHLO reply.
+    StarttlsNotOffered,
+    /// STARTTLS answered with anything but 220.
+    StarttlsRefused,
+    /// The TLS handshake failed (an alert, a protocol error, no common version or cipher
+    /// suite), or the server sent bytes after its 220 and before the handshake.
+    TlsHandshake,
+    /// With certificate checking on (`--tls-verify`): the server's certificate is not
+    /// trusted, expired, or not for the target's name.
+    TlsCertificate,
     /// DATA answered with a 4xx although a recipient was accepted.
     DataTempfail,
     /// DATA answered with neither 354 nor a 4xx although a recipient was accepted, or
@@ -51,7 +61,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, in report order.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::AddressUnavailable,
@@ -62,6 +72,10 @@ impl ErrorKind {
         ErrorKind::Reset,
         ErrorKind::ServerClosed421,
         ErrorKind::UnexpectedReply,
+        ErrorKind::StarttlsNotOffered,
+        ErrorKind::StarttlsRefused,
+        ErrorKind::TlsHandshake,
+        ErrorKind::TlsCertificate,
         ErrorKind::DataTempfail,
         ErrorKind::DataRefused,
         ErrorKind::MessageTempfail,
@@ -83,6 +97,10 @@ impl ErrorKind {
             ErrorKind::Reset => "reset",
             ErrorKind::ServerClosed421 => "server_closed_421",
             ErrorKind::UnexpectedReply => "unexpected_reply",
+            ErrorKind::StarttlsNotOffered => "starttls_not_offered",
+            ErrorKind::StarttlsRefused => "starttls_refused",
+            ErrorKind::TlsHandshake => "tls_handshake",
+            ErrorKind::TlsCertificate => "tls_certificate",
             ErrorKind::DataTempfail => "data_tempfail",
             ErrorKind::DataRefused => "data_refused",
             ErrorKind::MessageTempfail => "message_tempfail",
@@ -142,6 +160,22 @@ impl ErrorKind {
         )
     }
 
+    /// The kind of an error of a TLS handshake: rustls's own errors say whether the
+    /// certificate was refused or the handshake failed otherwise; an I/O error (the
+    /// server closed or reset the connection) is counted as such.
+    pub fn from_tls(error: &io::Error) -> ErrorKind {
+        use tokio_rustls::rustls::Error as TlsError;
+        match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<TlsError>())
+        {
+            Some(TlsError::InvalidCertificate(_)) => ErrorKind::TlsCertificate,
+            Some(_) => ErrorKind::TlsHandshake,
+            None if error.kind() == io::ErrorKind::InvalidData => ErrorKind::TlsHandshake,
+            None => ErrorKind::from_io(error),
+        }
+    }
+
     /// The kind of an error while connecting.
     pub fn from_connect_io(error: &io::Error) -> ErrorKind {
         if let Some(kind) = Self::from_os(error) {
@@ -172,6 +206,9 @@ pub struct Totals {
     pub messages: u64,
     /// Sessions that wanted BULK but used MAIL FROM: the server did not advertise BULK.
     pub bulk_fallback_sessions: u64,
+    /// Sessions that asked for STARTTLS (failed ones included).
+    #[serde(default)]
+    pub starttls_sessions: u64,
 }
 
 impl Totals {
@@ -188,6 +225,7 @@ impl Totals {
         }
         self.messages += other.messages;
         self.bulk_fallback_sessions += other.bulk_fallback_sessions;
+        self.starttls_sessions += other.starttls_sessions;
     }
 
     /// Failed sessions, all kinds.

@@ -8,7 +8,10 @@
 //! [`Script::on_reply`], which checks it, counts it and decides what comes next. A reply
 //! is timed from the last write, except the greeting (from the connect).
 //!
-//! The dialogue: greeting, EHLO, then each transaction of the session in turn: BULK FROM
+//! The dialogue: greeting, EHLO, for a session with `starttls` STARTTLS (RFC 3207: the
+//! server must have advertised it; its 220, then the driver's TLS handshake, then EHLO
+//! again, whose reply alone says what the server offers), then each transaction of the
+//! session in turn: BULK FROM
 //! (MAIL FROM for a MAIL transaction, or when the server does not advertise BULK), the
 //! RCPTs, DATA and the message. Pipelined (when the session asks for it and the server
 //! advertises PIPELINING, RFC 2920), FROM, the RCPTs and DATA go in one write; otherwise
@@ -37,6 +40,8 @@ pub(crate) struct Counts {
     pub bulk_fallback: bool,
     /// Messages accepted at their end of data.
     pub messages: u64,
+    /// The session asked for STARTTLS.
+    pub starttls: bool,
 }
 
 impl Counts {
@@ -50,6 +55,10 @@ impl Counts {
 enum Stage {
     Greeting,
     Ehlo,
+    /// STARTTLS's 220.
+    Starttls,
+    /// Not a reply: the driver's TLS handshake ([`Script::on_handshake`]).
+    Handshake,
     Rset,
     From,
     /// RCPT number `.0` of the current transaction.
@@ -65,6 +74,9 @@ enum Stage {
 enum Write {
     None,
     Ehlo,
+    /// STARTTLS, alone: RFC 3207 makes it the last command of a group, and the
+    /// handshake follows its reply.
+    Starttls,
     /// RSET alone (lock-step, before a transaction that follows one without a message).
     Rset,
     /// The transaction's opening: FROM, and when pipelined also RSET before it (if due),
@@ -93,6 +105,8 @@ pub(crate) struct Script<'a> {
     pipelined: bool,
     /// The previous transaction sent no message: RSET before the next one.
     rset_due: bool,
+    /// The TLS handshake is done: the next EHLO's reply is the one that counts.
+    secured: bool,
 }
 
 impl<'a> Script<'a> {
@@ -109,6 +123,7 @@ impl<'a> Script<'a> {
             bulk: false,
             pipelined: false,
             rset_due: false,
+            secured: false,
         }
     }
 
@@ -117,6 +132,8 @@ impl<'a> Script<'a> {
         Some(match self.stage {
             Stage::Greeting => Phase::Greeting,
             Stage::Ehlo => Phase::Ehlo,
+            Stage::Starttls => Phase::Starttls,
+            Stage::Handshake => Phase::TlsHandshake,
             Stage::Rset => Phase::Rset,
             Stage::From => Phase::From,
             Stage::Rcpt(_) => Phase::Rcpt,
@@ -142,6 +159,10 @@ impl<'a> Script<'a> {
         let Some(transaction) = self.current() else {
             return match write {
                 Write::Ehlo => self.encode_ehlo(out),
+                Write::Starttls => {
+                    out.extend_from_slice(STARTTLS);
+                    true
+                }
                 Write::Quit => {
                     Command::Quit.encode(out);
                     true
@@ -160,6 +181,7 @@ impl<'a> Script<'a> {
         match write {
             Write::None => return false,
             Write::Ehlo => return self.encode_ehlo(out),
+            Write::Starttls => out.extend_from_slice(STARTTLS),
             Write::Rset => Command::Rset.encode(out),
             Write::Open => {
                 if self.pipelined && self.rset_due {
@@ -227,6 +249,24 @@ impl<'a> Script<'a> {
                 self.write = Write::Ehlo;
                 self.stage = Stage::Ehlo;
             }
+            Stage::Ehlo if self.spec.starttls && !self.secured => {
+                expect_class(code, 2)?;
+                // What this reply offers besides STARTTLS is forgotten (RFC 3207 section
+                // 4.2): the EHLO after the handshake says it again.
+                if !reply.has_keyword("STARTTLS") {
+                    return Err(ErrorKind::StarttlsNotOffered);
+                }
+                self.write = Write::Starttls;
+                self.stage = Stage::Starttls;
+            }
+            Stage::Starttls => {
+                if code != 220 {
+                    return Err(ErrorKind::StarttlsRefused);
+                }
+                self.stage = Stage::Handshake;
+            }
+            // The driver reports the handshake with `on_handshake`, never as a reply.
+            Stage::Handshake => return Err(ErrorKind::Protocol),
             Stage::Ehlo => {
                 expect_class(code, 2)?;
                 self.bulk = reply.has_keyword("BULK");
@@ -302,6 +342,16 @@ impl<'a> Script<'a> {
         Ok(())
     }
 
+    /// The driver's TLS handshake, expected after STARTTLS's 220 (`expecting` is
+    /// [`Phase::TlsHandshake`]), is done: EHLO again.
+    pub fn on_handshake(&mut self) {
+        if self.stage == Stage::Handshake {
+            self.secured = true;
+            self.write = Write::Ehlo;
+            self.stage = Stage::Ehlo;
+        }
+    }
+
     /// After the FROM reply (`None`) or RCPT `i`'s: the next RCPT, DATA, or the end.
     fn after_rcpt(&mut self, done: Option<usize>) {
         let Some(transaction) = self.current() else {
@@ -352,11 +402,122 @@ impl<'a> Script<'a> {
     }
 }
 
+/// STARTTLS (RFC 3207) as written: `bulk_proto::Command` has no such verb.
+const STARTTLS: &[u8] = b"STARTTLS\r\n";
+
 /// A reply of the wrong class ends the session.
 fn expect_class(code: u16, first_digit: u16) -> Result<(), ErrorKind> {
     if code / 100 == first_digit {
         Ok(())
     } else {
         Err(ErrorKind::UnexpectedReply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bulk_policy::Verdict;
+    use bulk_population::Recipient;
+
+    use super::*;
+    use crate::verify::{Expectations, VerifyMode};
+
+    fn spec(starttls: bool) -> SessionSpec {
+        SessionSpec {
+            index: 0,
+            start_offset_us: 0,
+            pipelining: true,
+            transactions: vec![Transaction {
+                kind: Kind::Bulk,
+                sender: "news@shop.test".into(),
+                recipients: vec![Recipient {
+                    address: "ann@a.example".into(),
+                    verdict: Verdict::Accept,
+                }],
+                message_size: 0,
+            }],
+            starttls,
+        }
+    }
+
+    const VERIFIER: Verifier = Verifier {
+        expectations: Expectations {
+            max_recipients: 100,
+            harvest_resistant: false,
+            preferences_apply_to_all: false,
+        },
+        mode: VerifyMode::Strict,
+    };
+
+    const FULL_EHLO: &[u8] = b"250-mx.test\r\n250-PIPELINING\r\n250-BULK\r\n250 STARTTLS\r\n";
+
+    /// Feeds `reply`, after taking the write due first; returns that write.
+    fn step(script: &mut Script<'_>, reply: &[u8]) -> (String, Result<(), ErrorKind>) {
+        let mut out = Vec::new();
+        script.take_write(&mut out);
+        let (reply, _) = bulk_proto::parse_reply(reply).unwrap().unwrap();
+        let result = script.on_reply(&reply, &mut Counts::default());
+        (String::from_utf8(out).unwrap(), result)
+    }
+
+    #[test]
+    fn a_starttls_session_says_ehlo_again_over_tls_and_forgets_what_came_before() {
+        let spec = spec(true);
+        let mut script = Script::new(&spec, &VERIFIER, b"client.test");
+        assert_eq!(script.expecting(), Some(Phase::Greeting));
+        assert_eq!(
+            step(&mut script, b"220 mx.test\r\n"),
+            (String::new(), Ok(()))
+        );
+        assert_eq!(script.expecting(), Some(Phase::Ehlo));
+        let (write, result) = step(&mut script, FULL_EHLO);
+        assert_eq!((write.as_str(), result), ("EHLO client.test\r\n", Ok(())));
+        assert_eq!(script.expecting(), Some(Phase::Starttls));
+        let (write, result) = step(&mut script, b"220 2.0.0 go ahead\r\n");
+        assert_eq!((write.as_str(), result), ("STARTTLS\r\n", Ok(())));
+        // The handshake is the driver's: nothing to write, no reply to read.
+        assert_eq!(script.expecting(), Some(Phase::TlsHandshake));
+        assert!(!script.take_write(&mut Vec::new()));
+        script.on_handshake();
+        assert_eq!(script.expecting(), Some(Phase::Ehlo));
+        // Over TLS the server offers neither PIPELINING nor BULK: what the first EHLO
+        // offered is forgotten (RFC 3207 section 4.2), so MAIL FROM, in lock-step.
+        let (write, result) = step(&mut script, b"250-mx.test\r\n250 8BITMIME\r\n");
+        assert_eq!((write.as_str(), result), ("EHLO client.test\r\n", Ok(())));
+        let mut out = Vec::new();
+        assert!(script.take_write(&mut out));
+        assert_eq!(out, b"MAIL FROM:<news@shop.test>\r\n");
+    }
+
+    #[test]
+    fn starttls_not_offered_or_refused_ends_the_session_with_its_own_kind() {
+        let tls = spec(true);
+        let mut script = Script::new(&tls, &VERIFIER, b"client.test");
+        step(&mut script, b"220 mx.test\r\n").1.unwrap();
+        let no_tls = b"250-mx.test\r\n250-PIPELINING\r\n250 BULK\r\n";
+        assert_eq!(
+            step(&mut script, no_tls).1,
+            Err(ErrorKind::StarttlsNotOffered)
+        );
+        assert_eq!(script.expecting(), None);
+
+        let mut script = Script::new(&tls, &VERIFIER, b"client.test");
+        step(&mut script, b"220 mx.test\r\n").1.unwrap();
+        step(&mut script, FULL_EHLO).1.unwrap();
+        assert_eq!(
+            step(&mut script, b"454 4.7.0 TLS not available\r\n").1,
+            Err(ErrorKind::StarttlsRefused)
+        );
+        assert_eq!(script.expecting(), None);
+
+        // A session without TLS ignores the keyword: its transaction follows EHLO.
+        let plain = spec(false);
+        let mut script = Script::new(&plain, &VERIFIER, b"client.test");
+        step(&mut script, b"220 mx.test\r\n").1.unwrap();
+        step(&mut script, FULL_EHLO).1.unwrap();
+        assert_eq!(script.expecting(), Some(Phase::From));
+        let mut out = Vec::new();
+        script.take_write(&mut out);
+        assert!(out.starts_with(b"BULK FROM:<news@shop.test>"), "{out:?}");
     }
 }

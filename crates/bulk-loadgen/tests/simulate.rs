@@ -113,3 +113,33 @@ fn the_serial_path_simulates_what_the_parallel_one_does() {
     assert_eq!(serial.mismatches.total, 1);
     assert_eq!(serial.mismatches, parallel.mismatches);
 }
+
+#[test]
+fn starttls_sessions_take_the_same_steps_without_the_cryptography() {
+    let plain = prepare(scenario(200, 1, None));
+    let mut with_tls = plain.scenario.clone();
+    with_tls.workload.starttls_share = 1.0.try_into().unwrap();
+    let tls = prepare(with_tls);
+    assert!(tls.workload.sessions.iter().all(|s| s.starttls));
+    let backend = memory_backend(&plain.model);
+    let a = simulate_with(&plain, &backend, VerifyMode::Strict);
+    let b = simulate_with(&tls, &backend, VerifyMode::Strict);
+    // STARTTLS, the handshake and the second EHLO change no transaction: the same
+    // replies, every one checked.
+    assert_eq!(b.failed_sessions, 0);
+    assert_eq!(b.mismatches.total, 0, "{:?}", b.mismatches);
+    assert_eq!(
+        (b.sessions, b.rcpts, b.messages),
+        (a.sessions, a.rcpts, a.messages)
+    );
+    // And in order, one session at a time, as the instruction count runs it.
+    let server = &tls.scenario.server;
+    let serial = simulate_serial(
+        &tls.workload.sessions,
+        &backend,
+        session_config(server),
+        Expectations::of(server),
+        VerifyMode::Strict,
+    );
+    assert_eq!((serial.failed_sessions, serial.rcpts), (0, b.rcpts));
+}

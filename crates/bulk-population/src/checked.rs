@@ -190,6 +190,14 @@ checked_f64!(
     run_secs_error
 );
 
+impl Share {
+    /// Whether the share is 0: the default of the shares a scenario leaves out of its JSON
+    /// when unset (`workload.starttls_share`).
+    pub fn is_zero(&self) -> bool {
+        self.get() == 0.0
+    }
+}
+
 fn run_secs_error(value: f64) -> RangeError {
     if value.is_finite() && value > 0.0 {
         RangeError::TooLong(value)

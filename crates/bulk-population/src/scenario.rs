@@ -225,6 +225,13 @@ pub struct WorkloadConfig {
     pub warmup_secs: NonNegative,
     /// Per-command reply timeout of the generator in milliseconds (>= 1); default 10,000.
     pub timeout_ms: CountU64,
+    /// Share of sessions that use STARTTLS (RFC 3207), in [0, 1]; default 0. Session `i`
+    /// uses it when a number drawn from (seed, `i`) on a stream of its own falls below the
+    /// share, so the choice neither changes nor depends on anything else the session
+    /// draws. Left out of the scenario's JSON when 0, so the fingerprints of scenarios
+    /// that do not set it stay what they were.
+    #[serde(skip_serializing_if = "Share::is_zero")]
+    pub starttls_share: Share,
 }
 
 impl Default for WorkloadConfig {
@@ -255,6 +262,7 @@ impl Default for WorkloadConfig {
             message_size_max: 5000,
             warmup_secs: const { NonNegative::new(1.0).unwrap() },
             timeout_ms: const { CountU64::new(10_000).unwrap() },
+            starttls_share: const { Share::new(0.0).unwrap() },
         }
     }
 }
@@ -865,6 +873,23 @@ mod tests {
         let mut other = s.clone();
         other.population.mailboxes = (s.population.mailboxes.get() + 1).try_into().unwrap();
         assert_ne!(other.fingerprint(), s.fingerprint());
+        // A STARTTLS share of 0, written or not, is the scenario it was; any other is not.
+        let zero = Scenario::from_toml(
+            &MINIMAL.replace("[workload]", "[workload]\nstarttls_share = 0.0"),
+            "mini",
+        )
+        .unwrap();
+        assert_eq!(zero, s);
+        assert_eq!(zero.fingerprint(), 8_923_055_715_844_355_899);
+        let half = Scenario::from_toml(
+            &MINIMAL.replace("[workload]", "[workload]\nstarttls_share = 0.5"),
+            "mini",
+        )
+        .unwrap();
+        assert_eq!(half.workload.starttls_share.get(), 0.5);
+        assert_ne!(half.fingerprint(), s.fingerprint());
+        let json = serde_json::to_string(&half).unwrap();
+        assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), half);
     }
 
     #[test]
@@ -963,6 +988,12 @@ mod tests {
                 Some(1),
                 "colour",
                 "unknown field",
+            ),
+            (
+                "[workload]\nsessions = 10\nstarttls_share = 1.5\n",
+                Some(3),
+                "workload.starttls_share",
+                "[0, 1]",
             ),
             (
                 "[workload]\nsessions = 10\n\n[population]\nopt_in_domain_share = 1.5\n",

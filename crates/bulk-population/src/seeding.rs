@@ -37,6 +37,9 @@ pub(crate) const STREAM_POPULARITY: u64 = 6;
 pub(crate) const STREAM_DOMAIN_NAME: u64 = 7;
 /// Recipients drawn one by one, outside sessions (`RecipientDraws`).
 pub(crate) const STREAM_RECIPIENT: u64 = 8;
+/// Whether a session uses STARTTLS: a stream of its own, so that adding the choice left
+/// every other draw of a session as it was.
+pub(crate) const STREAM_STARTTLS: u64 = 9;
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 

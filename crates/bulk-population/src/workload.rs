@@ -26,8 +26,8 @@ use crate::scenario::{
     LoopMode, MAX_SESSIONS, Popularity, RecipientsDistribution, Scenario, WorkloadConfig,
 };
 use crate::seeding::{
-    ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_RECIPIENT, STREAM_SESSION, affine, item_rng,
-    mix, scatter_multiplier,
+    ItemRng, STREAM_ARRIVAL, STREAM_POPULARITY, STREAM_RECIPIENT, STREAM_SESSION, STREAM_STARTTLS,
+    affine, item_rng, mix, scatter_multiplier,
 };
 
 /// Version written in, and required of, a trace header.
@@ -87,6 +87,11 @@ pub struct SessionSpec {
     /// one): each starts with BULK or MAIL FROM after the previous one's end of data, or
     /// after RSET when the previous one sent no message.
     pub transactions: Vec<Transaction>,
+    /// The session upgrades its connection with STARTTLS (RFC 3207) after its first EHLO,
+    /// then says EHLO again. Left out of a trace line when false, so the traces of
+    /// sessions without TLS are what they were (and traces written before it still read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starttls: bool,
 }
 
 /// One transaction of a session: sender, recipients with their expected verdicts, message.
@@ -145,6 +150,7 @@ impl From<SessionSpecV1> for SessionSpec {
                 recipients: v1.recipients,
                 message_size: v1.message_size,
             }],
+            starttls: false,
         }
     }
 }
@@ -314,6 +320,8 @@ struct Generator {
     transactions: (u32, u32),
     /// Open loop arrival rate (sessions per second), if any.
     rate_per_sec: Option<f64>,
+    /// Share of sessions that use STARTTLS.
+    starttls_share: f64,
 }
 
 impl Generator {
@@ -364,7 +372,22 @@ impl Generator {
                 (w.transactions_min.get().min(hi), hi)
             },
             rate_per_sec,
+            starttls_share: w.starttls_share.get(),
         }
+    }
+
+    /// Whether session `index` uses STARTTLS: a uniform number in [0, 1) from (seed,
+    /// index) on its own stream, below the share. Drawn apart from the session's RNG, so
+    /// that every other draw of the session is the same whatever the share; at share 0
+    /// nothing is drawn.
+    fn starttls(&self, index: u64) -> bool {
+        if self.starttls_share <= 0.0 {
+            return false;
+        }
+        // The top 53 bits as a fraction: exact in an f64, and below 1, so a share of 1
+        // takes every session.
+        let unit = (mix(self.seed, STREAM_STARTTLS, index) >> 11) as f64 / (1u64 << 53) as f64;
+        unit < self.starttls_share
     }
 
     /// Gap before session `index` (0 for session 0 and in closed loop), in microseconds.
@@ -420,6 +443,7 @@ impl Generator {
             start_offset_us: 0,
             pipelining: self.pipelining,
             transactions,
+            starttls: self.starttls(index),
         }
     }
 
@@ -931,6 +955,61 @@ mixed_case_share = 0.3
             );
             assert!((500..=5000).contains(&tx(session).message_size));
         }
+    }
+
+    #[test]
+    fn the_starttls_share_picks_sessions_by_index_and_changes_nothing_else() {
+        let plain = scenario(SMALL);
+        let model = PopulationModel::from_scenario(&plain);
+        let without = Workload::generate(&plain, &model);
+        assert!(without.sessions.iter().all(|s| !s.starttls));
+        let with_share = |share: &str| {
+            let text = SMALL.replace(
+                "[workload]",
+                &format!("[workload]\nstarttls_share = {share}"),
+            );
+            Workload::generate(&scenario(&text), &model)
+        };
+        let all = with_share("1.0");
+        assert!(all.sessions.iter().all(|s| s.starttls));
+        let half = with_share("0.5");
+        let tls = half.sessions.iter().filter(|s| s.starttls).count();
+        // 300 sessions: a binomial(300, 0.5) count, pinned for this seed.
+        assert_eq!(tls, 161);
+        // The same sessions otherwise, drawn whatever the share; the choice is the same
+        // for a session whatever else is drawn (a shard of the workload chooses alike).
+        for (a, b) in half.sessions.iter().zip(&without.sessions) {
+            assert_eq!(
+                SessionSpec {
+                    starttls: false,
+                    ..a.clone()
+                },
+                *b
+            );
+        }
+        let shard = half.shard(1, 3);
+        assert!(
+            shard
+                .sessions
+                .iter()
+                .all(|s| s.starttls == half.sessions[s.index as usize].starttls)
+        );
+        // A lower share takes a subset of a higher one's sessions.
+        let quarter = with_share("0.25");
+        assert!(
+            quarter
+                .sessions
+                .iter()
+                .zip(&half.sessions)
+                .all(|(q, h)| !q.starttls || h.starttls)
+        );
+        // Traces carry the choice; sessions without TLS are written as before.
+        let mut trace = Vec::new();
+        half.write_trace(&mut trace).unwrap();
+        let text = String::from_utf8(trace.clone()).unwrap();
+        assert_eq!(text.matches(r#""starttls":true"#).count(), tls);
+        assert!(!text.contains(r#""starttls":false"#));
+        assert_eq!(Workload::read_trace(trace.as_slice()).unwrap(), half);
     }
 
     #[test]

@@ -163,3 +163,18 @@ fn workload_is_pinned() {
 
 const PINNED: (&str, usize, &str, u32) =
     ("digest@media26.test", 35, "gsnyder@institute.example", 2314);
+
+/// 64-bit FNV-1a, as the fingerprints use.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[test]
+fn traces_are_pinned_byte_for_byte() {
+    // Every session of both scenarios, as a trace writes it: a change here changes saved
+    // traces and what a seed replays.
+    assert_eq!(fnv1a(&trace_bytes(CLOSED)), 314_722_545_418_229_598);
+    assert_eq!(fnv1a(&trace_bytes(OPEN)), 15_753_380_545_500_836_250);
+}

@@ -38,13 +38,17 @@ fn session() -> impl Strategy<Value = SessionSpec> {
         any::<u64>(),
         any::<bool>(),
         prop::collection::vec(transaction(), 1..4),
+        any::<bool>(),
     )
-        .prop_map(|(start_offset_us, pipelining, transactions)| SessionSpec {
-            index: 0,
-            start_offset_us,
-            pipelining,
-            transactions,
-        })
+        .prop_map(
+            |(start_offset_us, pipelining, transactions, starttls)| SessionSpec {
+                index: 0,
+                start_offset_us,
+                pipelining,
+                transactions,
+                starttls,
+            },
+        )
 }
 
 proptest! {

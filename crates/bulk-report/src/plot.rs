@@ -106,7 +106,21 @@ const MUTED: RGBColor = RGBColor(90, 90, 90);
 
 /// A phase's color, the same in every plot.
 pub(crate) fn phase_color(phase: Phase) -> RGBColor {
-    PALETTE[Phase::ALL.iter().position(|p| *p == phase).unwrap_or(0) % PALETTE.len()]
+    // The STARTTLS phases came later: they take two light tones of their own, so that
+    // every other phase keeps the color it had in earlier reports.
+    let tls = |p: &Phase| matches!(p, Phase::Starttls | Phase::TlsHandshake);
+    match phase {
+        Phase::Starttls => RGBColor(255, 152, 150),
+        Phase::TlsHandshake => RGBColor(197, 176, 213),
+        _ => {
+            let index = Phase::ALL
+                .iter()
+                .filter(|p| !tls(p))
+                .position(|p| *p == phase)
+                .unwrap_or(0);
+            PALETTE[index % PALETTE.len()]
+        }
+    }
 }
 
 /// A reply class's color: green accepted, red other, in between the refusals.

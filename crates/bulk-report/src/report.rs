@@ -19,7 +19,7 @@ use crate::format::{
     comparison_cell, comparison_legend, comparison_rows, cpu_set_text, cpus_text, failed_kinds,
     fmt_count, fmt_mib, fmt_ms, fmt_num, fmt_ratio, fmt_share, latency_rows, machine_text,
     no_server_text, partial_text, run_files, run_order_text, scenario_figures, scenario_name,
-    shards_text, target_text, upper_first, verdict_rows, window_text,
+    shards_text, starttls_text, target_text, upper_first, verdict_rows, window_text,
 };
 use crate::plot::RenderedPlot;
 use crate::summary::{Ceiling, CpuSetCost, Summary};
@@ -573,7 +573,7 @@ fn totals_section(s: &Summary) -> Section {
             planned.map(fmt_count).unwrap_or_default(),
         ]
     };
-    let rows = vec![
+    let mut rows = vec![
         row(
             "sessions started",
             m.sessions,
@@ -595,6 +595,17 @@ fn totals_section(s: &Summary) -> Section {
         row("RCPT replies", m.rcpts, w.rcpts, Some(s.expected.rcpts)),
         row("messages accepted", m.messages, w.messages, None),
     ];
+    if m.starttls_sessions + w.starttls_sessions > 0 {
+        rows.insert(
+            3,
+            row(
+                "sessions with STARTTLS",
+                m.starttls_sessions,
+                w.starttls_sessions,
+                None,
+            ),
+        );
+    }
     Section::new(
         "Totals",
         vec![Block::Table(Table::new(
@@ -647,7 +658,17 @@ fn latency_section(s: &Summary) -> Section {
             rows,
         ))
     };
-    Section::new("Latency (ms, measured sessions)", vec![block])
+    let mut blocks = vec![block];
+    if let Some(tls) = starttls_text(s) {
+        blocks.push(Block::Paragraph(
+            format!(
+                "{}. tls_handshake runs from STARTTLS's 220 to the handshake's end on the                  generator's side (a full handshake each: no resumption); those sessions say                  EHLO twice, and every phase after the handshake ran over TLS.",
+                upper_first(&tls)
+            )
+            .into(),
+        ));
+    }
+    Section::new("Latency (ms, measured sessions)", blocks)
 }
 
 fn cost_section(s: &Summary) -> Section {
@@ -752,6 +773,7 @@ fn terminal_sections(s: &Summary) -> Vec<Section> {
         "throughput {:.0} RCPT/s, {:.1} sessions/s",
         s.throughput.rcpt_per_sec, s.throughput.sessions_per_sec
     ));
+    run.extend(starttls_text(s));
     let classes: Vec<String> = t.by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
     run.push(format!("verdicts: {}", classes.join(", ")));
     let run = run

@@ -446,6 +446,11 @@ pub fn merge(runs: &[(String, RunData)], partial: bool) -> Result<RunData, Repor
     s.generator.cpu_us_per_rcpt =
         crate::summary::per_rcpt_us(s.generator.cpu_seconds, s.totals.rcpts);
     s.latency_us = crate::summary::latency_of(&merged.phases);
+    // Every error kind present, as in a run's summary, also when the first shard's
+    // summary was written before some kind existed.
+    for kind in bulk_loadgen::ErrorKind::ALL {
+        s.errors.entry(kind.name().to_owned()).or_default();
+    }
     Ok(merged)
 }
 
@@ -915,6 +920,75 @@ mod tests {
         // A merge is not merged again.
         let again = [("merged".to_owned(), merged.clone()), shard(0, 3, "x:1")];
         assert!(merge_error(&again, true).contains("itself a merge"));
+    }
+
+    #[test]
+    fn runs_saved_before_starttls_load_validate_and_merge_with_runs_that_used_it() {
+        let (_, old) = shard(0, 2, "127.0.0.1:1");
+        let dir = tempfile::tempdir().unwrap();
+        write_old_folder(&old, dir.path());
+        // What a summary and its logs held before STARTTLS: none of its keys or tags.
+        let path = dir.path().join("summary.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for totals in ["totals", "warmup_totals"] {
+            json[totals]
+                .as_object_mut()
+                .unwrap()
+                .remove("starttls_sessions");
+        }
+        for phase in ["starttls", "tls_handshake"] {
+            json["latency_us"].as_object_mut().unwrap().remove(phase);
+        }
+        let kinds = [
+            "starttls_not_offered",
+            "starttls_refused",
+            "tls_handshake",
+            "tls_certificate",
+        ];
+        for kind in kinds {
+            json["errors"].as_object_mut().unwrap().remove(kind);
+        }
+        std::fs::write(&path, json.to_string()).unwrap();
+        for name in ["run.hlog", "intervals.hlog"] {
+            let log = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            let kept: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.starts_with("Tag=starttls,") && !l.starts_with("Tag=tls_handshake,"))
+                .collect();
+            std::fs::write(dir.path().join(name), kept.join("\n") + "\n").unwrap();
+        }
+        let schema: serde_json::Value = serde_json::from_str(crate::summary::SCHEMA).unwrap();
+        let errors = crate::schema::validate(&schema, &json)
+            .err()
+            .unwrap_or_default();
+        // The sample's scenario is not a full one: only its errors may show.
+        assert!(
+            errors.iter().all(|e| e.starts_with("$.scenario")),
+            "{errors:#?}"
+        );
+        let old = RunData::load(dir.path()).unwrap();
+        assert_eq!(old.summary.totals.starttls_sessions, 0);
+        assert!(old.phases[&Phase::TlsHandshake].is_empty());
+
+        // The other shard's sessions used STARTTLS.
+        let (label, mut tls) = shard(1, 2, "127.0.0.1:2");
+        let mut handshakes = crate::new_full_histogram();
+        for v in 1..=50u64 {
+            handshakes.record(v * 40).unwrap();
+        }
+        tls.phases.insert(Phase::TlsHandshake, handshakes);
+        tls.summary.totals.starttls_sessions = 50;
+        let merged = merge(&[("old".to_owned(), old), (label, tls)], false).unwrap();
+        let s = &merged.summary;
+        assert_eq!(s.totals.starttls_sessions, 50);
+        assert_eq!(s.latency_us["tls_handshake"].count, 50);
+        assert_eq!(s.latency_us["starttls"].count, 0);
+        for kind in kinds {
+            assert_eq!(s.errors.get(kind), Some(&0), "{kind}");
+        }
+        let table = crate::table(s);
+        assert!(table.contains("50 of 600 sessions"), "{table}");
     }
 
     #[test]

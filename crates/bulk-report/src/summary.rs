@@ -201,6 +201,10 @@ pub struct Counts {
     pub messages: u64,
     /// Sessions that fell back from BULK to MAIL (server without BULK).
     pub bulk_fallback_sessions: u64,
+    /// Sessions that asked for STARTTLS, failed ones included (0 in summaries written
+    /// before it was recorded: their scenarios had no STARTTLS).
+    #[serde(default)]
+    pub starttls_sessions: u64,
 }
 
 impl Counts {
@@ -215,6 +219,7 @@ impl Counts {
         }
         self.messages += other.messages;
         self.bulk_fallback_sessions += other.bulk_fallback_sessions;
+        self.starttls_sessions += other.starttls_sessions;
     }
 
     fn of(totals: &Totals) -> Counts {
@@ -234,6 +239,7 @@ impl Counts {
                 .collect(),
             messages: totals.messages,
             bulk_fallback_sessions: totals.bulk_fallback_sessions,
+            starttls_sessions: totals.starttls_sessions,
         }
     }
 }

@@ -543,3 +543,51 @@ fn a_store_of_its_own_shows_beside_the_server_and_in_the_whole_cost() {
     let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
     bulk_report::schema::validate(&schema, &json).unwrap();
 }
+
+#[test]
+fn every_report_states_the_starttls_share_and_its_handshake() {
+    let plain = run(&Spec::default());
+    let data = run(&Spec {
+        starttls_every: 4,
+        ..Spec::default()
+    });
+    // 400 sessions, warm-up included; one in four used STARTTLS.
+    let t = &data.summary.totals;
+    let w = &data.summary.warmup_totals;
+    assert_eq!(t.starttls_sessions + w.starttls_sessions, 100);
+    let handshake = &data.summary.latency_us["tls_handshake"];
+    assert_eq!(handshake.count, t.starttls_sessions);
+    let schema: serde_json::Value = serde_json::from_str(bulk_report::summary::SCHEMA).unwrap();
+    let value = serde_json::to_value(&data.summary).unwrap();
+    if let Err(errors) = bulk_report::schema::validate(&schema, &value) {
+        panic!("{errors:#?}");
+    }
+    assert_eq!(value["totals"]["starttls_sessions"], t.starttls_sessions);
+
+    let share = "100 of 400 sessions (25%) used STARTTLS; TLS handshake p50";
+    let table = bulk_report::table(&data.summary);
+    assert!(table.contains(share), "{table}");
+    assert!(table.contains("tls_handshake"), "{table}");
+    let (_root, dir) = render(&data);
+    let markdown = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(markdown.contains(share), "{markdown}");
+    assert!(
+        markdown.contains("| sessions with STARTTLS |"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("| tls_handshake |"), "{markdown}");
+    assert!(markdown.contains("| starttls |"), "{markdown}");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains(share), "the share is missing from the page");
+
+    // A run without TLS says nothing of it.
+    let table = bulk_report::table(&plain.summary);
+    assert!(
+        !table.contains("STARTTLS") && !table.contains("tls_"),
+        "{table}"
+    );
+    let (_root, dir) = render(&plain);
+    let markdown = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(!markdown.contains("STARTTLS"), "{markdown}");
+    assert!(!markdown.contains("| tls_handshake |"), "{markdown}");
+}

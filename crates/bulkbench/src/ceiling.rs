@@ -116,6 +116,7 @@ mod tests {
             start_offset_us: 0,
             pipelining: true,
             transactions,
+            starttls: false,
         }
     }
 

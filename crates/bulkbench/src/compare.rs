@@ -3,7 +3,6 @@
 //! `--repeat K` times in a seeded random order per repeat, reported side by side with a
 //! confidence interval on every ratio.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -14,7 +13,7 @@ use bulk_report::{ReportDir, RunData, Summary};
 use clap::Args;
 use tracing::{error, info, warn};
 
-use crate::run::{self, Prepared, RunArgs, RunTarget, Stores};
+use crate::run::{self, Prepared, RunArgs, RunTarget, Stores, TargetAddr};
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -28,7 +27,7 @@ pub struct CompareArgs {
     backends: Vec<String>,
     /// An SMTP server already running (repeatable), as NAME=HOST:PORT.
     #[arg(long = "target", value_name = "NAME=HOST:PORT", value_parser = parse_target)]
-    targets: Vec<(String, SocketAddr)>,
+    targets: Vec<(String, TargetAddr)>,
     /// Measure the CPU and memory of these processes of target NAME, and of every process
     /// below them, as its server's cost (repeatable, one per target): a Postfix master and
     /// the policy server it asks, say.
@@ -59,7 +58,7 @@ fn parse_percent(value: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
+fn parse_target(value: &str) -> Result<(String, TargetAddr), String> {
     let (name, addr) = value.split_once('=').ok_or("expected NAME=HOST:PORT")?;
     if name.is_empty()
         || !name
@@ -68,7 +67,7 @@ fn parse_target(value: &str) -> Result<(String, SocketAddr), String> {
     {
         return Err("the NAME must be letters, digits, '-', '_' or '.'".into());
     }
-    Ok((name.to_owned(), run::resolve_target(addr)?))
+    Ok((name.to_owned(), run::parse_target(addr)?))
 }
 
 fn parse_target_pids(value: &str) -> Result<(String, Vec<u32>), String> {
@@ -161,7 +160,7 @@ fn arms(args: &CompareArgs) -> anyhow::Result<Vec<(String, RunTarget)>> {
         arms.push((
             name.clone(),
             RunTarget::External {
-                addr: *addr,
+                addr: addr.clone(),
                 processes,
             },
         ));

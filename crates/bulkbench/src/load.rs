@@ -1,13 +1,11 @@
 //! `bulkbench load` (any SMTP server) and `bulkbench bench` (a server of our own, started
 //! as a child process): run a scenario's workload once, then report.
 
-use std::net::SocketAddr;
-
 use clap::Args;
 use tracing::warn;
 
 use crate::backend::parse_run_backend;
-use crate::run::{self, Prepared, RunArgs, RunOutcome, RunTarget, resolve_target};
+use crate::run::{self, Prepared, RunArgs, RunOutcome, RunTarget, TargetAddr, parse_target};
 
 /// `bulkbench load`.
 #[derive(Debug, Args)]
@@ -15,9 +13,10 @@ pub struct LoadArgs {
     #[command(flatten)]
     run: RunArgs,
     /// The SMTP server to drive, HOST:PORT (a name is resolved once, at start, to its
-    /// first IPv4 address if it has one; the report names the address used).
-    #[arg(long, value_name = "HOST:PORT", value_parser = resolve_target)]
-    target: SocketAddr,
+    /// first IPv4 address if it has one; the report names the address used). A name is
+    /// also what STARTTLS sessions ask for (SNI) and, with --tls-verify, check.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_target)]
+    target: TargetAddr,
     /// Measure the CPU and memory of these processes of the server, and of every process
     /// below them, as the server's cost (a Postfix master, a policy server beside it).
     #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',',
@@ -50,7 +49,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<RunOutcome> {
     crate::interrupt::watch();
     let prepared = Prepared::new(&args.run)?;
     let target = RunTarget::External {
-        addr: args.target,
+        addr: args.target.clone(),
         processes: args.server_pid.clone(),
     };
     let (summary, result) = run::once(&args.run, &prepared, &target, "load", None)?;

@@ -746,3 +746,71 @@ fn a_closed_loop_sized_in_time_runs_its_time_and_saves_what_it_ran() {
     assert_eq!(r["expected"]["sessions"].as_u64(), Some(started_sessions));
     assert_eq!(r["totals"]["sessions_completed"], r["totals"]["sessions"]);
 }
+
+#[test]
+fn starttls_sessions_against_a_server_without_it_fail_by_kind_and_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("tls.toml");
+    std::fs::write(
+        &scenario,
+        SCENARIO.replace("[workload]", "[workload]\nstarttls_share = 0.25"),
+    )
+    .unwrap();
+    let population = dir.path().join("population.tsv");
+    build_population(&scenario, None, &population);
+    let server = serve(&["--population", population.to_str().unwrap()]);
+    let out = dir.path().join("report");
+    // `localhost` by name: the name is kept for the TLS sessions' SNI.
+    let port = server.addr.rsplit_once(':').unwrap().1;
+    let target = format!("localhost:{port}");
+    let output = load_at(&scenario, &target, &out, &["--max-failed-share", "0.5"]);
+    drop(server);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    let tls = s["totals"]["starttls_sessions"].as_u64().unwrap();
+    assert!((60..=140).contains(&tls), "{tls} of 400");
+    // The server does not offer STARTTLS: exactly those sessions failed, by that kind.
+    assert_eq!(s["errors"]["starttls_not_offered"], tls);
+    assert_eq!(s["totals"]["sessions_completed"], 400 - tls);
+    assert_eq!(s["mismatches"]["total"], 0);
+    assert_eq!(s["scenario"]["workload"]["starttls_share"], 0.25);
+    assert!(
+        stdout.contains(&format!("{tls} of 400 sessions (")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("starttls_not_offered"), "{stdout}");
+}
+
+#[test]
+fn tls_verification_needs_a_readable_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path());
+    let out = dir.path().join("report");
+    // Each flag needs the other: a usage error, before anything runs.
+    for flags in [&["--tls-verify"][..], &["--tls-ca", "ca.pem"][..]] {
+        let output = load_at(&scenario, "127.0.0.1:9", &out, flags);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--tls-"), "{stderr}");
+    }
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "no certificate here\n").unwrap();
+    let output = load_at(
+        &scenario,
+        "127.0.0.1:9",
+        &out,
+        &["--tls-verify", "--tls-ca", not_pem.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--tls-ca") && stderr.contains("holds no CERTIFICATE"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing ran");
+}

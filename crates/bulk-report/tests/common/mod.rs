@@ -29,6 +29,8 @@ pub struct Spec {
     pub failed_sessions: u64,
     /// Stretches the measurement window: 2.0 halves every rate, latencies unchanged.
     pub window_scale: f64,
+    /// Every this many sessions one uses STARTTLS (0: none does).
+    pub starttls_every: u64,
 }
 
 impl Default for Spec {
@@ -44,6 +46,7 @@ impl Default for Spec {
             mismatches: 0,
             failed_sessions: 0,
             window_scale: 1.0,
+            starttls_every: 0,
         }
     }
 }
@@ -58,6 +61,13 @@ const STEPS: [(Phase, u64); 8] = [
     (Phase::Data, 350),
     (Phase::EndOfData, 900),
     (Phase::Quit, 100),
+];
+
+/// The steps a STARTTLS session adds (µs, before scaling).
+const TLS_STEPS: [(Phase, u64); 3] = [
+    (Phase::Starttls, 110),
+    (Phase::TlsHandshake, 1500),
+    (Phase::Ehlo, 130),
 ];
 
 pub fn run(spec: &Spec) -> RunData {
@@ -79,6 +89,16 @@ pub fn run(spec: &Spec) -> RunData {
             let jitter = 1 + session % 7;
             let tail = if session.is_multiple_of(100) { 20 } else { 1 };
             let mut total = 0;
+            if spec.starttls_every > 0 && session.is_multiple_of(spec.starttls_every) {
+                // STARTTLS, the handshake, and the EHLO said again over TLS.
+                for (phase, base) in TLS_STEPS {
+                    let v = base * jitter * tail * spec.latency_scale;
+                    rec.record(phase, v);
+                    rec.record_interval(second * 1_000_000, phase, v);
+                    total += v;
+                }
+                tot.starttls_sessions += 1;
+            }
             for (phase, base) in STEPS {
                 let count = if phase == Phase::Rcpt {
                     spec.rcpts_per_session

@@ -178,7 +178,7 @@ pub(super) fn run_with_server(
     )?;
     info!(addr = %server.addr, startup_ms = server.startup.as_millis() as u64, "server ready");
     let pid = server.child.id();
-    let mut config = load_config(prepared, server.addr, args.verify);
+    let mut config = load_config(prepared, server.addr, None, args)?;
     if let Some(pinning) = &pinning {
         config.event_loops = pinning.split.generator.len();
         config.cpus = Some(pinning.generator);
@@ -272,6 +272,11 @@ impl ServerProcess {
         }
         if server.preferences_apply_to == bulk_population::PreferencesApplyTo::All {
             command.args(["--preferences-apply-to", "all"]);
+        }
+        // STARTTLS sessions need a server that offers it: a throwaway certificate is
+        // enough, since the generator does not check it unless --tls-verify.
+        if prepared.workload.sessions.iter().any(|s| s.starttls) {
+            command.args(["--tls", "self-signed"]);
         }
         if let Some(cpus) = cpus {
             sys::pin_child(&mut command, cpus);

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use bulk_loadgen::{Expectations, LoadConfig, Progress, RunResult, Schedule, VerifyMode};
+use bulk_loadgen::{
+    Expectations, LoadConfig, Progress, RunResult, Schedule, TlsClient, VerifyMode,
+};
 use bulk_population::Arrival;
 use bulk_report::Summary;
 use bulk_report::summary::Target;
@@ -60,6 +62,16 @@ pub struct RunArgs {
     /// exits with status 6; by default none may.
     #[arg(long, value_name = "SHARE", default_value_t = 0.0, value_parser = parse_share)]
     pub(crate) max_failed_share: f64,
+    /// STARTTLS sessions check the server's certificate: it must chain to a certificate
+    /// of --tls-ca and hold the target's name (or address); a session whose check fails
+    /// counts as `tls_certificate`. By default any certificate is accepted (the handshake's
+    /// signatures are still checked).
+    #[arg(long, requires = "tls_ca")]
+    pub(crate) tls_verify: bool,
+    /// With --tls-verify: the certificates to trust, in a PEM file (a CA, or the server's
+    /// self-signed certificate).
+    #[arg(long, value_name = "FILE", requires = "tls_verify")]
+    pub(crate) tls_ca: Option<PathBuf>,
 }
 
 fn parse_share(value: &str) -> Result<f64, String> {
@@ -91,6 +103,25 @@ fn parse_shard(value: &str) -> Result<(u32, u32), String> {
     Ok((i, n))
 }
 
+/// A target as given: the address used, and the host's name when it was given by name:
+/// the name STARTTLS sessions ask for (SNI) and check the certificate against.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TargetAddr {
+    pub(crate) addr: SocketAddr,
+    pub(crate) name: Option<String>,
+}
+
+/// HOST:PORT to a [`TargetAddr`]: resolved by [`resolve_target`], the name kept unless the
+/// host is an IP address.
+pub(crate) fn parse_target(value: &str) -> Result<TargetAddr, String> {
+    let addr = resolve_target(value)?;
+    let name = match value.parse::<SocketAddr>() {
+        Ok(_) => None,
+        Err(_) => value.rsplit_once(':').map(|(host, _)| host.to_owned()),
+    };
+    Ok(TargetAddr { addr, name })
+}
+
 /// HOST:PORT to one socket address: an IP address as it is, a name through the system's
 /// resolver ([`prefer_ipv4`] of what it returns).
 pub(crate) fn resolve_target(value: &str) -> Result<SocketAddr, String> {
@@ -118,8 +149,14 @@ fn prefer_ipv4(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr
     first
 }
 
-/// The generator's configuration for a run of `prepared` against `target`.
-fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> LoadConfig {
+/// The generator's configuration for a run of `prepared` against `target` (called `name`,
+/// when it was given by name).
+fn load_config(
+    prepared: &Prepared,
+    target: SocketAddr,
+    name: Option<&str>,
+    args: &RunArgs,
+) -> anyhow::Result<LoadConfig> {
     let w = &prepared.scenario.workload;
     let schedule = match prepared.scenario.arrival() {
         Arrival::Open { .. } => Schedule::Open,
@@ -132,13 +169,15 @@ fn load_config(prepared: &Prepared, target: SocketAddr, verify: VerifyArg) -> Lo
     config.command_timeout = Duration::from_millis(w.timeout_ms.get());
     config.connect_timeout = Duration::from_millis(w.timeout_ms.get());
     config.warmup = Duration::from_secs_f64(w.warmup_secs.get());
-    config.verify = match verify {
+    config.verify = match args.verify {
         VerifyArg::Strict => VerifyMode::Strict,
         VerifyArg::Basic => VerifyMode::Basic,
         VerifyArg::Off => VerifyMode::Off,
     };
     config.expectations = Expectations::of(&prepared.scenario.server);
-    config
+    config.tls = TlsClient::new(&prepared.certificates, name, target.ip())
+        .context("cannot set up TLS for the STARTTLS sessions")?;
+    Ok(config)
 }
 
 /// Runs the workload with a progress bar; samples CPU at the end of the warm-up and at the
@@ -212,7 +251,7 @@ pub(crate) enum RunTarget {
     /// An SMTP server already running, and the roots of its process trees whose CPU (and
     /// memory) is measured as the server's (none: not measured).
     External {
-        addr: SocketAddr,
+        addr: TargetAddr,
         processes: Vec<u32>,
     },
     /// `bulkbench serve` started for this run with this policy backend.
@@ -233,8 +272,9 @@ pub(crate) fn once(
 ) -> anyhow::Result<(Summary, RunResult)> {
     let runtime = runtime()?;
     match target {
-        RunTarget::External { addr, processes } => {
-            let config = load_config(prepared, *addr, args.verify);
+        RunTarget::External { addr: target, processes } => {
+            let addr = &target.addr;
+            let config = load_config(prepared, *addr, target.name.as_deref(), args)?;
             let watched = Watched {
                 server_tree: processes.clone(),
                 ..Watched::default()
@@ -353,6 +393,12 @@ mod tests {
         assert_eq!(prefer_ipv4([v6, v4]), Some(v4));
         assert_eq!(prefer_ipv4([v6]), Some(v6));
         assert_eq!(prefer_ipv4([]), None);
+        // A name is kept for TLS (SNI); an address, bracketed or not, is not a name.
+        let named = parse_target("localhost:2525").unwrap();
+        assert_eq!(named.name.as_deref(), Some("localhost"));
+        assert_eq!(named.addr, local);
+        assert_eq!(parse_target("127.0.0.1:2525").unwrap().name, None);
+        assert_eq!(parse_target("[::1]:25").unwrap().name, None);
         for bad in ["localhost", "localhost:99999", "127.0.0.1", ":25"] {
             let error = resolve_target(bad).unwrap_err();
             assert!(error.contains(bad), "{bad}: {error}");

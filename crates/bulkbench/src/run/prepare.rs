@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use bulk_loadgen::RunResult;
+use bulk_loadgen::{CertificateCheck, RunResult};
 use bulk_population::{Arrival, PopulationModel, Scenario, Workload};
 use tracing::{info, warn};
 
@@ -20,6 +20,8 @@ pub(crate) struct Prepared {
     pub(crate) scenario: Scenario,
     pub(crate) model: PopulationModel,
     pub(crate) workload: Arc<Workload>,
+    /// How STARTTLS sessions check the server's certificate (`--tls-verify`).
+    pub(crate) certificates: CertificateCheck,
 }
 
 impl Prepared {
@@ -33,6 +35,12 @@ impl Prepared {
             return Err(bulk_report::ReportError::Exists(out.clone()).into());
         }
         let scenario = Scenario::load(&args.scenario)?;
+        // Read before the workload is drawn: a bad file fails at once.
+        let certificates = match &args.tls_ca {
+            Some(path) => CertificateCheck::from_pem_file(path)
+                .context("--tls-ca: cannot use this file as the trusted certificates")?,
+            None => CertificateCheck::Off,
+        };
         let model = PopulationModel::new(&scenario.population, scenario.seed);
         let started = Instant::now();
         let workload = match &args.trace {
@@ -72,6 +80,7 @@ impl Prepared {
             scenario,
             model,
             workload: Arc::new(workload),
+            certificates,
         };
         prepared.check_open_files();
         Ok(prepared)
