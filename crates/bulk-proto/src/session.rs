@@ -598,10 +598,10 @@ impl Session {
         }
     }
 
-    /// STARTTLS (RFC 3207), allowed with or without EHLO and inside a transaction, as
-    /// Postfix allows it: the handshake's reset ends the transaction anyway. Codes: 502
-    /// when TLS is off (Postfix's), 503 when TLS is already active (a command out of
-    /// sequence; Postfix says 554 5.5.1).
+    /// STARTTLS (RFC 3207), allowed with or without EHLO and inside a transaction: the
+    /// reset after the handshake ends the transaction anyway. Codes: 502 when TLS is off
+    /// (Postfix's), 503 when TLS is already active (a command out of sequence; Postfix
+    /// says 554 5.5.1).
     fn start_tls(&mut self) {
         if self.config.tls == TlsPolicy::Off {
             self.protocol_error(replies::NOT_IMPLEMENTED);
