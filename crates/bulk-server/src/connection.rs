@@ -206,9 +206,20 @@ struct Counts {
     not_local: u64,
     tempfail: u64,
     messages: u64,
-    tls_sessions: u64,
-    tls_failed: u64,
-    starttls_discards: u64,
+    /// STARTTLS happens at most once per connection: a state, not counters (two bytes
+    /// where three counters would add 24 to every connection).
+    tls: TlsOutcome,
+    /// Plaintext followed STARTTLS in its read and was discarded.
+    starttls_discarded: bool,
+}
+
+/// What became of STARTTLS on a connection.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum TlsOutcome {
+    #[default]
+    None,
+    Started,
+    Failed,
 }
 
 impl Counts {
@@ -220,15 +231,14 @@ impl Counts {
         stats.not_local.fetch_add(self.not_local, Ordering::Relaxed);
         stats.tempfail.fetch_add(self.tempfail, Ordering::Relaxed);
         stats.messages.fetch_add(self.messages, Ordering::Relaxed);
-        // Zero on most connections: skip the shared cache lines then.
-        for (counter, value) in [
-            (&stats.tls_sessions, self.tls_sessions),
-            (&stats.tls_failed, self.tls_failed),
-            (&stats.starttls_discards, self.starttls_discards),
-        ] {
-            if value > 0 {
-                counter.fetch_add(value, Ordering::Relaxed);
-            }
+        // Most connections have nothing to add here: no shared cache line touched then.
+        match self.tls {
+            TlsOutcome::None => {}
+            TlsOutcome::Started => _ = stats.tls_sessions.fetch_add(1, Ordering::Relaxed),
+            TlsOutcome::Failed => _ = stats.tls_failed.fetch_add(1, Ordering::Relaxed),
+        }
+        if self.starttls_discarded {
+            stats.starttls_discards.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -443,7 +453,7 @@ impl<P: PolicyBackend> Connection<P> {
     async fn start_tls(&mut self) -> bool {
         let pipelined = self.input.len();
         if pipelined > 0 {
-            self.host.counts.starttls_discards += 1;
+            self.host.counts.starttls_discarded = true;
             warn!(
                 client = %self.host.client,
                 octets = pipelined,
@@ -488,12 +498,12 @@ impl<P: PolicyBackend> Connection<P> {
                     stream,
                     chunk: [0; READ_CHUNK],
                 }));
-                self.host.counts.tls_sessions += 1;
+                self.host.counts.tls = TlsOutcome::Started;
                 self.session.tls_started();
                 true
             }
             Err(error) => {
-                self.host.counts.tls_failed += 1;
+                self.host.counts.tls = TlsOutcome::Failed;
                 info!(client = %self.host.client, %error, "TLS handshake failed; connection closed");
                 false
             }
