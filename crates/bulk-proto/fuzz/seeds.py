@@ -79,6 +79,9 @@ COMMANDS = {
     "auth": b"AUTH PLAIN dGVzdA==",
     "bdat": b"BDAT 100 LAST",
     "starttls": b"STARTTLS",
+    "starttls_lower_spaces": b"starttls   ",
+    "starttls_param": b"STARTTLS now",
+    "starttls_glued": b"STARTTLSX",
     "verb_glued": b"RCPTX TO:<a@b.c>",
     "http": b"GET / HTTP/1.1",
     "empty": b"",
@@ -257,6 +260,43 @@ SESSION = {
     "binary_garbage": b"\x00\x30\x0e" + bytes(range(256)),
     "empty": HEALTHY,
     "header_only": b"\x00",
+    # Byte 0 bit 5: STARTTLS offered (0x20); required with byte 2's bit 7 as well.
+    "starttls_off": HEALTHY + lines(b"EHLO c", b"STARTTLS", b"STARTTLS x", b"QUIT"),
+    "starttls_injection": b"\x20\x00\x07"
+    + lines(
+        b"EHLO c",
+        b"STARTTLS",
+        b"MAIL FROM:<a@b.c>",
+        b"RCPT TO:<in@x.org>",
+        b"EHLO c",
+        b"STARTTLS",
+        b"QUIT",
+    ),
+    "starttls_required": b"\x20\x50\xaa"
+    + lines(
+        b"EHLO c",
+        b"BULK FROM:<a@b.c>",
+        b"STARTTLS",
+        b"EHLO c",
+        b"BULK FROM:<a@b.c>",
+        b"RCPT TO:<in@x.org>",
+        b"DATA",
+        b"x",
+        b".",
+        b"QUIT",
+    ),
+    "starttls_in_transaction": b"\x24\x30\x11"
+    + lines(
+        b"EHLO c",
+        b"MAIL FROM:<a@b.c>",
+        b"RCPT TO:<in1@x.org>",
+        b"RCPT TO:<in2@x.org>",
+        b"STARTTLS",
+        b"RCPT TO:<in3@x.org>",
+        b"EHLO c",
+        b"MAIL FROM:<a@b.c>",
+        b"RCPT TO:<in4@x.org>",
+    ),
 }
 
 

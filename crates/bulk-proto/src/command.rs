@@ -101,6 +101,8 @@ pub enum Command<'a> {
     Vrfy,
     /// `HELP [string]`.
     Help,
+    /// `STARTTLS` (RFC 3207), which takes no parameters.
+    StartTls,
 }
 
 /// Why a command line was refused. Each variant maps to exactly one reply.
@@ -148,6 +150,9 @@ pub enum CommandError {
     /// A known parameter with a bad value (`SIZE=abc`, `BODY=9BIT`) or given twice.
     #[error("bad ESMTP parameter value")]
     BadParameter,
+    /// `STARTTLS` with parameters (RFC 3207 section 4 allows none).
+    #[error("STARTTLS takes no parameters")]
+    StartTlsParameters,
 }
 
 impl CommandError {
@@ -168,6 +173,7 @@ impl CommandError {
             CommandError::RecipientTooLong => replies::RECIPIENT_TOO_LONG,
             CommandError::UnknownParameter => replies::UNKNOWN_PARAMETER,
             CommandError::BadParameter => replies::BAD_PARAMETER,
+            CommandError::StartTlsParameters => replies::STARTTLS_SYNTAX,
         }
     }
 }
@@ -199,10 +205,12 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
         return Err(CommandError::UnknownCommand);
     };
     let rest = &line[4..];
-    // The verb must end at SP or at the end of the line ("RCPTX" is not RCPT).
+    // The verb must end at SP or at the end of the line ("RCPTX" is not RCPT). STARTTLS,
+    // the one verb longer than four letters, is told apart here, off the common path.
     let (has_arg, arg) = match rest.split_first() {
         None => (false, rest),
         Some((b' ', arg)) => (true, arg),
+        Some(_) if verb == key(b"star") => return parse_starttls(rest),
         Some(_) => return Err(CommandError::UnknownCommand),
     };
     match verb {
@@ -253,6 +261,23 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
             Err(CommandError::NotImplemented)
         }
         _ => Err(CommandError::UnknownCommand),
+    }
+}
+
+/// `STARTTLS` after its first four letters: `TTLS` in any case, then nothing but spaces
+/// (RFC 3207 section 4: no parameters; trailing spaces are tolerated as for DATA).
+fn parse_starttls(rest: &[u8]) -> Result<Command<'static>, CommandError> {
+    let Some(tail) = rest
+        .get(..4)
+        .filter(|tail| tail.eq_ignore_ascii_case(b"TTLS"))
+    else {
+        return Err(CommandError::UnknownCommand);
+    };
+    match rest[tail.len()..].split_first() {
+        None => Ok(Command::StartTls),
+        Some((b' ', arg)) if trim_spaces(arg).is_empty() => Ok(Command::StartTls),
+        Some((b' ', _)) => Err(CommandError::StartTlsParameters),
+        Some(_) => Err(CommandError::UnknownCommand),
     }
 }
 
@@ -594,6 +619,7 @@ impl Command<'_> {
             Command::Quit => out.extend_from_slice(b"QUIT"),
             Command::Vrfy => out.extend_from_slice(b"VRFY postmaster"),
             Command::Help => out.extend_from_slice(b"HELP"),
+            Command::StartTls => out.extend_from_slice(b"STARTTLS"),
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -780,7 +806,14 @@ mod tests {
             (b"VRFY", Err(CommandError::VrfySyntax)),
             (b"EXPN list", Err(CommandError::NotImplemented)),
             (b"AUTH PLAIN", Err(CommandError::NotImplemented)),
-            (b"STARTTLS", Err(CommandError::UnknownCommand)),
+            (b"STARTTLS", Ok(Command::StartTls)),
+            (b"starttls", Ok(Command::StartTls)),
+            (b"StartTls  ", Ok(Command::StartTls)),
+            (b"STARTTLS now", Err(CommandError::StartTlsParameters)),
+            (b"STARTTLSX", Err(CommandError::UnknownCommand)),
+            (b"STARTTL", Err(CommandError::UnknownCommand)),
+            (b"STAR", Err(CommandError::UnknownCommand)),
+            (b"STARX", Err(CommandError::UnknownCommand)),
             (b"RCPTX TO:<a@b.c>", Err(CommandError::UnknownCommand)),
             (b"GET / HTTP/1.1", Err(CommandError::UnknownCommand)),
             (b"", Err(CommandError::UnknownCommand)),
@@ -849,6 +882,7 @@ mod tests {
             (CommandError::RecipientTooLong, 501),
             (CommandError::UnknownParameter, 555),
             (CommandError::BadParameter, 501),
+            (CommandError::StartTlsParameters, 501),
         ];
         for (error, code) in expected {
             assert_eq!(error.reply().code(), code, "{error:?}");
@@ -892,6 +926,7 @@ mod tests {
             },
             Command::Data,
             Command::Quit,
+            Command::StartTls,
         ];
         for command in commands {
             let mut line = Vec::new();

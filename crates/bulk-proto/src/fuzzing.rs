@@ -19,7 +19,7 @@ use crate::command::{
 use crate::data::{DataReceiver, DataVerdict};
 use crate::limits::{self, MAX_COMMAND_LINE, MAX_PATH, MAX_TEXT_LINE};
 use crate::reply::{Closing, QueueId, ServerIdentity, replies};
-use crate::session::{Event, HarvestConfig, Session, SessionConfig};
+use crate::session::{Event, HarvestConfig, Session, SessionConfig, TlsPolicy};
 
 /// Fuzzes one command line, given without its CRLF. Asserts that:
 ///
@@ -331,6 +331,9 @@ pub struct Transcript {
     pub closed: bool,
     /// [`Session::in_transaction`] at the end.
     pub in_transaction: bool,
+    /// TLS handshakes after STARTTLS (each [`Event::StartTls`], answered by
+    /// [`Session::tls_started`]).
+    pub tls_handshakes: u32,
 }
 
 /// Drives one session over `input` as a server would: reads of the lengths in `read_lens`
@@ -339,7 +342,9 @@ pub struct Transcript {
 /// flushing what is left (after a `421` for an idle timeout when `close_at_end`). Content
 /// handed over at [`Event::Content`] is collected, dropped at [`Event::MessageRefused`], and
 /// joined to the rest at [`Event::Message`]. Spooling a message fails for one message in
-/// eight, by a hash of its envelope.
+/// eight, by a hash of its envelope. At [`Event::StartTls`] the rest of the read is
+/// discarded, as the server discards plaintext pipelined after STARTTLS, and the handshake
+/// succeeds: the next read is what came under TLS.
 ///
 /// Asserts on the way that the session makes progress (every `NeedVerdicts` has something
 /// pending, every `Message` and `Content` consumed bytes, the number of `advance` calls is
@@ -423,6 +428,28 @@ pub fn drive_session(
                     assert!(!session.in_transaction());
                     assert!(!session.in_data() && session.message().body.is_empty());
                     taken.clear();
+                }
+                Event::StartTls => {
+                    assert!(session.starting_tls() && !session.tls_active());
+                    resolve(&mut session, backend);
+                    flush(&mut session, &identity, &mut transcript.output);
+                    assert!(
+                        last_line(&transcript.output).starts_with(b"220 2.0.0 "),
+                        "STARTTLS stops the session right after its 220"
+                    );
+                    // Given again before the handshake, the rest of the read is consumed
+                    // and dropped: never executed, never answered.
+                    let (again, event) = session.advance(&buffer);
+                    assert_eq!((again, event), (buffer.len(), Event::StartTls));
+                    assert!(
+                        !session.has_replies(),
+                        "plaintext after STARTTLS was answered"
+                    );
+                    buffer.clear();
+                    session.tls_started();
+                    assert!(session.tls_active() && !session.in_transaction());
+                    transcript.tls_handshakes += 1;
+                    continue 'read;
                 }
                 Event::Close => {
                     assert!(buffer.is_empty() && session.is_closed());
@@ -558,7 +585,8 @@ fn last_line(out: &[u8]) -> &[u8] {
 ///
 /// - byte 0: bits 0-1 the backend (0, 1 [`Backend::Healthy`], 2 `Down`, 3 `Flaky`), bit 2
 ///   keep messages, bit 3 harvest-resistant mode, bit 4 preferences applied to MAIL
-///   transactions too (bit 5 unused), bits 6-7 the recipient limit (default, 1, 2, 5);
+///   transactions too, bit 5 STARTTLS offered (required when bit 7 of byte 2 is set too),
+///   bits 6-7 the recipient limit (default, 1, 2, 5);
 /// - byte 1: bits 0-1 the error limit (default, 0, 1, 3), bits 2-3 the message size limit
 ///   (default, 0, 8, 100), bits 4-6 the longest read (1, 2, 3, 7, 16, 64, 512, 4096), bit 7
 ///   close with a `421` at the end of the input;
@@ -569,11 +597,17 @@ fn last_line(out: &[u8]) -> &[u8] {
 /// content chunks of 1 to 16 octets by the seed (and, for inputs up to 4 KiB, one byte at a
 /// time with chunks of one octet), and asserts that every run has the same [`Transcript`]:
 /// replies, messages (content included: chunks change nothing), delays, error count and
-/// final state. With a flaky backend the answers depend on batching, so only the per-run
-/// assertions apply.
+/// final state. With a flaky backend the answers depend on batching, and after a STARTTLS
+/// the rest of its read is discarded (what follows in later reads counts as sent under
+/// TLS), so in either case only the per-run assertions apply.
 pub fn session(data: &[u8]) {
     let byte = |i: usize| data.get(i).copied().unwrap_or(0);
-    let (config, backend) = session_config(byte(0), byte(1));
+    let (mut config, backend) = session_config(byte(0), byte(1));
+    // Byte 0 has no bit left: "required" borrows the seed's top bit (the read lengths do
+    // not depend on it alone).
+    if config.tls == TlsPolicy::Offered && byte(2) & 0x80 != 0 {
+        config.tls = TlsPolicy::Required;
+    }
     let close_at_end = byte(1) & 0x80 != 0;
     let longest_read = [1, 2, 3, 7, 16, 64, 512, 4096][usize::from((byte(1) >> 4) & 0x07)];
     let input = data.get(3..).unwrap_or_default();
@@ -598,7 +632,11 @@ pub fn session(data: &[u8]) {
     let split = drive_session(split_config, backend, input, &read_lens, close_at_end);
     let bytewise = (input.len() <= 4096)
         .then(|| drive_session(chunked(1), backend, input, &[1], close_at_end));
-    if backend == Backend::Flaky {
+    let handshakes = [Some(&whole), Some(&split), bytewise.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|run| run.tls_handshakes > 0);
+    if backend == Backend::Flaky || handshakes {
         return;
     }
     // Envelopes included: recipients are in RCPT order however reads split the input.
@@ -624,6 +662,10 @@ pub fn session_config(first: u8, second: u8) -> (SessionConfig, Backend) {
         preferences_for_mail: first & 0x10 != 0,
         keep_message: first & 0x04 != 0,
         content_chunk: limits::DEFAULT_CONTENT_CHUNK,
+        tls: match first & 0x20 {
+            0 => TlsPolicy::Off,
+            _ => TlsPolicy::Offered,
+        },
     };
     (config, backend)
 }

@@ -51,7 +51,7 @@ pub use command::{
 };
 pub use data::{DataReceiver, DataVerdict};
 pub use reply::{Closing, QueueId, Reply, ServerIdentity, replies};
-pub use session::{Event, HarvestConfig, Message, Session, SessionConfig, SessionHost};
+pub use session::{Event, HarvestConfig, Message, Session, SessionConfig, SessionHost, TlsPolicy};
 
 /// Protocol limits (RFC 5321 section 4.5.3.1) and the defaults of configurable ones.
 pub mod limits {

@@ -112,6 +112,9 @@ pub enum Reply {
     Greeting,
     /// The multi-line EHLO reply listing the extensions, BULK among them.
     Ehlo,
+    /// The EHLO reply of a server that offers STARTTLS (RFC 3207) to a session not yet
+    /// under TLS: [`Reply::Ehlo`] with `STARTTLS` among the extensions.
+    EhloStartTls,
     /// `250 <host>`.
     Helo,
     /// `250 2.0.0 Ok: queued as <id>`.
@@ -123,6 +126,29 @@ pub enum Reply {
 /// The EHLO keywords after the first line. `SIZE` is written separately because it carries
 /// the configured limit.
 const EHLO_KEYWORDS: [&str; 4] = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "BULK"];
+/// [`EHLO_KEYWORDS`] with STARTTLS, offered only before TLS starts. BULK stays last in
+/// both, so a client sees the same reply with or without TLS but for this one line.
+const EHLO_KEYWORDS_STARTTLS: [&str; 5] = [
+    "PIPELINING",
+    "8BITMIME",
+    "ENHANCEDSTATUSCODES",
+    "STARTTLS",
+    "BULK",
+];
+
+/// Appends the lines of an EHLO reply listing `keywords` after the hostname and SIZE,
+/// without the final CRLF.
+fn encode_ehlo(identity: &ServerIdentity, keywords: &[&str], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"250-");
+    out.extend_from_slice(identity.hostname.as_bytes());
+    out.extend_from_slice(b"\r\n250-SIZE ");
+    push_decimal(out, identity.max_message_size);
+    for (i, keyword) in keywords.iter().enumerate() {
+        let last = i + 1 == keywords.len();
+        out.extend_from_slice(if last { b"\r\n250 " } else { b"\r\n250-" });
+        out.extend_from_slice(keyword.as_bytes());
+    }
+}
 
 impl Reply {
     /// The three-digit reply code.
@@ -134,7 +160,7 @@ impl Reply {
                 .take(3)
                 .fold(0, |acc, &d| acc * 10 + u16::from(d.wrapping_sub(b'0'))),
             Reply::Greeting => 220,
-            Reply::Ehlo | Reply::Helo | Reply::Queued(_) => 250,
+            Reply::Ehlo | Reply::EhloStartTls | Reply::Helo | Reply::Queued(_) => 250,
             Reply::Closing(_) => 421,
         }
     }
@@ -152,17 +178,8 @@ impl Reply {
                 out.extend_from_slice(b"250 ");
                 out.extend_from_slice(identity.hostname.as_bytes());
             }
-            Reply::Ehlo => {
-                out.extend_from_slice(b"250-");
-                out.extend_from_slice(identity.hostname.as_bytes());
-                out.extend_from_slice(b"\r\n250-SIZE ");
-                push_decimal(out, identity.max_message_size);
-                for (i, keyword) in EHLO_KEYWORDS.iter().enumerate() {
-                    let last = i + 1 == EHLO_KEYWORDS.len();
-                    out.extend_from_slice(if last { b"\r\n250 " } else { b"\r\n250-" });
-                    out.extend_from_slice(keyword.as_bytes());
-                }
-            }
+            Reply::Ehlo => encode_ehlo(identity, &EHLO_KEYWORDS, out),
+            Reply::EhloStartTls => encode_ehlo(identity, &EHLO_KEYWORDS_STARTTLS, out),
             Reply::Queued(id) => {
                 out.extend_from_slice(b"250 2.0.0 Ok: queued as ");
                 push_hex16(out, id.0);
@@ -279,6 +296,15 @@ pub mod replies {
     /// VRFY never reveals a mailbox or its preference.
     pub const VRFY: Reply =
         Reply::Fixed("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+    /// STARTTLS accepted: the TLS handshake follows (RFC 3207 section 4).
+    pub const STARTTLS_READY: Reply = Reply::Fixed("220 2.0.0 Ready to start TLS");
+    /// STARTTLS with parameters (RFC 3207 section 4 gives this text).
+    pub const STARTTLS_SYNTAX: Reply =
+        Reply::Fixed("501 5.5.4 Syntax error (no parameters allowed)");
+    /// STARTTLS on a session already under TLS.
+    pub const TLS_ALREADY_ACTIVE: Reply = Reply::Fixed("503 5.5.1 TLS already active");
+    /// MAIL/BULK before STARTTLS on a server that requires TLS (RFC 3207 section 4).
+    pub const MUST_STARTTLS: Reply = Reply::Fixed("530 5.7.0 Must issue a STARTTLS command first");
     /// HELP.
     pub const HELP: Reply =
         Reply::Fixed("214 2.0.0 Commands: EHLO HELO MAIL BULK RCPT DATA RSET NOOP QUIT VRFY HELP");
@@ -308,6 +334,21 @@ mod tests {
             "250-mx.example\r\n250-SIZE 1234\r\n250-PIPELINING\r\n250-8BITMIME\r\n\
              250-ENHANCEDSTATUSCODES\r\n250 BULK\r\n"
         );
+    }
+
+    #[test]
+    fn ehlo_offers_starttls_before_bulk_only_when_asked() {
+        let id = ServerIdentity {
+            hostname: "mx.example".into(),
+            max_message_size: 1234,
+        };
+        assert_eq!(
+            Reply::EhloStartTls.render(&id),
+            "250-mx.example\r\n250-SIZE 1234\r\n250-PIPELINING\r\n250-8BITMIME\r\n\
+             250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 BULK\r\n"
+        );
+        assert_eq!(Reply::EhloStartTls.code(), 250);
+        assert!(!Reply::Ehlo.render(&id).contains("STARTTLS"));
     }
 
     #[test]

@@ -26,6 +26,22 @@ const RCPT_BATCH_HINT: usize = 16;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HarvestConfig {}
 
+/// STARTTLS (RFC 3207): whether the session offers it, and whether it requires it before
+/// a transaction. The TLS itself is the caller's: the session only answers STARTTLS, stops
+/// at it ([`Event::StartTls`]) and starts over once told the handshake succeeded
+/// ([`Session::tls_started`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// No TLS: STARTTLS is not advertised and is answered `502 5.5.1`, as Postfix answers
+    /// it when TLS is off.
+    #[default]
+    Off,
+    /// STARTTLS is advertised (until TLS is active) and accepted.
+    Offered,
+    /// As `Offered`, and MAIL or BULK before TLS is refused with `530 5.7.0`.
+    Required,
+}
+
 /// Per-session limits and modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -49,6 +65,8 @@ pub struct SessionConfig {
     /// take them ([`Session::swap_content`]), so a large message never sits whole in
     /// memory. At least 1 (0 counts as 1); `usize::MAX` keeps every message whole.
     pub content_chunk: usize,
+    /// STARTTLS offered, required or not (the caller must then be able to run TLS).
+    pub tls: TlsPolicy,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +79,7 @@ impl Default for SessionConfig {
             preferences_for_mail: false,
             keep_message: false,
             content_chunk: limits::DEFAULT_CONTENT_CHUNK,
+            tls: TlsPolicy::Off,
         }
     }
 }
@@ -87,6 +106,13 @@ pub enum Event {
     /// drop whatever was taken of it at [`Event::Content`], then call `advance` again with
     /// the unconsumed bytes.
     MessageRefused,
+    /// The client sent STARTTLS and was answered `220 2.0.0 Ready to start TLS`: resolve
+    /// what is pending, flush the replies, **discard whatever input follows the STARTTLS
+    /// line** (plaintext the client pipelined after it, which must never be executed as if
+    /// it had come under TLS: RFC 3207 section 6, the bug class of CVE-2011-0411), run the
+    /// TLS handshake, then call [`Session::tls_started`]. Until then the session consumes
+    /// whatever it is given without executing it, and stops here again.
+    StartTls,
     /// The session is over: resolve what is pending, flush the replies, close.
     Close,
 }
@@ -121,6 +147,9 @@ enum Mode {
     /// Inside an over-long command line: discard up to its LF, then answer once.
     Discarding,
     Data,
+    /// After the `220` to STARTTLS, until the caller reports the TLS handshake done: every
+    /// byte is plaintext sent after STARTTLS, consumed and never executed.
+    StartingTls,
     Closed,
 }
 
@@ -164,6 +193,8 @@ pub struct Session {
     errors: u32,
     /// The client ended the session with QUIT (not a `421`).
     quit: bool,
+    /// The TLS handshake after STARTTLS succeeded.
+    tls_active: bool,
 }
 
 /// What a [`Session`] needs from whoever runs it, besides bytes: the server's
@@ -209,6 +240,7 @@ impl Session {
             pending_kind: TransactionKind::Mail,
             quit: false,
             errors: 0,
+            tls_active: false,
         }
     }
 
@@ -255,6 +287,33 @@ impl Session {
         self.mode == Mode::Discarding
     }
 
+    /// Whether the session answered STARTTLS with `220` and waits for the caller's TLS
+    /// handshake ([`Event::StartTls`]): input given now is discarded, never executed.
+    pub fn starting_tls(&self) -> bool {
+        self.mode == Mode::StartingTls
+    }
+
+    /// Whether the session is under TLS (STARTTLS and its handshake succeeded).
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: the session starts over under TLS, as
+    /// RFC 3207 section 4.2 requires. It forgets everything the client said before (its
+    /// EHLO or HELO, any open transaction), sends no new greeting, and expects EHLO again;
+    /// that EHLO no longer offers STARTTLS. Does nothing unless the session is
+    /// [`starting_tls`](Self::starting_tls). Protocol errors stay counted: the limit is per
+    /// connection, not per TLS state.
+    pub fn tls_started(&mut self) {
+        if self.mode != Mode::StartingTls {
+            return;
+        }
+        self.reset_transaction();
+        self.greeted = Greeted::No;
+        self.tls_active = true;
+        self.mode = Mode::Command;
+    }
+
     /// Protocol errors counted so far.
     pub fn errors(&self) -> u32 {
         self.errors
@@ -276,7 +335,7 @@ impl Session {
             let (n, event) = self.advance(&input[consumed..]);
             consumed += n;
             match event {
-                Event::NeedInput | Event::Close => break,
+                Event::NeedInput | Event::Close | Event::StartTls => break,
                 Event::NeedVerdicts => self.ask_verdicts(host).await,
                 Event::Message => host.deliver(self).await,
                 Event::Content => host.content(self).await,
@@ -302,6 +361,12 @@ impl Session {
         loop {
             match self.mode {
                 Mode::Closed => return (input.len(), Event::Close),
+                // Entered in this call: stop right after the STARTTLS line, and leave what
+                // follows it unconsumed, for the caller to see (and log) as it discards it.
+                Mode::StartingTls if pos > 0 => return (pos, Event::StartTls),
+                // Called again before the handshake: plaintext after STARTTLS is consumed
+                // and dropped, never executed, whatever the caller does with it.
+                Mode::StartingTls => return (input.len(), Event::StartTls),
                 Mode::Data => {
                     let (n, ended) = self.feed_content(&input[pos..]);
                     pos += n;
@@ -421,7 +486,11 @@ impl Session {
                 // EHLO and HELO reset any transaction (RFC 5321 section 4.1.4).
                 self.reset_transaction();
                 self.greeted = Greeted::Ehlo;
-                self.reply(Reply::Ehlo);
+                self.reply(if self.config.tls == TlsPolicy::Off || self.tls_active {
+                    Reply::Ehlo
+                } else {
+                    Reply::EhloStartTls
+                });
             }
             Command::Helo { .. } => {
                 self.reset_transaction();
@@ -431,6 +500,8 @@ impl Session {
             Command::Mail { kind, from, params } => {
                 if self.greeted == Greeted::No {
                     self.protocol_error(replies::NEED_HELO);
+                } else if self.config.tls == TlsPolicy::Required && !self.tls_active {
+                    self.protocol_error(replies::MUST_STARTTLS);
                 } else if kind == TransactionKind::Bulk && self.greeted == Greeted::Helo {
                     self.protocol_error(replies::BULK_NEEDS_EHLO);
                 } else if self.transaction.is_some() {
@@ -523,6 +594,22 @@ impl Session {
             }
             Command::Vrfy => self.reply(replies::VRFY),
             Command::Help => self.reply(replies::HELP),
+            Command::StartTls => self.start_tls(),
+        }
+    }
+
+    /// STARTTLS (RFC 3207), allowed with or without EHLO and inside a transaction: the
+    /// reset after the handshake ends the transaction anyway. Codes: 502 when TLS is off
+    /// (Postfix's), 503 when TLS is already active (a command out of sequence; Postfix
+    /// says 554 5.5.1).
+    fn start_tls(&mut self) {
+        if self.config.tls == TlsPolicy::Off {
+            self.protocol_error(replies::NOT_IMPLEMENTED);
+        } else if self.tls_active {
+            self.protocol_error(replies::TLS_ALREADY_ACTIVE);
+        } else {
+            self.reply(replies::STARTTLS_READY);
+            self.mode = Mode::StartingTls;
         }
     }
 
@@ -688,12 +775,26 @@ mod tests {
     /// Drives a session over `input` delivered in pieces of `chunk` bytes, as a server
     /// would; returns everything the session answered.
     fn converse_with(config: SessionConfig, input: &[u8], chunk: usize, fail: bool) -> String {
+        converse_reads(config, input.chunks(chunk.max(1)), fail)
+    }
+
+    /// [`converse_with`], one read per line.
+    fn converse_by_line(config: SessionConfig, input: &[u8]) -> String {
+        converse_reads(config, input.split_inclusive(|&b| b == b'\n'), false)
+    }
+
+    /// Drives a session over the reads `pieces`, as a server would.
+    fn converse_reads<'a>(
+        config: SessionConfig,
+        pieces: impl Iterator<Item = &'a [u8]>,
+        fail: bool,
+    ) -> String {
         let mut session = Session::new(config);
         session.greet();
         let identity = ServerIdentity::default();
         let mut buffer = Vec::new();
         let mut out = Vec::new();
-        'read: for piece in input.chunks(chunk.max(1)) {
+        'read: for piece in pieces {
             buffer.extend_from_slice(piece);
             loop {
                 let (consumed, event) = session.advance(&buffer);
@@ -711,6 +812,16 @@ mod tests {
                         resolve_all(&mut session, fail);
                         session.flush(&identity, &mut out);
                         break 'read;
+                    }
+                    // As the server does: the rest of this read is plaintext pipelined
+                    // after STARTTLS, dropped; the handshake succeeds, and the next read
+                    // is what came under TLS.
+                    Event::StartTls => {
+                        buffer.clear();
+                        resolve_all(&mut session, fail);
+                        session.flush(&identity, &mut out);
+                        session.tls_started();
+                        continue 'read;
                     }
 
                     Event::MessageRefused => {}
@@ -741,7 +852,7 @@ mod tests {
                 Event::NeedVerdicts => {
                     resolve_all(&mut session, false);
                 }
-                Event::NeedInput | Event::Close => return session,
+                Event::NeedInput | Event::Close | Event::StartTls => return session,
                 Event::Message => session.delivered(Ok(QueueId(0))),
 
                 Event::MessageRefused => {}
@@ -768,7 +879,7 @@ mod tests {
     fn codes(replies: &str) -> Vec<String> {
         replies
             .lines()
-            .filter(|line| !line.starts_with("220 ") && !line.starts_with("250-"))
+            .filter(|line| !line.starts_with("220 localhost") && !line.starts_with("250-"))
             .filter(|line| *line != "250 BULK")
             .map(|line| line.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" "))
             .collect()
@@ -876,6 +987,147 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    fn tls(policy: TlsPolicy) -> SessionConfig {
+        SessionConfig {
+            tls: policy,
+            ..SessionConfig::default()
+        }
+    }
+
+    #[test]
+    fn starttls_is_offered_answered_and_starts_the_session_over() {
+        // Each command in a read of its own: what follows STARTTLS comes under TLS.
+        let input = b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.c>\r\nEHLO c\r\n\
+                      STARTTLS\r\nBULK FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\nQUIT\r\n";
+        let out = converse_by_line(tls(TlsPolicy::Offered), input);
+        // Only the EHLO before TLS offers STARTTLS; after it the client must EHLO again.
+        assert_eq!(out.matches("250-STARTTLS\r\n").count(), 1, "{out}");
+        assert_eq!(out.matches("250 BULK\r\n").count(), 2, "{out}");
+        assert_eq!(
+            codes(&out),
+            [
+                "220 2.0.0",
+                "503 5.5.1",
+                "503 5.5.1",
+                "250 2.1.0",
+                "250 2.1.5",
+                "221 2.0.0"
+            ]
+        );
+        assert!(out.contains("503 5.5.1 TLS already active\r\n"), "{out}");
+    }
+
+    #[test]
+    fn plaintext_pipelined_after_starttls_is_never_executed() {
+        // One read: MAIL, NOOP and QUIT ride in the same packet as STARTTLS.
+        let input = b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.c>\r\nNOOP\r\nQUIT\r\n";
+        let mut session = Session::new(tls(TlsPolicy::Offered));
+        let (consumed, event) = session.advance(input);
+        assert_eq!(event, Event::StartTls);
+        assert_eq!(&input[consumed..], b"MAIL FROM:<a@b.c>\r\nNOOP\r\nQUIT\r\n");
+        // A host that hands them over again anyway: consumed, not executed.
+        let rest = &input[consumed..];
+        assert_eq!(session.advance(rest), (rest.len(), Event::StartTls));
+        let mut out = Vec::new();
+        session.flush(&ServerIdentity::default(), &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.ends_with("250 BULK\r\n220 2.0.0 Ready to start TLS\r\n"),
+            "{out}"
+        );
+        session.tls_started();
+        assert!(!session.in_transaction() && !session.is_closed());
+        // The smuggled MAIL is not in effect: RCPT is out of sequence, even after EHLO.
+        let after = converse_with(
+            tls(TlsPolicy::Offered),
+            b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.c>\r\n",
+            usize::MAX,
+            false,
+        );
+        assert_eq!(codes(&after), ["220 2.0.0"]);
+        let input = b"EHLO c\r\nRCPT TO:<in@x.org>\r\n";
+        assert_eq!(session.advance(input), (input.len(), Event::NeedInput));
+        let mut out = Vec::new();
+        session.flush(&ServerIdentity::default(), &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(codes(&out), ["503 5.5.1"], "{out}");
+    }
+
+    #[test]
+    fn starttls_replies_by_policy_and_syntax() {
+        let cases: &[(TlsPolicy, &[u8], &[&str])] = &[
+            (
+                TlsPolicy::Off,
+                b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n",
+                &["502 5.5.1", "250 2.0.0"],
+            ),
+            (
+                TlsPolicy::Offered,
+                b"STARTTLS now\r\nNOOP\r\n",
+                &["501 5.5.4", "250 2.0.0"],
+            ),
+            (
+                TlsPolicy::Offered,
+                b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n",
+                &["250 2.1.0"],
+            ),
+            (
+                TlsPolicy::Required,
+                b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n",
+                &["530 5.7.0"],
+            ),
+            (
+                TlsPolicy::Required,
+                b"EHLO c\r\nBULK FROM:<a@b.c>\r\n",
+                &["530 5.7.0"],
+            ),
+            (
+                TlsPolicy::Required,
+                b"EHLO c\r\nBULK FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\n",
+                &["530 5.7.0", "503 5.5.1"],
+            ),
+        ];
+        for (policy, input, expected) in cases {
+            let out = converse_with(tls(*policy), input, input.len(), false);
+            assert_eq!(
+                codes(&out),
+                *expected,
+                "{policy:?} {:?}",
+                String::from_utf8_lossy(input)
+            );
+            let offered = out.contains("250-STARTTLS\r\n");
+            assert_eq!(
+                offered,
+                *policy != TlsPolicy::Off && out.contains("250 BULK")
+            );
+        }
+        // Required: after the handshake a transaction goes through, in a separate read.
+        let input = b"EHLO c\r\nSTARTTLS\r\nEHLO c\r\nBULK FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\n";
+        let out = converse_by_line(tls(TlsPolicy::Required), input);
+        assert_eq!(
+            codes(&out),
+            ["220 2.0.0", "250 2.1.0", "250 2.1.5"],
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn starttls_in_a_transaction_answers_pending_rcpts_first_and_ends_it() {
+        let input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<in@x.org>\r\nSTARTTLS\r\n";
+        let mut session = Session::new(tls(TlsPolicy::Offered));
+        let (consumed, event) = session.advance(input);
+        assert_eq!((consumed, event), (input.len(), Event::StartTls));
+        assert_eq!(session.pending().len(), 1);
+        resolve_all(&mut session, false);
+        let mut out = Vec::new();
+        session.flush(&ServerIdentity::default(), &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(codes(&out), ["250 2.1.0", "250 2.1.5", "220 2.0.0"]);
+        assert!(session.in_transaction());
+        session.tls_started();
+        assert!(!session.in_transaction());
     }
 
     #[test]
@@ -1061,7 +1313,7 @@ mod tests {
                                 .collect();
                             session.delivered(Ok(QueueId(1)));
                         }
-                        Event::NeedInput | Event::Close => break,
+                        Event::NeedInput | Event::Close | Event::StartTls => break,
 
                         Event::MessageRefused => {}
                         Event::Content => {
@@ -1115,7 +1367,7 @@ mod tests {
                 buffer.drain(..used);
                 most = most.max(session.message().body.len());
                 match event {
-                    Event::NeedInput | Event::Close => break,
+                    Event::NeedInput | Event::Close | Event::StartTls => break,
                     Event::NeedVerdicts => {
                         resolve_all(&mut session, false);
                     }

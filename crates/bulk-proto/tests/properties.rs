@@ -123,6 +123,7 @@ enum Owned {
     Quit,
     Vrfy,
     Help,
+    StartTls,
 }
 
 impl Owned {
@@ -148,6 +149,7 @@ impl Owned {
             Owned::Quit => Command::Quit,
             Owned::Vrfy => Command::Vrfy,
             Owned::Help => Command::Help,
+            Owned::StartTls => Command::StartTls,
         }
     }
 }
@@ -171,6 +173,7 @@ fn valid_command() -> impl Strategy<Value = Owned> {
         1 => Just(Owned::Quit),
         1 => Just(Owned::Vrfy),
         1 => Just(Owned::Help),
+        1 => Just(Owned::StartTls),
     ]
 }
 
@@ -308,6 +311,8 @@ fn noisy_line(command: &Owned, noise: &Noise) -> Vec<u8> {
         Owned::Data => line.extend(recase(b"DATA", mask)),
         Owned::Rset => line.extend(recase(b"RSET", mask)),
         Owned::Quit => line.extend(recase(b"QUIT", mask)),
+        // Eight letters, each of whose case the mask may flip.
+        Owned::StartTls => line.extend(recase(b"STARTTLS", mask)),
         Owned::Noop | Owned::Help | Owned::Vrfy => {
             let verb: &[u8] = match command {
                 Owned::Noop => b"NOOP",

@@ -8,6 +8,10 @@
 //! byte at all), the line deadline (a command line started and not finished) and the DATA
 //! deadline (message content slower than the minimum rate). With a spool, message content
 //! goes to the message's spool file in chunks as it arrives.
+//!
+//! After STARTTLS the same loop runs over TLS ([`Stream::Tls`]): only how a read waits
+//! differs (rustls may hold decrypted bytes the socket no longer shows). A plaintext
+//! connection reads exactly as before: readiness, then one `recv` into a stack chunk.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,7 +25,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
 
 use crate::spool::{Draft, Spool};
 use crate::{MemoryGrant, MessageMemory, Shared, Stats};
@@ -111,6 +117,84 @@ enum Wake {
     Failed(io::Error),
 }
 
+/// What one wait for input brought.
+enum Input {
+    /// This many bytes were appended to the input buffer.
+    Read(usize),
+    /// Nothing after all (a spurious wake-up): wait again.
+    Nothing,
+    /// The client closed its side.
+    End,
+    /// No input: a deadline, shutdown or an error.
+    Woke(Wake),
+}
+
+/// A connection's byte stream: the socket, or TLS over it once STARTTLS succeeded.
+enum Stream {
+    Plain(TcpStream),
+    /// Boxed, so a plaintext connection does not carry a rustls session's size.
+    Tls(Box<TlsSide>),
+    /// The socket is in the TLS handshake (which owns it), or was closed by its failure.
+    Handshaking,
+}
+
+/// The TLS side of a connection.
+struct TlsSide {
+    stream: TlsStream<TcpStream>,
+    /// What a read decrypts into: a TLS read waits inside the read (see
+    /// `Connection::read_tls`), so its buffer must outlive the wait, and on the heap it does
+    /// not grow every connection's future.
+    chunk: [u8; READ_CHUNK],
+}
+
+/// The socket is gone (a failed TLS handshake closed it).
+fn not_connected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection closed by the TLS handshake",
+    )
+}
+
+impl Stream {
+    /// The TCP socket under the stream.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(stream) => Some(stream),
+            Stream::Tls(tls) => Some(tls.stream.get_ref().0),
+            Stream::Handshaking => None,
+        }
+    }
+
+    /// Writes all of `bytes` and, under TLS, flushes the records rustls holds to the socket.
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.write_all(bytes).await,
+            Stream::Tls(tls) => {
+                tls.stream.write_all(bytes).await?;
+                tls.stream.flush().await
+            }
+            Stream::Handshaking => Err(not_connected()),
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read(buf).await,
+            Stream::Tls(tls) => tls.stream.read(buf).await,
+            Stream::Handshaking => Ok(0),
+        }
+    }
+
+    /// Closes our sending side: a FIN, after TLS's close_notify under TLS.
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.shutdown().await,
+            Stream::Tls(tls) => tls.stream.shutdown().await,
+            Stream::Handshaking => Ok(()),
+        }
+    }
+}
+
 /// Counters of one connection, added to the server's totals when it ends (one atomic add
 /// per counter per connection instead of one per RCPT).
 #[derive(Default)]
@@ -122,6 +206,20 @@ struct Counts {
     not_local: u64,
     tempfail: u64,
     messages: u64,
+    /// STARTTLS happens at most once per connection: a state, not counters (two bytes
+    /// where three counters would add 24 to every connection).
+    tls: TlsOutcome,
+    /// Plaintext followed STARTTLS in its read and was discarded.
+    starttls_discarded: bool,
+}
+
+/// What became of STARTTLS on a connection.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum TlsOutcome {
+    #[default]
+    None,
+    Started,
+    Failed,
 }
 
 impl Counts {
@@ -133,11 +231,20 @@ impl Counts {
         stats.not_local.fetch_add(self.not_local, Ordering::Relaxed);
         stats.tempfail.fetch_add(self.tempfail, Ordering::Relaxed);
         stats.messages.fetch_add(self.messages, Ordering::Relaxed);
+        // Most connections have nothing to add here: no shared cache line touched then.
+        match self.tls {
+            TlsOutcome::None => {}
+            TlsOutcome::Started => _ = stats.tls_sessions.fetch_add(1, Ordering::Relaxed),
+            TlsOutcome::Failed => _ = stats.tls_failed.fetch_add(1, Ordering::Relaxed),
+        }
+        if self.starttls_discarded {
+            stats.starttls_discards.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 pub(crate) struct Connection<P> {
-    stream: TcpStream,
+    stream: Stream,
     session: Session,
     input: BytesMut,
     output: Vec<u8>,
@@ -185,7 +292,7 @@ impl<P: PolicyBackend> Connection<P> {
             .peer_addr()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
         Connection {
-            stream,
+            stream: Stream::Plain(stream),
             session,
             input: BytesMut::new(),
             output: Vec::new(),
@@ -219,27 +326,18 @@ impl<P: PolicyBackend> Connection<P> {
         self.session.greet();
         self.flush().await?;
         loop {
-            match self.wait_readable().await {
-                Wake::Readable => {}
-                Wake::Expired(why) => return self.close(why).await,
-                Wake::Shutdown => return self.close(Closing::ShuttingDown).await,
-                Wake::Failed(error) => return Err(error),
-            }
-            // Read into a stack chunk, not into reserved buffer space: `readable()` also
-            // wakes spuriously (right after the greeting, typically), and an idle connection
-            // must not keep a buffer it has not used. The chunk is dead before the next
-            // await, so it does not live in the connection's future either.
-            {
-                let mut chunk = [0u8; READ_CHUNK];
-                match read_chunk(&self.stream, &mut chunk) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => {
-                        self.input.extend_from_slice(&chunk[..n]);
-                        self.credit_data(n);
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(error) => return Err(error),
-                }
+            let input = match self.stream {
+                Stream::Plain(_) => self.read_plain().await,
+                _ => self.read_tls().await,
+            };
+            match input {
+                Input::Read(n) => self.credit_data(n),
+                Input::Nothing => continue,
+                Input::End => return Ok(()),
+                Input::Woke(Wake::Expired(why)) => return self.close(why).await,
+                Input::Woke(Wake::Shutdown) => return self.close(Closing::ShuttingDown).await,
+                Input::Woke(Wake::Failed(error)) => return Err(error),
+                Input::Woke(Wake::Readable) => continue,
             }
             let consumed = self.process().await;
             self.track_deadlines(consumed);
@@ -249,6 +347,14 @@ impl<P: PolicyBackend> Connection<P> {
                 self.input = BytesMut::new();
             }
             self.flush().await?;
+            if self.session.starting_tls() {
+                // Boxed: the handshake's future holds a whole TLS session, which every
+                // connection's future would otherwise carry.
+                if !Box::pin(self.start_tls()).await {
+                    return Ok(());
+                }
+                continue;
+            }
             if self.session.ended_by_quit() {
                 return self.after_quit().await;
             }
@@ -265,10 +371,143 @@ impl<P: PolicyBackend> Connection<P> {
     /// does, a close now would reset the connection and could destroy the 221, so that
     /// client gets the linger.
     async fn after_quit(&mut self) -> io::Result<()> {
-        if input_waiting(&self.stream) {
+        if self.stream.tcp().is_some_and(input_waiting) {
             return self.linger().await;
         }
+        if let Stream::Tls(tls) = &mut self.stream {
+            // A TLS client expects close_notify before the end of the stream (a bare FIN
+            // reads as a truncation attack to some); it is one small write.
+            let _ = tokio::time::timeout(LINGER, tls.stream.shutdown()).await;
+        }
         Ok(())
+    }
+
+    /// Waits for input on a plaintext connection and reads it.
+    async fn read_plain(&mut self) -> Input {
+        match self.wait_readable().await {
+            Wake::Readable => {}
+            other => return Input::Woke(other),
+        }
+        let Stream::Plain(stream) = &self.stream else {
+            return Input::Woke(Wake::Failed(not_connected()));
+        };
+        // Read into a stack chunk, not into reserved buffer space: `readable()` also
+        // wakes spuriously (right after the greeting, typically), and an idle connection
+        // must not keep a buffer it has not used. The chunk is dead before the next
+        // await, so it does not live in the connection's future either.
+        let mut chunk = [0u8; READ_CHUNK];
+        match read_chunk(stream, &mut chunk) {
+            Ok(0) => Input::End,
+            Ok(n) => {
+                self.input.extend_from_slice(&chunk[..n]);
+                Input::Read(n)
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Input::Nothing,
+            Err(error) => Input::Woke(Wake::Failed(error)),
+        }
+    }
+
+    /// Waits for input under TLS and reads it, with the same deadlines and shutdown as
+    /// [`wait_readable`](Self::wait_readable). The wait is the read itself: rustls may hold
+    /// decrypted bytes (a record larger than a chunk) while the socket shows nothing, so
+    /// socket readiness would not tell. A read cut off by a deadline or shutdown loses
+    /// nothing: tokio-rustls keeps what it took from the socket.
+    async fn read_tls(&mut self) -> Input {
+        let (at, why) = match self.deadline() {
+            Ok(deadline) => deadline,
+            Err(why) => return Input::Woke(Wake::Expired(why)),
+        };
+        let Stream::Tls(tls) = &mut self.stream else {
+            return Input::Woke(Wake::Failed(not_connected()));
+        };
+        let shutdown = &self.host.shared.shutdown;
+        let TlsSide { stream, chunk } = &mut **tls;
+        let read = tokio::select! {
+            biased;
+            () = shutdown.grace_over.cancelled() => return Input::Woke(Wake::Shutdown),
+            () = shutdown.draining.cancelled(), if !self.session.in_transaction() => {
+                return Input::Woke(Wake::Shutdown);
+            }
+            read = tokio::time::timeout_at(at, stream.read(chunk)) => read,
+        };
+        match read {
+            Err(_) => Input::Woke(Wake::Expired(why)),
+            Ok(Ok(0)) => Input::End,
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&chunk[..n]);
+                Input::Read(n)
+            }
+            Ok(Err(error)) => Input::Woke(Wake::Failed(error)),
+        }
+    }
+
+    /// After the `220` to STARTTLS: drops the plaintext the client sent after STARTTLS,
+    /// runs the TLS handshake within the line timeout, and starts the session over under
+    /// TLS. `false` when the handshake failed and the connection is closed.
+    ///
+    /// Bytes after the STARTTLS line in the read that carried it came before the
+    /// handshake, in the clear: executing them as if they had come under TLS is the
+    /// command injection of CVE-2011-0411 (RFC 3207 section 6). They are discarded,
+    /// logged and counted. Bytes the kernel still holds go to the handshake, which they
+    /// fail unless they are a TLS ClientHello.
+    async fn start_tls(&mut self) -> bool {
+        let pipelined = self.input.len();
+        if pipelined > 0 {
+            self.host.counts.starttls_discarded = true;
+            warn!(
+                client = %self.host.client,
+                octets = pipelined,
+                "discarding plaintext pipelined after STARTTLS (never executed)"
+            );
+        }
+        self.input = BytesMut::new();
+        self.line_since = None;
+        let shared = self.host.shared.clone();
+        let Some(tls) = shared.config.tls.as_ref() else {
+            // The session offers STARTTLS only when TLS is configured.
+            warn!("STARTTLS accepted without a TLS configuration; closing");
+            return false;
+        };
+        let Stream::Plain(socket) = std::mem::replace(&mut self.stream, Stream::Handshaking) else {
+            return false;
+        };
+        let deadline = later(Instant::now(), shared.config.line_timeout);
+        let handshake = TlsAcceptor::from(tls.server.clone()).accept(socket);
+        let outcome = tokio::select! {
+            biased;
+            () = shared.shutdown.draining.cancelled() => Err("the server is shutting down".into()),
+            done = tokio::time::timeout_at(deadline, handshake) => match done {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!(
+                    "no handshake within the line timeout ({} s)",
+                    shared.config.line_timeout.as_secs()
+                )),
+            },
+        };
+        match outcome {
+            Ok(stream) => {
+                let (_, session) = stream.get_ref();
+                debug!(
+                    client = %self.host.client,
+                    version = ?session.protocol_version(),
+                    cipher_suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+                    "TLS started"
+                );
+                self.stream = Stream::Tls(Box::new(TlsSide {
+                    stream,
+                    chunk: [0; READ_CHUNK],
+                }));
+                self.host.counts.tls = TlsOutcome::Started;
+                self.session.tls_started();
+                true
+            }
+            Err(error) => {
+                self.host.counts.tls = TlsOutcome::Failed;
+                info!(client = %self.host.client, %error, "TLS handshake failed; connection closed");
+                false
+            }
+        }
     }
 
     /// Waits until the socket is readable, a deadline passes (the idle timeout, or the
@@ -278,6 +517,28 @@ impl<P: PolicyBackend> Connection<P> {
     /// waiting: a client sending an endless line fast never lets the socket go quiet.
     async fn wait_readable(&self) -> Wake {
         let shutdown = &self.host.shared.shutdown;
+        let (at, why) = match self.deadline() {
+            Ok(deadline) => deadline,
+            Err(why) => return Wake::Expired(why),
+        };
+        let Some(stream) = self.stream.tcp() else {
+            return Wake::Failed(not_connected());
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.grace_over.cancelled() => Wake::Shutdown,
+            () = shutdown.draining.cancelled(), if !self.session.in_transaction() => Wake::Shutdown,
+            ready = tokio::time::timeout_at(at, stream.readable()) => match ready {
+                Err(_) => Wake::Expired(why),
+                Ok(Ok(())) => Wake::Readable,
+                Ok(Err(error)) => Wake::Failed(error),
+            },
+        }
+    }
+
+    /// The earliest deadline running (the idle timeout, the line or the DATA deadline)
+    /// and what its passing means; `Err` with it when it has already passed.
+    fn deadline(&self) -> Result<(Instant, Closing), Closing> {
         let config = &self.host.shared.config;
         let now = Instant::now();
         let (mut at, mut why) = (later(now, config.idle_timeout), Closing::IdleTimeout);
@@ -292,18 +553,9 @@ impl<P: PolicyBackend> Connection<P> {
             }
         }
         if at <= now {
-            return Wake::Expired(why);
+            return Err(why);
         }
-        tokio::select! {
-            biased;
-            () = shutdown.grace_over.cancelled() => Wake::Shutdown,
-            () = shutdown.draining.cancelled(), if !self.session.in_transaction() => Wake::Shutdown,
-            ready = tokio::time::timeout_at(at, self.stream.readable()) => match ready {
-                Err(_) => Wake::Expired(why),
-                Ok(Ok(())) => Wake::Readable,
-                Ok(Err(error)) => Wake::Failed(error),
-            },
-        }
+        Ok((at, why))
     }
 
     /// Feeds the buffered input to the session until it needs more; returns how many bytes

@@ -25,6 +25,7 @@
 mod connection;
 mod harvest;
 pub mod spool;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bulk_policy::PolicyBackend;
-use bulk_proto::{Closing, Reply, ServerIdentity, SessionConfig};
+use bulk_proto::{Closing, Reply, ServerIdentity, SessionConfig, TlsPolicy};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,7 @@ use tracing::{debug, error, info, warn};
 use crate::connection::Connection;
 pub use crate::harvest::HarvestLimits;
 pub use crate::spool::{SinkConfig, Spool};
+pub use crate::tls::{TlsConfig, TlsError};
 
 /// How long shutdown waits, after the grace period, for sessions to send their 421.
 const FINAL_WAIT: Duration = Duration::from_secs(2);
@@ -90,6 +92,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Where accepted messages go.
     pub sink: SinkConfig,
+    /// STARTTLS (RFC 3207): offered when set (and required before MAIL/BULK if
+    /// [`TlsConfig::required`]); without it STARTTLS is answered `502 5.5.1`. The session's
+    /// [`SessionConfig::tls`] is set from this one.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +114,7 @@ impl Default for ServerConfig {
             harvest: HarvestLimits::default(),
             shutdown_grace: Duration::from_secs(10),
             sink: SinkConfig::Discard,
+            tls: None,
         }
     }
 }
@@ -189,6 +196,9 @@ pub(crate) struct Stats {
     pub(crate) not_local: AtomicU64,
     pub(crate) tempfail: AtomicU64,
     pub(crate) messages: AtomicU64,
+    pub(crate) tls_sessions: AtomicU64,
+    pub(crate) tls_failed: AtomicU64,
+    pub(crate) starttls_discards: AtomicU64,
 }
 
 /// What a server did, returned by [`run`] when it stops.
@@ -214,6 +224,14 @@ pub struct StatsSnapshot {
     pub tempfail: u64,
     /// Messages accepted with 250.
     pub messages: u64,
+    /// Sessions that went on under TLS: STARTTLS and its handshake succeeded.
+    pub tls_sessions: u64,
+    /// STARTTLS answered `220` whose handshake failed or ran out of time (the connection
+    /// was closed).
+    pub tls_failed: u64,
+    /// STARTTLS commands followed, in the same read, by plaintext the client pipelined
+    /// after them, which was discarded unexecuted (docs/protocol.md, "STARTTLS").
+    pub starttls_discards: u64,
 }
 
 impl Stats {
@@ -230,6 +248,9 @@ impl Stats {
             not_local: get(&self.not_local),
             tempfail: get(&self.tempfail),
             messages: get(&self.messages),
+            tls_sessions: get(&self.tls_sessions),
+            tls_failed: get(&self.tls_failed),
+            starttls_discards: get(&self.starttls_discards),
         }
     }
 }
@@ -374,6 +395,11 @@ impl<P: PolicyBackend> Server<P> {
         };
         let mut config = config;
         config.session.keep_message = config.sink.keeps_messages();
+        config.session.tls = match &config.tls {
+            None => TlsPolicy::Off,
+            Some(tls) if tls.required => TlsPolicy::Required,
+            Some(_) => TlsPolicy::Offered,
+        };
         config.identity.max_message_size = config.session.max_message_size;
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -413,6 +439,7 @@ impl<P: PolicyBackend> Server<P> {
             backend = shared.policy.name(),
             max_connections = shared.config.max_connections,
             max_connections_per_ip = shared.config.max_connections_per_ip,
+            starttls = ?shared.config.session.tls,
             "serving"
         );
         accept_until(&listener, &shared, &tasks, shutdown).await;

@@ -12,13 +12,14 @@ use bulk_policy::cache::{CacheConfig, CachedBackend};
 use bulk_policy::{CannedBackend, MemoryBackend, NormalizeConfig, Reload};
 use bulk_population::PreferencesApplyTo;
 use bulk_proto::{HarvestConfig, ServerIdentity, SessionConfig};
-use bulk_server::{HarvestLimits, ServerConfig, SinkConfig};
+use bulk_server::{HarvestLimits, ServerConfig, SinkConfig, TlsConfig};
 
 use crate::backend::{BackendKind, BackendSpec, ServeBackend};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tracing::{info, warn};
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("tls_source").args(["tls", "tls_cert"])))]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:2525")]
@@ -138,8 +139,35 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000, requires = "cache_entries",
           value_parser = clap::value_parser!(u64).range(1..))]
     cache_ttl_ms: u64,
+    /// Offer STARTTLS with a throwaway certificate made at start: `self-signed`, for
+    /// localhost, 127.0.0.1, ::1 and --hostname. No client can verify it: for tests and
+    /// trials (clients must be told not to check).
+    #[arg(
+        long,
+        value_name = "self-signed",
+        value_enum,
+        conflicts_with = "tls_key"
+    )]
+    tls: Option<TlsMode>,
+    /// Offer STARTTLS with this certificate chain (PEM: the server's certificate first,
+    /// then intermediates).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse MAIL and BULK before STARTTLS (530 5.7.0). Needs --tls or --tls-cert.
+    #[arg(long, requires = "tls_source")]
+    require_tls: bool,
     #[command(flatten)]
     store: StoreOptions,
+}
+
+/// Where the certificate of `serve --tls` comes from.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TlsMode {
+    /// Generated at start, for this run only.
+    SelfSigned,
 }
 
 /// How the chosen backend is served: the layers around it, the socket, the server.
@@ -254,9 +282,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }),
         (None, None) => bail!("give --population FILE or --backend KIND:PATH"),
     };
+    let hostname = args.hostname.clone().unwrap_or_else(system_hostname);
+    let tls = tls_config(&args, &hostname)?;
     let config = ServerConfig {
         identity: ServerIdentity {
-            hostname: args.hostname.clone().unwrap_or_else(system_hostname),
+            hostname,
             max_message_size: args.max_message_size,
         },
         session: SessionConfig {
@@ -285,6 +315,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         sink: args.sink.clone(),
+        tls,
     };
     raise_open_files_limit(args.max_connections + 64);
 
@@ -313,6 +344,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     serve_store(&runtime, &spec, &args.store, serving)
+}
+
+/// The STARTTLS configuration the TLS flags ask for, `None` without them. Files are read
+/// (and a certificate made) here, before the `listening on` line: a bad file is an error
+/// at start, not at the first STARTTLS.
+fn tls_config(args: &ServeArgs, hostname: &str) -> anyhow::Result<Option<TlsConfig>> {
+    let server = match (args.tls, &args.tls_cert, &args.tls_key) {
+        (Some(TlsMode::SelfSigned), _, _) => {
+            let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+                .map(str::to_owned)
+                .to_vec();
+            if !names.iter().any(|name| name == hostname) {
+                names.push(hostname.to_owned());
+            }
+            let made = bulk_server::tls::self_signed(&names)
+                .context("cannot make the certificate of --tls self-signed")?;
+            info!(
+                names = %names.join(","),
+                "STARTTLS with a self-signed certificate made for this run (clients cannot verify it)"
+            );
+            made.server
+        }
+        (None, Some(cert), Some(key)) => bulk_server::tls::from_pem_files(cert, key)
+            .context("cannot use --tls-cert and --tls-key")?,
+        // clap makes --require-tls need a TLS source, and --tls-cert and --tls-key each other.
+        _ => return Ok(None),
+    };
+    Ok(Some(TlsConfig {
+        server,
+        required: args.require_tls,
+    }))
 }
 
 /// What runs on an opened backend: `serve`'s SMTP server, `policyd`'s policy server.
@@ -456,6 +518,9 @@ async fn serve_async<P: PolicyBackend>(policy: Arc<P>, serving: Serving) -> anyh
         connections = stats.connections,
         rcpts = stats.rcpts,
         messages = stats.messages,
+        tls_sessions = stats.tls_sessions,
+        tls_handshakes_failed = stats.tls_failed,
+        starttls_pipelined_discarded = stats.starttls_discards,
         "server stopped"
     );
     log_backend_counters(&counters.counters());

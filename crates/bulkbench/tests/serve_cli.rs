@@ -150,6 +150,111 @@ fn bad_flags_and_bad_populations_fail_clearly() {
     }
 }
 
+/// PEM files in `dir`: a certificate for localhost and its key, and another key.
+fn pem_files(dir: &Path) -> (String, String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("cert.pem", made.cert.pem()),
+        write("key.pem", made.signing_key.serialize_pem()),
+        write("other-key.pem", other.serialize_pem()),
+    )
+}
+
+#[test]
+fn bad_tls_flags_and_files_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, other_key) = pem_files(dir.path());
+    let population = example_population();
+    let serve = |extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec![
+            "serve",
+            "--population",
+            &population,
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    };
+    let with = |flags: &[&str]| -> Vec<String> {
+        let mut args = serve(&[]);
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+        args
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // clap: --require-tls needs a source, the two sources exclude each other, and
+        // --tls-cert and --tls-key need each other.
+        (
+            serve(&["--require-tls"]),
+            "--tls <self-signed>|--tls-cert <FILE>",
+        ),
+        (
+            with(&[
+                "--tls",
+                "self-signed",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ]),
+            "cannot be used with",
+        ),
+        (with(&["--tls-cert", &cert]), "--tls-key"),
+        (with(&["--tls-key", &key]), "--tls-cert"),
+        (serve(&["--tls", "self-made"]), "self-signed"),
+        // Files: named in the error, with what is wrong with them.
+        (
+            with(&["--tls-cert", "/nonexistent/cert.pem", "--tls-key", &key]),
+            "cannot read certificates from /nonexistent/cert.pem",
+        ),
+        (
+            with(&["--tls-cert", &key, "--tls-key", &key]),
+            "no certificate in",
+        ),
+        (
+            with(&["--tls-cert", &cert, "--tls-key", &cert]),
+            "cannot read a private key",
+        ),
+        (
+            with(&["--tls-cert", &cert, "--tls-key", &other_key]),
+            "cannot be used together",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr lacks {needle:?}:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+    // The matching pair serves, with STARTTLS offered.
+    let server = start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"EHLO c.example\r\nQUIT\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.contains("250-STARTTLS\r\n"), "{text}");
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
 struct Server {
     child: Child,
     addr: String,

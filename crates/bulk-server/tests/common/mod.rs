@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bulk_policy::{MemoryBackend, NormalizeConfig, PolicyBackend, Population};
 use bulk_server::{ServerConfig, StatsSnapshot};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -107,9 +107,10 @@ impl Reply {
     }
 }
 
-/// A raw SMTP client over a real socket; every wait is bounded.
-pub struct Client {
-    reader: BufReader<TcpStream>,
+/// A raw SMTP client over a real socket, or TLS over it after [`Client::starttls`]; every
+/// wait is bounded.
+pub struct Client<S = TcpStream> {
+    reader: BufReader<S>,
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -185,6 +186,30 @@ impl Client {
         self.reader.into_inner()
     }
 
+    /// The TLS handshake as a client, after the server's `220` to STARTTLS, trusting
+    /// exactly `certificate` (the server's self-signed one) for `localhost`. Nothing the
+    /// server sent may be left unread: a byte buffered here would be plaintext.
+    pub async fn starttls(
+        self,
+        certificate: &tls::CertificateDer<'static>,
+    ) -> Client<tls::ClientStream> {
+        let stream = tokio::time::timeout(WAIT, tls::connect(self.into_stream(), certificate))
+            .await
+            .expect("handshake in time")
+            .expect("handshake");
+        Client::from_tls(stream)
+    }
+}
+
+impl Client<tls::ClientStream> {
+    fn from_tls(stream: tls::ClientStream) -> Self {
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub async fn send(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).await.expect("send");
     }
@@ -233,5 +258,62 @@ impl Client {
             replies.push(reply);
         }
         replies
+    }
+}
+
+/// TLS for the tests: a server configuration with a fresh self-signed certificate, and a
+/// client that trusts exactly that certificate.
+pub mod tls {
+    use std::io;
+    use std::sync::Arc;
+
+    use tokio::net::TcpStream;
+    use tokio_rustls::rustls;
+    pub use tokio_rustls::rustls::pki_types::CertificateDer;
+
+    /// What a test client reads and writes after STARTTLS.
+    pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+    /// STARTTLS settings with a self-signed certificate for localhost (required before
+    /// MAIL/BULK if `required`), and the certificate, for the client to trust.
+    pub fn server(required: bool) -> (bulk_server::TlsConfig, CertificateDer<'static>) {
+        let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let made = bulk_server::tls::self_signed(&names).expect("a self-signed certificate");
+        let config = bulk_server::TlsConfig {
+            server: made.server,
+            required,
+        };
+        (config, made.certificate)
+    }
+
+    /// The client side of the handshake over `stream`, for `localhost`, trusting only
+    /// `certificate`, in any TLS version rustls offers by default (1.3, 1.2).
+    pub async fn connect(
+        stream: TcpStream,
+        certificate: &CertificateDer<'static>,
+    ) -> io::Result<ClientStream> {
+        connect_with(stream, certificate, rustls::DEFAULT_VERSIONS).await
+    }
+
+    /// [`connect`], offering only `versions`.
+    pub async fn connect_with(
+        stream: TcpStream,
+        certificate: &CertificateDer<'static>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> io::Result<ClientStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certificate.clone()).expect("a valid certificate");
+        // The workspace's provider, as the server's (bulk_server::tls says why it is ring).
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .expect("versions the provider supports")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
     }
 }
