@@ -387,7 +387,7 @@ fn simulate_ratio(c: &mut Criterion, path: &mut FullPath<'_>, stream: &[u8]) {
     let (scenario, model, replay) = bulkbench_benches::quick_sessions(SIMULATE_SESSIONS);
     let backend = MemoryBackend::new(model.build());
     let rcpts = replay.rcpt_count();
-    let config = session_config(&scenario.server);
+    let config = session_config(&scenario, &replay);
     let expectations = Expectations::of(&scenario.server);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

@@ -195,7 +195,7 @@ fn verdict_of_reply(line: &[u8]) -> Verdict {
 fn simulate_quick() -> Units {
     let (scenario, model, workload) = bulkbench_benches::quick_sessions(QUICK_SESSIONS);
     let backend = MemoryBackend::new(model.build());
-    let config = session_config(&scenario.server);
+    let config = session_config(&scenario, &workload);
     let expectations = Expectations::of(&scenario.server);
     // Warm-up: the backend's per-thread key arena grows here, not in the measured call.
     simulate_serial(

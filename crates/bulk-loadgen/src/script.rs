@@ -160,7 +160,7 @@ impl<'a> Script<'a> {
             return match write {
                 Write::Ehlo => self.encode_ehlo(out),
                 Write::Starttls => {
-                    out.extend_from_slice(STARTTLS);
+                    Command::StartTls.encode(out);
                     true
                 }
                 Write::Quit => {
@@ -181,7 +181,7 @@ impl<'a> Script<'a> {
         match write {
             Write::None => return false,
             Write::Ehlo => return self.encode_ehlo(out),
-            Write::Starttls => out.extend_from_slice(STARTTLS),
+            Write::Starttls => Command::StartTls.encode(out),
             Write::Rset => Command::Rset.encode(out),
             Write::Open => {
                 if self.pipelined && self.rset_due {
@@ -401,9 +401,6 @@ impl<'a> Script<'a> {
         }
     }
 }
-
-/// STARTTLS (RFC 3207) as written: `bulk_proto::Command` has no such verb.
-const STARTTLS: &[u8] = b"STARTTLS\r\n";
 
 /// A reply of the wrong class ends the session.
 fn expect_class(code: u16, first_digit: u16) -> Result<(), ErrorKind> {

@@ -7,11 +7,9 @@
 //! against the population) as a session over TCP does: by construction, not by a copy.
 //!
 //! A STARTTLS session takes the same steps as over TCP, without the cryptography: EHLO,
-//! STARTTLS, the handshake (done as soon as it is due: no bytes, no time), EHLO again,
-//! then its transactions. `bulk_proto::Session` does not speak STARTTLS, so the driver
-//! answers for the server there (`STARTTLS_READY`, and `STARTTLS` added to the first
-//! EHLO's reply); every other command and reply, the second EHLO included, is the
-//! session's.
+//! STARTTLS and its 220, the handshake (done as soon as it is due: no bytes, no time,
+//! the session told with `Session::tls_started`, as the server's connection tells it),
+//! EHLO again, then its transactions.
 
 use std::future::Future;
 use std::pin::pin;
@@ -176,28 +174,6 @@ impl Tally {
 /// The EHLO name `simulate` sends, as the load generator's default.
 const HELO: &[u8] = b"bulkbench.invalid";
 
-/// The reply to STARTTLS, on the server's behalf (RFC 3207 section 4).
-const STARTTLS_READY: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
-
-/// Adds `STARTTLS` to an EHLO reply of the session, as the keyword after the greeting
-/// line; any other reply is left as it is.
-fn advertise_starttls(reply: &mut Vec<u8>) {
-    const KEYWORD: &[u8] = b"250-STARTTLS\r\n";
-    if !reply.starts_with(b"250") {
-        return;
-    }
-    let Some(lf) = reply.iter().position(|&b| b == b'\n') else {
-        return;
-    };
-    if reply.get(3) == Some(&b' ') {
-        // A one-line reply: its line goes on, STARTTLS ends it.
-        reply[3] = b'-';
-        reply.extend_from_slice(b"250 STARTTLS\r\n");
-    } else {
-        reply.splice(lf + 1..lf + 1, KEYWORD.iter().copied());
-    }
-}
-
 impl<'a, P: PolicyBackend> Driver<'a, P> {
     fn new(
         policy: &'a P,
@@ -262,8 +238,6 @@ impl<'a, P: PolicyBackend> Driver<'a, P> {
         session.greet();
         let verifier = self.verifier;
         let mut script = Script::new(spec, &verifier, HELO);
-        // Until its 220, STARTTLS is answered for the session (see the module's doc).
-        let mut offer_starttls = spec.starttls;
         self.write.clear();
         self.exchange(&mut session)?;
         loop {
@@ -280,7 +254,10 @@ impl<'a, P: PolicyBackend> Driver<'a, P> {
             match script.expecting() {
                 None => return Ok(()),
                 // No cryptography in process: the handshake is done as soon as it is due.
-                Some(Phase::TlsHandshake) => script.on_handshake(),
+                Some(Phase::TlsHandshake) => {
+                    session.tls_started();
+                    script.on_handshake();
+                }
                 Some(_) => {}
             }
             self.write.clear();
@@ -288,35 +265,26 @@ impl<'a, P: PolicyBackend> Driver<'a, P> {
             if !script.take_write(&mut self.write) {
                 return Err(());
             }
-            if offer_starttls {
-                match script.expecting() {
-                    Some(Phase::Starttls) => {
-                        offer_starttls = false;
-                        self.replies.clear();
-                        self.replies.extend_from_slice(STARTTLS_READY);
-                        continue;
-                    }
-                    Some(Phase::Ehlo) => {
-                        self.exchange(&mut session)?;
-                        advertise_starttls(&mut self.replies);
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
             self.exchange(&mut session)?;
         }
     }
 }
 
-/// The session config of a server run with `server`'s settings, as `bulkbench serve` and
-/// `bench` start it.
-pub fn session_config(server: &bulk_population::ServerConfig) -> SessionConfig {
+/// The session config of a server run with `scenario`'s server settings for `workload`,
+/// as `bench` starts `bulkbench serve`: STARTTLS offered when a session asks for it.
+pub fn session_config(scenario: &bulk_population::Scenario, workload: &Workload) -> SessionConfig {
+    let server = &scenario.server;
     SessionConfig {
         max_recipients: server.max_recipients.get(),
         harvest: server
             .harvest_resistant
             .then(bulk_proto::HarvestConfig::default),
+        preferences_for_mail: server.preferences_apply_to
+            == bulk_population::PreferencesApplyTo::All,
+        tls: match workload.uses_starttls() {
+            true => bulk_proto::TlsPolicy::Offered,
+            false => bulk_proto::TlsPolicy::Off,
+        },
         ..SessionConfig::default()
     }
 }
@@ -437,28 +405,4 @@ fn simulate_sessions<P: PolicyBackend>(
         )
         .map(|(_, tally)| tally)
         .reduce(Tally::default, Tally::merge)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::advertise_starttls;
-
-    #[test]
-    fn starttls_is_added_to_ehlo_replies_only() {
-        let cases: &[(&[u8], &[u8])] = &[
-            (
-                b"250-mx.test\r\n250 BULK\r\n",
-                b"250-mx.test\r\n250-STARTTLS\r\n250 BULK\r\n",
-            ),
-            (b"250 mx.test\r\n", b"250-mx.test\r\n250 STARTTLS\r\n"),
-            (b"501 5.5.4 bad\r\n", b"501 5.5.4 bad\r\n"),
-        ];
-        for (reply, expected) in cases {
-            let mut reply = reply.to_vec();
-            advertise_starttls(&mut reply);
-            assert_eq!(reply, *expected);
-            let (parsed, _) = bulk_proto::parse_reply(&reply).unwrap().unwrap();
-            assert_eq!(parsed.has_keyword("STARTTLS"), parsed.code == 250);
-        }
-    }
 }

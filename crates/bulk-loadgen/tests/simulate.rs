@@ -14,17 +14,11 @@ fn simulate_with<P: PolicyBackend>(
     policy: &P,
     verify: VerifyMode,
 ) -> SimulateResult {
-    let server = &prepared.scenario.server;
-    let expectations = Expectations {
-        max_recipients: server.max_recipients.get(),
-        harvest_resistant: server.harvest_resistant,
-        preferences_apply_to_all: false,
-    };
     simulate(
         &prepared.workload,
         policy,
-        session_config(server),
-        expectations,
+        session_config(&prepared.scenario, &prepared.workload),
+        Expectations::of(&prepared.scenario.server),
         verify,
     )
 }
@@ -100,7 +94,7 @@ fn the_serial_path_simulates_what_the_parallel_one_does() {
     let serial = simulate_serial(
         &prepared.workload.sessions,
         &policy,
-        session_config(server),
+        session_config(&prepared.scenario, &prepared.workload),
         Expectations::of(server),
         VerifyMode::Strict,
     );
@@ -137,9 +131,26 @@ fn starttls_sessions_take_the_same_steps_without_the_cryptography() {
     let serial = simulate_serial(
         &tls.workload.sessions,
         &backend,
-        session_config(server),
+        session_config(&tls.scenario, &tls.workload),
         Expectations::of(server),
         VerifyMode::Strict,
     );
     assert_eq!((serial.failed_sessions, serial.rcpts), (0, b.rcpts));
+}
+
+/// A scenario for a server applying preferences to every transaction: the simulated
+/// server is configured so, as `bench` starts `serve`, and every MAIL reply verifies.
+#[test]
+fn preferences_applied_to_all_mail_are_simulated_so() {
+    let mut all = scenario(200, 1, None);
+    all.workload.bulk_share = 0.0.try_into().unwrap();
+    all.server.preferences_apply_to = bulk_population::PreferencesApplyTo::All;
+    let prepared = prepare(all);
+    let result = simulate_with(
+        &prepared,
+        &memory_backend(&prepared.model),
+        VerifyMode::Strict,
+    );
+    assert!(result.rcpts > 0);
+    assert_eq!(result.mismatches.total, 0, "{:?}", result.mismatches);
 }

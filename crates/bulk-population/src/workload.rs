@@ -774,6 +774,12 @@ impl Workload {
         }
     }
 
+    /// Whether any session asks for STARTTLS: the server must then offer it (`bench`
+    /// starts `serve --tls self-signed`, and `simulate` offers it in process).
+    pub fn uses_starttls(&self) -> bool {
+        self.sessions.iter().any(|session| session.starttls)
+    }
+
     /// RCPTs of the sessions a run starts ([`session_count`](Self::session_count)).
     pub fn rcpt_count(&self) -> u64 {
         let pass: u64 = self.sessions.iter().map(SessionSpec::rcpt_count).sum();

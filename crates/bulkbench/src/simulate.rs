@@ -42,7 +42,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<bool> {
             setup_ms = started.elapsed().as_millis() as u64,
             "population and workload ready"
         );
-        let config = session_config(&scenario.server);
+        let config = session_config(&scenario, &workload);
         let expectations = Expectations::of(&scenario.server);
         let result = simulate(
             &workload,

@@ -333,6 +333,45 @@ fn preferences_applied_to_all_mail_verify_against_serve_told_so() {
     );
 }
 
+/// STARTTLS end to end: `bench` starts `serve --tls self-signed` for a workload with
+/// STARTTLS sessions, and half the sessions (by the seed) run their transactions under TLS,
+/// every reply verified; the handshake is a phase of its own.
+#[test]
+fn bench_runs_starttls_sessions_against_serve_and_verifies_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("tls.toml");
+    let text = SCENARIO
+        .replace("[workload]\n", "[workload]\nstarttls_share = 0.5\n")
+        .replace("sessions = 400", "sessions = 100");
+    std::fs::write(&scenario, text).unwrap();
+    let out = dir.path().join("bench");
+    let output = run(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["mismatches"]["total"], 0, "{s}");
+    assert_eq!(s["totals"]["sessions_completed"], 100, "{s}");
+    let tls = s["totals"]["starttls_sessions"].as_u64().unwrap();
+    assert!(
+        (30..=70).contains(&tls),
+        "{tls} of 100 sessions used STARTTLS"
+    );
+    assert_eq!(
+        s["latency_us"]["tls_handshake"]["count"].as_u64(),
+        Some(tls),
+        "{s}"
+    );
+}
+
 #[test]
 fn simulate_runs_the_workload_in_process() {
     let dir = tempfile::tempdir().unwrap();

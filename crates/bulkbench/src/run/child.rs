@@ -275,7 +275,7 @@ impl ServerProcess {
         }
         // STARTTLS sessions need a server that offers it: a throwaway certificate is
         // enough, since the generator does not check it unless --tls-verify.
-        if prepared.workload.sessions.iter().any(|s| s.starttls) {
+        if prepared.workload.uses_starttls() {
             command.args(["--tls", "self-signed"]);
         }
         if let Some(cpus) = cpus {

@@ -272,7 +272,10 @@ pub(crate) fn once(
 ) -> anyhow::Result<(Summary, RunResult)> {
     let runtime = runtime()?;
     match target {
-        RunTarget::External { addr: target, processes } => {
+        RunTarget::External {
+            addr: target,
+            processes,
+        } => {
             let addr = &target.addr;
             let config = load_config(prepared, *addr, target.name.as_deref(), args)?;
             let watched = Watched {
