@@ -75,6 +75,27 @@ impl KeyBatch {
         }
     }
 
+    /// The key of address `i`: `None` past the end or for an address that does not
+    /// normalize.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<Key<'_>> {
+        let (start, end, at) = (*self.spans.get(i)?)?;
+        Some(Key {
+            key: self.bytes.get(start as usize..end as usize)?,
+            at: (at - start) as usize,
+        })
+    }
+
+    /// Number of addresses (keys and addresses without one).
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether the batch holds no address.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// The keys in batch order; `None` for an address that does not normalize (which every
     /// backend answers `NotLocal`).
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<Key<'_>>> + '_ {
@@ -110,6 +131,11 @@ mod tests {
                 Some((b"b c@x.org".to_vec(), b"@x.org".to_vec())),
             ]
         );
+        assert_eq!((keys.len(), keys.is_empty()), (3, false));
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(keys.get(i), key);
+        }
+        assert_eq!(keys.get(3), None);
         let first = keys.iter().next().flatten().unwrap();
         assert_eq!(
             (first.local(), first.domain()),
@@ -118,5 +144,6 @@ mod tests {
         // Refilling replaces.
         keys.fill(NormalizeConfig::default(), &AddressBatch::new());
         assert_eq!(keys.iter().len(), 0);
+        assert!(keys.is_empty());
     }
 }
