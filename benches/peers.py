@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""bulkbench against its peers, the figures of BENCHMARKS.md section 11.
+
+`rejection`: one workload (by default `scenarios/rejection.toml`) driven by bulkbench's
+generator against three servers in turn, interleaved (`bulkbench compare`, `--repeat`
+times): `bulkbench serve` on the scenario's population (memory backend), the same server
+answering by a fixed rule without any lookup (`serve --backend canned:SHARE`, SHARE the
+workload's accepted share), and Postfix's `smtp-sink` refusing every RCPT (`-f rcpt -B
+"550 5.7.1 ..."`; it has no BULK verb, so the generator falls back to MAIL). Each server's
+process is measured (`--target-pid`). Replies are not verified (`--verify off`): the
+canned server and smtp-sink do not answer as the population says; `bench` runs of the same
+scenario verify `serve`'s. `--lockstep` turns pipelining off, `--connections N` changes the
+sessions in flight.
+
+`client`: the generator's own CPU against Postfix's `smtp-source`, on the same transactions
+against the same server (`serve --backend canned:1.0`, every RCPT accepted): MAIL, 100
+recipients, a 200-byte message, one transaction per connection, 10 sessions at once,
+`--messages` transactions in all; lock-step (smtp-source does not pipeline), and the
+generator pipelined too. smtp-source's CPU is its process's (getrusage of the child).
+
+Needs Debian's `postfix` (smtp-sink, smtp-source) and a release build (`cargo build
+--release -p bulkbench`). Every wait is bounded; only loopback addresses are used.
+
+    python3 benches/peers.py rejection [--lockstep] [--connections N] [--repeat 3]
+    python3 benches/peers.py client [--messages 2000] [--repeat 3]
+
+Exit status: 0 when every run completed, 1 when a step failed.
+"""
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from idle_connections import Failure, read_listening_line, stop_server
+from postfix_compare import free_port, start_bulkbench
+
+ROOT = Path(__file__).resolve().parent.parent
+REFUSAL = "550 5.7.1 Recipient does not accept bulk mail"
+
+
+def program(name):
+    path = shutil.which(name) or f"/usr/sbin/{name}"
+    if not Path(path).exists():
+        raise Failure(f"{name} is not installed: apt-get install postfix")
+    return path
+
+
+def start_sink(port):
+    sink = subprocess.Popen(
+        [program("smtp-sink"), "-u", "nobody", "-f", "rcpt", "-B", REFUSAL,
+         f"127.0.0.1:{port}", "4096"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    if sink.poll() is not None:
+        raise Failure(f"smtp-sink exited ({sink.returncode})")
+    return sink
+
+
+def variant(scenario, work, args):
+    """The scenario as given, or with pipelining off and/or other sessions in flight."""
+    text = Path(scenario).read_text(encoding="utf-8")
+    if args.lockstep:
+        text = text.replace("pipelining = true", "pipelining = false")
+    if args.connections:
+        lines = [line for line in text.splitlines() if not line.startswith("concurrency")]
+        at = lines.index("[workload]") + 1
+        lines.insert(at, f"concurrency = {args.connections}")
+        text = "\n".join(lines) + "\n"
+    path = work / "scenario.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def rejection(args, binary, work):
+    scenario = variant(args.scenario, work, args)
+    population = work / "population.tsv"
+    subprocess.run([binary, "population", str(scenario), "-o", str(population)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    started = []
+    try:
+        serve, serve_port = start_bulkbench(binary, "serve", ["--population", str(population)])
+        started.append(serve)
+        canned, canned_port = start_bulkbench(
+            binary, "serve", ["--backend", f"canned:{args.canned_share}"]
+        )
+        started.append(canned)
+        sink_port = free_port()
+        sink = start_sink(sink_port)
+        started.append(sink)
+        out = ["--out", str(Path(args.out).resolve())] if args.out else []
+        compare = [
+            binary, "compare", str(scenario), "--verify", "off",
+            "--target", f"serve=127.0.0.1:{serve_port}",
+            "--target", f"canned=127.0.0.1:{canned_port}",
+            "--target", f"smtp-sink=127.0.0.1:{sink_port}",
+            "--target-pid", f"serve={serve.pid}",
+            "--target-pid", f"canned={canned.pid}",
+            "--target-pid", f"smtp-sink={sink.pid}",
+            "--repeat", str(args.repeat), *out,
+        ]  # fmt: skip
+        print(" ".join(compare), flush=True)
+        return subprocess.run(compare, timeout=3600).returncode
+    finally:
+        for process in reversed(started):
+            stop_server(process, 30)
+
+
+CLIENT_SCENARIO = """\
+name = "client-{mode}"
+seed = 5
+[population]
+mailboxes = 20000
+domains = 60
+[workload]
+mode = "closed"
+sessions = {messages}
+concurrency = 10
+bulk_share = 0.0
+recipients_min = 100
+recipients_max = 100
+recipients_distribution = "fixed"
+unknown_share = 0.0
+foreign_share = 0.0
+pipelining = {pipelining}
+message_size_min = 200
+message_size_max = 200
+warmup_secs = 0.0
+"""
+
+
+def generator_cpu(binary, work, port, messages, pipelining):
+    mode = "pipelined" if pipelining else "lockstep"
+    scenario = work / f"client-{mode}.toml"
+    scenario.write_text(
+        CLIENT_SCENARIO.format(mode=mode, messages=messages, pipelining=str(pipelining).lower()),
+        encoding="utf-8",
+    )
+    out = work / f"load-{mode}-{time.monotonic_ns()}"
+    subprocess.run(
+        [binary, "load", str(scenario), "--target", f"127.0.0.1:{port}", "--verify", "off",
+         "--no-pin", "--quiet", "--out", str(out)],
+        check=True, capture_output=True, timeout=900,
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    rcpts = summary["totals"]["rcpts"]
+    return summary["generator"]["cpu_seconds"], rcpts, summary["throughput"]["rcpt_per_sec"]
+
+
+def source_cpu(port, messages):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    subprocess.run(
+        [program("smtp-source"), "-s", "10", "-m", str(messages), "-r", "100", "-l", "200",
+         "-f", "news@shop.test", "-t", "ann@example.org", "-M", "bulkbench.test",
+         f"127.0.0.1:{port}"],
+        check=True, capture_output=True, timeout=900,
+    )  # fmt: skip
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rcpts = messages * 100
+    return cpu, rcpts, rcpts / wall
+
+
+def client(args, binary, work):
+    server, port = start_bulkbench(binary, "serve", ["--backend", "canned:1.0"])
+    rows = []
+    try:
+        for repeat in range(args.repeat):
+            for name, measure in (
+                ("smtp-source, lock-step", lambda: source_cpu(port, args.messages)),
+                ("generator, lock-step",
+                 lambda: generator_cpu(binary, work, port, args.messages, False)),
+                ("generator, pipelined",
+                 lambda: generator_cpu(binary, work, port, args.messages, True)),
+            ):  # fmt: skip
+                cpu, rcpts, rate = measure()
+                rows.append((repeat + 1, name, cpu, rcpts, rate))
+                print(f"repeat {repeat + 1}: {name:<24} {cpu * 1e6 / rcpts:6.3f} us CPU/RCPT "
+                      f"({cpu:.2f} s, {rcpts} RCPTs, {rate:,.0f} RCPT/s)", flush=True)  # fmt: skip
+    finally:
+        stop_server(server, 30)
+    return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["rejection", "client"])
+    parser.add_argument("--scenario", default=str(ROOT / "scenarios/rejection.toml"))
+    parser.add_argument("--canned-share", type=float, default=0.279,
+                        help="the canned server's accepted share (rejection.toml's: 0.279)")  # fmt: skip
+    parser.add_argument("--lockstep", action="store_true")
+    parser.add_argument("--connections", type=int)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", help="rejection: the comparison's folder")
+    parser.add_argument("--bin", default=str(ROOT / "target/release/bulkbench"))
+    args = parser.parse_args()
+    binary = str(Path(args.bin).resolve())
+    try:
+        with tempfile.TemporaryDirectory(prefix="bulkbench-peers-") as tmp:
+            run = rejection if args.mode == "rejection" else client
+            sys.exit(run(args, binary, Path(tmp)))
+    except (Failure, subprocess.CalledProcessError) as failure:
+        print(f"peers: {failure}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
