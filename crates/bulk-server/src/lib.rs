@@ -31,8 +31,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bulk_policy::PolicyBackend;
@@ -168,7 +172,9 @@ pub fn raise_open_files_limit() -> u64 {
 
 /// Binds a listener on `addr` with the given listen backlog. Tokio's own `bind` uses a
 /// fixed backlog, which drops connection bursts of a load test; the kernel still caps the
-/// value at `net.core.somaxconn`.
+/// value at `net.core.somaxconn`, and when it does, this says so (a warning with both
+/// values): connections past a full queue are dropped or answered with SYN cookies, so
+/// the backlog in force is worth knowing.
 pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
     let make = || -> io::Result<TcpListener> {
         let socket = if addr.is_ipv4() {
@@ -180,7 +186,63 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> 
         socket.bind(addr)?;
         socket.listen(backlog)
     };
-    make().map_err(|source| ServerError::Bind { addr, source })
+    let listener = make().map_err(|source| ServerError::Bind { addr, source })?;
+    if let Some(queue) = listen_queue(&listener)
+        && queue.limit < backlog
+    {
+        warn!(
+            asked = backlog,
+            in_force = queue.limit,
+            "listen backlog capped by the kernel (net.core.somaxconn)"
+        );
+    }
+    Ok(listener)
+}
+
+/// A listening socket's accept queue as the kernel reports it: what `ss -ltn` shows as
+/// Recv-Q and Send-Q.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenQueue {
+    /// Connections established and not accepted yet.
+    pub queued: u32,
+    /// The backlog in force: the one asked for, capped at `net.core.somaxconn`. The
+    /// kernel refuses new connections once more than this many wait (it drops their SYN,
+    /// or, when it answered with a SYN cookie, their ACK).
+    pub limit: u32,
+}
+
+/// The accept queue of `listener` (Linux `TCP_INFO` on a listening socket: `tcpi_unacked`
+/// is the queue's length, `tcpi_sacked` its limit); `None` elsewhere, or if it cannot be
+/// read or the socket is not listening. Any descriptor of the socket will do.
+#[cfg(target_os = "linux")]
+pub fn listen_queue(listener: &impl AsFd) -> Option<ListenQueue> {
+    // SAFETY: tcp_info is plain data; all zeros is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which outlives the call, on
+    // a descriptor `listener` keeps open.
+    let status = unsafe {
+        libc::getsockopt(
+            listener.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    // TCP_LISTEN of the kernel's TCP states (include/net/tcp_states.h); libc has no name
+    // for it.
+    const TCP_LISTEN: u8 = 10;
+    (status == 0 && info.tcpi_state == TCP_LISTEN).then_some(ListenQueue {
+        queued: info.tcpi_unacked,
+        limit: info.tcpi_sacked,
+    })
+}
+
+/// Not known off Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn listen_queue(_listener: &impl AsFd) -> Option<ListenQueue> {
+    None
 }
 
 /// Server-wide counters, updated as connections end.
@@ -199,6 +261,9 @@ pub(crate) struct Stats {
     pub(crate) tls_sessions: AtomicU64,
     pub(crate) tls_failed: AtomicU64,
     pub(crate) starttls_discards: AtomicU64,
+    pub(crate) largest_accept_turn: AtomicU64,
+    pub(crate) accept_queue_peak: AtomicU64,
+    pub(crate) accept_queue_full: AtomicU64,
 }
 
 /// What a server did, returned by [`run`] when it stops.
@@ -232,6 +297,17 @@ pub struct StatsSnapshot {
     /// STARTTLS commands followed, in the same read, by plaintext the client pipelined
     /// after them, which was discarded unexecuted (docs/protocol.md, "STARTTLS").
     pub starttls_discards: u64,
+    /// Most connections one turn of the accept loop took (it accepts until the queue is
+    /// empty; see `accept_until`).
+    pub largest_accept_turn: u64,
+    /// Longest accept queue a turn found (the connection that woke it included); 0 where
+    /// the queue cannot be read ([`listen_queue`]).
+    pub accept_queue_peak: u64,
+    /// Turns that found the accept queue over its limit ([`ListenQueue::limit`]): the
+    /// kernel was turning connections away then (dropped SYNs, or ACKs of SYN-cookie
+    /// handshakes), which the host-wide `TcpExtListenOverflows` counts. A queue can also
+    /// overflow between turns unseen: this is a floor.
+    pub accept_queue_full: u64,
 }
 
 impl Stats {
@@ -251,6 +327,9 @@ impl Stats {
             tls_sessions: get(&self.tls_sessions),
             tls_failed: get(&self.tls_failed),
             starttls_discards: get(&self.starttls_discards),
+            largest_accept_turn: get(&self.largest_accept_turn),
+            accept_queue_peak: get(&self.accept_queue_peak),
+            accept_queue_full: get(&self.accept_queue_full),
         }
     }
 }
@@ -439,6 +518,7 @@ impl<P: PolicyBackend> Server<P> {
             backend = shared.policy.name(),
             max_connections = shared.config.max_connections,
             max_connections_per_ip = shared.config.max_connections_per_ip,
+            backlog = listen_queue(&listener).map(|queue| queue.limit),
             starttls = ?shared.config.session.tls,
             "serving"
         );
@@ -447,82 +527,183 @@ impl<P: PolicyBackend> Server<P> {
         drain(&shared, &tasks).await;
         let stats = shared.stats.snapshot();
         info!(?stats, "stopped");
+        if stats.accept_queue_full > 0 {
+            warn!(
+                turns = stats.accept_queue_full,
+                peak = stats.accept_queue_peak,
+                "the accept queue was found full: connections were turned away by the kernel"
+            );
+        }
         Ok(stats)
     }
 }
 
+/// What the accept loop needs to admit a connection: the connection permits, the
+/// per-address counts, the two refusals, and where connection tasks go.
+struct Admission<'a, P> {
+    shared: &'a Arc<Shared<P>>,
+    tasks: &'a TaskTracker,
+    /// One permit per connection, taken before the connection task exists: the limit
+    /// bounds tasks and buffers, not only sessions.
+    permits: Arc<Semaphore>,
+    /// Counted only where the per-address limit can bind: below the connection limit.
+    per_address: Option<Arc<PerAddress>>,
+    over_limit: Vec<u8>,
+    over_address_limit: Vec<u8>,
+}
+
+impl<'a, P: PolicyBackend> Admission<'a, P> {
+    fn new(shared: &'a Arc<Shared<P>>, tasks: &'a TaskTracker) -> Self {
+        let config = &shared.config;
+        let refusal = |why| {
+            let mut text = Vec::new();
+            Reply::Closing(why).encode(&config.identity, &mut text);
+            text
+        };
+        Admission {
+            shared,
+            tasks,
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            per_address: (config.max_connections_per_ip < config.max_connections).then(|| {
+                Arc::new(PerAddress {
+                    limit: config.max_connections_per_ip,
+                    counts: Mutex::new(HashMap::new()),
+                })
+            }),
+            over_limit: refusal(Closing::TooManyConnections),
+            over_address_limit: refusal(Closing::TooManyFromAddress),
+        }
+    }
+
+    /// Starts a connection's task, or, over a limit, sends the limit's `421` and closes it.
+    fn admit(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let stats = &self.shared.stats;
+        let _ = stream.set_nodelay(true);
+        let slot = match &self.per_address {
+            None => None,
+            Some(table) => match PerAddress::admit(table, peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                    refuse(&stream, &self.over_address_limit);
+                    return;
+                }
+            },
+        };
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                let connection = Connection::new(stream, self.shared.clone());
+                self.tasks.spawn(async move {
+                    connection.run().await;
+                    drop((permit, slot));
+                });
+            }
+            Err(_) => {
+                stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                refuse(&stream, &self.over_limit);
+            }
+        }
+    }
+}
+
+/// Connections one turn of the accept loop takes at least before it lets the runtime's
+/// other tasks run, if the queue has not emptied first; a larger backlog raises it to a
+/// full queue's worth.
+const ACCEPT_TURN_MIN: usize = 1024;
+
 /// Accepts connections on `listener` until `shutdown` completes, each with a task of its
 /// own on `tasks`, or, over a limit, with the limit's `421` and no task.
+///
+/// Each wake-up is a turn that empties the accept queue: it accepts until the queue is
+/// empty (or a full queue's worth was taken) before it yields. Accepting one at a time
+/// with tokio's cooperative budget takes 128 at most before the loop waits behind every
+/// runnable connection task, while a burst keeps coming: the queue then fills, and the
+/// kernel drops SYNs (the client retries 1 s, 3 s, ... later) or, once it answers with SYN
+/// cookies, drops the handshake's last ACK, which leaves an SMTP client (it waits for the
+/// server to speak first) connected to nothing until its own timeout. Accepting is cheap
+/// next to serving: taking a whole queue costs a few microseconds per connection.
 async fn accept_until<P: PolicyBackend>(
     listener: &TcpListener,
     shared: &Arc<Shared<P>>,
     tasks: &TaskTracker,
     shutdown: impl Future,
 ) {
-    // One permit per connection, taken before the connection task exists: the limit
-    // bounds tasks and buffers, not only sessions.
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    // Counted only where the per-address limit can bind: below the connection limit.
-    let per_address =
-        (shared.config.max_connections_per_ip < shared.config.max_connections).then(|| {
-            Arc::new(PerAddress {
-                limit: shared.config.max_connections_per_ip,
-                counts: Mutex::new(HashMap::new()),
-            })
-        });
-    let refusal = |why| {
-        let mut text = Vec::new();
-        Reply::Closing(why).encode(&shared.config.identity, &mut text);
-        text
-    };
-    let over_limit = refusal(Closing::TooManyConnections);
-    let over_address_limit = refusal(Closing::TooManyFromAddress);
+    let admission = Admission::new(shared, tasks);
+    let turn_max = listen_queue(listener).map_or(ACCEPT_TURN_MIN, |queue| {
+        ACCEPT_TURN_MIN.max(queue.limit as usize)
+    });
     tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors or memory: back off instead of spinning; the
-                // kernel keeps the backlog meanwhile.
-                error!(%error, "accept failed; retrying in 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let slot = match &per_address {
-            None => None,
-            Some(table) => match PerAddress::admit(table, peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    shared.stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
-                    refuse(&stream, &over_address_limit);
+    // Out of the cooperative budget: the loop yields when the queue is empty, or after
+    // `turn_max` connections, not after tokio's 128 operations.
+    tokio::task::coop::unconstrained(async {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match first {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    backoff(error).await;
                     continue;
                 }
-            },
-        };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let connection = Connection::new(stream, shared.clone());
-                tasks.spawn(async move {
-                    connection.run().await;
-                    drop((permit, slot));
-                });
+            };
+            note_queue(listener, shared);
+            admission.admit(stream, peer);
+            let mut taken = 1;
+            while taken < turn_max {
+                let next = std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await;
+                match next {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok((stream, peer))) => admission.admit(stream, peer),
+                    Poll::Ready(Err(error)) => {
+                        backoff(error).await;
+                        break;
+                    }
+                }
+                taken += 1;
             }
-            Err(_) => {
-                shared
-                    .stats
-                    .refused_connections
-                    .fetch_add(1, Ordering::Relaxed);
-                refuse(&stream, &over_limit);
+            shared
+                .stats
+                .largest_accept_turn
+                .fetch_max(taken as u64, Ordering::Relaxed);
+            if taken >= turn_max {
+                tokio::task::yield_now().await;
             }
         }
+    })
+    .await;
+}
+
+/// After a failed accept: out of file descriptors or memory. Back off instead of
+/// spinning; the kernel keeps the backlog meanwhile.
+async fn backoff(error: io::Error) {
+    error!(%error, "accept failed; retrying in 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// At the start of an accept turn (one connection just taken): how many more wait, and
+/// whether the queue was at its limit, where the kernel turns connections away. Found
+/// full the first time, it is said at once; the count is in the server's stats.
+fn note_queue<P>(listener: &TcpListener, shared: &Shared<P>) {
+    let Some(queue) = listen_queue(listener) else {
+        return;
+    };
+    let found = u64::from(queue.queued) + 1;
+    let stats = &shared.stats;
+    stats.accept_queue_peak.fetch_max(found, Ordering::Relaxed);
+    if found > u64::from(queue.limit)
+        && stats.accept_queue_full.fetch_add(1, Ordering::Relaxed) == 0
+    {
+        warn!(
+            queued = found,
+            backlog = queue.limit,
+            "accept queue found full: the kernel may be dropping connections (see \
+             TcpExtListenOverflows in nstat); a larger --backlog (up to \
+             net.core.somaxconn) absorbs larger bursts"
+        );
     }
 }
 
