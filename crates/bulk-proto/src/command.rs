@@ -191,7 +191,114 @@ const fn key(verb: &[u8; 4]) -> u32 {
 }
 
 /// Parses one command line, given without its CRLF.
+///
+/// The common shape of the hot path, `RCPT TO:<local@domain>` with a dot-atom local part
+/// and a plain domain, is recognized by [`rcpt_fast`] in one pass over the line; every
+/// other line (and any RCPT it does not recognize) goes to the full grammar, which gives
+/// the same result for the lines the fast path accepts (a property test and the
+/// `command_line` fuzz body check it).
+#[inline]
 pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
+    if let Some((mailbox, end)) = rcpt_fast(line)
+        && end == line.len()
+    {
+        return Ok(Command::Rcpt {
+            to: ForwardPath::Mailbox(mailbox),
+        });
+    }
+    parse_command_general(line)
+}
+
+/// `RCPT TO:` as eight bytes, and the mask that folds the case of its letters only: a mask
+/// on the space and the colon would let `\0` and `\x1a` pass for them.
+const RCPT_TO: u64 = u64::from_le_bytes(*b"rcpt to:");
+const RCPT_TO_FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0, 0x20, 0x20, 0]);
+
+/// States of the fast RCPT path's automaton ([`RCPT_DFA`]). The two that end the scan
+/// come last, so one comparison per byte tells them apart from the others.
+const LOCAL_START: u8 = 0;
+const LOCAL_ATOM: u8 = 1;
+const DOMAIN_START: u8 = 2;
+const DOMAIN_ALNUM: u8 = 3;
+const DOMAIN_HYPHEN: u8 = 4;
+/// Anything the fast path does not know: the full grammar decides.
+const FAST_GIVE_UP: u8 = 6;
+/// The closing `>` of a plain path.
+const FAST_DONE: u8 = 7;
+
+/// The fast path's automaton, a row of 256 next states per state, over
+/// `Dot-string "@" sub-domain *("." sub-domain) ">"` with `Dot-string = Atom *("." Atom)`
+/// (atext atoms) and `sub-domain = Let-dig [Ldh-str]` (RFC 5321 section 4.1.2): exactly the
+/// paths the full grammar ([`parse_path`]) accepts without a source route, a quoted local
+/// part or an address literal. Any byte outside it gives up, never refuses.
+static RCPT_DFA: [[u8; 256]; 8] = {
+    let mut table = [[FAST_GIVE_UP; 256]; 8];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let atext = CLASSES[b] & ATEXT != 0;
+        if atext {
+            table[LOCAL_START as usize][b] = LOCAL_ATOM;
+            table[LOCAL_ATOM as usize][b] = LOCAL_ATOM;
+        }
+        if c.is_ascii_alphanumeric() {
+            table[DOMAIN_START as usize][b] = DOMAIN_ALNUM;
+            table[DOMAIN_ALNUM as usize][b] = DOMAIN_ALNUM;
+            table[DOMAIN_HYPHEN as usize][b] = DOMAIN_ALNUM;
+        }
+        b += 1;
+    }
+    table[LOCAL_ATOM as usize][b'.' as usize] = LOCAL_START;
+    table[LOCAL_ATOM as usize][b'@' as usize] = DOMAIN_START;
+    table[DOMAIN_ALNUM as usize][b'-' as usize] = DOMAIN_HYPHEN;
+    table[DOMAIN_HYPHEN as usize][b'-' as usize] = DOMAIN_HYPHEN;
+    table[DOMAIN_ALNUM as usize][b'.' as usize] = DOMAIN_START;
+    table[DOMAIN_ALNUM as usize][b'>' as usize] = FAST_DONE;
+    table
+};
+
+/// The fast path of the common RCPT: `line` starts with `RCPT TO:<` (verb and keyword in
+/// any case, no space before the path) and a plain path within RFC 5321's limits. Returns
+/// the mailbox and the index just past its `>`, or `None` for anything else, which the full
+/// grammar must then parse: `None` never means the line is wrong.
+///
+/// One table step per byte of the path: no separate printable check is needed, since
+/// every byte the automaton accepts is printable ASCII.
+#[inline]
+pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
+    let head = u64::from_le_bytes(line.get(..8)?.try_into().ok()?);
+    if head | RCPT_TO_FOLD != RCPT_TO || line.get(8) != Some(&b'<') {
+        return None;
+    }
+    // The path, `<` at 0, scanned no further than the longest path allows: a `>` found
+    // within is at most at index MAX_PATH - 1, so the path is within its limit.
+    let path = &line[8..line.len().min(8 + MAX_PATH)];
+    let mut state = LOCAL_START;
+    let mut close = 0;
+    for (i, &b) in path.iter().enumerate().skip(1) {
+        state = RCPT_DFA[usize::from(state & 7)][usize::from(b)];
+        if state >= FAST_GIVE_UP {
+            close = i;
+            break;
+        }
+    }
+    if state != FAST_DONE {
+        return None;
+    }
+    let mailbox = &path[1..close];
+    // The domain is shorter than the path, so only the local part can pass its limit; a
+    // mailbox this short cannot hold a local part over it.
+    if mailbox.len() > MAX_LOCAL_PART + 1
+        && memchr::memchr(b'@', mailbox).is_none_or(|at| at > MAX_LOCAL_PART)
+    {
+        return None;
+    }
+    Some((mailbox, 8 + close + 1))
+}
+
+/// Parses one command line by the full grammar (what [`parse_command`] does for every line
+/// its fast path does not take).
+pub(crate) fn parse_command_general(line: &[u8]) -> Result<Command<'_>, CommandError> {
     // RFC 5321 commands are ASCII; NUL and other control bytes have no place in them
     // (TAB included: the grammar only knows SP), and 8-bit data is SMTPUTF8's, not ours.
     // A fold without short-circuit, so the check vectorizes: this runs on every line.
@@ -830,6 +937,59 @@ mod tests {
                 "input {:?}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    /// Lines the fast RCPT path takes or leaves to the full grammar; either way
+    /// `parse_command` answers as the full grammar does.
+    #[test]
+    fn fast_rcpt_path_takes_only_plain_paths() {
+        let local_64 = format!("RCPT TO:<{}@x.org>", "a".repeat(64));
+        let local_65 = format!("RCPT TO:<{}@x.org>", "a".repeat(65));
+        let domain = format!("{}.{}.{}", "d".repeat(63), "d".repeat(63), "d".repeat(61));
+        let path_256 = format!("RCPT TO:<{}@{domain}>", "l".repeat(64));
+        let path_257 = format!("RCPT TO:<{}@{domain}d>", "l".repeat(64));
+        let cases: Vec<(&[u8], bool)> = vec![
+            (b"RCPT TO:<user1@example.com>", true),
+            (b"rcpt to:<Ann.Lee+news@Example.COM>", true),
+            (b"RcPt To:<a@b>", true),
+            (b"RCPT TO:<a!#$%&'*+-/=?^_`{|}~@x-1.y--2.z>", true),
+            (local_64.as_bytes(), true),
+            (path_256.as_bytes(), true),
+            (local_65.as_bytes(), false),
+            (path_257.as_bytes(), false),
+            (b"RCPT TO:<a@b.c> ", false),
+            (b"RCPT TO:<a@b.c> NOTIFY=NEVER", false),
+            (b"RCPT TO:<a@b.c>x", false),
+            (b"RCPT TO: <a@b.c>", false),
+            (b"RCPT TO:<postmaster>", false),
+            (b"RCPT TO:<\"a b\"@x.org>", false),
+            (b"RCPT TO:<@r.example:a@x.org>", false),
+            (b"RCPT TO:<a@[192.0.2.1]>", false),
+            (b"RCPT TO:<.a@b.c>", false),
+            (b"RCPT TO:<a.@b.c>", false),
+            (b"RCPT TO:<a..b@b.c>", false),
+            (b"RCPT TO:<a@-b.c>", false),
+            (b"RCPT TO:<a@b-.c>", false),
+            (b"RCPT TO:<a@b->", false),
+            (b"RCPT TO:<a@b..c>", false),
+            (b"RCPT TO:<a@b.>", false),
+            (b"RCPT TO:<a@.b>", false),
+            (b"RCPT TO:<a@b@c>", false),
+            (b"RCPT TO:<@b.c>", false),
+            (b"RCPT TO:<a@>", false),
+            (b"RCPT TO:<>", false),
+            (b"RCPT TO:<a@b.c", false),
+            (b"RCPT\0TO:<a@b.c>", false),
+            (b"RCPT TO\x1a<a@b.c>", false),
+            (b"RCPT TO:<a@b\x80.c>", false),
+            (b"MAIL FROM:<a@b.c>", false),
+        ];
+        for (line, fast) in cases {
+            let shown = String::from_utf8_lossy(line);
+            let taken = rcpt_fast(line).is_some_and(|(_, end)| end == line.len());
+            assert_eq!(taken, fast, "{shown}");
+            assert_eq!(parse_command(line), parse_command_general(line), "{shown}");
         }
     }
 

@@ -11,7 +11,9 @@
 
 use bulk_types::{AddressBatch, Verdict};
 
-use crate::command::{Command, ForwardPath, ReversePath, TransactionKind, parse_command};
+use crate::command::{
+    Command, ForwardPath, ReversePath, TransactionKind, parse_command, rcpt_fast,
+};
 use crate::data::{DataReceiver, DataVerdict};
 use crate::limits::{self, MAX_COMMAND_LINE};
 use crate::reply::{Closing, QueueId, Reply, ServerIdentity, replies};
@@ -401,6 +403,18 @@ impl Session {
                 },
                 Mode::Command => {
                     let rest = &input[pos..];
+                    // The common RCPT, CRLF included, in one pass: no search for the line
+                    // end, no second scan. Anything else, or a RCPT in another shape, takes
+                    // the general path below, which answers these lines alike.
+                    if let Some((mailbox, end)) = rcpt_fast(rest)
+                        && rest.get(end..end + 2) == Some(b"\r\n")
+                    {
+                        pos += end + 2;
+                        self.apply(Command::Rcpt {
+                            to: ForwardPath::Mailbox(mailbox),
+                        });
+                        continue;
+                    }
                     let Some(lf) = memchr::memchr(b'\n', rest) else {
                         // 512 octets without LF cannot become a line of at most 512 octets
                         // with its CRLF: stop buffering it (limits before buffering).
