@@ -158,6 +158,9 @@ enum Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
     Ready(Reply),
+    /// A resolved RCPT: its reply line, CRLF included ([`RcptAnswer::line`]), written out
+    /// in one copy.
+    Line(&'static [u8]),
     /// A RCPT waiting for its verdict; pending slots are resolved in order.
     Pending,
     /// `RCPT TO:<Postmaster>` in a MAIL transaction behind pending RCPTs: accepted without
@@ -652,31 +655,36 @@ impl Session {
         // transaction waits for pending verdicts first.
         let keep = self.transaction.is_some();
         let mut index = 0;
+        let mut addresses = self.pending.iter();
         for slot in &mut self.replies {
-            if *slot == Slot::PendingPostmaster {
-                if keep {
-                    self.recipients.push(b"postmaster");
+            match *slot {
+                Slot::PendingPostmaster => {
+                    if keep {
+                        self.recipients.push(b"postmaster");
+                    }
+                    *slot = Slot::Line(RcptAnswer::Ok.line());
+                    continue;
                 }
-                *slot = Slot::Ready(replies::RCPT_OK);
-                continue;
-            }
-            if *slot != Slot::Pending {
-                continue;
+                Slot::Pending => {}
+                Slot::Ready(_) | Slot::Line(_) => continue,
             }
             let verdict = verdicts.ok().and_then(|v| v.get(index).copied());
-            let reply = match verdict {
-                None => replies::RCPT_TEMPFAIL,
-                Some(verdict) => rcpt_reply(kind, verdict, harvest.is_some()),
+            let answer = match verdict {
+                None => RcptAnswer::TempFail,
+                Some(verdict) => rcpt_answer(kind, verdict, harvest.is_some()),
             };
-            if reply == replies::RCPT_OK
+            // One address per pending slot, in order.
+            let address = addresses.next();
+            if answer == RcptAnswer::Ok
                 && keep
-                && let Some(address) = self.pending.get(index)
+                && let Some(address) = address
             {
                 self.recipients.push(address);
             }
-            *slot = Slot::Ready(reply);
+            *slot = Slot::Line(answer.line());
             index += 1;
         }
+        drop(addresses);
         self.pending.clear();
     }
 
@@ -722,16 +730,16 @@ impl Session {
     /// Appends every queued reply up to the first pending RCPT to `out`, in order, and
     /// forgets them. Call after resolving, so everything goes out in one write.
     pub fn flush(&mut self, identity: &ServerIdentity, out: &mut Vec<u8>) {
-        let ready = self
-            .replies
-            .iter()
-            .position(|slot| matches!(slot, Slot::Pending | Slot::PendingPostmaster))
-            .unwrap_or(self.replies.len());
-        for slot in self.replies.drain(..ready) {
-            if let Slot::Ready(reply) = slot {
-                reply.encode(identity, out);
+        let mut ready = 0;
+        for slot in &self.replies {
+            match *slot {
+                Slot::Line(line) => out.extend_from_slice(line),
+                Slot::Ready(reply) => reply.encode(identity, out),
+                Slot::Pending | Slot::PendingPostmaster => break,
             }
+            ready += 1;
         }
+        self.replies.drain(..ready);
     }
 }
 
@@ -749,16 +757,81 @@ fn depends_on_verdicts(command: &Command<'_>) -> bool {
     )
 }
 
-/// The reply to a RCPT, by transaction kind and verdict. In a MAIL transaction preferences
+/// The answer to a RCPT, by transaction kind and verdict. In a MAIL transaction preferences
 /// are not consulted: an opted-out mailbox still receives ordinary mail.
-fn rcpt_reply(kind: TransactionKind, verdict: Verdict, harvest_resistant: bool) -> Reply {
+fn rcpt_answer(kind: TransactionKind, verdict: Verdict, harvest_resistant: bool) -> RcptAnswer {
     match (kind, verdict) {
-        (_, Verdict::Accept) | (TransactionKind::Mail, Verdict::OptedOut) => replies::RCPT_OK,
-        (TransactionKind::Bulk, Verdict::OptedOut) if harvest_resistant => replies::RCPT_REFUSED,
-        (TransactionKind::Bulk, Verdict::OptedOut) => replies::RCPT_OPTED_OUT,
-        (_, Verdict::UnknownMailbox) if harvest_resistant => replies::RCPT_REFUSED,
-        (_, Verdict::UnknownMailbox) => replies::RCPT_UNKNOWN,
-        (_, Verdict::NotLocal) => replies::RCPT_NOT_LOCAL,
+        (_, Verdict::Accept) | (TransactionKind::Mail, Verdict::OptedOut) => RcptAnswer::Ok,
+        (TransactionKind::Bulk, Verdict::OptedOut) if harvest_resistant => RcptAnswer::Refused,
+        (TransactionKind::Bulk, Verdict::OptedOut) => RcptAnswer::OptedOut,
+        (_, Verdict::UnknownMailbox) if harvest_resistant => RcptAnswer::Refused,
+        (_, Verdict::UnknownMailbox) => RcptAnswer::Unknown,
+        (_, Verdict::NotLocal) => RcptAnswer::NotLocal,
+    }
+}
+
+/// What a resolved RCPT is answered: one of the `replies::RCPT_*` constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RcptAnswer {
+    /// [`replies::RCPT_OK`]: the address joins the envelope.
+    Ok,
+    /// [`replies::RCPT_OPTED_OUT`].
+    OptedOut,
+    /// [`replies::RCPT_UNKNOWN`].
+    Unknown,
+    /// [`replies::RCPT_REFUSED`] (harvest-resistant mode).
+    Refused,
+    /// [`replies::RCPT_NOT_LOCAL`].
+    NotLocal,
+    /// [`replies::RCPT_TEMPFAIL`]: no verdict.
+    TempFail,
+}
+
+/// The text of a [`Reply::Fixed`], at compile time.
+const fn fixed_text(reply: Reply) -> &'static str {
+    match reply {
+        Reply::Fixed(text) => text,
+        _ => panic!("not a fixed reply"),
+    }
+}
+
+/// `text` and CRLF as one array of `N` octets, at compile time.
+const fn with_crlf<const N: usize>(text: &str) -> [u8; N] {
+    let text = text.as_bytes();
+    assert!(text.len() + 2 == N);
+    let mut line = [0u8; N];
+    let mut i = 0;
+    while i < text.len() {
+        line[i] = text[i];
+        i += 1;
+    }
+    line[N - 2] = b'\r';
+    line[N - 1] = b'\n';
+    line
+}
+
+/// The wire line of a fixed reply, CRLF included, built at compile time from the reply
+/// itself: one text per reply, so the line is byte-identical to what
+/// [`Reply::encode`] writes.
+macro_rules! wire_line {
+    ($reply:expr) => {{
+        const TEXT: &str = fixed_text($reply);
+        const LINE: [u8; TEXT.len() + 2] = with_crlf(TEXT);
+        &LINE
+    }};
+}
+
+impl RcptAnswer {
+    /// The reply as it goes on the wire, CRLF included.
+    fn line(self) -> &'static [u8] {
+        match self {
+            RcptAnswer::Ok => wire_line!(replies::RCPT_OK),
+            RcptAnswer::OptedOut => wire_line!(replies::RCPT_OPTED_OUT),
+            RcptAnswer::Unknown => wire_line!(replies::RCPT_UNKNOWN),
+            RcptAnswer::Refused => wire_line!(replies::RCPT_REFUSED),
+            RcptAnswer::NotLocal => wire_line!(replies::RCPT_NOT_LOCAL),
+            RcptAnswer::TempFail => wire_line!(replies::RCPT_TEMPFAIL),
+        }
     }
 }
 
@@ -874,6 +947,22 @@ mod tests {
                     unreachable!("a session that keeps no messages hands no content over")
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rcpt_answers_are_their_replies_on_the_wire() {
+        let identity = ServerIdentity::default();
+        let answers = [
+            (RcptAnswer::Ok, replies::RCPT_OK),
+            (RcptAnswer::OptedOut, replies::RCPT_OPTED_OUT),
+            (RcptAnswer::Unknown, replies::RCPT_UNKNOWN),
+            (RcptAnswer::Refused, replies::RCPT_REFUSED),
+            (RcptAnswer::NotLocal, replies::RCPT_NOT_LOCAL),
+            (RcptAnswer::TempFail, replies::RCPT_TEMPFAIL),
+        ];
+        for (answer, reply) in answers {
+            assert_eq!(answer.line(), reply.render(&identity).as_bytes());
         }
     }
 
