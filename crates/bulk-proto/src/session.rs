@@ -413,9 +413,7 @@ impl Session {
                         && rest.get(end..end + 2) == Some(b"\r\n")
                     {
                         pos += end + 2;
-                        self.apply(Command::Rcpt {
-                            to: ForwardPath::Mailbox(mailbox),
-                        });
+                        self.rcpt(ForwardPath::Mailbox(mailbox));
                         continue;
                     }
                     let Some(lf) = memchr::memchr(b'\n', rest) else {
@@ -540,46 +538,7 @@ impl Session {
                     self.reply(replies::SENDER_OK);
                 }
             }
-            Command::Rcpt { to } => {
-                let Some(transaction) = self.transaction.as_mut() else {
-                    let reply = if self.greeted == Greeted::No {
-                        replies::NEED_HELO
-                    } else {
-                        replies::NEED_MAIL
-                    };
-                    return self.protocol_error(reply);
-                };
-                if transaction.rcpt_commands >= self.config.max_recipients {
-                    return self.reply(replies::TOO_MANY_RECIPIENTS);
-                }
-                transaction.rcpt_commands += 1;
-                let kind = transaction.kind;
-                match to {
-                    ForwardPath::Postmaster => match kind {
-                        TransactionKind::Mail if self.pending.is_empty() => {
-                            self.recipients.push(b"postmaster");
-                            self.reply(replies::RCPT_OK);
-                        }
-                        // Keep envelope order independent of how reads split the input.
-                        TransactionKind::Mail => self.replies.push(Slot::PendingPostmaster),
-                        TransactionKind::Bulk => self.reply(replies::POSTMASTER_NO_BULK),
-                    },
-                    ForwardPath::Mailbox(mailbox) => {
-                        if self.pending.is_empty() {
-                            // A session's first batch sizes the buffers once, instead of
-                            // growing them by doubling RCPT after RCPT (idle sessions, which
-                            // never get here, keep none).
-                            self.pending.reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
-                            self.replies.reserve(RCPT_BATCH_HINT);
-                            self.recipients
-                                .reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
-                        }
-                        self.pending.push(mailbox);
-                        self.pending_kind = kind;
-                        self.replies.push(Slot::Pending);
-                    }
-                }
-            }
+            Command::Rcpt { to } => self.rcpt(to),
             Command::Data => {
                 if self.transaction.is_none() {
                     let reply = if self.greeted == Greeted::No {
@@ -612,6 +571,51 @@ impl Session {
             Command::Vrfy => self.reply(replies::VRFY),
             Command::Help => self.reply(replies::HELP),
             Command::StartTls => self.start_tls(),
+        }
+    }
+
+    /// RCPT: counted against the recipient limit, answered at once (`<Postmaster>`, the
+    /// limit, no transaction) or queued for a verdict. Inlined into the fast path of
+    /// [`advance`](Self::advance), which every common RCPT takes.
+    #[inline]
+    fn rcpt(&mut self, to: ForwardPath<'_>) {
+        let Some(transaction) = self.transaction.as_mut() else {
+            let reply = if self.greeted == Greeted::No {
+                replies::NEED_HELO
+            } else {
+                replies::NEED_MAIL
+            };
+            return self.protocol_error(reply);
+        };
+        if transaction.rcpt_commands >= self.config.max_recipients {
+            return self.reply(replies::TOO_MANY_RECIPIENTS);
+        }
+        transaction.rcpt_commands += 1;
+        let kind = transaction.kind;
+        match to {
+            ForwardPath::Postmaster => match kind {
+                TransactionKind::Mail if self.pending.is_empty() => {
+                    self.recipients.push(b"postmaster");
+                    self.reply(replies::RCPT_OK);
+                }
+                // Keep envelope order independent of how reads split the input.
+                TransactionKind::Mail => self.replies.push(Slot::PendingPostmaster),
+                TransactionKind::Bulk => self.reply(replies::POSTMASTER_NO_BULK),
+            },
+            ForwardPath::Mailbox(mailbox) => {
+                if self.pending.is_empty() {
+                    // A session's first batch sizes the buffers once, instead of
+                    // growing them by doubling RCPT after RCPT (idle sessions, which
+                    // never get here, keep none).
+                    self.pending.reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
+                    self.replies.reserve(RCPT_BATCH_HINT);
+                    self.recipients
+                        .reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
+                }
+                self.pending.push(mailbox);
+                self.pending_kind = kind;
+                self.replies.push(Slot::Pending);
+            }
         }
     }
 
