@@ -214,78 +214,105 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
 const RCPT_TO: u64 = u64::from_le_bytes(*b"rcpt to:");
 const RCPT_TO_FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0, 0x20, 0x20, 0]);
 
-/// States of the fast RCPT path's automaton ([`RCPT_DFA`]). The two that end the scan
-/// come last, so one comparison per byte tells them apart from the others.
-const LOCAL_START: u8 = 0;
-const LOCAL_ATOM: u8 = 1;
-const DOMAIN_START: u8 = 2;
-const DOMAIN_ALNUM: u8 = 3;
-const DOMAIN_HYPHEN: u8 = 4;
+/// States of the fast RCPT path's automaton ([`RCPT_DFA`]), each the offset of its row of
+/// 256 next states, so a step is one table load at `state | byte`. The two that end the
+/// scan come last and only lead to themselves, so a run of steps needs one check at its
+/// end: once given up, or past the closing `>`, the scan stays there.
+const LOCAL_START: u16 = 0;
+const LOCAL_ATOM: u16 = 0x100;
+const DOMAIN_START: u16 = 0x200;
+const DOMAIN_ALNUM: u16 = 0x300;
+const DOMAIN_HYPHEN: u16 = 0x400;
 /// Anything the fast path does not know: the full grammar decides.
-const FAST_GIVE_UP: u8 = 6;
-/// The closing `>` of a plain path.
-const FAST_DONE: u8 = 7;
+const FAST_GIVE_UP: u16 = 0x600;
+/// The closing `>` of a plain path was seen.
+const FAST_DONE: u16 = 0x700;
+/// The rows of [`RCPT_DFA`], all states' offsets below it.
+const DFA_LEN: usize = 0x800;
 
-/// The fast path's automaton, a row of 256 next states per state, over
+/// The fast path's automaton over
 /// `Dot-string "@" sub-domain *("." sub-domain) ">"` with `Dot-string = Atom *("." Atom)`
 /// (atext atoms) and `sub-domain = Let-dig [Ldh-str]` (RFC 5321 section 4.1.2): exactly the
 /// paths the full grammar ([`parse_path`]) accepts without a source route, a quoted local
 /// part or an address literal. Any byte outside it gives up, never refuses.
-static RCPT_DFA: [[u8; 256]; 8] = {
-    let mut table = [[FAST_GIVE_UP; 256]; 8];
+static RCPT_DFA: [u16; DFA_LEN] = {
+    const fn set(table: &mut [u16; DFA_LEN], state: u16, byte: u8, next: u16) {
+        table[state as usize | byte as usize] = next;
+    }
+    let mut table = [FAST_GIVE_UP; DFA_LEN];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        let atext = CLASSES[b] & ATEXT != 0;
-        if atext {
-            table[LOCAL_START as usize][b] = LOCAL_ATOM;
-            table[LOCAL_ATOM as usize][b] = LOCAL_ATOM;
+        if CLASSES[b] & ATEXT != 0 {
+            set(&mut table, LOCAL_START, c, LOCAL_ATOM);
+            set(&mut table, LOCAL_ATOM, c, LOCAL_ATOM);
         }
         if c.is_ascii_alphanumeric() {
-            table[DOMAIN_START as usize][b] = DOMAIN_ALNUM;
-            table[DOMAIN_ALNUM as usize][b] = DOMAIN_ALNUM;
-            table[DOMAIN_HYPHEN as usize][b] = DOMAIN_ALNUM;
+            set(&mut table, DOMAIN_START, c, DOMAIN_ALNUM);
+            set(&mut table, DOMAIN_ALNUM, c, DOMAIN_ALNUM);
+            set(&mut table, DOMAIN_HYPHEN, c, DOMAIN_ALNUM);
         }
+        set(&mut table, FAST_DONE, c, FAST_DONE);
         b += 1;
     }
-    table[LOCAL_ATOM as usize][b'.' as usize] = LOCAL_START;
-    table[LOCAL_ATOM as usize][b'@' as usize] = DOMAIN_START;
-    table[DOMAIN_ALNUM as usize][b'-' as usize] = DOMAIN_HYPHEN;
-    table[DOMAIN_HYPHEN as usize][b'-' as usize] = DOMAIN_HYPHEN;
-    table[DOMAIN_ALNUM as usize][b'.' as usize] = DOMAIN_START;
-    table[DOMAIN_ALNUM as usize][b'>' as usize] = FAST_DONE;
+    set(&mut table, LOCAL_ATOM, b'.', LOCAL_START);
+    set(&mut table, LOCAL_ATOM, b'@', DOMAIN_START);
+    set(&mut table, DOMAIN_ALNUM, b'-', DOMAIN_HYPHEN);
+    set(&mut table, DOMAIN_HYPHEN, b'-', DOMAIN_HYPHEN);
+    set(&mut table, DOMAIN_ALNUM, b'.', DOMAIN_START);
+    set(&mut table, DOMAIN_ALNUM, b'>', FAST_DONE);
     table
 };
+
+/// One step of [`RCPT_DFA`]. The mask keeps the index in the table without a bounds check
+/// (every state is a row offset below [`DFA_LEN`], so it changes nothing).
+#[inline(always)]
+fn dfa_step(state: u16, byte: u8) -> u16 {
+    RCPT_DFA[(usize::from(state) | usize::from(byte)) & (DFA_LEN - 1)]
+}
 
 /// The fast path of the common RCPT: `line` starts with `RCPT TO:<` (verb and keyword in
 /// any case, no space before the path) and a plain path within RFC 5321's limits. Returns
 /// the mailbox and the index just past its `>`, or `None` for anything else, which the full
 /// grammar must then parse: `None` never means the line is wrong.
 ///
-/// One table step per byte of the path: no separate printable check is needed, since
-/// every byte the automaton accepts is printable ASCII.
+/// One table step per byte of the path, four steps between checks: no separate printable
+/// check is needed, since every byte the automaton accepts is printable ASCII.
 #[inline]
 pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
+    const STEP: usize = 4;
     let head = u64::from_le_bytes(line.get(..8)?.try_into().ok()?);
     if head | RCPT_TO_FOLD != RCPT_TO || line.get(8) != Some(&b'<') {
         return None;
     }
-    // The path, `<` at 0, scanned no further than the longest path allows: a `>` found
-    // within is at most at index MAX_PATH - 1, so the path is within its limit.
-    let path = &line[8..line.len().min(8 + MAX_PATH)];
+    // The path after its `<`, scanned no further than the longest path allows: a `>`
+    // found within is at most at index MAX_PATH - 1 of the path, so the path is within
+    // its limit.
+    let after = &line[9..line.len().min(8 + MAX_PATH)];
     let mut state = LOCAL_START;
-    let mut close = 0;
-    for (i, &b) in path.iter().enumerate().skip(1) {
-        state = RCPT_DFA[usize::from(state & 7)][usize::from(b)];
+    // Where the last run of steps started: the `>` is in it, once the scan is done.
+    let mut run = 0;
+    let mut chunks = after.chunks_exact(STEP);
+    for chunk in &mut chunks {
+        for &b in chunk {
+            state = dfa_step(state, b);
+        }
         if state >= FAST_GIVE_UP {
-            close = i;
             break;
+        }
+        run += STEP;
+    }
+    if state < FAST_GIVE_UP {
+        for &b in chunks.remainder() {
+            state = dfa_step(state, b);
         }
     }
     if state != FAST_DONE {
         return None;
     }
-    let mailbox = &path[1..close];
+    // The first `>` is the closing one: a `>` anywhere else gives up for good.
+    let close = run + after[run..].iter().position(|&b| b == b'>')?;
+    let mailbox = &after[..close];
     // The domain is shorter than the path, so only the local part can pass its limit; a
     // mailbox this short cannot hold a local part over it.
     if mailbox.len() > MAX_LOCAL_PART + 1
@@ -293,7 +320,7 @@ pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
     {
         return None;
     }
-    Some((mailbox, 8 + close + 1))
+    Some((mailbox, 9 + close + 1))
 }
 
 /// Parses one command line by the full grammar (what [`parse_command`] does for every line
