@@ -162,10 +162,14 @@ impl NormalizeConfig {
     fn normalize_plain(&self, address: &[u8], at: usize, out: &mut Vec<u8>) -> Normalized {
         let base = out.len();
         out.extend_from_slice(address);
-        fold_ascii(&mut out[base..]);
+        let delimiter = self.recipient_delimiter.map(|d| d.to_ascii_lowercase());
+        // Whether the delimiter occurs anywhere, learnt in the folding pass: most addresses
+        // carry no tag, and skip the search of the local part.
+        let tagged = fold_ascii(&mut out[base..], delimiter.unwrap_or(b'@'));
         let mut at = at;
         let mut cut = false;
-        if let Some(d) = self.recipient_delimiter.map(|d| d.to_ascii_lowercase())
+        if let Some(d) = delimiter
+            && tagged
             && let Some(i) = memchr::memchr(d, &out[base + 1..base + at])
         {
             // The local part ends at 1 + i: the domain, with its '@', moves up to there.
@@ -226,12 +230,17 @@ impl NormalizeConfig {
     }
 }
 
-/// ASCII-lowercases `bytes` without a branch per byte, so the loop vectorizes.
+/// ASCII-lowercases `bytes` and tells whether `needle` occurs in the result, without a
+/// branch per byte, so the loop vectorizes.
 #[inline]
-fn fold_ascii(bytes: &mut [u8]) {
+fn fold_ascii(bytes: &mut [u8], needle: u8) -> bool {
+    let mut seen = false;
     for b in bytes {
-        *b |= u8::from(b.wrapping_sub(b'A') < 26) << 5;
+        let folded = *b | (u8::from(b.wrapping_sub(b'A') < 26) << 5);
+        *b = folded;
+        seen |= folded == needle;
     }
+    seen
 }
 
 /// Appends the content of a quoted string (quotes already removed) to `out`, resolving
