@@ -214,61 +214,115 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
 const RCPT_TO: u64 = u64::from_le_bytes(*b"rcpt to:");
 const RCPT_TO_FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0, 0x20, 0x20, 0]);
 
-/// States of the fast RCPT path's automaton ([`RCPT_DFA`]), each the offset of its row of
-/// 256 next states, so a step is one table load at `state | byte`. The two that end the
-/// scan come last and only lead to themselves, so a run of steps needs one check at its
-/// end: once given up, or past the closing `>`, the scan stays there.
-const LOCAL_START: u16 = 0;
-const LOCAL_ATOM: u16 = 0x100;
-const DOMAIN_START: u16 = 0x200;
-const DOMAIN_ALNUM: u16 = 0x300;
-const DOMAIN_HYPHEN: u16 = 0x400;
-/// Anything the fast path does not know: the full grammar decides.
-const FAST_GIVE_UP: u16 = 0x600;
-/// The closing `>` of a plain path was seen.
-const FAST_DONE: u16 = 0x700;
-/// The rows of [`RCPT_DFA`], all states' offsets below it.
-const DFA_LEN: usize = 0x800;
+/// Classes of octets for the fast RCPT path: its automaton ([`RCPT_DFA`]) treats every
+/// octet of a class alike.
+const C_OTHER: u8 = 0;
+const C_ALNUM: u8 = 1;
+const C_HYPHEN: u8 = 2;
+/// atext other than letters, digits and `-`.
+const C_ATEXT: u8 = 3;
+const C_DOT: u8 = 4;
+const C_AT: u8 = 5;
+const C_GT: u8 = 6;
+/// No octet: pads the last group of a line that ends within it; changes no state.
+const C_PAD: u8 = 7;
 
-/// The fast path's automaton over
-/// `Dot-string "@" sub-domain *("." sub-domain) ">"` with `Dot-string = Atom *("." Atom)`
-/// (atext atoms) and `sub-domain = Let-dig [Ldh-str]` (RFC 5321 section 4.1.2): exactly the
-/// paths the full grammar ([`parse_path`]) accepts without a source route, a quoted local
-/// part or an address literal. Any byte outside it gives up, never refuses.
-static RCPT_DFA: [u16; DFA_LEN] = {
-    const fn set(table: &mut [u16; DFA_LEN], state: u16, byte: u8, next: u16) {
-        table[state as usize | byte as usize] = next;
-    }
-    let mut table = [FAST_GIVE_UP; DFA_LEN];
+/// The class of each octet.
+static FAST_CLASS: [u8; 256] = {
+    let mut table = [C_OTHER; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        if CLASSES[b] & ATEXT != 0 {
-            set(&mut table, LOCAL_START, c, LOCAL_ATOM);
-            set(&mut table, LOCAL_ATOM, c, LOCAL_ATOM);
-        }
-        if c.is_ascii_alphanumeric() {
-            set(&mut table, DOMAIN_START, c, DOMAIN_ALNUM);
-            set(&mut table, DOMAIN_ALNUM, c, DOMAIN_ALNUM);
-            set(&mut table, DOMAIN_HYPHEN, c, DOMAIN_ALNUM);
-        }
-        set(&mut table, FAST_DONE, c, FAST_DONE);
+        table[b] = if c.is_ascii_alphanumeric() {
+            C_ALNUM
+        } else if c == b'-' {
+            C_HYPHEN
+        } else if CLASSES[b] & ATEXT != 0 {
+            C_ATEXT
+        } else if c == b'.' {
+            C_DOT
+        } else if c == b'@' {
+            C_AT
+        } else if c == b'>' {
+            C_GT
+        } else {
+            C_OTHER
+        };
         b += 1;
     }
-    set(&mut table, LOCAL_ATOM, b'.', LOCAL_START);
-    set(&mut table, LOCAL_ATOM, b'@', DOMAIN_START);
-    set(&mut table, DOMAIN_ALNUM, b'-', DOMAIN_HYPHEN);
-    set(&mut table, DOMAIN_HYPHEN, b'-', DOMAIN_HYPHEN);
-    set(&mut table, DOMAIN_ALNUM, b'.', DOMAIN_START);
-    set(&mut table, DOMAIN_ALNUM, b'>', FAST_DONE);
     table
 };
 
-/// One step of [`RCPT_DFA`]. The mask keeps the index in the table without a bounds check
-/// (every state is a row offset below [`DFA_LEN`], so it changes nothing).
+/// States of the fast RCPT path's automaton, by number. The two that end the scan come
+/// last and only lead to themselves: once given up, or past the closing `>`, the scan
+/// stays there, so a run of steps needs one check at its end.
+const LOCAL_START: usize = 0;
+const LOCAL_ATOM: usize = 1;
+const DOMAIN_START: usize = 2;
+const DOMAIN_ALNUM: usize = 3;
+const DOMAIN_HYPHEN: usize = 4;
+/// Anything the fast path does not know: the full grammar decides.
+const FAST_GIVE_UP: usize = 6;
+/// The closing `>` of a plain path was seen.
+const FAST_DONE: usize = 7;
+
+/// One octet's step, by state and class, over
+/// `Dot-string "@" sub-domain *("." sub-domain) ">"` with `Dot-string = Atom *("." Atom)`
+/// (atext atoms) and `sub-domain = Let-dig [Ldh-str]` (RFC 5321 section 4.1.2): exactly the
+/// paths the full grammar ([`parse_path`]) accepts without a source route, a quoted local
+/// part or an address literal. Any octet outside it gives up, never refuses.
+const fn class_step(state: usize, class: u8) -> usize {
+    match (state, class) {
+        (_, C_PAD) | (FAST_GIVE_UP | FAST_DONE, _) => state,
+        (LOCAL_START, C_ALNUM | C_HYPHEN | C_ATEXT) => LOCAL_ATOM,
+        (LOCAL_ATOM, C_ALNUM | C_HYPHEN | C_ATEXT) => LOCAL_ATOM,
+        (LOCAL_ATOM, C_DOT) => LOCAL_START,
+        (LOCAL_ATOM, C_AT) => DOMAIN_START,
+        (DOMAIN_START | DOMAIN_ALNUM | DOMAIN_HYPHEN, C_ALNUM) => DOMAIN_ALNUM,
+        (DOMAIN_ALNUM | DOMAIN_HYPHEN, C_HYPHEN) => DOMAIN_HYPHEN,
+        (DOMAIN_ALNUM, C_DOT) => DOMAIN_START,
+        (DOMAIN_ALNUM, C_GT) => FAST_DONE,
+        _ => FAST_GIVE_UP,
+    }
+}
+
+/// Three octets' classes, 3 bits each, index a row of [`RCPT_DFA`].
+const TRIPLE: usize = 512;
+/// The rows of [`RCPT_DFA`]: eight states of [`TRIPLE`] entries.
+const DFA_LEN: usize = 8 * TRIPLE;
+
+/// The automaton three octets a step: the entry at `state * TRIPLE + classes` is the state
+/// after those three octets, times [`TRIPLE`] (so a step is one load at `state | classes`).
+/// Three octets a step keep the chain of dependent loads a third as long as one a step.
+static RCPT_DFA: [u16; DFA_LEN] = {
+    let mut table = [0u16; DFA_LEN];
+    let mut state = 0;
+    while state < 8 {
+        let mut classes = 0;
+        while classes < TRIPLE {
+            let mut next = class_step(state, (classes >> 6) as u8);
+            next = class_step(next, ((classes >> 3) & 7) as u8);
+            next = class_step(next, (classes & 7) as u8);
+            table[state * TRIPLE + classes] = (next * TRIPLE) as u16;
+            classes += 1;
+        }
+        state += 1;
+    }
+    table
+};
+
+/// The classes of three octets as a row index of [`RCPT_DFA`].
 #[inline(always)]
-fn dfa_step(state: u16, byte: u8) -> u16 {
-    RCPT_DFA[(usize::from(state) | usize::from(byte)) & (DFA_LEN - 1)]
+fn triple(a: u8, b: u8, c: u8) -> usize {
+    let class = |b: u8| usize::from(FAST_CLASS[usize::from(b)]);
+    (class(a) << 6) | (class(b) << 3) | class(c)
+}
+
+/// One step of three octets. The mask keeps the index in the table without a bounds
+/// check (every state is a row offset below [`DFA_LEN`], so it changes nothing).
+#[inline(always)]
+fn dfa_step(state: u16, classes: usize) -> u16 {
+    RCPT_DFA[(usize::from(state) | classes) & (DFA_LEN - 1)]
 }
 
 /// The fast path of the common RCPT: `line` starts with `RCPT TO:<` (verb and keyword in
@@ -276,11 +330,13 @@ fn dfa_step(state: u16, byte: u8) -> u16 {
 /// the mailbox and the index just past its `>`, or `None` for anything else, which the full
 /// grammar must then parse: `None` never means the line is wrong.
 ///
-/// One table step per byte of the path, four steps between checks: no separate printable
-/// check is needed, since every byte the automaton accepts is printable ASCII.
+/// Three octets a table step, two steps between checks: no separate printable check is
+/// needed, since every octet the automaton accepts is printable ASCII.
 #[inline]
 pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
-    const STEP: usize = 4;
+    const RUN: usize = 6;
+    const GIVE_UP: u16 = (FAST_GIVE_UP * TRIPLE) as u16;
+    const DONE: u16 = (FAST_DONE * TRIPLE) as u16;
     let head = u64::from_le_bytes(line.get(..8)?.try_into().ok()?);
     if head | RCPT_TO_FOLD != RCPT_TO || line.get(8) != Some(&b'<') {
         return None;
@@ -289,25 +345,30 @@ pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
     // found within is at most at index MAX_PATH - 1 of the path, so the path is within
     // its limit.
     let after = &line[9..line.len().min(8 + MAX_PATH)];
-    let mut state = LOCAL_START;
+    let mut state = 0u16;
     // Where the last run of steps started: the `>` is in it, once the scan is done.
     let mut run = 0;
-    let mut chunks = after.chunks_exact(STEP);
+    let mut chunks = after.chunks_exact(RUN);
     for chunk in &mut chunks {
-        for &b in chunk {
-            state = dfa_step(state, b);
-        }
-        if state >= FAST_GIVE_UP {
+        state = dfa_step(state, triple(chunk[0], chunk[1], chunk[2]));
+        state = dfa_step(state, triple(chunk[3], chunk[4], chunk[5]));
+        if state >= GIVE_UP {
             break;
         }
-        run += STEP;
+        run += RUN;
     }
-    if state < FAST_GIVE_UP {
-        for &b in chunks.remainder() {
-            state = dfa_step(state, b);
+    if state < GIVE_UP {
+        // The last octets, padded: a `C_PAD` class changes nothing.
+        let rest = chunks.remainder();
+        let mut padded = [C_PAD; RUN];
+        for (class, &b) in padded.iter_mut().zip(rest) {
+            *class = FAST_CLASS[usize::from(b)];
         }
+        let [a, b, c, d, e, f] = padded.map(usize::from);
+        state = dfa_step(state, (a << 6) | (b << 3) | c);
+        state = dfa_step(state, (d << 6) | (e << 3) | f);
     }
-    if state != FAST_DONE {
+    if state != DONE {
         return None;
     }
     // The first `>` is the closing one: a `>` anywhere else gives up for good.
