@@ -193,7 +193,7 @@ const fn key(verb: &[u8; 4]) -> u32 {
 /// Parses one command line, given without its CRLF.
 ///
 /// The common shape of the hot path, `RCPT TO:<local@domain>` with a dot-atom local part
-/// and a plain domain, is recognized by [`rcpt_fast`] in one pass over the line; every
+/// and a plain domain, is recognized by `rcpt_fast` in one pass over the line; every
 /// other line (and any RCPT it does not recognize) goes to the full grammar, which gives
 /// the same result for the lines the fast path accepts (a property test and the
 /// `command_line` fuzz body check it).
