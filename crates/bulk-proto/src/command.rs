@@ -191,7 +191,205 @@ const fn key(verb: &[u8; 4]) -> u32 {
 }
 
 /// Parses one command line, given without its CRLF.
+///
+/// The common shape of the hot path, `RCPT TO:<local@domain>` with a dot-atom local part
+/// and a plain domain, is recognized by `rcpt_fast` in one pass over the line; every
+/// other line (and any RCPT it does not recognize) goes to the full grammar, which gives
+/// the same result for the lines the fast path accepts (a property test and the
+/// `command_line` fuzz body check it).
+#[inline]
 pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
+    if let Some((mailbox, end)) = rcpt_fast(line)
+        && end == line.len()
+    {
+        return Ok(Command::Rcpt {
+            to: ForwardPath::Mailbox(mailbox),
+        });
+    }
+    parse_command_general(line)
+}
+
+/// `RCPT TO:` as eight bytes, and the mask that folds the case of its letters only: a mask
+/// on the space and the colon would let `\0` and `\x1a` pass for them.
+const RCPT_TO: u64 = u64::from_le_bytes(*b"rcpt to:");
+const RCPT_TO_FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0, 0x20, 0x20, 0]);
+
+/// Classes of octets for the fast RCPT path: its automaton ([`RCPT_DFA`]) treats every
+/// octet of a class alike.
+const C_OTHER: u8 = 0;
+const C_ALNUM: u8 = 1;
+const C_HYPHEN: u8 = 2;
+/// atext other than letters, digits and `-`.
+const C_ATEXT: u8 = 3;
+const C_DOT: u8 = 4;
+const C_AT: u8 = 5;
+const C_GT: u8 = 6;
+/// No octet: pads the last group of a line that ends within it; changes no state.
+const C_PAD: u8 = 7;
+
+/// The class of each octet.
+static FAST_CLASS: [u8; 256] = {
+    let mut table = [C_OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric() {
+            C_ALNUM
+        } else if c == b'-' {
+            C_HYPHEN
+        } else if CLASSES[b] & ATEXT != 0 {
+            C_ATEXT
+        } else if c == b'.' {
+            C_DOT
+        } else if c == b'@' {
+            C_AT
+        } else if c == b'>' {
+            C_GT
+        } else {
+            C_OTHER
+        };
+        b += 1;
+    }
+    table
+};
+
+/// States of the fast RCPT path's automaton, by number. The two that end the scan come
+/// last and only lead to themselves: once given up, or past the closing `>`, the scan
+/// stays there, so a run of steps needs one check at its end.
+const LOCAL_START: usize = 0;
+const LOCAL_ATOM: usize = 1;
+const DOMAIN_START: usize = 2;
+const DOMAIN_ALNUM: usize = 3;
+const DOMAIN_HYPHEN: usize = 4;
+/// Anything the fast path does not know: the full grammar decides.
+const FAST_GIVE_UP: usize = 6;
+/// The closing `>` of a plain path was seen.
+const FAST_DONE: usize = 7;
+
+/// One octet's step, by state and class, over
+/// `Dot-string "@" sub-domain *("." sub-domain) ">"` with `Dot-string = Atom *("." Atom)`
+/// (atext atoms) and `sub-domain = Let-dig [Ldh-str]` (RFC 5321 section 4.1.2): exactly the
+/// paths the full grammar ([`parse_path`]) accepts without a source route, a quoted local
+/// part or an address literal. Any octet outside it gives up, never refuses.
+const fn class_step(state: usize, class: u8) -> usize {
+    match (state, class) {
+        (_, C_PAD) | (FAST_GIVE_UP | FAST_DONE, _) => state,
+        (LOCAL_START, C_ALNUM | C_HYPHEN | C_ATEXT) => LOCAL_ATOM,
+        (LOCAL_ATOM, C_ALNUM | C_HYPHEN | C_ATEXT) => LOCAL_ATOM,
+        (LOCAL_ATOM, C_DOT) => LOCAL_START,
+        (LOCAL_ATOM, C_AT) => DOMAIN_START,
+        (DOMAIN_START | DOMAIN_ALNUM | DOMAIN_HYPHEN, C_ALNUM) => DOMAIN_ALNUM,
+        (DOMAIN_ALNUM | DOMAIN_HYPHEN, C_HYPHEN) => DOMAIN_HYPHEN,
+        (DOMAIN_ALNUM, C_DOT) => DOMAIN_START,
+        (DOMAIN_ALNUM, C_GT) => FAST_DONE,
+        _ => FAST_GIVE_UP,
+    }
+}
+
+/// Four octets' classes, 3 bits each, index a row of [`RCPT_DFA`].
+const QUAD: usize = 4096;
+/// The rows of [`RCPT_DFA`]: eight states of [`QUAD`] entries.
+const DFA_LEN: usize = 8 * QUAD;
+
+/// The automaton four octets a step: the entry at `state * QUAD + classes` is the state
+/// after those four octets, times [`QUAD`] (so a step is one load at `state | classes`).
+/// Four octets a step keep the chain of dependent loads a quarter as long as one a step.
+/// 64 KiB, of which a path touches a few lines: the rows of its states and the entries of
+/// the few class patterns of addresses (mostly letters and digits).
+static RCPT_DFA: [u16; DFA_LEN] = {
+    let mut table = [0u16; DFA_LEN];
+    let mut state = 0;
+    while state < 8 {
+        let mut classes = 0;
+        while classes < QUAD {
+            let mut next = class_step(state, (classes >> 9) as u8);
+            next = class_step(next, ((classes >> 6) & 7) as u8);
+            next = class_step(next, ((classes >> 3) & 7) as u8);
+            next = class_step(next, (classes & 7) as u8);
+            table[state * QUAD + classes] = (next * QUAD) as u16;
+            classes += 1;
+        }
+        state += 1;
+    }
+    table
+};
+
+/// The classes of four octets as a row index of [`RCPT_DFA`].
+#[inline(always)]
+fn quad(a: u8, b: u8, c: u8, d: u8) -> usize {
+    let class = |b: u8| usize::from(FAST_CLASS[usize::from(b)]);
+    (class(a) << 9) | (class(b) << 6) | (class(c) << 3) | class(d)
+}
+
+/// One step of four octets. The mask keeps the index in the table without a bounds
+/// check (every state is a row offset below [`DFA_LEN`], so it changes nothing).
+#[inline(always)]
+fn dfa_step(state: u16, classes: usize) -> u16 {
+    RCPT_DFA[(usize::from(state) | classes) & (DFA_LEN - 1)]
+}
+
+/// The fast path of the common RCPT: `line` starts with `RCPT TO:<` (verb and keyword in
+/// any case, no space before the path) and a plain path within RFC 5321's limits. Returns
+/// the mailbox and the index just past its `>`, or `None` for anything else, which the full
+/// grammar must then parse: `None` never means the line is wrong.
+///
+/// Four octets a table step, two steps between checks: no separate printable check is
+/// needed, since every octet the automaton accepts is printable ASCII.
+#[inline]
+pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
+    const RUN: usize = 8;
+    const GIVE_UP: u16 = (FAST_GIVE_UP * QUAD) as u16;
+    const DONE: u16 = (FAST_DONE * QUAD) as u16;
+    let head = u64::from_le_bytes(line.get(..8)?.try_into().ok()?);
+    if head | RCPT_TO_FOLD != RCPT_TO || line.get(8) != Some(&b'<') {
+        return None;
+    }
+    // The path after its `<`, scanned no further than the longest path allows: a `>`
+    // found within is at most at index MAX_PATH - 1 of the path, so the path is within
+    // its limit.
+    let after = &line[9..line.len().min(8 + MAX_PATH)];
+    let mut state = 0u16;
+    // Where the last run of steps started: the `>` is in it, once the scan is done.
+    let mut run = 0;
+    let mut chunks = after.chunks_exact(RUN);
+    for chunk in &mut chunks {
+        state = dfa_step(state, quad(chunk[0], chunk[1], chunk[2], chunk[3]));
+        state = dfa_step(state, quad(chunk[4], chunk[5], chunk[6], chunk[7]));
+        if state >= GIVE_UP {
+            break;
+        }
+        run += RUN;
+    }
+    if state < GIVE_UP {
+        // The last octets, padded: a `C_PAD` class changes nothing.
+        let rest = chunks.remainder();
+        let mut padded = [C_PAD; RUN];
+        for (class, &b) in padded.iter_mut().zip(rest) {
+            *class = FAST_CLASS[usize::from(b)];
+        }
+        let [a, b, c, d, e, f, g, h] = padded.map(usize::from);
+        state = dfa_step(state, (a << 9) | (b << 6) | (c << 3) | d);
+        state = dfa_step(state, (e << 9) | (f << 6) | (g << 3) | h);
+    }
+    if state != DONE {
+        return None;
+    }
+    // The first `>` is the closing one: a `>` anywhere else gives up for good.
+    let close = run + after[run..].iter().position(|&b| b == b'>')?;
+    let mailbox = &after[..close];
+    // The domain is shorter than the path, so only the local part can pass its limit; a
+    // mailbox this short cannot hold a local part over it.
+    if mailbox.len() > MAX_LOCAL_PART + 1
+        && memchr::memchr(b'@', mailbox).is_none_or(|at| at > MAX_LOCAL_PART)
+    {
+        return None;
+    }
+    Some((mailbox, 9 + close + 1))
+}
+
+/// Parses one command line by the full grammar (what [`parse_command`] does for every line
+/// its fast path does not take).
+pub(crate) fn parse_command_general(line: &[u8]) -> Result<Command<'_>, CommandError> {
     // RFC 5321 commands are ASCII; NUL and other control bytes have no place in them
     // (TAB included: the grammar only knows SP), and 8-bit data is SMTPUTF8's, not ours.
     // A fold without short-circuit, so the check vectorizes: this runs on every line.
@@ -830,6 +1028,59 @@ mod tests {
                 "input {:?}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    /// Lines the fast RCPT path takes or leaves to the full grammar; either way
+    /// `parse_command` answers as the full grammar does.
+    #[test]
+    fn fast_rcpt_path_takes_only_plain_paths() {
+        let local_64 = format!("RCPT TO:<{}@x.org>", "a".repeat(64));
+        let local_65 = format!("RCPT TO:<{}@x.org>", "a".repeat(65));
+        let domain = format!("{}.{}.{}", "d".repeat(63), "d".repeat(63), "d".repeat(61));
+        let path_256 = format!("RCPT TO:<{}@{domain}>", "l".repeat(64));
+        let path_257 = format!("RCPT TO:<{}@{domain}d>", "l".repeat(64));
+        let cases: Vec<(&[u8], bool)> = vec![
+            (b"RCPT TO:<user1@example.com>", true),
+            (b"rcpt to:<Ann.Lee+news@Example.COM>", true),
+            (b"RcPt To:<a@b>", true),
+            (b"RCPT TO:<a!#$%&'*+-/=?^_`{|}~@x-1.y--2.z>", true),
+            (local_64.as_bytes(), true),
+            (path_256.as_bytes(), true),
+            (local_65.as_bytes(), false),
+            (path_257.as_bytes(), false),
+            (b"RCPT TO:<a@b.c> ", false),
+            (b"RCPT TO:<a@b.c> NOTIFY=NEVER", false),
+            (b"RCPT TO:<a@b.c>x", false),
+            (b"RCPT TO: <a@b.c>", false),
+            (b"RCPT TO:<postmaster>", false),
+            (b"RCPT TO:<\"a b\"@x.org>", false),
+            (b"RCPT TO:<@r.example:a@x.org>", false),
+            (b"RCPT TO:<a@[192.0.2.1]>", false),
+            (b"RCPT TO:<.a@b.c>", false),
+            (b"RCPT TO:<a.@b.c>", false),
+            (b"RCPT TO:<a..b@b.c>", false),
+            (b"RCPT TO:<a@-b.c>", false),
+            (b"RCPT TO:<a@b-.c>", false),
+            (b"RCPT TO:<a@b->", false),
+            (b"RCPT TO:<a@b..c>", false),
+            (b"RCPT TO:<a@b.>", false),
+            (b"RCPT TO:<a@.b>", false),
+            (b"RCPT TO:<a@b@c>", false),
+            (b"RCPT TO:<@b.c>", false),
+            (b"RCPT TO:<a@>", false),
+            (b"RCPT TO:<>", false),
+            (b"RCPT TO:<a@b.c", false),
+            (b"RCPT\0TO:<a@b.c>", false),
+            (b"RCPT TO\x1a<a@b.c>", false),
+            (b"RCPT TO:<a@b\x80.c>", false),
+            (b"MAIL FROM:<a@b.c>", false),
+        ];
+        for (line, fast) in cases {
+            let shown = String::from_utf8_lossy(line);
+            let taken = rcpt_fast(line).is_some_and(|(_, end)| end == line.len());
+            assert_eq!(taken, fast, "{shown}");
+            assert_eq!(parse_command(line), parse_command_general(line), "{shown}");
         }
     }
 

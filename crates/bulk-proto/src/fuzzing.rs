@@ -5,7 +5,8 @@
 //! by panicking, so `assert!` is the right tool here and nowhere else in this crate. Not part
 //! of the API: hidden from the docs, free to change with the fuzz targets.
 //!
-//! - [`command_line`]: [`parse_command`] never panics, and [`Command::encode`] is canonical.
+//! - [`command_line`]: [`parse_command`] never panics, its fast RCPT path agrees with the
+//!   full grammar, and [`Command::encode`] is canonical.
 //! - [`data_receiver`]: [`DataReceiver`] does not depend on how its input is split, and
 //!   agrees with a slow reference reading of RFC 5321 section 4.1.1.4.
 //! - [`session`]: [`Session`] always makes progress, writes well-formed replies, and answers
@@ -15,6 +16,7 @@ use bulk_types::Verdict;
 
 use crate::command::{
     Command, CommandError, ForwardPath, ReversePath, TransactionKind, parse_command,
+    parse_command_general, rcpt_fast,
 };
 use crate::data::{DataReceiver, DataVerdict};
 use crate::limits::{self, MAX_COMMAND_LINE, MAX_PATH, MAX_TEXT_LINE};
@@ -25,6 +27,7 @@ use crate::session::{Event, HarvestConfig, Session, SessionConfig, TlsPolicy};
 ///
 /// - [`parse_command`] never panics, and refuses any line with a control or 8-bit byte as
 ///   [`CommandError::BadByte`];
+/// - its fast path of the common RCPT agrees with the full grammar ([`fast_rcpt_agrees`]);
 /// - the verb is case-insensitive: upper- or lower-casing the first four bytes gives the
 ///   same result;
 /// - an accepted command borrows its domain or mailbox from the line (no copy), and a
@@ -38,6 +41,7 @@ use crate::session::{Event, HarvestConfig, Session, SessionConfig, TlsPolicy};
 ///   `encode` never sends a line this server refuses as too long.
 pub fn command_line(data: &[u8]) {
     let parsed = parse_command(data);
+    fast_rcpt_agrees(data);
     if data.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
         assert_eq!(parsed, Err(CommandError::BadByte), "{}", show(data));
     }
@@ -95,6 +99,30 @@ pub fn command_line(data: &[u8]) {
         reparsed.encode(&mut again);
     }
     assert_eq!(again, line, "re-encoding is not stable");
+}
+
+/// The fast path of the common RCPT agrees with the full grammar: [`parse_command`] gives
+/// what the general parser gives on `line`, and a path the fast path takes (also the one at
+/// the start of a buffer, as the session uses it, `line` then being longer than the path)
+/// is the general parser's RCPT of the same mailbox, borrowed from the same place.
+pub fn fast_rcpt_agrees(line: &[u8]) {
+    let general = parse_command_general(line);
+    assert_eq!(parse_command(line), general, "{}", show(line));
+    if let Some((mailbox, end)) = rcpt_fast(line) {
+        assert_eq!(
+            parse_command_general(&line[..end]),
+            Ok(Command::Rcpt {
+                to: ForwardPath::Mailbox(mailbox)
+            }),
+            "fast path took {}",
+            show(&line[..end])
+        );
+        assert!(
+            std::ptr::eq(mailbox.as_ptr(), line[9..].as_ptr()),
+            "{}",
+            show(line)
+        );
+    }
 }
 
 /// Size limits [`data_receiver`] picks from, by three bits of its first byte.

@@ -11,7 +11,9 @@
 
 use bulk_types::{AddressBatch, Verdict};
 
-use crate::command::{Command, ForwardPath, ReversePath, TransactionKind, parse_command};
+use crate::command::{
+    Command, ForwardPath, ReversePath, TransactionKind, parse_command, rcpt_fast,
+};
 use crate::data::{DataReceiver, DataVerdict};
 use crate::limits::{self, MAX_COMMAND_LINE};
 use crate::reply::{Closing, QueueId, Reply, ServerIdentity, replies};
@@ -156,6 +158,9 @@ enum Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
     Ready(Reply),
+    /// A resolved RCPT: its reply line, CRLF included ([`RcptAnswer::line`]), written out
+    /// in one copy.
+    Line(&'static [u8]),
     /// A RCPT waiting for its verdict; pending slots are resolved in order.
     Pending,
     /// `RCPT TO:<Postmaster>` in a MAIL transaction behind pending RCPTs: accepted without
@@ -401,6 +406,16 @@ impl Session {
                 },
                 Mode::Command => {
                     let rest = &input[pos..];
+                    // The common RCPT, CRLF included, in one pass: no search for the line
+                    // end, no second scan. Anything else, or a RCPT in another shape, takes
+                    // the general path below, which answers these lines alike.
+                    if let Some((mailbox, end)) = rcpt_fast(rest)
+                        && rest.get(end..end + 2) == Some(b"\r\n")
+                    {
+                        pos += end + 2;
+                        self.rcpt(ForwardPath::Mailbox(mailbox));
+                        continue;
+                    }
                     let Some(lf) = memchr::memchr(b'\n', rest) else {
                         // 512 octets without LF cannot become a line of at most 512 octets
                         // with its CRLF: stop buffering it (limits before buffering).
@@ -523,46 +538,7 @@ impl Session {
                     self.reply(replies::SENDER_OK);
                 }
             }
-            Command::Rcpt { to } => {
-                let Some(transaction) = self.transaction.as_mut() else {
-                    let reply = if self.greeted == Greeted::No {
-                        replies::NEED_HELO
-                    } else {
-                        replies::NEED_MAIL
-                    };
-                    return self.protocol_error(reply);
-                };
-                if transaction.rcpt_commands >= self.config.max_recipients {
-                    return self.reply(replies::TOO_MANY_RECIPIENTS);
-                }
-                transaction.rcpt_commands += 1;
-                let kind = transaction.kind;
-                match to {
-                    ForwardPath::Postmaster => match kind {
-                        TransactionKind::Mail if self.pending.is_empty() => {
-                            self.recipients.push(b"postmaster");
-                            self.reply(replies::RCPT_OK);
-                        }
-                        // Keep envelope order independent of how reads split the input.
-                        TransactionKind::Mail => self.replies.push(Slot::PendingPostmaster),
-                        TransactionKind::Bulk => self.reply(replies::POSTMASTER_NO_BULK),
-                    },
-                    ForwardPath::Mailbox(mailbox) => {
-                        if self.pending.is_empty() {
-                            // A session's first batch sizes the buffers once, instead of
-                            // growing them by doubling RCPT after RCPT (idle sessions, which
-                            // never get here, keep none).
-                            self.pending.reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
-                            self.replies.reserve(RCPT_BATCH_HINT);
-                            self.recipients
-                                .reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
-                        }
-                        self.pending.push(mailbox);
-                        self.pending_kind = kind;
-                        self.replies.push(Slot::Pending);
-                    }
-                }
-            }
+            Command::Rcpt { to } => self.rcpt(to),
             Command::Data => {
                 if self.transaction.is_none() {
                     let reply = if self.greeted == Greeted::No {
@@ -595,6 +571,51 @@ impl Session {
             Command::Vrfy => self.reply(replies::VRFY),
             Command::Help => self.reply(replies::HELP),
             Command::StartTls => self.start_tls(),
+        }
+    }
+
+    /// RCPT: counted against the recipient limit, answered at once (`<Postmaster>`, the
+    /// limit, no transaction) or queued for a verdict. Inlined into the fast path of
+    /// [`advance`](Self::advance), which every common RCPT takes.
+    #[inline]
+    fn rcpt(&mut self, to: ForwardPath<'_>) {
+        let Some(transaction) = self.transaction.as_mut() else {
+            let reply = if self.greeted == Greeted::No {
+                replies::NEED_HELO
+            } else {
+                replies::NEED_MAIL
+            };
+            return self.protocol_error(reply);
+        };
+        if transaction.rcpt_commands >= self.config.max_recipients {
+            return self.reply(replies::TOO_MANY_RECIPIENTS);
+        }
+        transaction.rcpt_commands += 1;
+        let kind = transaction.kind;
+        match to {
+            ForwardPath::Postmaster => match kind {
+                TransactionKind::Mail if self.pending.is_empty() => {
+                    self.recipients.push(b"postmaster");
+                    self.reply(replies::RCPT_OK);
+                }
+                // Keep envelope order independent of how reads split the input.
+                TransactionKind::Mail => self.replies.push(Slot::PendingPostmaster),
+                TransactionKind::Bulk => self.reply(replies::POSTMASTER_NO_BULK),
+            },
+            ForwardPath::Mailbox(mailbox) => {
+                if self.pending.is_empty() {
+                    // A session's first batch sizes the buffers once, instead of
+                    // growing them by doubling RCPT after RCPT (idle sessions, which
+                    // never get here, keep none).
+                    self.pending.reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
+                    self.replies.reserve(RCPT_BATCH_HINT);
+                    self.recipients
+                        .reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
+                }
+                self.pending.push(mailbox);
+                self.pending_kind = kind;
+                self.replies.push(Slot::Pending);
+            }
         }
     }
 
@@ -638,31 +659,36 @@ impl Session {
         // transaction waits for pending verdicts first.
         let keep = self.transaction.is_some();
         let mut index = 0;
+        let mut addresses = self.pending.iter();
         for slot in &mut self.replies {
-            if *slot == Slot::PendingPostmaster {
-                if keep {
-                    self.recipients.push(b"postmaster");
+            match *slot {
+                Slot::PendingPostmaster => {
+                    if keep {
+                        self.recipients.push(b"postmaster");
+                    }
+                    *slot = Slot::Line(RcptAnswer::Ok.line());
+                    continue;
                 }
-                *slot = Slot::Ready(replies::RCPT_OK);
-                continue;
-            }
-            if *slot != Slot::Pending {
-                continue;
+                Slot::Pending => {}
+                Slot::Ready(_) | Slot::Line(_) => continue,
             }
             let verdict = verdicts.ok().and_then(|v| v.get(index).copied());
-            let reply = match verdict {
-                None => replies::RCPT_TEMPFAIL,
-                Some(verdict) => rcpt_reply(kind, verdict, harvest.is_some()),
+            let answer = match verdict {
+                None => RcptAnswer::TempFail,
+                Some(verdict) => rcpt_answer(kind, verdict, harvest.is_some()),
             };
-            if reply == replies::RCPT_OK
+            // One address per pending slot, in order.
+            let address = addresses.next();
+            if answer == RcptAnswer::Ok
                 && keep
-                && let Some(address) = self.pending.get(index)
+                && let Some(address) = address
             {
                 self.recipients.push(address);
             }
-            *slot = Slot::Ready(reply);
+            *slot = Slot::Line(answer.line());
             index += 1;
         }
+        drop(addresses);
         self.pending.clear();
     }
 
@@ -708,16 +734,16 @@ impl Session {
     /// Appends every queued reply up to the first pending RCPT to `out`, in order, and
     /// forgets them. Call after resolving, so everything goes out in one write.
     pub fn flush(&mut self, identity: &ServerIdentity, out: &mut Vec<u8>) {
-        let ready = self
-            .replies
-            .iter()
-            .position(|slot| matches!(slot, Slot::Pending | Slot::PendingPostmaster))
-            .unwrap_or(self.replies.len());
-        for slot in self.replies.drain(..ready) {
-            if let Slot::Ready(reply) = slot {
-                reply.encode(identity, out);
+        let mut ready = 0;
+        for slot in &self.replies {
+            match *slot {
+                Slot::Line(line) => out.extend_from_slice(line),
+                Slot::Ready(reply) => reply.encode(identity, out),
+                Slot::Pending | Slot::PendingPostmaster => break,
             }
+            ready += 1;
         }
+        self.replies.drain(..ready);
     }
 }
 
@@ -735,16 +761,81 @@ fn depends_on_verdicts(command: &Command<'_>) -> bool {
     )
 }
 
-/// The reply to a RCPT, by transaction kind and verdict. In a MAIL transaction preferences
+/// The answer to a RCPT, by transaction kind and verdict. In a MAIL transaction preferences
 /// are not consulted: an opted-out mailbox still receives ordinary mail.
-fn rcpt_reply(kind: TransactionKind, verdict: Verdict, harvest_resistant: bool) -> Reply {
+fn rcpt_answer(kind: TransactionKind, verdict: Verdict, harvest_resistant: bool) -> RcptAnswer {
     match (kind, verdict) {
-        (_, Verdict::Accept) | (TransactionKind::Mail, Verdict::OptedOut) => replies::RCPT_OK,
-        (TransactionKind::Bulk, Verdict::OptedOut) if harvest_resistant => replies::RCPT_REFUSED,
-        (TransactionKind::Bulk, Verdict::OptedOut) => replies::RCPT_OPTED_OUT,
-        (_, Verdict::UnknownMailbox) if harvest_resistant => replies::RCPT_REFUSED,
-        (_, Verdict::UnknownMailbox) => replies::RCPT_UNKNOWN,
-        (_, Verdict::NotLocal) => replies::RCPT_NOT_LOCAL,
+        (_, Verdict::Accept) | (TransactionKind::Mail, Verdict::OptedOut) => RcptAnswer::Ok,
+        (TransactionKind::Bulk, Verdict::OptedOut) if harvest_resistant => RcptAnswer::Refused,
+        (TransactionKind::Bulk, Verdict::OptedOut) => RcptAnswer::OptedOut,
+        (_, Verdict::UnknownMailbox) if harvest_resistant => RcptAnswer::Refused,
+        (_, Verdict::UnknownMailbox) => RcptAnswer::Unknown,
+        (_, Verdict::NotLocal) => RcptAnswer::NotLocal,
+    }
+}
+
+/// What a resolved RCPT is answered: one of the `replies::RCPT_*` constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RcptAnswer {
+    /// [`replies::RCPT_OK`]: the address joins the envelope.
+    Ok,
+    /// [`replies::RCPT_OPTED_OUT`].
+    OptedOut,
+    /// [`replies::RCPT_UNKNOWN`].
+    Unknown,
+    /// [`replies::RCPT_REFUSED`] (harvest-resistant mode).
+    Refused,
+    /// [`replies::RCPT_NOT_LOCAL`].
+    NotLocal,
+    /// [`replies::RCPT_TEMPFAIL`]: no verdict.
+    TempFail,
+}
+
+/// The text of a [`Reply::Fixed`], at compile time.
+const fn fixed_text(reply: Reply) -> &'static str {
+    match reply {
+        Reply::Fixed(text) => text,
+        _ => panic!("not a fixed reply"),
+    }
+}
+
+/// `text` and CRLF as one array of `N` octets, at compile time.
+const fn with_crlf<const N: usize>(text: &str) -> [u8; N] {
+    let text = text.as_bytes();
+    assert!(text.len() + 2 == N);
+    let mut line = [0u8; N];
+    let mut i = 0;
+    while i < text.len() {
+        line[i] = text[i];
+        i += 1;
+    }
+    line[N - 2] = b'\r';
+    line[N - 1] = b'\n';
+    line
+}
+
+/// The wire line of a fixed reply, CRLF included, built at compile time from the reply
+/// itself: one text per reply, so the line is byte-identical to what
+/// [`Reply::encode`] writes.
+macro_rules! wire_line {
+    ($reply:expr) => {{
+        const TEXT: &str = fixed_text($reply);
+        const LINE: [u8; TEXT.len() + 2] = with_crlf(TEXT);
+        &LINE
+    }};
+}
+
+impl RcptAnswer {
+    /// The reply as it goes on the wire, CRLF included.
+    fn line(self) -> &'static [u8] {
+        match self {
+            RcptAnswer::Ok => wire_line!(replies::RCPT_OK),
+            RcptAnswer::OptedOut => wire_line!(replies::RCPT_OPTED_OUT),
+            RcptAnswer::Unknown => wire_line!(replies::RCPT_UNKNOWN),
+            RcptAnswer::Refused => wire_line!(replies::RCPT_REFUSED),
+            RcptAnswer::NotLocal => wire_line!(replies::RCPT_NOT_LOCAL),
+            RcptAnswer::TempFail => wire_line!(replies::RCPT_TEMPFAIL),
+        }
     }
 }
 
@@ -860,6 +951,22 @@ mod tests {
                     unreachable!("a session that keeps no messages hands no content over")
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rcpt_answers_are_their_replies_on_the_wire() {
+        let identity = ServerIdentity::default();
+        let answers = [
+            (RcptAnswer::Ok, replies::RCPT_OK),
+            (RcptAnswer::OptedOut, replies::RCPT_OPTED_OUT),
+            (RcptAnswer::Unknown, replies::RCPT_UNKNOWN),
+            (RcptAnswer::Refused, replies::RCPT_REFUSED),
+            (RcptAnswer::NotLocal, replies::RCPT_NOT_LOCAL),
+            (RcptAnswer::TempFail, replies::RCPT_TEMPFAIL),
+        ];
+        for (answer, reply) in answers {
+            assert_eq!(answer.line(), reply.render(&identity).as_bytes());
         }
     }
 

@@ -390,6 +390,116 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------
+// The fast path of the common RCPT against the full grammar.
+
+/// Bytes that matter to the path grammar, letters and digits, and a few that must make the
+/// fast path give up (space, controls, CR, LF, 8-bit).
+const PATH_ALPHABET: &[u8] = b"<>@.+\"\\:[]-_,=!#~ aAzZqQ09\0\r\n\x1a\x7f\x80\xff";
+
+/// How a RCPT line starts: the verb and keyword in several spellings, right and wrong.
+const RCPT_HEADS: [&[u8]; 10] = [
+    b"RCPT TO:<",
+    b"rcpt to:<",
+    b"RcPt tO:<",
+    b"RCPT TO: <",
+    b"RCPT TO:",
+    b"RCPT\0TO:<",
+    b"RCPT TO\x1a<",
+    b"RCPTTO:<",
+    b"RCPT FROM:<",
+    b"",
+];
+
+/// Mailboxes as clients send them, to mutate: plain, tagged, mixed case, at the length
+/// limits (local part 64 and 65 octets, path 256 and 257 with brackets), quoted, routed,
+/// literal.
+fn real_mailbox() -> impl Strategy<Value = Vec<u8>> {
+    let long_domain = format!("{}.{}.{}", "d".repeat(63), "d".repeat(63), "d".repeat(61));
+    select(vec![
+        b"ann.lee+news@Example.COM".to_vec(),
+        b"user1@example.com".to_vec(),
+        b"a@b.c".to_vec(),
+        b"x-y_z@sub-domain.example.org".to_vec(),
+        b"postmaster".to_vec(),
+        b"Postmaster@x.org".to_vec(),
+        format!("{}@x.org", "l".repeat(64)).into_bytes(),
+        format!("{}@x.org", "l".repeat(65)).into_bytes(),
+        format!("{}@{long_domain}", "l".repeat(64)).into_bytes(),
+        format!("{}@{long_domain}d", "l".repeat(64)).into_bytes(),
+        format!("{}@{long_domain}", "l".repeat(65)).into_bytes(),
+        b"\"ann lee\"@x.org".to_vec(),
+        b"@relay.one,@relay.two:joe@x.org".to_vec(),
+        b"a@[192.0.2.1]".to_vec(),
+    ])
+}
+
+/// A RCPT line near the common shape: a head, a mailbox (a real one mutated, or bytes of
+/// [`PATH_ALPHABET`]), and what follows the path.
+fn rcpt_like_line() -> impl Strategy<Value = Vec<u8>> {
+    let mutation = (any::<prop::sample::Index>(), select(PATH_ALPHABET), 0..3u8);
+    let mutated = (real_mailbox(), vec(mutation, 0..4)).prop_map(|(mut mailbox, edits)| {
+        for (at, byte, kind) in edits {
+            let at = at.index(mailbox.len() + 1);
+            match kind {
+                0 => mailbox.insert(at, byte),
+                1 if at < mailbox.len() => mailbox[at] = byte,
+                _ if at < mailbox.len() => {
+                    mailbox.remove(at);
+                }
+                _ => mailbox.push(byte),
+            }
+        }
+        mailbox
+    });
+    // Runs of letters and single specials, so that structure (dots, hyphens and `@` next
+    // to each other and to the brackets) comes up often.
+    let token = prop_oneof![
+        2 => "[a-zA-Z0-9]{1,4}".prop_map(String::into_bytes),
+        3 => select(PATH_ALPHABET).prop_map(|b| vec![b]),
+    ];
+    let random = vec(token, 0..24).prop_map(|tokens| tokens.concat());
+    let tail = select(vec![
+        &b">"[..],
+        b"",
+        b"> ",
+        b">  ",
+        b"> NOTIFY=NEVER",
+        b">x",
+        b">>",
+        b">\r\n",
+        b">\r\nRCPT TO:<a@b.c>\r\n",
+        b">\n",
+    ]);
+    (
+        select(&RCPT_HEADS[..]),
+        prop_oneof![3 => mutated, 1 => random],
+        tail,
+    )
+        .prop_map(|(head, mailbox, tail)| [head, &mailbox, tail].concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// On RCPT-like lines, the fast path and the full grammar agree: `parse_command` gives
+    /// the general parser's result, and every path the fast path takes (whole line, or the
+    /// start of a buffer with more after it) is the general parser's RCPT of that mailbox.
+    #[test]
+    fn fast_rcpt_path_agrees_with_the_full_grammar(line in rcpt_like_line()) {
+        fuzzing::fast_rcpt_agrees(&line);
+    }
+
+    /// And on arbitrary bytes from the path alphabet after a correct head.
+    #[test]
+    fn fast_rcpt_path_agrees_on_path_bytes(
+        head in select(&RCPT_HEADS[..3]),
+        path in vec(select(PATH_ALPHABET), 0..300),
+    ) {
+        fuzzing::fast_rcpt_agrees(&[head, &path].concat());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The session.
 
 /// How a generated transaction ends.
