@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bulkbench against its peers, the figures of BENCHMARKS.md section 11.
+"""bulkbench against its peers, the figures of BENCHMARKS.md section 12.
 
 `rejection`: one workload (by default `scenarios/rejection.toml`) driven by bulkbench's
 generator against three servers in turn, interleaved (`bulkbench compare`, `--repeat`
