@@ -470,19 +470,28 @@ fn assert_reply(reply: &str, code: &str, text: &str, what: &str) {
     );
 }
 
-fn postfix_refuses_rcpts() -> Outcome {
-    let dir = tempfile::tempdir().unwrap();
-    let config = tool_config(dir.path());
-    if let Err(outcome) = lmdb_tables(&config) {
-        return outcome;
-    }
+/// What running a private Postfix needs: Postfix with its LMDB tables (the tools'
+/// configuration folder in `dir` is returned) and root privileges; else the outcome to
+/// report (ignored, or failed under `BULKBENCH_REQUIRE_EXTERNAL=1`).
+fn postfix_can_run(dir: &Path) -> Result<String, Outcome> {
+    let config = tool_config(dir);
+    lmdb_tables(&config)?;
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        return common::missing(
+        return Err(common::missing(
             "root privileges",
             "run as root: Postfix's master starts as root",
-        );
+        ));
     }
+    Ok(config)
+}
+
+fn postfix_refuses_rcpts() -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let config = match postfix_can_run(dir.path()) {
+        Ok(config) => config,
+        Err(outcome) => return outcome,
+    };
     let a = addresses(dir.path());
     let map = access_table(dir.path(), &config, &a)?;
     let senders = dir.path().join("bulk-senders");
@@ -564,16 +573,8 @@ fn postfix_refuses_rcpts() -> Outcome {
 /// answer every RCPT as the population says, and each one's server CPU is measured.
 fn postfix_comparison() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let config = tool_config(dir.path());
-    if let Err(outcome) = lmdb_tables(&config) {
+    if let Err(outcome) = postfix_can_run(dir.path()) {
         return outcome;
-    }
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return common::missing(
-            "root privileges",
-            "run as root: Postfix's master starts as root",
-        );
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let scenario = std::fs::read_to_string(root.join("scenarios/postfix.toml"))
