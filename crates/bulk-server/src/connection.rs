@@ -635,17 +635,22 @@ impl<P: PolicyBackend> Connection<P> {
 
     /// Closes our side, then reads and discards what the client still sends, for a while.
     async fn linger(&mut self) -> io::Result<()> {
-        self.stream.shutdown().await?;
-        // On the heap, and only while closing: an array here would sit in every
-        // connection's future for its whole life.
-        let mut sink = vec![0u8; 4096];
-        let mut discarded = 0;
         let linger = if self.host.shared.shutdown.draining.is_cancelled() {
             SHUTDOWN_LINGER
         } else {
             LINGER
         };
         let deadline = tokio::time::Instant::now() + linger;
+        // Bounded: under TLS the shutdown writes close_notify, which waits for room in the
+        // send buffer, and a client that never reads would hold the connection forever.
+        match tokio::time::timeout_at(deadline, self.stream.shutdown()).await {
+            Ok(result) => result?,
+            Err(_) => return Ok(()),
+        }
+        // On the heap, and only while closing: an array here would sit in every
+        // connection's future for its whole life.
+        let mut sink = vec![0u8; 4096];
+        let mut discarded = 0;
         while discarded < LINGER_MAX_BYTES {
             match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
                 Ok(Ok(n)) if n > 0 => discarded += n,

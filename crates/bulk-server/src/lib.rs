@@ -634,8 +634,9 @@ async fn accept_until<P: PolicyBackend>(
         ACCEPT_TURN_MIN.max(queue.limit as usize)
     });
     tokio::pin!(shutdown);
-    // Out of the cooperative budget: the loop yields when the queue is empty, or after
-    // `turn_max` connections, not after tokio's 128 operations.
+    // Out of the cooperative budget: a turn ends when the queue is empty, or after
+    // `turn_max` connections, not after tokio's 128 operations; the loop yields after
+    // each turn.
     tokio::task::coop::unconstrained(async {
         loop {
             let first = tokio::select! {
@@ -669,9 +670,10 @@ async fn accept_until<P: PolicyBackend>(
                 .stats
                 .largest_accept_turn
                 .fetch_max(taken as u64, Ordering::Relaxed);
-            if taken >= turn_max {
-                tokio::task::yield_now().await;
-            }
+            // Yield after every turn: connections arriving about as fast as they are
+            // accepted would otherwise keep this task running, and on a runtime of one
+            // worker (serve pinned to one CPU) starve every session and timer.
+            tokio::task::yield_now().await;
         }
     })
     .await;
