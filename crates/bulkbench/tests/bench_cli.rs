@@ -290,17 +290,8 @@ fn mismatches_make_the_run_fail_and_are_printed_first() {
     assert!(s["mismatches"]["total"].as_u64().unwrap() > 0);
 }
 
-/// A scenario for a target that applies preferences to every transaction: `bench` starts
-/// its server so (`--preferences-apply-to all`), and every reply, MAIL's included, verifies;
-/// a server applying them to BULK only contradicts it.
-#[test]
-fn preferences_applied_to_all_mail_verify_against_serve_told_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("all-mail.toml");
-    let text = SCENARIO.replace("[workload]\n", "[workload]\nbulk_share = 0.0\n")
-        + "[server]\npreferences_apply_to = \"all\"\n";
-    std::fs::write(&scenario, text).unwrap();
-    let out = dir.path().join("bench");
+/// `bench SCENARIO --out OUT`, which must succeed; its summary.
+fn bench_summary(scenario: &Path, out: &Path) -> serde_json::Value {
     let output = run(&[
         "bench",
         scenario.to_str().unwrap(),
@@ -313,7 +304,20 @@ fn preferences_applied_to_all_mail_verify_against_serve_told_so() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let s = summary(&out);
+    summary(out)
+}
+
+/// A scenario for a target that applies preferences to every transaction: `bench` starts
+/// its server so (`--preferences-apply-to all`), and every reply, MAIL's included, verifies;
+/// a server applying them to BULK only contradicts it.
+#[test]
+fn preferences_applied_to_all_mail_verify_against_serve_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("all-mail.toml");
+    let text = SCENARIO.replace("[workload]\n", "[workload]\nbulk_share = 0.0\n")
+        + "[server]\npreferences_apply_to = \"all\"\n";
+    std::fs::write(&scenario, text).unwrap();
+    let s = bench_summary(&scenario, &dir.path().join("bench"));
     assert_eq!(s["mismatches"]["total"], 0);
     assert!(
         s["totals"]["by_class"]["opted_out"].as_u64().unwrap() > 0,
@@ -344,20 +348,7 @@ fn bench_runs_starttls_sessions_against_serve_and_verifies_them() {
         .replace("[workload]\n", "[workload]\nstarttls_share = 0.5\n")
         .replace("sessions = 400", "sessions = 100");
     std::fs::write(&scenario, text).unwrap();
-    let out = dir.path().join("bench");
-    let output = run(&[
-        "bench",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let s = summary(&out);
+    let s = bench_summary(&scenario, &dir.path().join("bench"));
     assert_eq!(s["mismatches"]["total"], 0, "{s}");
     assert_eq!(s["totals"]["sessions_completed"], 100, "{s}");
     let tls = s["totals"]["starttls_sessions"].as_u64().unwrap();

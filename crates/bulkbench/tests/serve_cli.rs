@@ -133,21 +133,26 @@ fn bad_flags_and_bad_populations_fail_clearly() {
         ),
     ];
     for (args, needle) in cases {
-        let output = run(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} should fail");
-        assert!(
-            stderr.contains(needle),
-            "{args:?}: stderr lacks {needle:?}:\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
-        assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
-        // Each cause once: an error whose message repeats its source prints it twice.
-        assert!(
-            stderr.matches("(os error").count() <= 1,
-            "{args:?}: a cause printed twice:\n{stderr}"
-        );
+        assert_refused(&args, needle);
     }
+}
+
+/// `bulkbench ARGS` fails with `needle` on stderr, no panic, nothing on stdout, and each
+/// cause once (an error whose message repeats its source prints it twice).
+fn assert_refused(args: &[&str], needle: &str) {
+    let output = run(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{args:?} should fail");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: stderr lacks {needle:?}:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
+    assert!(
+        stderr.matches("(os error").count() <= 1,
+        "{args:?}: a cause printed twice:\n{stderr}"
+    );
 }
 
 /// PEM files in `dir`: a certificate for localhost and its key, and another key.
@@ -231,15 +236,7 @@ fn bad_tls_flags_and_files_fail_clearly() {
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = run(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} should fail");
-        assert!(
-            stderr.contains(needle),
-            "{args:?}: stderr lacks {needle:?}:\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
-        assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
+        assert_refused(&args, needle);
     }
     // The matching pair serves, with STARTTLS offered.
     let server = start(&["--tls-cert", &cert, "--tls-key", &key]);
