@@ -344,6 +344,11 @@ pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
     if head | RCPT_TO_FOLD != RCPT_TO || line.get(8) != Some(&b'<') {
         return None;
     }
+    // The plainest paths first, sixteen octets a step: a subset of what the automaton
+    // below takes, answered alike (see `plain.rs`).
+    if let Some(close) = crate::plain::plain_path(&line[9..]) {
+        return Some((&line[9..9 + close], 9 + close + 1));
+    }
     // The path after its `<`, scanned no further than the longest path allows: a `>`
     // found within is at most at index MAX_PATH - 1 of the path, so the path is within
     // its limit.

@@ -40,6 +40,7 @@ pub mod data;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod plain;
 pub mod reply;
 pub mod session;
 
