@@ -18,7 +18,11 @@ sessions in flight, `--transactions N` the transactions of each (rejection.toml'
 against the same server (`serve --backend canned:1.0`, every RCPT accepted): MAIL, 100
 recipients, a 200-byte message, one transaction per connection, 10 sessions at once,
 `--messages` transactions in all; lock-step (smtp-source does not pipeline), and the
-generator pipelined too. smtp-source's CPU is its process's (getrusage of the child).
+generator pipelined too. The generator runs lock-step twice: on one thread, as smtp-source
+does (`--generator-threads 1`), and with its default of a thread per CPU. smtp-source's
+CPU is its process's (getrusage of the child), the generator's its own over the run's
+window (summary.json). The runs are interleaved, `--repeat` rounds; the end gives each
+variant's median with its range, and its median share of smtp-source's.
 
 Needs Debian's `postfix` (smtp-sink, smtp-source) and a release build (`cargo build
 --release -p bulkbench`). Every wait is bounded; only loopback addresses are used.
@@ -34,6 +38,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,7 +154,7 @@ warmup_secs = 0.0
 """
 
 
-def generator_cpu(binary, work, port, messages, pipelining):
+def generator_cpu(binary, work, port, messages, pipelining, threads=None):
     mode = "pipelined" if pipelining else "lockstep"
     scenario = work / f"client-{mode}.toml"
     scenario.write_text(
@@ -157,9 +162,10 @@ def generator_cpu(binary, work, port, messages, pipelining):
         encoding="utf-8",
     )
     out = work / f"load-{mode}-{time.monotonic_ns()}"
+    threading = ["--generator-threads", str(threads)] if threads else []
     subprocess.run(
         [binary, "load", str(scenario), "--target", f"127.0.0.1:{port}", "--verify", "off",
-         "--no-pin", "--quiet", "--out", str(out)],
+         "--no-pin", "--quiet", "--out", str(out), *threading],
         check=True, capture_output=True, timeout=900,
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -185,22 +191,33 @@ def source_cpu(port, messages):
 
 def client(args, binary, work):
     server, port = start_bulkbench(binary, "serve", ["--backend", "canned:1.0"])
-    rows = []
+    source = "smtp-source, lock-step"
+    variants = (
+        (source, lambda: source_cpu(port, args.messages)),
+        ("generator, lock-step, 1 thread",
+         lambda: generator_cpu(binary, work, port, args.messages, False, threads=1)),
+        ("generator, lock-step",
+         lambda: generator_cpu(binary, work, port, args.messages, False)),
+        ("generator, pipelined",
+         lambda: generator_cpu(binary, work, port, args.messages, True)),
+    )  # fmt: skip
+    per_rcpt = {name: [] for name, _ in variants}
     try:
         for repeat in range(args.repeat):
-            for name, measure in (
-                ("smtp-source, lock-step", lambda: source_cpu(port, args.messages)),
-                ("generator, lock-step",
-                 lambda: generator_cpu(binary, work, port, args.messages, False)),
-                ("generator, pipelined",
-                 lambda: generator_cpu(binary, work, port, args.messages, True)),
-            ):  # fmt: skip
+            for name, measure in variants:
                 cpu, rcpts, rate = measure()
-                rows.append((repeat + 1, name, cpu, rcpts, rate))
-                print(f"repeat {repeat + 1}: {name:<24} {cpu * 1e6 / rcpts:6.3f} us CPU/RCPT "
+                per_rcpt[name].append(cpu * 1e6 / rcpts)
+                print(f"repeat {repeat + 1}: {name:<32} {cpu * 1e6 / rcpts:6.3f} us CPU/RCPT "
                       f"({cpu:.2f} s, {rcpts} RCPTs, {rate:,.0f} RCPT/s)", flush=True)  # fmt: skip
     finally:
         stop_server(server, 30)
+    print(f"\nmedians of {args.repeat} interleaved repeats, us CPU per RCPT [range]; "
+          "share of smtp-source's median")  # fmt: skip
+    baseline = statistics.median(per_rcpt[source])
+    for name, values in per_rcpt.items():
+        median = statistics.median(values)
+        print(f"  {name:<32} {median:6.3f} [{min(values):.3f}-{max(values):.3f}]  "
+              f"x{median / baseline:.2f}")  # fmt: skip
     return 0
 
 

@@ -393,11 +393,13 @@ pub async fn run(
         Schedule::Open => spawn_open(&mut tasks, lanes, &run, &workload),
     }
     while tasks.join_next().await.is_some() {}
+    let event_loops = loops.len();
     drop(loops);
 
     let run = Arc::try_unwrap(run).unwrap_or_else(|_| unreachable!("every task has ended"));
     let mut result = RunResult {
         interrupted: cancel.is_cancelled(),
+        event_loops,
         // A number is taken only to start a session, but past the end of a list.
         drawn: match (run.config.schedule, workload.duration()) {
             (Schedule::Closed { .. }, Some(_)) => drawn.load(Ordering::Relaxed),

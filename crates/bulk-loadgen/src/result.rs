@@ -258,6 +258,8 @@ pub struct RunResult {
     /// ran its first `drawn` sessions, which
     /// [`Workload::as_run`](bulk_population::Workload::as_run) replays.
     pub drawn: u64,
+    /// The event loops (threads) that ran the sessions.
+    pub event_loops: usize,
 }
 
 impl RunResult {

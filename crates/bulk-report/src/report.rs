@@ -694,7 +694,12 @@ fn cost_section(s: &Summary) -> Section {
         None => format!("server: {}", no_server_text(s)).into(),
     };
     let generator = format!(
-        "generator: {} CPU s in the window, {} µs CPU per RCPT{}",
+        "generator{}: {} CPU s in the window, {} µs CPU per RCPT{}",
+        match s.generator.event_loops {
+            Some(1) => " (1 thread)".to_owned(),
+            Some(n) => format!(" ({n} threads)"),
+            None => String::new(),
+        },
         fmt_num(s.generator.cpu_seconds),
         fmt_num(s.generator.cpu_us_per_rcpt),
         cpu_set_text(s.generator.cpu_set.as_ref())

@@ -591,6 +591,7 @@ mod tests {
             elapsed: Duration::from_millis(3500),
             interrupted: false,
             drawn: 0,
+            event_loops: 2,
         }
     }
 
@@ -620,6 +621,7 @@ mod tests {
                 server: Some((1.0, 1 << 20, Some(0.1))),
                 store: None,
                 generator_cpu_seconds: 0.5,
+                generator_event_loops: 2,
                 cpu_sets: None,
             },
             result,

@@ -281,6 +281,10 @@ pub struct GeneratorCost {
     /// Time on the CPUs the generator's event loops were pinned to (null: not pinned).
     #[serde(default)]
     pub cpu_set: Option<CpuSetCost>,
+    /// The event loops (threads) that ran the sessions (null: not recorded, a summary
+    /// written before they were).
+    #[serde(default)]
+    pub event_loops: Option<u32>,
 }
 
 /// Time a set of CPUs spent, by kind, from `/proc/stat`, over a span of the monotonic
@@ -660,6 +664,8 @@ pub struct SummaryInput {
     pub store: Option<(String, f64)>,
     /// Generator CPU seconds in the window.
     pub generator_cpu_seconds: f64,
+    /// The generator's event loops (threads).
+    pub generator_event_loops: u32,
     /// Time on the server's and the generator's pinned CPUs in the window (None: not
     /// pinned).
     pub cpu_sets: Option<PinnedCpuTimes>,
@@ -755,6 +761,7 @@ impl Summary {
                 cpu_set: sets
                     .as_ref()
                     .map(|s| CpuSetCost::new(s.generator.0.clone(), &s.generator.1, rcpts)),
+                event_loops: Some(input.generator_event_loops),
             },
             ceiling: None,
             store: input.store.map(|(kind, cpu_seconds)| StoreCost {

@@ -83,6 +83,7 @@ fn run_data() -> RunData {
             server: None,
             store: None,
             generator_cpu_seconds: 0.0,
+            generator_event_loops: 2,
             cpu_sets: None,
         },
         &result,

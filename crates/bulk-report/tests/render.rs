@@ -114,7 +114,7 @@ fn a_run_writes_every_file_and_a_self_contained_report() {
         "| rcpt |",
         "| end_of_data |",
         "µs CPU per RCPT",
-        "generator:",
+        "generator (2 threads):",
         // Time on each side's pinned CPU, split by kind.
         "on its CPU 0: 1 busy s",
         "(user 25%, system 50%, softirq 25%)",

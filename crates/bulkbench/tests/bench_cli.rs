@@ -200,7 +200,7 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
     build_population(&scenario, None, &population);
     let server = serve(&["--population", population.to_str().unwrap()]);
     let out = dir.path().join("report");
-    let output = load(&scenario, &server, &out, &[]);
+    let output = load(&scenario, &server, &out, &["--generator-threads", "1"]);
     drop(server);
     assert!(
         output.status.success(),
@@ -213,6 +213,10 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
     assert_eq!(s["target"]["external"], true);
     assert_eq!(s["mismatches"]["total"], 0);
     assert_eq!(s["totals"]["sessions_completed"], 400);
+    // The generator ran on the one thread asked for, and the report says so.
+    assert_eq!(s["generator"]["event_loops"], 1, "{s}");
+    let report = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(report.contains("generator (1 thread):"), "{report}");
 }
 
 /// Named processes of an external server are measured as its cost: CPU and memory, with
@@ -244,6 +248,9 @@ fn load_measures_the_processes_of_an_external_server_when_named() {
         "{s}"
     );
     assert!(s["server"]["startup_secs"].is_null(), "{s}");
+    // By default, one generator thread per CPU it may use.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(s["generator"]["event_loops"], cpus, "{s}");
     let report = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         report.contains(&format!("measured on processes {pid}")),

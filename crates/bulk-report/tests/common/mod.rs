@@ -161,6 +161,7 @@ pub fn run(spec: &Spec) -> RunData {
         elapsed: Duration::from_secs(spec.secs),
         interrupted: false,
         drawn: 0,
+        event_loops: 2,
     };
     summarize(spec, &result)
 }
@@ -210,6 +211,7 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
             server: spec.server,
             store: None,
             generator_cpu_seconds: 0.8,
+            generator_event_loops: 2,
             cpu_sets: spec.server.map(|_| PinnedCpuTimes {
                 server: (
                     vec![0],

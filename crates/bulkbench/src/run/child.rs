@@ -180,7 +180,9 @@ pub(super) fn run_with_server(
     let pid = server.child.id();
     let mut config = load_config(prepared, server.addr, None, args)?;
     if let Some(pinning) = &pinning {
-        config.event_loops = pinning.split.generator.len();
+        config.event_loops = args
+            .generator_threads
+            .map_or(pinning.split.generator.len(), usize::from);
         config.cpus = Some(pinning.generator);
     }
     let split = pinning.as_ref().map(|p| &p.split);

@@ -138,6 +138,7 @@ pub(super) fn summary_input(
         store: None,
         generator_cpu_seconds: cpu_delta(Some(driven.start.generator), Some(driven.end.generator))
             .unwrap_or(0.0),
+        generator_event_loops: u32::try_from(result.event_loops).unwrap_or(u32::MAX),
         cpu_sets: None,
     }
 }
