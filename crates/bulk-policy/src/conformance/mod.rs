@@ -101,6 +101,8 @@ const DEFAULT_CASES: &[(&str, Verdict)] = &[
     // Unknown mailbox versus foreign domain.
     ("nobody@in.example", UnknownMailbox),
     ("nobody@out.example", UnknownMailbox),
+    ("NoBody@In.EXAMPLE", UnknownMailbox),
+    ("ann@ELSEWHERE.example", NotLocal),
     ("ann@elsewhere.example", NotLocal),
     ("ann@sub.in.example", NotLocal),
     ("ann@example", NotLocal),
