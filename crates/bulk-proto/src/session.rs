@@ -160,7 +160,7 @@ enum Slot {
     Ready(Reply),
     /// A resolved RCPT: its reply line, CRLF included ([`RcptAnswer::line`]), written out
     /// in one copy.
-    Line(&'static [u8]),
+    Line(&'static PaddedLine),
     /// A RCPT waiting for its verdict; pending slots are resolved in order.
     Pending,
     /// `RCPT TO:<Postmaster>` in a MAIL transaction behind pending RCPTs: accepted without
@@ -737,7 +737,7 @@ impl Session {
         let mut ready = 0;
         for slot in &self.replies {
             match *slot {
-                Slot::Line(line) => out.extend_from_slice(line),
+                Slot::Line(line) => line.write(out),
                 Slot::Ready(reply) => reply.encode(identity, out),
                 Slot::Pending | Slot::PendingPostmaster => break,
             }
@@ -799,19 +799,52 @@ const fn fixed_text(reply: Reply) -> &'static str {
     }
 }
 
-/// `text` and CRLF as one array of `N` octets, at compile time.
-const fn with_crlf<const N: usize>(text: &str) -> [u8; N] {
+/// Octets a [`PaddedLine`] holds: at least the longest RCPT reply line (the 72 of
+/// `451 4.3.0 ...`), a multiple of a vector.
+const PADDED: usize = 80;
+
+/// A reply line (CRLF included) in a fixed-size array, zeros after it: written out as one
+/// copy of [`PADDED`] octets, then cut to its length. A copy of the line's own length is a
+/// `memcpy` call that branches on that length, and replies of different lengths follow
+/// each other as unpredictably as the verdicts they carry.
+#[derive(Debug, PartialEq, Eq)]
+struct PaddedLine {
+    octets: [u8; PADDED],
+    len: usize,
+}
+
+impl PaddedLine {
+    /// The line, CRLF included.
+    #[cfg(test)]
+    fn line(&self) -> &[u8] {
+        &self.octets[..self.len]
+    }
+
+    /// Appends the line to `out`.
+    #[inline(always)]
+    fn write(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.octets);
+        out.truncate(start + self.len);
+    }
+}
+
+/// `text` and CRLF, padded, at compile time.
+const fn with_crlf(text: &str) -> PaddedLine {
     let text = text.as_bytes();
-    assert!(text.len() + 2 == N);
-    let mut line = [0u8; N];
+    assert!(text.len() + 2 <= PADDED, "a reply line longer than PADDED");
+    let mut octets = [0u8; PADDED];
     let mut i = 0;
     while i < text.len() {
-        line[i] = text[i];
+        octets[i] = text[i];
         i += 1;
     }
-    line[N - 2] = b'\r';
-    line[N - 1] = b'\n';
-    line
+    octets[text.len()] = b'\r';
+    octets[text.len() + 1] = b'\n';
+    PaddedLine {
+        octets,
+        len: text.len() + 2,
+    }
 }
 
 /// The wire line of a fixed reply, CRLF included, built at compile time from the reply
@@ -819,15 +852,14 @@ const fn with_crlf<const N: usize>(text: &str) -> [u8; N] {
 /// [`Reply::encode`] writes.
 macro_rules! wire_line {
     ($reply:expr) => {{
-        const TEXT: &str = fixed_text($reply);
-        const LINE: [u8; TEXT.len() + 2] = with_crlf(TEXT);
+        const LINE: PaddedLine = with_crlf(fixed_text($reply));
         &LINE
     }};
 }
 
 impl RcptAnswer {
     /// The reply as it goes on the wire, CRLF included.
-    fn line(self) -> &'static [u8] {
+    fn line(self) -> &'static PaddedLine {
         match self {
             RcptAnswer::Ok => wire_line!(replies::RCPT_OK),
             RcptAnswer::OptedOut => wire_line!(replies::RCPT_OPTED_OUT),
@@ -966,7 +998,7 @@ mod tests {
             (RcptAnswer::TempFail, replies::RCPT_TEMPFAIL),
         ];
         for (answer, reply) in answers {
-            assert_eq!(answer.line(), reply.render(&identity).as_bytes());
+            assert_eq!(answer.line().line(), reply.render(&identity).as_bytes());
         }
     }
 
