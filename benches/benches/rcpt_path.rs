@@ -19,7 +19,9 @@
 //!
 //! Group `rcpt_lookup` splits the lookup to show where `full_path` spends its time:
 //! `session_without_lookup` (the same run with verdicts given), `memory_backend_lookup`
-//! (the batched lookup alone), `normalize_only`, and the normalize-then-probe pattern done
+//! (the batched lookup alone), `memory_backend_lookup_by_100` (the same in batches of
+//! 100, as pipelined reads of one transaction give), `normalize_only`, and the
+//! normalize-then-probe pattern done
 //! interleaved (one address at a time, as the memory backend does) or in two phases (every
 //! key first, then every probe).
 //!
@@ -39,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use bulk_policy::{AddressBatch, MemoryBackend, PolicyBackend, Population, Verdict};
 use bulk_proto::{Command, ForwardPath};
-use bulkbench_benches::drive::{FullPath, REOPEN};
+use bulkbench_benches::drive::{FullPath, REOPEN, lookup_now};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rustc_hash::FxHashMap;
 
@@ -309,6 +311,24 @@ fn rcpt_path(c: &mut Criterion) {
                 panic!("not ready");
             };
             result.expect("no failure");
+        })
+    });
+
+    // The same lookups in batches of 100, the size of a pipelined read of one transaction
+    // (`rejection.toml`'s 100 recipients): where the prefetch pipeline's start and end are a
+    // sixth of every batch rather than a hundredth of a percent.
+    let batches: Vec<AddressBatch> = recipients
+        .chunks(100)
+        .map(|chunk| chunk.iter().map(|a| a.as_bytes()).collect())
+        .collect();
+    group.bench_function("memory_backend_lookup_by_100", |b| {
+        let mut verdicts = Vec::with_capacity(100);
+        b.iter(|| {
+            for batch in &batches {
+                verdicts.clear();
+                lookup_now(&backend, black_box(batch), &mut verdicts);
+                black_box(&verdicts);
+            }
         })
     });
 
