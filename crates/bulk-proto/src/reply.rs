@@ -308,6 +308,10 @@ pub mod replies {
     /// HELP.
     pub const HELP: Reply =
         Reply::Fixed("214 2.0.0 Commands: EHLO HELO MAIL BULK RCPT DATA RSET NOOP QUIT VRFY HELP");
+    /// HELP while STARTTLS is offered (as EHLO advertises it: TLS on and not yet active).
+    pub const HELP_STARTTLS: Reply = Reply::Fixed(
+        "214 2.0.0 Commands: EHLO HELO MAIL BULK RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
+    );
 }
 
 #[cfg(test)]

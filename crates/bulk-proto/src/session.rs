@@ -569,7 +569,11 @@ impl Session {
                 self.quit = true;
             }
             Command::Vrfy => self.reply(replies::VRFY),
-            Command::Help => self.reply(replies::HELP),
+            Command::Help => self.reply(if self.config.tls == TlsPolicy::Off || self.tls_active {
+                replies::HELP
+            } else {
+                replies::HELP_STARTTLS
+            }),
             Command::StartTls => self.start_tls(),
         }
     }
@@ -1156,6 +1160,30 @@ mod tests {
             ]
         );
         assert!(out.contains("503 5.5.1 TLS already active\r\n"), "{out}");
+    }
+
+    /// HELP names STARTTLS exactly when EHLO would advertise it.
+    #[test]
+    fn help_lists_starttls_while_it_is_offered() {
+        let input = b"HELP\r\nSTARTTLS\r\nHELP\r\nQUIT\r\n";
+        let offered = converse_by_line(tls(TlsPolicy::Offered), input);
+        let helps: Vec<&str> = offered.lines().filter(|l| l.starts_with("214")).collect();
+        assert_eq!(
+            helps,
+            [
+                replies::HELP_STARTTLS
+                    .render(&ServerIdentity::default())
+                    .trim_end(),
+                replies::HELP.render(&ServerIdentity::default()).trim_end(),
+            ],
+            "{offered}"
+        );
+        assert!(helps[0].ends_with(" HELP STARTTLS"), "{offered}");
+        let off = converse_by_line(SessionConfig::default(), b"HELP\r\nQUIT\r\n");
+        assert!(
+            off.contains("VRFY HELP\r\n") && !off.contains("STARTTLS"),
+            "{off}"
+        );
     }
 
     #[test]
