@@ -422,6 +422,27 @@ fn run_problems(s: &Summary) -> Vec<Problem> {
             .push(Block::Table(Table::new(&["kind", "sessions"], rows)));
         problems.push(problem);
     }
+    if let Some(queue) = s.listen_queue.filter(|q| q.overflows > 0) {
+        problems.push(Problem::new(
+            format!(
+                "LISTEN QUEUE OVERFLOWS: {} connection attempts dropped",
+                fmt_count(queue.overflows)
+            ),
+            Some(
+                format!(
+                    "The kernel found a listen queue full {} times during the run ({} \
+                     listen drops in all; host-wide counters, TcpExtListenOverflows). \
+                     A dropped attempt is retried a second or more later: connect \
+                     latencies and the session rate are the backlog's, not the server's. \
+                     Raise the server's backlog (serve --backlog, net.core.somaxconn) or \
+                     start fewer sessions at once.",
+                    fmt_count(queue.overflows),
+                    fmt_count(queue.drops)
+                )
+                .into(),
+            ),
+        ));
+    }
     if s.window.interrupted {
         problems.push(Problem::new(
             "INTERRUPTED",
@@ -1097,5 +1118,49 @@ fn pid_list(pids: &[u32]) -> String {
         Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
         None => "none".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::tests::{sample_result, sample_summary};
+    use crate::summary::ListenQueue;
+
+    /// A run that met full listen queues says so among its problems, with the counts; one
+    /// that met none, or did not read them, does not.
+    #[test]
+    fn listen_queue_overflows_are_a_problem() {
+        let mut summary = sample_summary(&sample_result());
+        let headlines = |s: &Summary| -> Vec<String> {
+            run_problems(s).into_iter().map(|p| p.headline).collect()
+        };
+        for queue in [
+            None,
+            Some(ListenQueue {
+                overflows: 0,
+                drops: 3,
+            }),
+        ] {
+            summary.listen_queue = queue;
+            assert!(
+                !headlines(&summary).iter().any(|h| h.contains("LISTEN")),
+                "{queue:?}"
+            );
+        }
+        summary.listen_queue = Some(ListenQueue {
+            overflows: 1234,
+            drops: 1300,
+        });
+        let problems = run_problems(&summary);
+        let problem = problems
+            .iter()
+            .find(|p| p.headline.starts_with("LISTEN QUEUE OVERFLOWS"))
+            .expect("the overflows are a problem");
+        assert!(problem.headline.contains("1,234"), "{}", problem.headline);
+        // The counts survive a round trip through summary.json.
+        let json = serde_json::to_string(&summary).unwrap();
+        let back: Summary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.listen_queue, summary.listen_queue);
     }
 }

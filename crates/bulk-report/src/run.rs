@@ -27,7 +27,7 @@ use hdrhistogram::serialization::interval_log::{
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
 use crate::ReportError;
-use crate::summary::{Merged, Shard, Summary, Target};
+use crate::summary::{ListenQueue, Merged, Shard, Summary, Target};
 
 /// One interval of the time series.
 #[derive(Clone, Debug)]
@@ -407,6 +407,21 @@ pub fn merge(runs: &[(String, RunData)], partial: bool) -> Result<RunData, Repor
             s.started_at = b.started_at.clone();
         }
         s.generator.cpu_seconds += b.generator.cpu_seconds;
+        // The shards' generators ran side by side: their threads add up.
+        s.generator.event_loops = s
+            .generator
+            .event_loops
+            .zip(b.generator.event_loops)
+            .map(|(x, y)| x + y);
+        // The counters are host-wide and the shards may have shared a host: the largest of
+        // their counts, which the merged run met at least.
+        s.listen_queue = match (s.listen_queue, b.listen_queue) {
+            (Some(x), Some(y)) => Some(ListenQueue {
+                overflows: x.overflows.max(y.overflows),
+                drops: x.drops.max(y.drops),
+            }),
+            (x, y) => x.or(y),
+        };
         // Neither do the CPUs of separate runs (they may even be the same CPUs).
         s.generator.cpu_set = None;
         // The pinning stated is every shard's, or none.
@@ -555,7 +570,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::summary::{Expected, SummaryInput, Target};
     use bulk_loadgen::{Mismatches, Recorder, Totals};
@@ -622,6 +637,7 @@ mod tests {
                 store: None,
                 generator_cpu_seconds: 0.5,
                 generator_event_loops: 2,
+                listen_queue: None,
                 cpu_sets: None,
             },
             result,

@@ -490,6 +490,23 @@ pub struct Summary {
     /// inside the server, or one the run did not start).
     #[serde(default)]
     pub store: Option<StoreCost>,
+    /// The kernel's refusals at full listen queues during the run, host-wide; null when not
+    /// read (not Linux, or a summary written before they were).
+    #[serde(default)]
+    pub listen_queue: Option<ListenQueue>,
+}
+
+/// How often, during a run, the kernel found a listen queue full (the host's
+/// `TcpExtListenOverflows` and `TcpExtListenDrops`, from `/proc/net/netstat`): each is a
+/// connection attempt dropped, which its client retries a second or more later, so the
+/// run's connect latencies and rate are then the backlog's, not the server's. Host-wide:
+/// another listener on the machine counts too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenQueue {
+    /// SYNs or completed handshakes dropped because an accept queue was full.
+    pub overflows: u64,
+    /// Every connection attempt dropped at a listener, overflows included.
+    pub drops: u64,
 }
 
 /// A policy store's cost over the measurement window: the CPU time of its processes
@@ -669,6 +686,8 @@ pub struct SummaryInput {
     /// Time on the server's and the generator's pinned CPUs in the window (None: not
     /// pinned).
     pub cpu_sets: Option<PinnedCpuTimes>,
+    /// Listen-queue refusals during the run (None: not read).
+    pub listen_queue: Option<ListenQueue>,
 }
 
 /// Time on each side's pinned CPUs over a window.
@@ -769,6 +788,7 @@ impl Summary {
                 cpu_seconds,
                 cpu_us_per_rcpt: per_rcpt_us(cpu_seconds, rcpts),
             }),
+            listen_queue: input.listen_queue,
         }
     }
 }

@@ -84,6 +84,7 @@ fn run_data() -> RunData {
             store: None,
             generator_cpu_seconds: 0.0,
             generator_event_loops: 2,
+            listen_queue: None,
             cpu_sets: None,
         },
         &result,

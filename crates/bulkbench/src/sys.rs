@@ -166,6 +166,29 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The host's listen-queue counters now (`/proc/net/netstat`): `None` off Linux or when the
+/// file does not have them.
+pub fn listen_queue() -> Option<ListenQueue> {
+    parse_listen_queue(&std::fs::read_to_string("/proc/net/netstat").ok()?)
+}
+
+/// `TcpExt`'s `ListenOverflows` and `ListenDrops` from the text of `/proc/net/netstat`: a
+/// line of names, then a line of values, both headed `TcpExt:`.
+fn parse_listen_queue(netstat: &str) -> Option<ListenQueue> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let value = |name: &str| -> Option<u64> {
+        let at = names.split_whitespace().position(|n| n == name)?;
+        values.split_whitespace().nth(at)?.parse().ok()
+    };
+    Some(ListenQueue {
+        overflows: value("ListenOverflows")?,
+        drops: value("ListenDrops")?,
+    })
+}
+
+pub use bulk_report::summary::ListenQueue;
+
 pub use bulk_server::raise_open_files_limit;
 
 /// Makes `command`'s process start pinned to `cpus` (set between fork and exec), so every
@@ -220,6 +243,25 @@ pub fn tie_child_to_this_process(command: &mut std::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_listen_queue_counters() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPHPHits\n\
+                       TcpExt: 0 17 21 5\n\
+                       IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(
+            parse_listen_queue(netstat),
+            Some(ListenQueue {
+                overflows: 17,
+                drops: 21
+            })
+        );
+        assert_eq!(parse_listen_queue("TcpExt: ListenDrops\nTcpExt: 3\n"), None);
+        assert_eq!(parse_listen_queue(""), None);
+        if cfg!(target_os = "linux") {
+            assert!(listen_queue().is_some(), "this kernel's /proc/net/netstat");
+        }
+    }
 
     #[test]
     fn reads_this_process() {

@@ -265,6 +265,13 @@ fn merged_shards_equal_one_unsharded_run() {
     }
     let _ = both;
     assert_eq!(w["expected"], m["expected"]);
+    // The shards' generator threads add up; the host-wide listen counters are the larger
+    // shard's.
+    let (sa, sb) = (common::summary(&a), common::summary(&b));
+    let threads = |s: &serde_json::Value| s["generator"]["event_loops"].as_u64().unwrap();
+    assert_eq!(threads(&m), threads(&sa) + threads(&sb));
+    let overflows = |s: &serde_json::Value| s["listen_queue"]["overflows"].as_u64().unwrap();
+    assert_eq!(overflows(&m), overflows(&sa).max(overflows(&sb)));
     assert_eq!(m["mismatches"]["total"], 0);
     // Histogram totals: the merged series holds every RCPT and session of both shards.
     let series_total = |dir: &Path, phase: &str| -> u64 {

@@ -212,6 +212,7 @@ pub fn summarize(spec: &Spec, result: &RunResult) -> RunData {
             store: None,
             generator_cpu_seconds: 0.8,
             generator_event_loops: 2,
+            listen_queue: None,
             cpu_sets: spec.server.map(|_| PinnedCpuTimes {
                 server: (
                     vec![0],

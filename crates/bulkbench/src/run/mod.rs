@@ -18,7 +18,7 @@ use bulk_loadgen::{
 };
 use bulk_population::Arrival;
 use bulk_report::Summary;
-use bulk_report::summary::Target;
+use bulk_report::summary::{ListenQueue, Target};
 use clap::{Args, ValueEnum};
 
 use child::{Served, run_with_server};
@@ -209,7 +209,7 @@ fn drive(
     let bar = crate::progress::Bar::start(total, progress.clone(), quiet);
     let warmup = config.warmup;
     let workload = prepared.workload.clone();
-    let (result, window_start, window_end, started_at) = runtime.block_on(async {
+    let (result, window_start, window_end, started_at, listen_queue) = runtime.block_on(async {
         let sampler_split = split.cloned();
         let sampler_watched = watched.clone();
         let sampler = tokio::spawn(async move {
@@ -217,9 +217,16 @@ fn drive(
             sample_cpu(&sampler_watched, sampler_split.as_ref())
         });
         let start_sample = sample_cpu(watched, split);
+        let queue_before = crate::sys::listen_queue();
         let started_at = SystemTime::now();
         let result = bulk_loadgen::run(workload, config, progress, cancel).await;
         let end = sample_cpu(watched, split);
+        let listen_queue = queue_before
+            .zip(crate::sys::listen_queue())
+            .map(|(before, after)| ListenQueue {
+                overflows: after.overflows.saturating_sub(before.overflows),
+                drops: after.drops.saturating_sub(before.drops),
+            });
         // A run shorter than its warm-up has no window: its start is the end.
         let window_start = if sampler.is_finished() {
             sampler.await.unwrap_or(start_sample)
@@ -227,7 +234,7 @@ fn drive(
             sampler.abort();
             end
         };
-        (result, window_start, end, started_at)
+        (result, window_start, end, started_at, listen_queue)
     });
     bar.finish();
     Driven {
@@ -235,6 +242,7 @@ fn drive(
         start: window_start,
         end: window_end,
         started_at,
+        listen_queue,
     }
 }
 
@@ -245,6 +253,8 @@ struct Driven {
     start: CpuSample,
     end: CpuSample,
     started_at: SystemTime,
+    /// The host's listen-queue refusals over the whole run, warm-up included.
+    listen_queue: Option<ListenQueue>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

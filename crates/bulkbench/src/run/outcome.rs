@@ -139,6 +139,7 @@ pub(super) fn summary_input(
         generator_cpu_seconds: cpu_delta(Some(driven.start.generator), Some(driven.end.generator))
             .unwrap_or(0.0),
         generator_event_loops: u32::try_from(result.event_loops).unwrap_or(u32::MAX),
+        listen_queue: driven.listen_queue,
         cpu_sets: None,
     }
 }
