@@ -231,7 +231,7 @@ def main():
     parser.add_argument("--connections", type=int)
     parser.add_argument("--transactions", type=int)
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, choices=range(1, 101), metavar="N")
     parser.add_argument("--out", help="rejection: the comparison's folder")
     parser.add_argument("--bin", default=str(ROOT / "target/release/bulkbench"))
     args = parser.parse_args()
