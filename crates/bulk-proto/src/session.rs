@@ -803,8 +803,8 @@ const fn fixed_text(reply: Reply) -> &'static str {
     }
 }
 
-/// Octets a [`PaddedLine`] holds: at least the longest RCPT reply line (the 72 of
-/// `451 4.3.0 ...`), a multiple of a vector.
+/// Octets a [`PaddedLine`] holds: at least the longest RCPT reply line (the 69 of
+/// `451 4.3.0 ...`, CRLF included), a multiple of a vector.
 const PADDED: usize = 80;
 
 /// A reply line (CRLF included) in a fixed-size array, zeros after it: written out as one
@@ -1160,6 +1160,19 @@ mod tests {
             ]
         );
         assert!(out.contains("503 5.5.1 TLS already active\r\n"), "{out}");
+    }
+
+    /// A padded line appends exactly its line, after what the buffer held.
+    #[test]
+    fn padded_lines_append_their_line_only() {
+        let mut out = b"250 OK\r\n".to_vec();
+        RcptAnswer::OptedOut.line().write(&mut out);
+        RcptAnswer::Ok.line().write(&mut out);
+        assert_eq!(
+            out,
+            b"250 OK\r\n550 5.7.1 Recipient does not accept bulk mail\r\n\
+              250 2.1.5 Recipient ok\r\n"
+        );
     }
 
     /// HELP names STARTTLS exactly when EHLO would advertise it.

@@ -425,15 +425,16 @@ fn run_problems(s: &Summary) -> Vec<Problem> {
     if let Some(queue) = s.listen_queue.filter(|q| q.overflows > 0) {
         problems.push(Problem::new(
             format!(
-                "LISTEN QUEUE OVERFLOWS: {} connection attempts dropped",
+                "LISTEN QUEUE OVERFLOWS: {} SYNs or handshakes dropped",
                 fmt_count(queue.overflows)
             ),
             Some(
                 format!(
                     "The kernel found a listen queue full {} times during the run ({} \
-                     listen drops in all; host-wide counters, TcpExtListenOverflows). \
-                     A dropped attempt is retried a second or more later: connect \
-                     latencies and the session rate are the backlog's, not the server's. \
+                     listen drops in all; TcpExtListenOverflows, counted for every \
+                     listener of the network namespace). A dropped SYN or handshake is \
+                     sent again a second or more later: connect latencies and the session \
+                     rate are the backlog's, not the server's. \
                      Raise the server's backlog (serve --backlog, net.core.somaxconn) or \
                      start fewer sessions at once.",
                     fmt_count(queue.overflows),
@@ -1157,7 +1158,10 @@ mod tests {
             .iter()
             .find(|p| p.headline.starts_with("LISTEN QUEUE OVERFLOWS"))
             .expect("the overflows are a problem");
-        assert!(problem.headline.contains("1,234"), "{}", problem.headline);
+        assert_eq!(
+            problem.headline,
+            "LISTEN QUEUE OVERFLOWS: 1,234 SYNs or handshakes dropped"
+        );
         // The counts survive a round trip through summary.json.
         let json = serde_json::to_string(&summary).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap();

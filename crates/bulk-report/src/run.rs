@@ -783,6 +783,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// Shards' listen-queue counts merge as the larger (the counters are the host's, and
+    /// shards may share one), a shard without them leaves the other's, and their
+    /// generator threads add up.
+    #[test]
+    fn listen_queue_counts_and_generator_threads_merge() {
+        let counts = |overflows, drops| Some(ListenQueue { overflows, drops });
+        for (a, b, want) in [
+            (counts(3, 9), counts(5, 6), counts(5, 9)),
+            (counts(3, 9), None, counts(3, 9)),
+            (None, None, None),
+        ] {
+            let mut runs = [shard(0, 2, "127.0.0.1:1"), shard(1, 2, "127.0.0.1:2")];
+            runs[0].1.summary.listen_queue = a;
+            runs[1].1.summary.listen_queue = b;
+            runs[1].1.summary.generator.event_loops = Some(3);
+            let merged = merge(&runs, false).unwrap().summary;
+            assert_eq!(merged.listen_queue, want, "{a:?} + {b:?}");
+            assert_eq!(merged.generator.event_loops, Some(2 + 3));
+        }
+    }
+
     #[test]
     fn a_shard_given_twice_is_refused() {
         let runs = [

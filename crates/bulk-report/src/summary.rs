@@ -490,17 +490,18 @@ pub struct Summary {
     /// inside the server, or one the run did not start).
     #[serde(default)]
     pub store: Option<StoreCost>,
-    /// The kernel's refusals at full listen queues during the run, host-wide; null when not
-    /// read (not Linux, or a summary written before they were).
+    /// The kernel's refusals at full listen queues during the run, for the whole network
+    /// namespace; null when not read (not Linux, or a summary written before they were).
     #[serde(default)]
     pub listen_queue: Option<ListenQueue>,
 }
 
-/// How often, during a run, the kernel found a listen queue full (the host's
-/// `TcpExtListenOverflows` and `TcpExtListenDrops`, from `/proc/net/netstat`): each is a
-/// connection attempt dropped, which its client retries a second or more later, so the
-/// run's connect latencies and rate are then the backlog's, not the server's. Host-wide:
-/// another listener on the machine counts too.
+/// How often, during a run, the kernel found a listen queue full (`TcpExtListenOverflows`
+/// and `TcpExtListenDrops`, from `/proc/net/netstat`): each is a SYN or a completed
+/// handshake dropped, which its client sends again a second or more later (and a resent
+/// one dropped counts again), so the run's connect latencies and rate are then the
+/// backlog's, not the server's. The counters are the network namespace's (the host's,
+/// unless the run has a namespace of its own): another listener there counts too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenQueue {
     /// SYNs or completed handshakes dropped because an accept queue was full.

@@ -213,8 +213,10 @@ fn load_drives_an_external_server_and_reports_no_server_cost() {
     assert_eq!(s["target"]["external"], true);
     assert_eq!(s["mismatches"]["total"], 0);
     assert_eq!(s["totals"]["sessions_completed"], 400);
-    // The host's listen-queue counters were read around the run.
-    assert!(s["listen_queue"]["overflows"].is_u64(), "{s}");
+    // The kernel's listen-queue counters were read around the run, where it has them.
+    if std::path::Path::new("/proc/net/netstat").exists() {
+        assert!(s["listen_queue"]["overflows"].is_u64(), "{s}");
+    }
     // The generator ran on the one thread asked for, and the report says so.
     assert_eq!(s["generator"]["event_loops"], 1, "{s}");
     let report = std::fs::read_to_string(out.join("summary.md")).unwrap();
