@@ -83,7 +83,6 @@ impl Masks {
         if at.count_ones() != 1 || at == 1 {
             return None;
         }
-        let at_index = at.trailing_zeros();
         let local = at - 1;
         let domain = before & !local & !at;
         // Dot-string: no dot first, last, or next to another.
@@ -107,7 +106,6 @@ impl Masks {
         {
             return None;
         }
-        debug_assert!(at_index >= 1);
         Some(close as usize)
     }
 }
