@@ -166,6 +166,10 @@ pub struct ArmFigures {
     pub mismatches: Option<Spread>,
     /// Failed sessions per run (measured and warm-up).
     pub failed_sessions: Option<Spread>,
+    /// The kernel's listen-queue overflows per run (the summary's `listen_queue`); None
+    /// where no repeat read them.
+    #[serde(default)]
+    pub listen_overflows: Option<Spread>,
     /// Each metric's median divided by the baseline arm's, by metric key (see
     /// [`ArmFigures::metric`]); absent where either is missing or the baseline's is 0.
     pub ratios: BTreeMap<String, f64>,
@@ -289,6 +293,7 @@ impl ArmFigures {
             "peak_rss_bytes" => self.peak_rss_bytes,
             "mismatches" => self.mismatches,
             "failed_sessions" => self.failed_sessions,
+            "listen_overflows" => self.listen_overflows,
             _ => {
                 let rest = key.strip_prefix("latency_us.")?;
                 let (phase, stat) = rest.rsplit_once('.')?;
@@ -315,6 +320,7 @@ impl ArmFigures {
             "peak_rss_bytes",
             "mismatches",
             "failed_sessions",
+            "listen_overflows",
         ]
         .iter()
         .map(|k| (*k).to_owned())
@@ -380,6 +386,10 @@ impl ArmFigures {
             "failed_sessions".into(),
             each(&|r| Some(r.summary.errors.values().sum::<u64>() as f64)),
         );
+        record(
+            "listen_overflows".into(),
+            each(&|r| r.summary.listen_queue.map(|q| q.overflows as f64)),
+        );
         for phase in Phase::ALL {
             let per_run: Vec<Latency> = runs
                 .iter()
@@ -432,6 +442,7 @@ impl ArmFigures {
             peak_rss_bytes: spread("peak_rss_bytes"),
             mismatches: spread("mismatches"),
             failed_sessions: spread("failed_sessions"),
+            listen_overflows: spread("listen_overflows"),
             ratios: BTreeMap::new(),
             intervals: BTreeMap::new(),
             values,
@@ -1074,6 +1085,7 @@ mod tests {
             peak_rss_bytes: None,
             mismatches: None,
             failed_sessions: None,
+            listen_overflows: None,
             ratios: BTreeMap::new(),
             intervals: BTreeMap::new(),
             values: BTreeMap::new(),

@@ -704,6 +704,9 @@ pub(crate) fn comparison_rows(comparison: &Comparison) -> Vec<ComparisonRow> {
     rows.push(row("server peak RSS", "peak_rss_bytes", mib));
     rows.push(row("mismatches", "mismatches", count));
     rows.push(row("failed sessions", "failed_sessions", count));
+    if comparison.arms.iter().any(|a| a.listen_overflows.is_some()) {
+        rows.push(row("listen-queue overflows", "listen_overflows", count));
+    }
     rows
 }
 

@@ -1061,6 +1061,21 @@ fn comparison_problems(comparison: &Comparison) -> Vec<Problem> {
                 Some(format!("In at least one repeat, up to {} per run.", fmt_num(failed)).into()),
             ));
         }
+        let overflows = arm.metric("listen_overflows").map_or(0.0, |s| s.max);
+        if overflows > 0.0 {
+            problems.push(Problem::new(
+                format!("arm {}: LISTEN QUEUE OVERFLOWS", arm.name),
+                Some(
+                    format!(
+                        "In at least one repeat, up to {} SYNs or handshakes per run were \
+                         dropped at a full listen queue: that arm's connect latencies and \
+                         session rate are the backlog's (see its runs' reports).",
+                        fmt_num(overflows)
+                    )
+                    .into(),
+                ),
+            ));
+        }
     }
     if let Some(verdict) = comparison.verdict.as_ref().filter(|v| !v.passed) {
         let checks = verdict

@@ -448,3 +448,34 @@ fn arms_with_a_store_of_their_own_show_its_cost_and_the_whole() {
         "the embedded arm's store cell: {md}"
     );
 }
+
+/// An arm whose runs met full listen queues is a problem of the comparison, with a row of
+/// its own; arms that read no counters add no row.
+#[test]
+fn listen_queue_overflows_of_an_arm_are_a_problem() {
+    use bulk_report::summary::ListenQueue;
+    let quiet = arm("quiet", 1);
+    let c = Comparison::new("quick", std::slice::from_ref(&quiet));
+    assert!(c.arms[0].listen_overflows.is_none());
+    let dir = tempfile::tempdir().unwrap();
+    render_comparison(&c, std::slice::from_ref(&quiet), dir.path()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("comparison.md")).unwrap();
+    assert!(!md.contains("listen-queue overflows"), "{md}");
+
+    let mut burst = arm("burst", 1);
+    for (run, overflows) in burst.runs.iter_mut().zip([0, 40, 7]) {
+        run.summary.listen_queue = Some(ListenQueue {
+            overflows,
+            drops: overflows,
+        });
+    }
+    let c = Comparison::new("quick", &[quiet.clone(), burst.clone()]);
+    let figures = c.arms[1].listen_overflows.unwrap();
+    assert_eq!((figures.median, figures.max), (7.0, 40.0));
+    let dir = tempfile::tempdir().unwrap();
+    render_comparison(&c, &[quiet, burst], dir.path()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("comparison.md")).unwrap();
+    assert!(md.contains("arm burst: LISTEN QUEUE OVERFLOWS"), "{md}");
+    assert!(md.contains("| listen-queue overflows |"), "{md}");
+    assert!(!md.contains("arm quiet: LISTEN"), "{md}");
+}
