@@ -12,13 +12,16 @@ process is measured (`--target-pid`). Replies are not verified (`--verify off`):
 canned server and smtp-sink do not answer as the population says; `bench` runs of the same
 scenario verify `serve`'s. `--lockstep` turns pipelining off, `--connections N` changes the
 sessions in flight, `--transactions N` the transactions of each (rejection.toml's 50 of
-100 RCPTs last 80 s in lock-step over 1,000 connections: `--transactions 1` there).
+100 RCPTs last 80 s in lock-step over 1,000 connections: `--transactions 1` there). `--pin` puts every server on the first half of the CPUs and the
+generator on the other half, so that the generator's work does not take the servers'
+CPU (as `bench` pins by default).
 
 `client`: the generator's own CPU against Postfix's `smtp-source`, on the same transactions
 against the same server (`serve --backend canned:1.0`, every RCPT accepted): MAIL, 100
 recipients, a 200-byte message, one transaction per connection, 10 sessions at once,
 `--messages` transactions in all; lock-step (smtp-source does not pipeline), and the
-generator pipelined too. The generator runs lock-step twice: on one thread, as smtp-source
+generator pipelined too. `--pin` puts the server on the first half of the CPUs and each
+client on the other half, so that neither preempts the other. The generator runs lock-step twice: on one thread, as smtp-source
 does (`--generator-threads 1`), and with its default of a thread per CPU. smtp-source's
 CPU is its process's (getrusage of the child), the generator's its own over the run's
 window (summary.json). The runs are interleaved, `--repeat` rounds; the end gives each
@@ -28,14 +31,15 @@ Needs Debian's `postfix` (smtp-sink, smtp-source) and a release build (`cargo bu
 --release -p bulkbench`). Every wait is bounded; only loopback addresses are used.
 
     python3 benches/peers.py rejection [--lockstep] [--connections N] [--transactions N]
-                                       [--repeat 3]
-    python3 benches/peers.py client [--messages 2000] [--repeat 3]
+                                       [--repeat 3] [--pin]
+    python3 benches/peers.py client [--messages 2000] [--repeat 3] [--pin]
 
 Exit status: 0 when every run completed, 1 when a step failed.
 """
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -46,7 +50,7 @@ import time
 from pathlib import Path
 
 from idle_connections import Failure, read_listening_line, stop_server
-from postfix_compare import free_port, start_bulkbench
+from postfix_compare import free_port, pinned, start_bulkbench
 
 ROOT = Path(__file__).resolve().parent.parent
 REFUSAL = "550 5.7.1 Recipient does not accept bulk mail"
@@ -59,12 +63,13 @@ def program(name):
     return path
 
 
-def start_sink(port, refuse):
+def start_sink(port, refuse, cpus=None):
     """smtp-sink on `port`, refusing every RCPT with `REFUSAL` or accepting every one."""
     refusing = ["-f", "rcpt", "-B", REFUSAL] if refuse else []
     sink = subprocess.Popen(
         [program("smtp-sink"), "-u", "nobody", *refusing, f"127.0.0.1:{port}", "4096"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=pinned(cpus),
     )  # fmt: skip
     time.sleep(0.5)
     if sink.poll() is not None:
@@ -93,23 +98,40 @@ def variant(scenario, work, args):
     return path
 
 
+def halves(pin):
+    """With `pin`: the first half of this process's CPUs for the servers, the other half
+    for the clients; without, no pinning."""
+    if not pin:
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        raise Failure("--pin needs at least 2 CPUs")
+    half = len(allowed) // 2
+    servers, clients = set(allowed[:half]), set(allowed[half:])
+    print(f"servers on CPUs {sorted(servers)}, clients on {sorted(clients)}", flush=True)
+    return servers, clients
+
+
 def rejection(args, binary, work):
+    server_cpus, client_cpus = halves(args.pin)
     scenario = variant(args.scenario, work, args)
     population = work / "population.tsv"
     subprocess.run([binary, "population", str(scenario), "-o", str(population)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     started = []
     try:
-        serve, serve_port = start_bulkbench(binary, "serve", ["--population", str(population)])
+        serve, serve_port = start_bulkbench(
+            binary, "serve", ["--population", str(population)], server_cpus
+        )
         started.append(serve)
         canned, canned_port = start_bulkbench(
-            binary, "serve", ["--backend", f"canned:{args.canned_share}"]
+            binary, "serve", ["--backend", f"canned:{args.canned_share}"], server_cpus
         )
         started.append(canned)
         sink_port, accepting_port = free_port(), free_port()
-        sink = start_sink(sink_port, refuse=True)
+        sink = start_sink(sink_port, refuse=True, cpus=server_cpus)
         started.append(sink)
-        accepting = start_sink(accepting_port, refuse=False)
+        accepting = start_sink(accepting_port, refuse=False, cpus=server_cpus)
         started.append(accepting)
         out = ["--out", str(Path(args.out).resolve())] if args.out else []
         compare = [
@@ -125,7 +147,7 @@ def rejection(args, binary, work):
             "--repeat", str(args.repeat), *out,
         ]  # fmt: skip
         print(" ".join(compare), flush=True)
-        return subprocess.run(compare, timeout=3600).returncode
+        return subprocess.run(compare, timeout=3600, preexec_fn=pinned(client_cpus)).returncode
     finally:
         for process in reversed(started):
             stop_server(process, 30)
@@ -154,7 +176,7 @@ warmup_secs = 0.0
 """
 
 
-def generator_cpu(binary, work, port, messages, pipelining, threads=None):
+def generator_cpu(binary, work, port, messages, pipelining, threads=None, cpus=None):
     mode = "pipelined" if pipelining else "lockstep"
     scenario = work / f"client-{mode}.toml"
     scenario.write_text(
@@ -166,21 +188,21 @@ def generator_cpu(binary, work, port, messages, pipelining, threads=None):
     subprocess.run(
         [binary, "load", str(scenario), "--target", f"127.0.0.1:{port}", "--verify", "off",
          "--no-pin", "--quiet", "--out", str(out), *threading],
-        check=True, capture_output=True, timeout=900,
+        check=True, capture_output=True, timeout=900, preexec_fn=pinned(cpus),
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     rcpts = summary["totals"]["rcpts"]
     return summary["generator"]["cpu_seconds"], rcpts, summary["throughput"]["rcpt_per_sec"]
 
 
-def source_cpu(port, messages):
+def source_cpu(port, messages, cpus=None):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     subprocess.run(
         [program("smtp-source"), "-s", "10", "-m", str(messages), "-r", "100", "-l", "200",
          "-f", "news@shop.test", "-t", "ann@example.org", "-M", "bulkbench.test",
          f"127.0.0.1:{port}"],
-        check=True, capture_output=True, timeout=900,
+        check=True, capture_output=True, timeout=900, preexec_fn=pinned(cpus),
     )  # fmt: skip
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -190,16 +212,18 @@ def source_cpu(port, messages):
 
 
 def client(args, binary, work):
-    server, port = start_bulkbench(binary, "serve", ["--backend", "canned:1.0"])
+    server_cpus, client_cpus = halves(args.pin)
+    server, port = start_bulkbench(binary, "serve", ["--backend", "canned:1.0"], server_cpus)
     source = "smtp-source, lock-step"
+    messages, cpus = args.messages, client_cpus
     variants = (
-        (source, lambda: source_cpu(port, args.messages)),
+        (source, lambda: source_cpu(port, messages, cpus)),
         ("generator, lock-step, 1 thread",
-         lambda: generator_cpu(binary, work, port, args.messages, False, threads=1)),
+         lambda: generator_cpu(binary, work, port, messages, False, threads=1, cpus=cpus)),
         ("generator, lock-step",
-         lambda: generator_cpu(binary, work, port, args.messages, False)),
+         lambda: generator_cpu(binary, work, port, messages, False, cpus=cpus)),
         ("generator, pipelined",
-         lambda: generator_cpu(binary, work, port, args.messages, True)),
+         lambda: generator_cpu(binary, work, port, messages, True, cpus=cpus)),
     )  # fmt: skip
     per_rcpt = {name: [] for name, _ in variants}
     try:
@@ -231,6 +255,9 @@ def main():
     parser.add_argument("--connections", type=int)
     parser.add_argument("--transactions", type=int)
     parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--pin", action="store_true",
+                        help="the servers on the first half of the CPUs, each client on the "
+                             "other half")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3, choices=range(1, 101), metavar="N")
     parser.add_argument("--out", help="rejection: the comparison's folder")
     parser.add_argument("--bin", default=str(ROOT / "target/release/bulkbench"))

@@ -205,12 +205,21 @@ def stop_postfix(postfix, config):
         postfix.wait(5)
 
 
-def start_bulkbench(binary, command, args):
+def pinned(cpus):
+    """A `preexec_fn` that pins the child to `cpus` (None: no pinning, no function)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def start_bulkbench(binary, command, args, cpus=None):
+    """`bulkbench COMMAND` on a free loopback port, pinned to `cpus` if given."""
     process = subprocess.Popen(
         [binary, command, "--listen", "127.0.0.1:0", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        preexec_fn=pinned(cpus),
     )
     host, port = read_listening_line(process, 300)
     return process, port
