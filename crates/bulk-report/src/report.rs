@@ -1040,41 +1040,32 @@ fn comparison_problems(comparison: &Comparison) -> Vec<Problem> {
             ),
         ));
     }
+    // Per arm: what went wrong in at least one repeat, by metric, and what it means.
+    let per_arm: [(&str, &str, &str); 3] = [
+        ("mismatches", "MISMATCHES", ""),
+        ("failed_sessions", "FAILED SESSIONS", ""),
+        (
+            "listen_overflows",
+            "LISTEN QUEUE OVERFLOWS",
+            ": SYNs or handshakes dropped at a full listen queue, so that arm's connect \
+             latencies and session rate are the backlog's (see its runs' reports)",
+        ),
+    ];
     for arm in &comparison.arms {
-        let mismatches = arm.metric("mismatches").map_or(0.0, |s| s.max);
-        let failed = arm.metric("failed_sessions").map_or(0.0, |s| s.max);
-        if mismatches > 0.0 {
-            problems.push(Problem::new(
-                format!("arm {}: MISMATCHES", arm.name),
-                Some(
-                    format!(
-                        "In at least one repeat, up to {} per run.",
-                        fmt_num(mismatches)
-                    )
-                    .into(),
-                ),
-            ));
-        }
-        if failed > 0.0 {
-            problems.push(Problem::new(
-                format!("arm {}: FAILED SESSIONS", arm.name),
-                Some(format!("In at least one repeat, up to {} per run.", fmt_num(failed)).into()),
-            ));
-        }
-        let overflows = arm.metric("listen_overflows").map_or(0.0, |s| s.max);
-        if overflows > 0.0 {
-            problems.push(Problem::new(
-                format!("arm {}: LISTEN QUEUE OVERFLOWS", arm.name),
-                Some(
-                    format!(
-                        "In at least one repeat, up to {} SYNs or handshakes per run were \
-                         dropped at a full listen queue: that arm's connect latencies and \
-                         session rate are the backlog's (see its runs' reports).",
-                        fmt_num(overflows)
-                    )
-                    .into(),
-                ),
-            ));
+        for (key, headline, meaning) in per_arm {
+            let most = arm.metric(key).map_or(0.0, |s| s.max);
+            if most > 0.0 {
+                problems.push(Problem::new(
+                    format!("arm {}: {headline}", arm.name),
+                    Some(
+                        format!(
+                            "In at least one repeat, up to {} per run{meaning}.",
+                            fmt_num(most)
+                        )
+                        .into(),
+                    ),
+                ));
+            }
         }
     }
     if let Some(verdict) = comparison.verdict.as_ref().filter(|v| !v.passed) {

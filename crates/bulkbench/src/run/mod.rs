@@ -253,7 +253,8 @@ struct Driven {
     start: CpuSample,
     end: CpuSample,
     started_at: SystemTime,
-    /// The host's listen-queue refusals over the whole run, warm-up included.
+    /// The kernel's listen-queue refusals (the network namespace's) over the whole run,
+    /// warm-up included.
     listen_queue: Option<ListenQueue>,
 }
 
