@@ -124,6 +124,20 @@ impl NormalizeConfig {
         }
     }
 
+    /// The index of the '@' of `address` if it is its own key by these rules without a
+    /// look at its octets beyond the last '@' and its first octet: `address` holds no
+    /// upper-case letter and no `+` (its producer checked, as
+    /// [`AddressBatch::push_normal`](crate::AddressBatch::push_normal) says), the delimiter
+    /// is `+` or none, and the local part is not quoted. `None`: normalize it.
+    #[inline]
+    pub(crate) fn own_key(&self, address: &[u8]) -> Option<usize> {
+        if !matches!(self.recipient_delimiter, None | Some(b'+')) || address.first() == Some(&b'"')
+        {
+            return None;
+        }
+        last_at(address).filter(|&at| at > 0 && at + 1 < address.len())
+    }
+
     /// [`normalize_into`](Self::normalize_into), also reporting whether the delimiter cut
     /// the local part.
     /// Appends the key of `address` to `out` and reports the index of its '@' (relative to

@@ -55,14 +55,23 @@ impl KeyBatch {
         KEYS.with_borrow_mut(f)
     }
 
-    /// Replaces the content with the keys of `batch`, normalized with `normalize`.
+    /// Replaces the content with the keys of `batch`, normalized with `normalize`. An
+    /// address pushed as normal ([`AddressBatch::push_normal`]) is copied as its own key
+    /// where `normalize` would leave it as it is, without a pass over its octets.
     pub fn fill(&mut self, normalize: NormalizeConfig, batch: &AddressBatch) {
         self.bytes.clear();
         self.spans.clear();
         self.spans.reserve(batch.len());
-        for address in batch.iter() {
+        for (address, normal) in batch.iter_marked() {
             let start = self.bytes.len();
-            let span = match normalize.normalize_append(address, &mut self.bytes) {
+            let key = match normal.then(|| normalize.own_key(address)).flatten() {
+                Some(at) => {
+                    self.bytes.extend_from_slice(address);
+                    Ok(at)
+                }
+                None => normalize.normalize_append(address, &mut self.bytes),
+            };
+            let span = match key {
                 // An address is at most a line long and a batch at most a read buffer:
                 // offsets fit u32 by far; one that did not answers as not normalizable.
                 Ok(at) => u32::try_from(start)
@@ -111,6 +120,58 @@ impl KeyBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The keys of `addresses`, pushed as normal or not.
+    fn keys_of(
+        config: NormalizeConfig,
+        addresses: &[Vec<u8>],
+        normal: bool,
+    ) -> Vec<Option<Key<'static>>> {
+        let mut batch = AddressBatch::new();
+        for address in addresses {
+            if normal {
+                batch.push_normal(address);
+            } else {
+                batch.push(address);
+            }
+        }
+        let mut keys = KeyBatch::default();
+        keys.fill(config, &batch);
+        keys.iter()
+            .map(|k| {
+                k.map(|k| Key {
+                    key: k.key.to_vec().leak(),
+                    at: k.at,
+                })
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// An address with no upper-case letter and no `+`, pushed as normal, gets the key
+        /// normalization gives it, under every configuration: quoted local parts, several
+        /// '@', empty parts and other delimiters included.
+        #[test]
+        fn normal_addresses_get_the_keys_normalization_gives(
+            addresses in prop::collection::vec(
+                prop::collection::vec(
+                    prop_oneof![
+                        Just(b'@'), Just(b'"'), Just(b'\\'), Just(b'-'), Just(b'.'),
+                        b'a'..=b'e', Just(b'x'), any::<u8>(),
+                    ]
+                    .prop_filter("normal", |b| !b.is_ascii_uppercase() && *b != b'+'),
+                    0..12,
+                ),
+                0..6,
+            ),
+            fold_local_case in any::<bool>(),
+            recipient_delimiter in prop_oneof![Just(None), Just(Some(b'+')), Just(Some(b'-')), Just(Some(b'x'))],
+        ) {
+            let config = NormalizeConfig { fold_local_case, recipient_delimiter };
+            prop_assert_eq!(keys_of(config, &addresses, true), keys_of(config, &addresses, false));
+        }
+    }
 
     #[test]
     fn keys_in_order_with_failures_in_place() {

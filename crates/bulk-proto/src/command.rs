@@ -199,11 +199,11 @@ const fn key(verb: &[u8; 4]) -> u32 {
 /// `command_line` fuzz body check it).
 #[inline]
 pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
-    if let Some((mailbox, end)) = rcpt_fast(line)
-        && end == line.len()
+    if let Some(fast) = rcpt_fast(line)
+        && fast.end == line.len()
     {
         return Ok(Command::Rcpt {
-            to: ForwardPath::Mailbox(mailbox),
+            to: ForwardPath::Mailbox(fast.mailbox),
         });
     }
     parse_command_general(line)
@@ -328,15 +328,27 @@ fn dfa_step(state: u16, classes: usize) -> u16 {
     RCPT_DFA[(usize::from(state) | classes) & (DFA_LEN - 1)]
 }
 
+/// What [`rcpt_fast`] takes from a RCPT line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FastRcpt<'a> {
+    pub(crate) mailbox: &'a [u8],
+    /// The index just past the path's `>`.
+    pub(crate) end: usize,
+    /// The mailbox is known to hold no upper-case letter and no `+` (see
+    /// [`AddressBatch::push_normal`](bulk_types::AddressBatch::push_normal)); `false` when
+    /// not known either way.
+    pub(crate) normal: bool,
+}
+
 /// The fast path of the common RCPT: `line` starts with `RCPT TO:<` (verb and keyword in
 /// any case, no space before the path) and a plain path within RFC 5321's limits. Returns
-/// the mailbox and the index just past its `>`, or `None` for anything else, which the full
+/// the mailbox and where its path ends, or `None` for anything else, which the full
 /// grammar must then parse: `None` never means the line is wrong.
 ///
 /// Four octets a table step, two steps between checks: no separate printable check is
 /// needed, since every octet the automaton accepts is printable ASCII.
 #[inline]
-pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
+pub(crate) fn rcpt_fast(line: &[u8]) -> Option<FastRcpt<'_>> {
     const RUN: usize = 8;
     const GIVE_UP: u16 = (FAST_GIVE_UP * QUAD) as u16;
     const DONE: u16 = (FAST_DONE * QUAD) as u16;
@@ -346,8 +358,12 @@ pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
     }
     // The plainest paths first, sixteen octets a step: a subset of what the automaton
     // below takes, answered alike (see `plain.rs`).
-    if let Some(close) = crate::plain::plain_path(&line[9..]) {
-        return Some((&line[9..9 + close], 9 + close + 1));
+    if let Some(plain) = crate::plain::plain_path(&line[9..]) {
+        return Some(FastRcpt {
+            mailbox: &line[9..9 + plain.close],
+            end: 9 + plain.close + 1,
+            normal: plain.normal,
+        });
     }
     // The path after its `<`, scanned no further than the longest path allows: a `>`
     // found within is at most at index MAX_PATH - 1 of the path, so the path is within
@@ -389,7 +405,11 @@ pub(crate) fn rcpt_fast(line: &[u8]) -> Option<(&[u8], usize)> {
     {
         return None;
     }
-    Some((mailbox, 9 + close + 1))
+    Some(FastRcpt {
+        mailbox,
+        end: 9 + close + 1,
+        normal: false,
+    })
 }
 
 /// Parses one command line by the full grammar (what [`parse_command`] does for every line
@@ -1083,7 +1103,7 @@ mod tests {
         ];
         for (line, fast) in cases {
             let shown = String::from_utf8_lossy(line);
-            let taken = rcpt_fast(line).is_some_and(|(_, end)| end == line.len());
+            let taken = rcpt_fast(line).is_some_and(|fast| fast.end == line.len());
             assert_eq!(taken, fast, "{shown}");
             assert_eq!(parse_command(line), parse_command_general(line), "{shown}");
         }

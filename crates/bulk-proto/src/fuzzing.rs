@@ -104,11 +104,18 @@ pub fn command_line(data: &[u8]) {
 /// The fast path of the common RCPT agrees with the full grammar: [`parse_command`] gives
 /// what the general parser gives on `line`, and a path the fast path takes (also the one at
 /// the start of a buffer, as the session uses it, `line` then being longer than the path)
-/// is the general parser's RCPT of the same mailbox, borrowed from the same place.
+/// is the general parser's RCPT of the same mailbox, borrowed from the same place; a
+/// mailbox it marks normal holds no upper-case letter and no `+`.
 pub fn fast_rcpt_agrees(line: &[u8]) {
     let general = parse_command_general(line);
     assert_eq!(parse_command(line), general, "{}", show(line));
-    if let Some((mailbox, end)) = rcpt_fast(line) {
+    if let Some(fast) = rcpt_fast(line) {
+        let (mailbox, end) = (fast.mailbox, fast.end);
+        assert!(
+            !fast.normal || !mailbox.iter().any(|&b| b.is_ascii_uppercase() || b == b'+'),
+            "marked normal: {}",
+            show(mailbox)
+        );
         assert_eq!(
             parse_command_general(&line[..end]),
             Ok(Command::Rcpt {

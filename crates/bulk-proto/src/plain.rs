@@ -16,12 +16,28 @@
 /// Octets of a path looked at: four vectors. Longer paths go to the automaton.
 pub(crate) const WINDOW: usize = 64;
 
-/// The length of the mailbox at the start of `path` (the octets after `RCPT TO:<`), that
-/// is, the index of its closing `>`, if the mailbox is plain (see the module docs) and
-/// closes within [`WINDOW`] octets; `None` when this check cannot tell, never "invalid".
+/// A plain mailbox at the start of a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plain {
+    /// The mailbox's length, that is, the index of the closing `>`.
+    pub(crate) close: usize,
+    /// The mailbox holds no upper-case letter and no `+`: the usual normalization leaves
+    /// it as it is ([`AddressBatch::push_normal`](bulk_types::AddressBatch::push_normal)).
+    pub(crate) normal: bool,
+}
+
+/// The mailbox at the start of `path` (the octets after `RCPT TO:<`), if it is plain (see
+/// the module docs) and closes within [`WINDOW`] octets; `None` when this check cannot
+/// tell, never "invalid".
 #[inline]
-pub(crate) fn plain_path(path: &[u8]) -> Option<usize> {
-    Masks::of(path)?.plain_close()
+pub(crate) fn plain_path(path: &[u8]) -> Option<Plain> {
+    let masks = Masks::of(path)?;
+    let close = masks.plain_close()?;
+    let before = (1u64 << close) - 1;
+    Some(Plain {
+        close,
+        normal: (masks.upper | masks.plus) & before == 0,
+    })
 }
 
 /// One bit per octet of the window (bit `i` for octet `i`), by class.
@@ -35,6 +51,9 @@ struct Masks {
     local_only: u64,
     at: u64,
     close: u64,
+    /// Upper-case letters, and `+` (both also in the classes above).
+    upper: u64,
+    plus: u64,
 }
 
 impl Masks {
@@ -60,6 +79,8 @@ impl Masks {
             masks.local_only |= u64::from(block.local_only) << shift;
             masks.at |= u64::from(block.at) << shift;
             masks.close |= u64::from(block.close) << shift;
+            masks.upper |= u64::from(block.upper) << shift;
+            masks.plus |= u64::from(block.plus) << shift;
             if block.close != 0 {
                 return Some(masks);
             }
@@ -119,6 +140,8 @@ struct Block {
     local_only: u16,
     at: u16,
     close: u16,
+    upper: u16,
+    plus: u16,
 }
 
 /// Classifies sixteen octets at once: `wide`'s vectors are SSE2 compares on x86-64 (part of
@@ -136,13 +159,16 @@ fn classify(octets: [u8; 16]) -> Block {
     // `| 0x20` maps `A`..=`Z` onto `a`..=`z` and nothing else into that range.
     let letter = within(v | splat(0x20), b'a', b'z');
     let digit = within(v, b'0', b'9');
+    let plus = eq(b'+');
     Block {
         alnum: mask(letter | digit),
         dot: mask(eq(b'.')),
         hyphen: mask(eq(b'-')),
-        local_only: mask(eq(b'_') | eq(b'+')),
+        local_only: mask(eq(b'_') | plus),
         at: mask(eq(b'@')),
         close: mask(eq(b'>')),
+        upper: mask(within(v, b'A', b'Z')),
+        plus: mask(plus),
     }
 }
 
@@ -185,7 +211,7 @@ mod tests {
         ];
         for &(path, expected) in cases {
             assert_eq!(
-                plain_path(path),
+                plain_path(path).map(|plain| plain.close),
                 expected,
                 "{}",
                 String::from_utf8_lossy(path)
@@ -198,9 +224,52 @@ mod tests {
         let local = "l".repeat(30);
         let fits = format!("{local}@{}.org>", "d".repeat(WINDOW - 36));
         assert_eq!(fits.len(), WINDOW);
-        assert_eq!(plain_path(fits.as_bytes()), Some(WINDOW - 1));
+        assert_eq!(
+            plain_path(fits.as_bytes()),
+            Some(Plain {
+                close: WINDOW - 1,
+                normal: true
+            })
+        );
         let longer = format!("{local}@{}.org>", "d".repeat(WINDOW - 35));
         assert_eq!(plain_path(longer.as_bytes()), None);
+    }
+
+    #[test]
+    fn normal_means_no_upper_case_letter_and_no_plus_in_the_mailbox() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"ann.lee_1@mail-1.example.com>", true),
+            (b"a@b>", true),
+            (b"Ann@x.org>", false),
+            (b"ann@x.Org>", false),
+            (b"ann@X.ORG>", false),
+            (b"ann+news@x.org>", false),
+            (b"+ann@x.org>", false),
+            // Only the mailbox counts, not what follows its `>`.
+            (b"ann@x.org>\r\nRCPT TO:<A+B@x.org>", true),
+            // Upper case and `+` in every vector of the window.
+            (
+                b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb@x.org>",
+                true,
+            ),
+            (
+                b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb@x.orG>",
+                false,
+            ),
+            (
+                b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb+bbbbbbbbbbbb@x.org>",
+                false,
+            ),
+            (
+                b"bbbbbbbbbbbbbbbbbbbBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb@x.org>",
+                false,
+            ),
+        ];
+        for &(path, normal) in cases {
+            let shown = String::from_utf8_lossy(path);
+            let plain = plain_path(path).unwrap_or_else(|| panic!("plain: {shown}"));
+            assert_eq!(plain.normal, normal, "{shown}");
+        }
     }
 
     /// Octets a path's vectors span, each class at each place of a vector.
@@ -218,6 +287,8 @@ mod tests {
                 assert_eq!(bit(block.local_only), b == b'_' || b == b'+');
                 assert_eq!(bit(block.at), b == b'@');
                 assert_eq!(bit(block.close), b == b'>');
+                assert_eq!(bit(block.upper), b.is_ascii_uppercase());
+                assert_eq!(bit(block.plus), b == b'+');
             }
         }
     }

@@ -409,11 +409,11 @@ impl Session {
                     // The common RCPT, CRLF included, in one pass: no search for the line
                     // end, no second scan. Anything else, or a RCPT in another shape, takes
                     // the general path below, which answers these lines alike.
-                    if let Some((mailbox, end)) = rcpt_fast(rest)
-                        && rest.get(end..end + 2) == Some(b"\r\n")
+                    if let Some(fast) = rcpt_fast(rest)
+                        && rest.get(fast.end..fast.end + 2) == Some(b"\r\n")
                     {
-                        pos += end + 2;
-                        self.rcpt(ForwardPath::Mailbox(mailbox));
+                        pos += fast.end + 2;
+                        self.rcpt(ForwardPath::Mailbox(fast.mailbox), fast.normal);
                         continue;
                     }
                     let Some(lf) = memchr::memchr(b'\n', rest) else {
@@ -538,7 +538,7 @@ impl Session {
                     self.reply(replies::SENDER_OK);
                 }
             }
-            Command::Rcpt { to } => self.rcpt(to),
+            Command::Rcpt { to } => self.rcpt(to, false),
             Command::Data => {
                 if self.transaction.is_none() {
                     let reply = if self.greeted == Greeted::No {
@@ -582,7 +582,9 @@ impl Session {
     /// limit, no transaction) or queued for a verdict. Inlined into the fast path of
     /// [`advance`](Self::advance), which every common RCPT takes.
     #[inline]
-    fn rcpt(&mut self, to: ForwardPath<'_>) {
+    /// A RCPT of `to`; `normal`: its mailbox is known to hold no upper-case letter and no
+    /// `+` ([`AddressBatch::push_normal`]).
+    fn rcpt(&mut self, to: ForwardPath<'_>, normal: bool) {
         let Some(transaction) = self.transaction.as_mut() else {
             let reply = if self.greeted == Greeted::No {
                 replies::NEED_HELO
@@ -616,7 +618,11 @@ impl Session {
                     self.recipients
                         .reserve(RCPT_BATCH_HINT, RCPT_BATCH_HINT * 32);
                 }
-                self.pending.push(mailbox);
+                if normal {
+                    self.pending.push_normal(mailbox);
+                } else {
+                    self.pending.push(mailbox);
+                }
                 self.pending_kind = kind;
                 self.replies.push(Slot::Pending);
             }

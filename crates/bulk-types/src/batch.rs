@@ -16,6 +16,8 @@ pub struct AddressBatch {
     /// `ends[i - 1]` (or 0). Invariant: non-decreasing and never past `bytes.len()`.
     /// `u32` halves the index memory; see [`push`](Self::push) for the 4 GiB limit.
     ends: Vec<u32>,
+    /// `normal[i]`: address `i` was pushed by [`push_normal`](Self::push_normal).
+    normal: Vec<bool>,
 }
 
 impl AddressBatch {
@@ -29,6 +31,7 @@ impl AddressBatch {
         AddressBatch {
             bytes: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(addresses),
+            normal: Vec::with_capacity(addresses),
         }
     }
 
@@ -36,6 +39,7 @@ impl AddressBatch {
     pub fn reserve(&mut self, addresses: usize, bytes: usize) {
         self.bytes.reserve(bytes);
         self.ends.reserve(addresses);
+        self.normal.reserve(addresses);
     }
 
     /// Appends `address` as the batch's last entry.
@@ -47,6 +51,20 @@ impl AddressBatch {
     ///
     /// [`Verdict::NotLocal`]: crate::Verdict::NotLocal
     pub fn push(&mut self, address: &[u8]) {
+        self.push_marked(address, false);
+    }
+
+    /// Appends `address`, which its producer checked to hold no ASCII upper-case letter and
+    /// no `+`: the usual normalization (case folded, `+` the recipient delimiter) leaves such
+    /// an address as it is, so a backend normalizing that way may take it as its own key
+    /// without a pass over it. The parser's plainest RCPT paths are checked as they are
+    /// parsed. Otherwise as [`push`](Self::push).
+    pub fn push_normal(&mut self, address: &[u8]) {
+        self.push_marked(address, true);
+    }
+
+    fn push_marked(&mut self, address: &[u8], normal: bool) {
+        self.normal.push(normal);
         let end = match u32::try_from(self.bytes.len() + address.len()) {
             Ok(end) => {
                 self.bytes.extend_from_slice(address);
@@ -78,6 +96,12 @@ impl AddressBatch {
         self.bytes.get(start..end)
     }
 
+    /// The addresses in push order, each with whether it was pushed by
+    /// [`push_normal`](Self::push_normal).
+    pub fn iter_marked(&self) -> impl ExactSizeIterator<Item = (&[u8], bool)> + '_ {
+        self.iter().zip(self.normal.iter().copied())
+    }
+
     /// The addresses in push order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         let mut start = 0usize;
@@ -95,6 +119,7 @@ impl AddressBatch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.normal.clear();
     }
 }
 
@@ -136,7 +161,35 @@ mod tests {
                 assert_eq!(batch.get(i), Some(*address));
             }
             assert_eq!(batch.get(addresses.len()), None);
+            assert!(batch.iter_marked().all(|(_, normal)| !normal));
         }
+    }
+
+    #[test]
+    fn normal_addresses_are_marked_in_place() {
+        let mut batch = AddressBatch::new();
+        batch.push(b"Ann@x.org");
+        batch.push_normal(b"bob@x.org");
+        batch.push(b"c+d@x.org");
+        batch.push_normal(b"e@y.net");
+        let marked: Vec<(&[u8], bool)> = batch.iter_marked().collect();
+        assert_eq!(
+            marked,
+            [
+                (&b"Ann@x.org"[..], false),
+                (b"bob@x.org", true),
+                (b"c+d@x.org", false),
+                (b"e@y.net", true),
+            ]
+        );
+        assert_eq!(batch.iter_marked().len(), 4);
+        batch.clear();
+        assert_eq!(batch.iter_marked().len(), 0);
+        batch.push(b"f@x.org");
+        assert_eq!(
+            batch.iter_marked().collect::<Vec<_>>(),
+            [(&b"f@x.org"[..], false)]
+        );
     }
 
     #[test]
