@@ -124,11 +124,10 @@ impl NormalizeConfig {
         }
     }
 
-    /// The index of the '@' of `address` if it is its own key by these rules without a
-    /// look at its octets beyond the last '@' and its first octet: `address` holds no
-    /// upper-case letter and no `+` (its producer checked, as
-    /// [`AddressBatch::push_normal`](crate::AddressBatch::push_normal) says), the delimiter
-    /// is `+` or none, and the local part is not quoted. `None`: normalize it.
+    /// For an address known to hold no upper-case letter and no `+` (as
+    /// [`AddressBatch::push_normal`](crate::AddressBatch::push_normal) vouches): the index
+    /// of its '@' if these rules leave it as it is, that is, when the delimiter is `+` or
+    /// none, the local part is not quoted, and both parts are there. `None`: normalize it.
     #[inline]
     pub(crate) fn own_key(&self, address: &[u8]) -> Option<usize> {
         if !matches!(self.recipient_delimiter, None | Some(b'+')) || address.first() == Some(&b'"')

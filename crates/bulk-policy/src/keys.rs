@@ -122,12 +122,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The keys of `addresses`, pushed as normal or not.
+    /// The keys of `addresses` with their '@', pushed as normal or not.
     fn keys_of(
         config: NormalizeConfig,
         addresses: &[Vec<u8>],
         normal: bool,
-    ) -> Vec<Option<Key<'static>>> {
+    ) -> Vec<Option<(Vec<u8>, usize)>> {
         let mut batch = AddressBatch::new();
         for address in addresses {
             if normal {
@@ -139,12 +139,7 @@ mod tests {
         let mut keys = KeyBatch::default();
         keys.fill(config, &batch);
         keys.iter()
-            .map(|k| {
-                k.map(|k| Key {
-                    key: k.key.to_vec().leak(),
-                    at: k.at,
-                })
-            })
+            .map(|k| k.map(|k| (k.key.to_vec(), k.at)))
             .collect()
     }
 
