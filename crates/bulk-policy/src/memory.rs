@@ -30,8 +30,8 @@ const RELEASE_WAIT: Duration = Duration::from_millis(100);
 ///
 /// Preferences and regimes are folded into one verdict per mailbox when the backend is
 /// built, so looking up a known mailbox costs one normalization and one probe of a table
-/// of its own (`table.rs`: a directory of buckets over one stream of entries, each probe's
-/// cache lines requested a few keys ahead, so the misses of a batch overlap); only an unknown key
+/// of its own (`table.rs`: open addressing, at most half full, each probe's cache lines
+/// requested a few keys ahead, so the misses of a batch overlap); only an unknown key
 /// costs a second probe, in the set of served domains.
 ///
 /// Built by [`load`](Self::load), it remembers the population file and the normalization,
@@ -41,11 +41,11 @@ const RELEASE_WAIT: Duration = Duration::from_millis(100);
 ///
 /// FxHash is not collision-resistant, and that is fine here: the tables are built once
 /// from the population file and never grow afterwards. Lookups never insert, so an
-/// attacker choosing RCPT addresses cannot build up colliding keys; a probe scans the
-/// entries of the one bucket its hash lands in, whose number depends on the stored keys
-/// (about two a bucket), not on the key probed, so a crafted address costs one hash of at
-/// most a line's length plus an ordinary probe. The stored keys come from the operator,
-/// not from the network.
+/// attacker choosing RCPT addresses cannot build up colliding keys; a probe walks at most
+/// the run of occupied slots its hash lands in, whose lengths depend on the stored keys
+/// and the load factor (at most one half), not on the key probed, so a crafted address
+/// costs one hash of at most a line's length plus an ordinary probe. The stored keys come
+/// from the operator, not from the network.
 pub struct MemoryBackend {
     /// The table in service.
     ///
