@@ -11,7 +11,8 @@
 //!
 //! After STARTTLS the same loop runs over TLS ([`Stream::Tls`]): only how a read waits
 //! differs (rustls may hold decrypted bytes the socket no longer shows). A plaintext
-//! connection reads exactly as before: readiness, then one `recv` into a stack chunk.
+//! connection reads exactly as before: readiness, then one `recv` into its worker thread's
+//! chunk.
 
 use std::cell::RefCell;
 use std::io;
@@ -109,6 +110,34 @@ fn read_chunk(stream: &TcpStream, chunk: &mut [u8]) -> io::Result<usize> {
     match read {
         Err(error) if error.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
         other => other,
+    }
+}
+
+/// One read of a plaintext connection ([`read_chunk`]), through the worker thread's chunk,
+/// appended to `input`.
+fn read_into(stream: &TcpStream, input: &mut BytesMut) -> io::Result<usize> {
+    CHUNK.with_borrow_mut(|chunk| {
+        let n = read_chunk(stream, chunk)?;
+        input.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    })
+}
+
+/// The longest rest of a read that [`release_input`] moves to a buffer of its own: more
+/// than a command line (512 octets).
+const SHORT_REST: usize = 1024;
+
+/// What the input buffer keeps between reads: nothing when the session took every byte
+/// (the client thinks; an idle connection holds no buffer), and a short rest (a partial
+/// line) in a buffer of its own size rather than in the one a read of up to 16 KiB grew
+/// (`BytesMut` keeps its whole allocation behind what it has consumed), so that a client
+/// that stops mid-line holds its line, not the read's buffer. One small copy for a read
+/// that ends mid-line.
+fn release_input(input: &mut BytesMut) {
+    if input.is_empty() {
+        *input = BytesMut::new();
+    } else if input.len() <= SHORT_REST {
+        *input = BytesMut::from(&input[..]);
     }
 }
 
@@ -353,10 +382,7 @@ impl<P: PolicyBackend> Connection<P> {
             let consumed = self.process().await;
             self.track_deadlines(consumed);
             self.host.bound_content(&mut self.session).await;
-            if self.input.is_empty() {
-                // Nothing half-read: give the buffer back while the client thinks.
-                self.input = BytesMut::new();
-            }
+            release_input(&mut self.input);
             self.flush().await?;
             if self.session.starting_tls() {
                 // Boxed: the handshake's future holds a whole TLS session, which every
@@ -406,16 +432,12 @@ impl<P: PolicyBackend> Connection<P> {
         // wakes spuriously (right after the greeting, typically), and an idle connection
         // must not keep a buffer it has not used. Nothing awaits while the chunk is
         // borrowed.
-        let input = &mut self.input;
-        CHUNK.with_borrow_mut(|chunk| match read_chunk(stream, chunk) {
+        match read_into(stream, &mut self.input) {
             Ok(0) => Input::End,
-            Ok(n) => {
-                input.extend_from_slice(&chunk[..n]);
-                Input::Read(n)
-            }
+            Ok(n) => Input::Read(n),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Input::Nothing,
             Err(error) => Input::Woke(Wake::Failed(error)),
-        })
+        }
     }
 
     /// Waits for input under TLS and reads it, with the same deadlines and shutdown as
@@ -904,6 +926,34 @@ mod tests {
             .is_ok()
     }
 
+    #[test]
+    fn input_keeps_a_partial_line_not_the_read_that_brought_it() {
+        // A full read, consumed but for a partial line: the line moves to a buffer of its
+        // own, and the read's 16 KiB go.
+        let mut input = BytesMut::new();
+        input.extend_from_slice(&[b'x'; READ_CHUNK]);
+        let read = input.as_ptr();
+        input.advance(READ_CHUNK - 100);
+        release_input(&mut input);
+        assert_eq!(&input[..], &[b'x'; 100][..]);
+        assert!(!std::ptr::eq(
+            input.as_ptr(),
+            read.wrapping_add(READ_CHUNK - 100)
+        ));
+        assert!(input.capacity() <= SHORT_REST, "{}", input.capacity());
+        // A longer rest (content in DATA) stays where it is.
+        let mut input = BytesMut::new();
+        input.extend_from_slice(&[b'y'; READ_CHUNK]);
+        input.advance(READ_CHUNK / 2);
+        let at = input.as_ptr();
+        release_input(&mut input);
+        assert_eq!((input.as_ptr(), input.len()), (at, READ_CHUNK / 2));
+        // Nothing left: no buffer at all.
+        input.advance(READ_CHUNK / 2);
+        release_input(&mut input);
+        assert_eq!(input.capacity(), 0);
+    }
+
     #[tokio::test]
     async fn a_pipelined_transaction_of_300_rcpts_is_one_read() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -920,7 +970,7 @@ mod tests {
         transaction.extend_from_slice(b"DATA\r\n");
         assert!((3 * 4096..READ_CHUNK).contains(&transaction.len()));
         client.write_all(&transaction).await.unwrap();
-        // Wait until the whole of it is queued, then read as the connection does.
+        // Wait until the whole of it is queued, then read as a plaintext connection does.
         let mut peeked = vec![0u8; READ_CHUNK];
         for _ in 0..500 {
             if server.peek(&mut peeked).await.unwrap() == transaction.len() {
@@ -928,10 +978,13 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let read = CHUNK.with_borrow_mut(|chunk| {
-            read_chunk(&server, chunk).map(|n| chunk[..n] == transaction[..])
-        });
-        assert!(read.unwrap(), "one read takes the whole transaction");
+        let mut input = BytesMut::new();
+        assert_eq!(read_into(&server, &mut input).unwrap(), transaction.len());
+        assert_eq!(
+            &input[..],
+            &transaction[..],
+            "one read takes the whole transaction"
+        );
     }
 
     #[tokio::test]
