@@ -57,7 +57,8 @@ impl KeyBatch {
 
     /// Replaces the content with the keys of `batch`, normalized with `normalize`. An
     /// address pushed as normal ([`AddressBatch::push_normal`]) is copied as its own key
-    /// where `normalize` would leave it as it is, without a pass over its octets.
+    /// where `normalize` would leave it as it is, without the folding pass and the
+    /// delimiter search.
     pub fn fill(&mut self, normalize: NormalizeConfig, batch: &AddressBatch) {
         self.bytes.clear();
         self.spans.clear();

@@ -51,8 +51,9 @@ struct Masks {
     local_only: u64,
     at: u64,
     close: u64,
-    /// Upper-case letters, and `+` (both also in the classes above).
+    /// Upper-case letters (also in `alnum`).
     upper: u64,
+    /// `+` (also in `local_only`).
     plus: u64,
 }
 

@@ -580,10 +580,9 @@ impl Session {
 
     /// RCPT: counted against the recipient limit, answered at once (`<Postmaster>`, the
     /// limit, no transaction) or queued for a verdict. Inlined into the fast path of
-    /// [`advance`](Self::advance), which every common RCPT takes.
+    /// [`advance`](Self::advance), which every common RCPT takes. `normal`: the mailbox is
+    /// known to hold no upper-case letter and no `+` ([`AddressBatch::push_normal`]).
     #[inline]
-    /// A RCPT of `to`; `normal`: its mailbox is known to hold no upper-case letter and no
-    /// `+` ([`AddressBatch::push_normal`]).
     fn rcpt(&mut self, to: ForwardPath<'_>, normal: bool) {
         let Some(transaction) = self.transaction.as_mut() else {
             let reply = if self.greeted == Greeted::No {

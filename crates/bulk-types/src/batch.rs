@@ -16,7 +16,8 @@ pub struct AddressBatch {
     /// `ends[i - 1]` (or 0). Invariant: non-decreasing and never past `bytes.len()`.
     /// `u32` halves the index memory; see [`push`](Self::push) for the 4 GiB limit.
     ends: Vec<u32>,
-    /// `normal[i]`: address `i` was pushed by [`push_normal`](Self::push_normal).
+    /// `normal[i]`: address `i` was pushed by [`push_normal`](Self::push_normal). Always as
+    /// long as `ends`.
     normal: Vec<bool>,
 }
 
@@ -56,8 +57,9 @@ impl AddressBatch {
 
     /// Appends `address`, which its producer checked to hold no ASCII upper-case letter and
     /// no `+`: the usual normalization (case folded, `+` the recipient delimiter) leaves such
-    /// an address as it is, so a backend normalizing that way may take it as its own key
-    /// without a pass over it. The parser's plainest RCPT paths are checked as they are
+    /// an address as it is, so a backend normalizing that way may copy it as its own key
+    /// without the folding pass. Nothing checks the promise: an address that breaks it may
+    /// get a key no store holds. The parser's plainest RCPT paths are checked as they are
     /// parsed. Otherwise as [`push`](Self::push).
     pub fn push_normal(&mut self, address: &[u8]) {
         self.push_marked(address, true);
