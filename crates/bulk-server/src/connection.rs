@@ -920,6 +920,16 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    /// A client and the server's side of its connection, on loopback.
+    async fn connected() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
     async fn readable_within(stream: &TcpStream, ms: u64) -> bool {
         tokio::time::timeout(Duration::from_millis(ms), stream.readable())
             .await
@@ -956,11 +966,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pipelined_transaction_of_300_rcpts_is_one_read() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = connected().await;
         let mut transaction = b"BULK FROM:<list@sender.example>\r\n".to_vec();
         for i in 0..300 {
             transaction.extend_from_slice(
@@ -989,11 +995,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_read_leaves_the_socket_waiting_for_more_input() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = connected().await;
         let mut chunk = [0u8; READ_CHUNK];
 
         client.write_all(b"EHLO x\r\n").await.unwrap();
