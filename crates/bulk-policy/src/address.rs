@@ -124,14 +124,20 @@ impl NormalizeConfig {
         }
     }
 
-    /// For an address known to hold no upper-case letter and no `+` (as
-    /// [`AddressBatch::push_normal`](crate::AddressBatch::push_normal) vouches): the index
-    /// of its '@' if these rules leave it as it is, that is, when the delimiter is `+` or
-    /// none, the local part is not quoted, and both parts are there. `None`: normalize it.
+    /// Whether these rules leave an address with no upper-case letter and no `+` (as
+    /// [`AddressBatch::push_normal`](crate::AddressBatch::push_normal) vouches) as it is,
+    /// given [`own_key`](Self::own_key)'s checks of the address: the delimiter is `+` or none.
+    pub(crate) fn keeps_normal(&self) -> bool {
+        matches!(self.recipient_delimiter, None | Some(b'+'))
+    }
+
+    /// For an address known to hold no upper-case letter and no `+`, under rules that
+    /// [`keep`](Self::keeps_normal) such addresses: the index of its '@' if the local part
+    /// is not quoted and both parts are there, so that it is its own key. `None`: normalize
+    /// it.
     #[inline]
-    pub(crate) fn own_key(&self, address: &[u8]) -> Option<usize> {
-        if !matches!(self.recipient_delimiter, None | Some(b'+')) || address.first() == Some(&b'"')
-        {
+    pub(crate) fn own_key(address: &[u8]) -> Option<usize> {
+        if address.first() == Some(&b'"') {
             return None;
         }
         last_at(address).filter(|&at| at > 0 && at + 1 < address.len())

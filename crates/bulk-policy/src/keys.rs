@@ -63,9 +63,11 @@ impl KeyBatch {
         self.bytes.clear();
         self.spans.clear();
         self.spans.reserve(batch.len());
+        let keeps_normal = normalize.keeps_normal();
         for (address, normal) in batch.iter_marked() {
             let start = self.bytes.len();
-            let key = match normal.then(|| normalize.own_key(address)).flatten() {
+            let own_key = normal && keeps_normal;
+            let key = match own_key.then(|| NormalizeConfig::own_key(address)).flatten() {
                 Some(at) => {
                     self.bytes.extend_from_slice(address);
                     Ok(at)

@@ -31,13 +31,7 @@ pub(crate) struct Plain {
 /// tell, never "invalid".
 #[inline]
 pub(crate) fn plain_path(path: &[u8]) -> Option<Plain> {
-    let masks = Masks::of(path)?;
-    let close = masks.plain_close()?;
-    let before = (1u64 << close) - 1;
-    Some(Plain {
-        close,
-        normal: (masks.upper | masks.plus) & before == 0,
-    })
+    Masks::of(path)?.plain()
 }
 
 /// One bit per octet of the window (bit `i` for octet `i`), by class.
@@ -89,10 +83,10 @@ impl Masks {
         None
     }
 
-    /// The index of the first `>` if everything before it is a plain mailbox (see the
+    /// The mailbox up to the first `>` if everything before it is a plain mailbox (see the
     /// module docs), which is then exactly what the automaton takes.
     #[inline]
-    fn plain_close(&self) -> Option<usize> {
+    fn plain(&self) -> Option<Plain> {
         let close = self.close.trailing_zeros();
         // `close` < 64: `of` returns only masks with a `>`.
         let before = (1u64 << close) - 1;
@@ -128,7 +122,10 @@ impl Masks {
         {
             return None;
         }
-        Some(close as usize)
+        Some(Plain {
+            close: close as usize,
+            normal: (self.upper | self.plus) & before == 0,
+        })
     }
 }
 
